@@ -1,0 +1,137 @@
+"""The `novamig` command.
+
+Each sub-command lives in the package that owns its subject and is imported only when called, so
+`novamig validate` never pays for importing openstacksdk or Nova. Exit codes are a contract
+(see README "Exit codes"): 0 success, 1 SLA or migration failed, 2 bad input, 3 infrastructure
+error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from novamig import __version__
+from novamig.exitcodes import ExitCode
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from novamig.scenario.commands import cmd_validate
+
+    return cmd_validate(args.paths, args.overrides, sys.stdout)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from novamig.scenario.commands import cmd_schema
+
+    return cmd_schema(sys.stdout)
+
+
+def _image_build(args: argparse.Namespace) -> int:
+    from novamig.guest.commands import cmd_image_build
+
+    return cmd_image_build(args.kind, args.format, args.force)
+
+
+def _selfcheck(args: argparse.Namespace) -> int:
+    from novamig.hypervisor.selfcheck import cmd_selfcheck
+
+    return cmd_selfcheck(as_json=args.json)
+
+
+def _not_yet(command: str, needs: str) -> Handler:
+    """A command promised by the CLI contract whose machinery has not landed yet.
+
+    It says so and exits 3 (infrastructure missing) instead of pretending to work.
+    """
+
+    def handler(args: argparse.Namespace) -> int:
+        print(
+            f"novamig {command}: not available in novamig {__version__} yet: it needs {needs}, "
+            "which has not landed. See README, section 'Status'.",
+            file=sys.stderr,
+        )
+        return int(ExitCode.INFRASTRUCTURE)
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="novamig",
+        description="Test and validation harness for OpenStack Nova live migration.",
+    )
+    parser.add_argument("--version", action="version", version=f"novamig {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check scenario files; errors as FILE:LINE:COL: key.path: message")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="scenario YAML files")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a scenario value (validated like the file); repeatable",
+    )
+    p.set_defaults(handler=_validate)
+
+    p = sub.add_parser("schema", help="print the scenario JSON Schema (for editors)")
+    p.set_defaults(handler=_schema)
+
+    p = sub.add_parser("run", help="run every case of a scenario and write results, HTML and JUnit")
+    p.add_argument("scenario", metavar="SCENARIO")
+    p.add_argument("--cloud", metavar="NAME")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.set_defaults(handler=_not_yet("run", "the runner"))
+
+    p = sub.add_parser("report", help="re-render the HTML report from results.json")
+    p.add_argument("results", metavar="RESULTS.json")
+    p.add_argument("--out", metavar="FILE")
+    p.set_defaults(handler=_not_yet("report", "the HTML report renderer"))
+
+    p = sub.add_parser("compare", help="regression report between runs")
+    p.add_argument("results", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--out", metavar="FILE")
+    p.set_defaults(handler=_not_yet("compare", "the compare/trend report"))
+
+    p = sub.add_parser("cleanup", help="remove every cloud resource tagged by novamig")
+    p.add_argument("--cloud", metavar="NAME")
+    p.add_argument("--yes", action="store_true", help="delete (default: list only)")
+    p.set_defaults(handler=_not_yet("cleanup", "the runner's cloud layer"))
+
+    p = sub.add_parser("cloud", help="the embedded cloud: up, down, status")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(handler=_not_yet("cloud", "the embedded cloud"))
+
+    p = sub.add_parser("image", help="guest images")
+    image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    b = image_sub.add_parser("build", help="build a guest image (cached)")
+    b.add_argument("kind", nargs="?", choices=["tiny", "full"], default="tiny")
+    b.add_argument("--format", choices=["initramfs", "qcow2"], default=None)
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.set_defaults(handler=_image_build)
+
+    p = sub.add_parser("selfcheck", help="check that this machine can run novamig and measures right")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_selfcheck)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("novamig: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
