@@ -42,6 +42,24 @@ def _selfcheck(args: argparse.Namespace) -> int:
     return cmd_selfcheck(as_json=args.json)
 
 
+def _run(args: argparse.Namespace) -> int:
+    from novamig.runner.commands import cmd_run
+
+    return cmd_run(args.scenario, args.cloud, args.out, args.overrides)
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from novamig.runner.commands import cmd_cleanup
+
+    return cmd_cleanup(args.cloud, args.yes)
+
+
+def _cloud(args: argparse.Namespace) -> int:
+    from novamig.embedded.commands import cmd_cloud
+
+    return cmd_cloud(args.action)
+
+
 def _not_yet(command: str, needs: str) -> Handler:
     """A command promised by the CLI contract whose machinery has not landed yet.
 
@@ -87,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cloud", metavar="NAME")
     p.add_argument("--out", metavar="DIR")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.set_defaults(handler=_not_yet("run", "the runner"))
+    p.set_defaults(handler=_run)
 
     p = sub.add_parser("report", help="re-render the HTML report from results.json")
     p.add_argument("results", metavar="RESULTS.json")
@@ -102,11 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cleanup", help="remove every cloud resource tagged by novamig")
     p.add_argument("--cloud", metavar="NAME")
     p.add_argument("--yes", action="store_true", help="delete (default: list only)")
-    p.set_defaults(handler=_not_yet("cleanup", "the runner's cloud layer"))
+    p.set_defaults(handler=_cleanup)
 
     p = sub.add_parser("cloud", help="the embedded cloud: up, down, status")
     p.add_argument("action", choices=["up", "down", "status"])
-    p.set_defaults(handler=_not_yet("cloud", "the embedded cloud"))
+    p.set_defaults(handler=_cloud)
 
     p = sub.add_parser("image", help="guest images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
