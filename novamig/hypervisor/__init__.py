@@ -1,1 +1,94 @@
+"""QEMU guests and QEMU live migration, driven over QMP: the physics under novamig.
 
+Public API (used by the embedded cloud's virt driver, the runner and `novamig selfcheck`):
+
+* `GuestSpec`, `NetworkAttachment`, `QemuMachine`: one QEMU process (context manager);
+  `QemuMachine.agent` is the guest agent channel (`AgentChannel`) with its heartbeat log.
+* `MigrationPolicy`, `migrate`, `start_migration` → `MigrationJob` (`switch_to_postcopy()`,
+  `cancel()`, `result()`), `MigrationResult`, `ProgressSample`.
+* `HeartbeatCollector`, `measure_noise_floor`, `inject_pause`: guest-side downtime.
+* `GuestNetwork`, `UserModeNetwork`: the guests' network (namespace + bridge + taps, or user-mode).
+* `accelerator_for`, `AccelVerdict`: KVM only when a guest really boots under it, else TCG.
+* errors: `HypervisorError` and subclasses, each carrying its context.
+"""
+
+from novamig.hypervisor.accel import AccelVerdict, accelerator_for
+from novamig.hypervisor.agent import AgentChannel, Beat, BeatLog
+from novamig.hypervisor.binary import default_machine_type, qemu_binary, qemu_version
+from novamig.hypervisor.errors import (
+    AgentError,
+    AgentTimeout,
+    GuestBootError,
+    HypervisorError,
+    MachineUnusable,
+    NetworkError,
+    QemuError,
+    QemuLaunchError,
+    QmpCommandError,
+)
+from novamig.hypervisor.heartbeat import (
+    HeartbeatCollector,
+    MigrationHeartbeat,
+    NoiseFloor,
+    PauseEstimate,
+    PauseMeasurement,
+    inject_pause,
+    measure_noise_floor,
+    measure_pause,
+)
+from novamig.hypervisor.machine import GuestSpec, MachineState, NetworkAttachment, QemuMachine
+from novamig.hypervisor.migration import (
+    MigrationControl,
+    MigrationEvent,
+    MigrationJob,
+    MigrationResult,
+    ProgressSample,
+    migrate,
+    start_migration,
+)
+from novamig.hypervisor.netns import GuestAddress, GuestNetwork, UserModeNetwork, netns_supported
+from novamig.hypervisor.policy import MigrationPolicy
+
+__all__ = [
+    "AccelVerdict",
+    "AgentChannel",
+    "AgentError",
+    "AgentTimeout",
+    "Beat",
+    "BeatLog",
+    "GuestAddress",
+    "GuestBootError",
+    "GuestNetwork",
+    "GuestSpec",
+    "HeartbeatCollector",
+    "HypervisorError",
+    "MachineState",
+    "MachineUnusable",
+    "MigrationControl",
+    "MigrationEvent",
+    "MigrationHeartbeat",
+    "MigrationJob",
+    "MigrationPolicy",
+    "MigrationResult",
+    "NetworkAttachment",
+    "NetworkError",
+    "NoiseFloor",
+    "PauseEstimate",
+    "PauseMeasurement",
+    "ProgressSample",
+    "QemuError",
+    "QemuLaunchError",
+    "QemuMachine",
+    "QmpCommandError",
+    "UserModeNetwork",
+    "accelerator_for",
+    "default_machine_type",
+    "inject_pause",
+    "measure_noise_floor",
+    "measure_pause",
+    "migrate",
+    "netns_supported",
+    "qemu_binary",
+    "qemu_version",
+    "start_migration",
+]

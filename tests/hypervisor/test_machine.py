@@ -1,0 +1,121 @@
+"""QemuMachine: launch, QMP, agent channel, soft/hard shutdown, launch errors, process cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from novamig.guest.image import GuestImage
+from novamig.hypervisor.errors import QemuLaunchError, QmpCommandError
+from novamig.hypervisor.machine import GuestSpec, MachineState, QemuMachine
+
+from .conftest import MachineFactory, _alive
+
+pytestmark = pytest.mark.qemu
+
+
+def test_boot_qmp_agent_and_clean_shutdown(machines: MachineFactory) -> None:
+    vm = machines("boot")
+    assert vm.spec.machine_type and vm.spec.machine_type.startswith("pc-q35-")
+    assert vm.spec.accelerator in ("tcg", "kvm")
+    assert vm.command("query-status")["status"] == "running"
+    assert vm.agent.ping().ok
+    assert vm.agent.beats.wait_for(100, 5.0)
+    assert "novamig" in vm.console_log()
+    with pytest.raises(QmpCommandError, match="no-such-command"):
+        vm.command("no-such-command")
+    pid, rundir = vm.pid, vm.rundir
+    assert pid is not None and _alive(pid)
+    vm.shutdown()
+    assert vm.state is MachineState.STOPPED
+    assert vm.exit_code == 0, "QMP quit should end QEMU normally"
+    assert not _alive(pid)
+    assert not rundir.exists()
+    assert "novamig" in vm.console_log(), "console log must stay readable after shutdown"
+
+
+def test_hard_shutdown_kills_the_process_group(machines: MachineFactory) -> None:
+    vm = machines("hard", ready=False)
+    pid = vm.pid
+    assert pid is not None
+    vm.shutdown(soft=False)
+    assert "terminating on signal 15" in vm.qemu_log(), "without soft shutdown QEMU gets SIGTERM"
+    assert not _alive(pid)
+
+
+def test_bad_option_names_the_command_line_and_qemu_complaint(image: GuestImage, workdir: Path) -> None:
+    spec = GuestSpec(name="bad", image=image, extra_args=("-device", "no-such-device-xyz"))
+    vm = QemuMachine(spec, workdir)
+    with pytest.raises(QemuLaunchError) as info:
+        vm.launch()
+    err = info.value
+    assert "no-such-device-xyz" in err.command_line
+    assert "no-such-device-xyz" in err.qemu_log
+    assert "command line:" in str(err)
+    assert vm.state is MachineState.FAILED
+    assert vm.poll() is not None
+    assert not any(workdir.glob("novamig-bad-*")), "run directory of a failed launch must be removed"
+
+
+def test_machine_started_from_a_short_lived_thread_survives_it(image: GuestImage, workdir: Path) -> None:
+    """PDEATHSIG fires when the forking *thread* exits; the launcher thread avoids that trap."""
+    box: list[QemuMachine] = []
+
+    def start() -> None:
+        vm = QemuMachine(GuestSpec(name="thread", image=image, memory_mib=128), workdir)
+        box.append(vm)
+        vm.launch()
+
+    t = threading.Thread(target=start)
+    t.start()
+    t.join()
+    vm = box[0]
+    try:
+        time.sleep(0.5)
+        assert vm.poll() is None, "QEMU died with the thread that asked for it"
+        assert vm.command("query-status")["status"] in ("running", "prelaunch")
+    finally:
+        vm.shutdown()
+
+
+def test_qemu_dies_with_the_harness_killed_by_sigkill(image: GuestImage, workdir: Path) -> None:
+    """The harness gets SIGKILL (no cleanup code runs): PDEATHSIG must still take QEMU down."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from novamig.guest.image import GuestImage
+        from novamig.hypervisor.machine import GuestSpec, QemuMachine
+        img = GuestImage(Path({str(image.kernel)!r}), Path({str(image.initrd)!r}), {image.append!r}, "", "")
+        spec = GuestSpec(name="orphan", image=img, memory_mib=128, accelerator="tcg")
+        vm = QemuMachine(spec, Path({str(workdir)!r}))
+        vm.launch()
+        print(vm.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        qemu_pid = int(child.stdout.readline())
+        assert _alive(qemu_pid)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        deadline = time.monotonic() + 5
+        while _alive(qemu_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(qemu_pid), "QEMU outlived its SIGKILLed parent"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for d in workdir.glob("novamig-orphan-*"):  # the killed harness could not remove its run dir
+            subprocess.run(["rm", "-rf", str(d)], check=False)
