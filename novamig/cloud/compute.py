@@ -1,0 +1,210 @@
+"""The compute API calls novamig makes, each with an explicit microversion and a timeout.
+
+Raw REST through openstacksdk's compute adapter (not the resource layer) because the migration
+calls must be sent with the microversion `microversions` chose, and their answers read field by
+field: the SDK's resource objects pick a microversion of their own and hide fields we time.
+Everything returned is a small frozen dataclass; every failure is a `CloudError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from novamig.cloud import microversions as mv
+from novamig.cloud.errors import CloudError, CloudUnreachable, MigrationRequestRefused
+
+log = logging.getLogger(__name__)
+
+FINAL_MIGRATION_STATUSES = frozenset({"completed", "cancelled", "error", "failed", "done"})
+
+
+@dataclass(frozen=True)
+class ServerState:
+    id: str
+    name: str
+    status: str
+    task_state: str | None
+    host: str | None
+    fault: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One migration record, from a server's in-progress list or from ``/os-migrations``."""
+
+    id: int
+    status: str
+    source_host: str | None
+    dest_host: str | None
+    memory_total_bytes: int | None = None
+    memory_processed_bytes: int | None = None
+    memory_remaining_bytes: int | None = None
+    migration_type: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_MIGRATION_STATUSES
+
+
+@dataclass(frozen=True)
+class ComputeService:
+    host: str
+    status: str  # enabled | disabled
+    state: str  # up | down
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "enabled" and self.state == "up"
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+def migration_from_json(data: dict[str, Any]) -> MigrationState:
+    return MigrationState(
+        id=int(data["id"]),
+        status=str(data.get("status") or "unknown"),
+        source_host=data.get("source_compute"),
+        dest_host=data.get("dest_compute"),
+        memory_total_bytes=_int(data.get("memory_total_bytes")),
+        memory_processed_bytes=_int(data.get("memory_processed_bytes")),
+        memory_remaining_bytes=_int(data.get("memory_remaining_bytes")),
+        migration_type=data.get("migration_type"),
+    )
+
+
+def server_from_json(data: dict[str, Any]) -> ServerState:
+    fault = data.get("fault") or {}
+    return ServerState(
+        id=str(data["id"]),
+        name=str(data.get("name") or ""),
+        status=str(data.get("status") or "UNKNOWN"),
+        task_state=data.get("OS-EXT-STS:task_state"),
+        host=data.get("OS-EXT-SRV-ATTR:host"),
+        fault=fault.get("message") if isinstance(fault, dict) else None,
+        tags=tuple(data.get("tags") or ()),
+    )
+
+
+class Compute:
+    """Nova's API as novamig uses it. Thread-safe for concurrent migrations (one HTTP call each)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.max_version = self._discover_max()
+        self.version = mv.choose(self.max_version, mv.PREFERRED)
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _discover_max(self) -> mv.Microversion:
+        from keystoneauth1 import exceptions as ksa_exc
+
+        try:
+            data = self.conn.compute.get_endpoint_data()
+        except ksa_exc.ClientException as exc:
+            raise CloudUnreachable(f"compute endpoint not reachable: {exc}") from None
+        if data is None or not data.max_microversion:
+            raise CloudError("the compute API announces no microversions (is it Nova v2.1?)")
+        return mv.Microversion.parse(tuple(data.max_microversion[:2]))
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        version: mv.Microversion | None = None,
+        json: dict[str, Any] | None = None,
+        ok: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> Any:
+        from keystoneauth1 import exceptions as ksa_exc
+
+        use = version or self.version
+        try:
+            resp = self.conn.compute.request(url, method, json=json, microversion=str(use), raise_exc=False)
+        except ksa_exc.ConnectFailure as exc:
+            raise CloudUnreachable(f"{method} {url}: {exc}") from None
+        except ksa_exc.ClientException as exc:
+            raise CloudError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
+        if resp.status_code not in ok:
+            raise ComputeApiError(method, url, resp.status_code, _fault_text(resp))
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def server(self, server_id: str) -> ServerState:
+        return server_from_json(self.call("GET", f"/servers/{server_id}")["server"])
+
+    def servers_tagged(self, tag: str) -> list[ServerState]:
+        data = self.call("GET", f"/servers/detail?tags={tag}&all_tenants=1")
+        return [server_from_json(s) for s in data["servers"]]
+
+    def server_migrations(self, server_id: str) -> list[MigrationState]:
+        """In-progress migrations of a server (Nova drops finished ones from this list)."""
+        data = self.call("GET", f"/servers/{server_id}/migrations")
+        return [migration_from_json(m) for m in data["migrations"]]
+
+    def live_migrations_of(self, server_id: str) -> list[MigrationState]:
+        """All live migrations of a server from ``/os-migrations``, with their final statuses."""
+        data = self.call("GET", f"/os-migrations?instance_uuid={server_id}&migration_type=live-migration")
+        return sorted((migration_from_json(m) for m in data["migrations"]), key=lambda m: m.id)
+
+    def compute_services(self) -> list[ComputeService]:
+        data = self.call("GET", "/os-services?binary=nova-compute")
+        return [ComputeService(s["host"], s["status"], s["state"]) for s in data["services"]]
+
+    def hypervisor_versions(self) -> dict[str, str]:
+        data = self.call("GET", "/os-hypervisors/detail")
+        out: dict[str, str] = {}
+        for h in data.get("hypervisors", []):
+            host = (h.get("service") or {}).get("host") or h.get("hypervisor_hostname")
+            out[str(host)] = f"{h.get('hypervisor_type', '?')} {h.get('hypervisor_version', '?')}"
+        return out
+
+    # -- actions -------------------------------------------------------------------------------------
+    def live_migrate(self, server_id: str, host: str | None, block_migration: mv.BlockMigration) -> None:
+        request = mv.live_migrate_request(self.max_version, host, block_migration)
+        try:
+            self.call("POST", f"/servers/{server_id}/action", version=request.microversion, json=request.body)
+        except ComputeApiError as exc:
+            raise MigrationRequestRefused(str(exc)) from None
+
+    def force_complete(self, server_id: str, migration_id: int) -> None:
+        version = mv.choose(self.max_version, mv.PREFERRED)
+        if self.max_version < mv.FORCE_COMPLETE:
+            raise CloudError(f"force-complete needs microversion {mv.FORCE_COMPLETE}")
+        self.call(
+            "POST",
+            f"/servers/{server_id}/migrations/{migration_id}/action",
+            version=version,
+            json={"force_complete": None},
+        )
+
+    def abort(self, server_id: str, migration_id: int, status: str) -> None:
+        version = mv.abort_allowed(self.max_version, status)
+        if version is None:
+            raise ComputeApiError("DELETE", "migration", 409, f"cannot abort a migration in status {status}")
+        self.call("DELETE", f"/servers/{server_id}/migrations/{migration_id}", version=version)
+
+
+class ComputeApiError(CloudError):
+    """Nova answered with an error status; `status` lets callers tell 409 (try later) from the rest."""
+
+    def __init__(self, method: str, url: str, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"{method} {url}: HTTP {status}: {message}")
+
+
+def _fault_text(resp: Any) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return str(resp.text)[:300]
+    if isinstance(body, dict):
+        for value in body.values():
+            if isinstance(value, dict) and "message" in value:
+                return str(value["message"])
+    return str(body)[:300]

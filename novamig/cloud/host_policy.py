@@ -1,0 +1,261 @@
+"""Host policy: nova.conf ``[libvirt]`` live-migration options applied per case, always restored.
+
+A scenario's `host_policy` holds nova.conf option names as they are (``live_migration_downtime``,
+``live_migration_permit_post_copy`` …) and `migration.policy` holds the friendly names; both end up
+as one mapping of ``[libvirt]`` options (`libvirt_options`). Where they are applied depends on the
+cloud, behind one protocol (`HostPolicyApplier`):
+
+* the embedded cloud — through its library API (no restart: its driver reads the policy per migration);
+* DevStack — over SSH: edit ``nova-cpu.conf``, restart the compute service, wait until Nova reports it
+  up, and put the original file back afterwards, on failure too (`SshHostPolicy`).
+
+`applied(...)` is the context manager the runner uses: it restores every host it touched, whatever
+happens inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+# migration.policy key → (nova.conf [libvirt] option, converter)
+_POLICY_TO_LIBVIRT: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "downtime_limit_ms": ("live_migration_downtime", int),
+    "bandwidth_mib_s": ("live_migration_bandwidth", int),
+}
+
+
+def libvirt_options(policy: Mapping[str, Any], host_policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[libvirt]`` options for a case: mapped `migration.policy`, then `host_policy` on top.
+
+    ``post_copy_after_s`` set means post-copy must be permitted on the hosts (the switch itself
+    is the force-complete the runner sends); ``auto_converge: true`` permits auto-converge, false
+    leaves the host's setting alone; explicit `host_policy` keys always win.
+    """
+    out: dict[str, Any] = {}
+    for key, (option, convert) in _POLICY_TO_LIBVIRT.items():
+        value = policy.get(key)
+        if value is not None:
+            out[option] = convert(value)
+    if policy.get("auto_converge"):  # false (the default) leaves the host as it is
+        out["live_migration_permit_auto_converge"] = True
+    if policy.get("post_copy_after_s") is not None:
+        out["live_migration_permit_post_copy"] = True
+    out.update(host_policy)
+    return out
+
+
+class HostPolicyApplier(Protocol):
+    """Applies ``[libvirt]`` options to one compute host and puts the previous ones back."""
+
+    def apply(self, host: str, options: Mapping[str, Any]) -> None: ...
+
+    def restore(self, host: str) -> None: ...
+
+
+@contextlib.contextmanager
+def applied(applier: HostPolicyApplier, hosts: Sequence[str], options: Mapping[str, Any]) -> Iterator[None]:
+    """Apply `options` on every host for the duration of the block; restore every touched host."""
+    touched: list[str] = []
+    try:
+        if options:
+            for host in hosts:
+                touched.append(host)
+                applier.apply(host, options)
+                log.info("host policy on %s: %s", host, dict(options))
+        yield
+    finally:
+        for host in reversed(touched):
+            try:
+                applier.restore(host)
+            except Exception as exc:
+                log.error("could not restore the host policy of %s: %s", host, exc)
+
+
+class NoHostPolicy:
+    """For a cloud where novamig cannot change host configuration: refuses non-empty options."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def apply(self, host: str, options: Mapping[str, Any]) -> None:
+        raise RuntimeError(f"cannot apply a host policy on {host}: {self.why}")
+
+    def restore(self, host: str) -> None:
+        return None
+
+
+class EmbeddedHostPolicy:
+    """The embedded cloud's library API: ``set_host_policy(host, options)`` (a whole policy: keys
+    left out take Nova's defaults). The policy in force before is read back first and restored,
+    so a cloud started with its own host policies gets them back after the case."""
+
+    def __init__(self, cloud: Any) -> None:
+        self.cloud = cloud
+        self._before: dict[str, dict[str, Any]] = {}
+
+    def _current(self, host: str) -> dict[str, Any]:
+        import dataclasses
+
+        from novamig.embedded import host_policy
+
+        layout = getattr(self.cloud, "layout", None)
+        if layout is None:
+            return {}
+        return dataclasses.asdict(host_policy.read(layout.workdir, host))
+
+    def apply(self, host: str, options: Mapping[str, Any]) -> None:
+        before = self._current(host)
+        self._before.setdefault(host, before)
+        self.cloud.set_host_policy(host, {**before, **options})
+
+    def restore(self, host: str) -> None:
+        self.cloud.set_host_policy(host, self._before.pop(host, {}))
+
+
+# -- DevStack over SSH --------------------------------------------------------------------------------
+DEFAULT_SECTION_OPTIONS = frozenset({"max_concurrent_live_migrations"})
+"""Host-policy keys that live in nova.conf's [DEFAULT] section, not [libvirt]."""
+
+
+def set_ini_options(text: str, section: str, options: Mapping[str, Any]) -> str:
+    """`text` (an ini file) with `options` set in `section`, everything else byte for byte unchanged.
+
+    configparser would drop comments and reorder: the file belongs to DevStack, so we edit lines.
+    """
+    rendered = {k: _ini_value(v) for k, v in options.items()}
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    in_section = False
+    seen_section = False
+    done: set[str] = set()
+
+    def flush() -> None:
+        # New keys go after the section's last option, before its trailing blank lines.
+        at = len(out)
+        while at > 0 and not out[at - 1].strip():
+            at -= 1
+        added = [f"{k} = {v}\n" for k, v in rendered.items() if k not in done]
+        done.update(rendered)
+        out[at:at] = added
+
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            if in_section:
+                flush()
+            in_section = stripped[1:-1].strip() == section
+            seen_section = seen_section or in_section
+            out.append(line)
+            continue
+        if in_section and "=" in stripped and not stripped.startswith(("#", ";")):
+            key = stripped.split("=", 1)[0].strip()
+            if key in rendered:
+                if key not in done:
+                    out.append(f"{key} = {rendered[key]}\n")
+                    done.add(key)
+                continue
+        out.append(line)
+    if in_section:
+        flush()
+    if not seen_section:
+        if out and not out[-1].endswith("\n"):
+            out.append("\n")
+        out.append(f"\n[{section}]\n")
+        flush()
+    return "".join(out)
+
+
+def _ini_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+@dataclass
+class SshHostPolicy:
+    """DevStack compute hosts reached over SSH (key-based, BatchMode); `targets` maps Nova host
+    names to ssh destinations (``user@address``). Restarting uses DevStack's systemd unit."""
+
+    targets: Mapping[str, str]
+    wait_up: Callable[[str, float], None]  # (host, timeout) → returns when Nova says the service is up
+    conf_path: str = "/etc/nova/nova-cpu.conf"
+    unit: str = "devstack@n-cpu.service"
+    ssh_timeout_s: float = 60.0
+    up_timeout_s: float = 180.0
+    _originals: dict[str, str] = field(default_factory=dict)
+
+    def _ssh(self, host: str, command: str, stdin: str | None = None) -> str:
+        target = self.targets.get(host)
+        if target is None:
+            raise RuntimeError(f"no SSH target for compute host {host!r} (add it to the hosts file)")
+        result = subprocess.run(
+            ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", target, command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=self.ssh_timeout_s,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"ssh {target}: {command!r} failed: {result.stderr.strip()[:300]}")
+        return result.stdout
+
+    def _write_and_restart(self, host: str, text: str) -> None:
+        path = shlex.quote(self.conf_path)
+        self._ssh(host, f"sudo tee {path} >/dev/null", stdin=text)
+        self._ssh(host, f"sudo systemctl restart {shlex.quote(self.unit)}")
+        time.sleep(2.0)  # let the old service report itself down before we wait for "up"
+        self.wait_up(host, self.up_timeout_s)
+
+    def apply(self, host: str, options: Mapping[str, Any]) -> None:
+        original = self._ssh(host, f"sudo cat {shlex.quote(self.conf_path)}")
+        self._originals.setdefault(host, original)
+        libvirt = {k: v for k, v in options.items() if k not in DEFAULT_SECTION_OPTIONS}
+        default = {k: v for k, v in options.items() if k in DEFAULT_SECTION_OPTIONS}
+        text = set_ini_options(original, "libvirt", libvirt) if libvirt else original
+        if default:
+            text = set_ini_options(text, "DEFAULT", default)
+        self._write_and_restart(host, text)
+
+    def restore(self, host: str) -> None:
+        original = self._originals.pop(host, None)
+        if original is not None:
+            self._write_and_restart(host, original)
+
+
+SSH_HOSTS_ENV = "NOVAMIG_SSH_HOSTS"
+"""Path of a YAML mapping ``compute host name: ssh destination`` (``stack@192.0.2.10``) that
+enables host policies on an external (DevStack) cloud."""
+
+
+def ssh_policy_from_file(path: str, compute: Any) -> SshHostPolicy:
+    """An `SshHostPolicy` for the hosts in `path`, waiting on Nova's service list for "up"."""
+    import yaml
+
+    from novamig.cloud.errors import CloudConfigInvalid
+
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8").read())  # noqa: SIM115
+    except (OSError, yaml.YAMLError) as exc:
+        raise CloudConfigInvalid(f"{SSH_HOSTS_ENV}={path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise CloudConfigInvalid(f"{SSH_HOSTS_ENV}={path}: expected a mapping 'host: user@address'")
+
+    def wait_up(host: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(s.host == host and s.usable for s in compute.compute_services()):
+                return
+            time.sleep(2.0)
+        raise RuntimeError(f"nova-compute on {host} not up {timeout_s:.0f} s after the restart")
+
+    return SshHostPolicy(targets={str(k): v for k, v in data.items()}, wait_up=wait_up)

@@ -1,0 +1,339 @@
+"""Cloud resources novamig creates: named, tagged, and always deleted.
+
+Every resource is named ``novamig-<run id>-…`` and carries the ``novamig`` mark wherever the API
+allows one (server tags and metadata, flavor description, security-group tags and description),
+so `novamig cleanup` can find what a killed run left behind. Creation goes through a `Resources`
+context manager that remembers each resource with its deleter and deletes in reverse order on exit
+— normal end, exception or Ctrl-C alike. Deletion never raises: what could not be deleted is
+listed in `leftovers` for the run to report.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from novamig.cloud import microversions as mv
+from novamig.cloud.compute import Compute, ComputeApiError, ServerState
+from novamig.cloud.errors import BootFailure, CloudError
+
+log = logging.getLogger(__name__)
+
+TAG = "novamig"
+"""The mark on everything novamig creates (server tag, metadata key, name prefix)."""
+NAME_PREFIX = "novamig-"
+BOOT_TIMEOUT_S = 600.0
+DELETE_TIMEOUT_S = 180.0
+POLL_S = 1.0
+
+
+def run_tag(run_id: str) -> str:
+    return f"novamig-run-{run_id}"
+
+
+def resource_name(run_id: str, *parts: str) -> str:
+    """``novamig-<run id>-<part>-…``: the prefix `cleanup` sweeps and a human can read."""
+    return "-".join([f"novamig-{run_id}", *parts])
+
+
+@dataclass(frozen=True)
+class FlavorSpec:
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    image_id: str
+    flavor_id: str
+    networks: str | list[dict[str, str]] = "none"
+    user_data: str | None = None
+    key_name: str | None = None
+    security_groups: Sequence[str] = ()
+    host: str | None = None  # boot on this compute host (admin: availability zone "nova:HOST")
+    availability_zone: str = "nova"
+
+
+@dataclass
+class Created:
+    kind: str
+    id: str
+    name: str
+    delete: Callable[[], None] = field(repr=False)
+
+
+class Resources:
+    """Creates resources and deletes them all on exit, in reverse order of creation."""
+
+    def __init__(self, compute: Compute, run_id: str, *, label: str = "run") -> None:
+        self.compute = compute
+        self.run_id = run_id
+        self.label = label
+        self.created: list[Created] = []
+        self.leftovers: list[str] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Resources:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.delete_all()
+
+    def _remember(self, item: Created) -> None:
+        with self._lock:
+            self.created.append(item)
+
+    def delete_all(self) -> None:
+        """Delete everything created, newest first; servers of one batch are deleted together."""
+        with self._lock:
+            items, self.created = list(reversed(self.created)), []
+        servers = [i for i in items if i.kind == "server"]
+        others = [i for i in items if i.kind != "server"]
+        if servers:
+            self._delete_servers(servers)
+        for item in others:
+            try:
+                item.delete()
+                log.info("deleted %s %s", item.kind, item.name)
+            except Exception as exc:
+                self.leftovers.append(f"{item.kind} {item.name} ({item.id}): {exc}")
+                log.warning("could not delete %s %s: %s", item.kind, item.name, exc)
+
+    def _delete_servers(self, servers: list[Created]) -> None:
+        pending: dict[str, Created] = {}
+        for item in servers:
+            try:
+                item.delete()
+                pending[item.id] = item
+            except Exception as exc:
+                self.leftovers.append(f"server {item.name} ({item.id}): {exc}")
+        deadline = time.monotonic() + DELETE_TIMEOUT_S
+        while pending and time.monotonic() < deadline:
+            for sid in list(pending):
+                if not server_exists(self.compute, sid):
+                    log.info("deleted server %s", pending.pop(sid).name)
+            if pending:
+                time.sleep(POLL_S)
+        for sid, item in pending.items():
+            self.leftovers.append(f"server {item.name} ({sid}): still present after {DELETE_TIMEOUT_S:.0f} s")
+
+    # -- flavors ---------------------------------------------------------------------------------
+    def flavor(self, spec: FlavorSpec) -> str:
+        """A temporary public flavor for this run; its description carries the novamig mark."""
+        name = resource_name(self.run_id, "flavor", f"{spec.vcpus}c{spec.ram_mb}m{spec.disk_gb}g")
+        body: dict[str, Any] = {
+            "name": name,
+            "vcpus": spec.vcpus,
+            "ram": spec.ram_mb,
+            "disk": spec.disk_gb,
+        }
+        if self.compute.max_version >= mv.FLAVOR_DESCRIPTION:
+            body["description"] = f"{TAG} run {self.run_id}"
+        data = self.compute.call("POST", "/flavors", json={"flavor": body})
+        fid = str(data["flavor"]["id"])
+        self._remember(Created("flavor", fid, name, lambda: delete_url(self.compute, f"/flavors/{fid}")))
+        return fid
+
+    # -- keypairs --------------------------------------------------------------------------------
+    def keypair(self, public_key: str) -> str:
+        name = resource_name(self.run_id, "key")
+        self.compute.call("POST", "/os-keypairs", json={"keypair": {"name": name, "public_key": public_key}})
+        self._remember(
+            Created("keypair", name, name, lambda: delete_url(self.compute, f"/os-keypairs/{name}"))
+        )
+        return name
+
+    # -- security groups (clouds with a Network API) ----------------------------------------------
+    def security_group(self, conn: Any) -> str | None:
+        """A group letting probes and the agent in: ICMP, TCP and UDP from anywhere, IPv4.
+
+        Wide on purpose: the runner's address as the guests see it is not known in general (NAT,
+        floating IPs); this is a test project's group, deleted with the run. None when the Network
+        API does not let us create groups (405/403: a read-only API such as the embedded cloud's,
+        whose guests are reached from the cloud's own network namespace): servers then get the
+        project's default group.
+        """
+        from openstack import exceptions
+
+        name = resource_name(self.run_id, "sg")
+        try:
+            group = conn.network.create_security_group(name=name, description=f"{TAG} run {self.run_id}")
+        except exceptions.HttpException as exc:
+            if exc.status_code in (403, 405):
+                log.info(
+                    "security groups cannot be created here (HTTP %s): using the default", exc.status_code
+                )
+                return None
+            raise CloudError(f"cannot create security group {name}: {exc}") from None
+        except exceptions.SDKException as exc:
+            raise CloudError(f"cannot create security group {name}: {exc}") from None
+
+        def delete() -> None:
+            conn.network.delete_security_group(group.id, ignore_missing=True)
+
+        self._remember(Created("security_group", str(group.id), name, delete))
+        try:
+            conn.network.set_tags(group, [TAG, run_tag(self.run_id)])
+            for protocol in ("icmp", "tcp", "udp"):
+                conn.network.create_security_group_rule(
+                    security_group_id=group.id,
+                    direction="ingress",
+                    ethertype="IPv4",
+                    protocol=protocol,
+                    remote_ip_prefix="0.0.0.0/0",
+                )
+        except exceptions.SDKException as exc:
+            raise CloudError(f"cannot configure security group {name}: {exc}") from None
+        return name
+
+    # -- servers ---------------------------------------------------------------------------------
+    def server(self, spec: ServerSpec) -> str:
+        """Ask Nova for one server (does not wait); tagged at creation (2.52+) or right after."""
+        body: dict[str, Any] = {
+            "name": spec.name,
+            "imageRef": spec.image_id,
+            "flavorRef": spec.flavor_id,
+            "networks": spec.networks,
+            "metadata": {TAG: "true", f"{TAG}_run": self.run_id},
+        }
+        tags = [TAG, run_tag(self.run_id)]
+        tag_at_create = self.compute.max_version >= mv.Microversion(2, 52)
+        if tag_at_create:
+            body["tags"] = tags
+        if spec.user_data:
+            body["user_data"] = base64.b64encode(spec.user_data.encode()).decode()
+        if spec.key_name:
+            body["key_name"] = spec.key_name
+        if spec.security_groups:
+            body["security_groups"] = [{"name": g} for g in spec.security_groups]
+        if spec.host:
+            if self.compute.max_version >= mv.Microversion(2, 74):
+                body["host"] = spec.host  # 2.74+: the scheduler still checks the host; no AZ name needed
+            else:
+                body["availability_zone"] = f"{spec.availability_zone}:{spec.host}"
+        data = self.compute.call("POST", "/servers", json={"server": body})
+        sid = str(data["server"]["id"])
+        self._remember(Created("server", sid, spec.name, lambda: delete_url(self.compute, f"/servers/{sid}")))
+        if not tag_at_create:
+            self.compute.call("PUT", f"/servers/{sid}/tags", json={"tags": tags})
+        return sid
+
+    def wait_active(
+        self,
+        server_ids: Sequence[str],
+        timeout_s: float = BOOT_TIMEOUT_S,
+        stop: threading.Event | None = None,
+    ) -> dict[str, ServerState]:
+        """Wait until every server is ACTIVE; BootFailure with Nova's fault message otherwise."""
+        deadline = time.monotonic() + timeout_s
+        states: dict[str, ServerState] = {}
+        waiting = list(server_ids)
+        while waiting:
+            for sid in list(waiting):
+                state = self.compute.server(sid)
+                if state.status == "ACTIVE":
+                    states[sid] = state
+                    waiting.remove(sid)
+                elif state.status == "ERROR":
+                    raise BootFailure(
+                        f"server {state.name} ({sid}) went to ERROR: {state.fault or 'no fault message'}"
+                    )
+            if not waiting:
+                break
+            if stop is not None and stop.is_set():
+                raise BootFailure("interrupted while waiting for servers to boot")
+            if time.monotonic() > deadline:
+                last = self.compute.server(waiting[0])
+                raise BootFailure(
+                    f"{len(waiting)} server(s) not ACTIVE after {timeout_s:.0f} s "
+                    f"(e.g. {last.name}: {last.status}/{last.task_state or '-'})"
+                )
+            time.sleep(POLL_S)
+        return states
+
+
+def server_exists(compute: Compute, server_id: str) -> bool:
+    try:
+        state = compute.server(server_id)
+    except ComputeApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return state.status != "DELETED"
+
+
+def delete_url(compute: Compute, url: str) -> None:
+    try:
+        compute.call("DELETE", url)
+    except ComputeApiError as exc:
+        if exc.status != 404:  # already gone is what we wanted
+            raise
+
+
+def find_flavor(compute: Compute, name_or_id: str) -> str:
+    try:
+        return str(compute.call("GET", f"/flavors/{name_or_id}")["flavor"]["id"])
+    except ComputeApiError as exc:
+        if exc.status != 404:
+            raise
+    data = compute.call("GET", "/flavors/detail?is_public=None")
+    for flavor in data["flavors"]:
+        if flavor["name"] == name_or_id:
+            return str(flavor["id"])
+    raise CloudError(f"flavor {name_or_id!r} not found")
+
+
+def find_image(conn: Any, name_or_id: str) -> str:
+    """The id of an active image by name or id, through the Image API (Glance or the embedded one)."""
+    from openstack import exceptions
+
+    try:
+        image = conn.image.find_image(name_or_id, ignore_missing=True)
+    except exceptions.SDKException as exc:
+        raise CloudError(f"image {name_or_id!r}: cannot query the image service: {exc}") from None
+    if image is None:
+        raise CloudError(f"image {name_or_id!r} not found")
+    if image.status != "active":
+        raise CloudError(f"image {name_or_id!r} is {image.status}, not active")
+    return str(image.id)
+
+
+def choose_networks(conn: Any, name: str | None) -> str | list[dict[str, str]]:
+    """The ``networks`` of a server-create request.
+
+    A named network is looked up through the Network API. With none named: where the cloud has a
+    Network API, its only non-external network, else DevStack's ``private``; otherwise (the
+    embedded cloud: one shared network, no Network API) Nova's ``auto``.
+    """
+    from openstack import exceptions
+
+    has_network = conn.has_service("network")
+    if name is not None:
+        if not has_network:
+            raise CloudError(f"network {name!r} named, but the cloud has no Network API to find it")
+        net = conn.network.find_network(name, ignore_missing=True)
+        if net is None:
+            raise CloudError(f"network {name!r} not found")
+        return [{"uuid": str(net.id)}]
+    if not has_network:
+        return "auto"
+    try:
+        nets = [n for n in conn.network.networks() if not n.is_router_external]
+    except exceptions.SDKException as exc:
+        raise CloudError(f"cannot list networks: {exc}") from None
+    if len(nets) == 1:
+        return [{"uuid": str(nets[0].id)}]
+    private = [n for n in nets if n.name == "private"]
+    if private:
+        return [{"uuid": str(private[0].id)}]
+    return "auto"

@@ -1,0 +1,276 @@
+"""``EmbeddedCloud``: start, reach and stop one embedded cloud from any Python process.
+
+The cloud always runs in a child process of its own (its own process group, PID file in the work
+directory), whether it was started by ``novamig cloud up`` (which returns to the shell and leaves it
+running) or by a test fixture (``die_with_parent=True``: it goes when the test run goes, even on
+SIGKILL). Nova's process-global configuration therefore never lands in the caller's interpreter.
+
+    with EmbeddedCloud() as cloud:
+        conn = cloud.connection()            # openstacksdk, admin user, via Keystone and the catalog
+        conn.compute.servers()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from novamig.embedded import clouds_yaml, config, lifeline, processes
+from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
+
+DEFAULT_START_TIMEOUT_S = 120.0
+
+
+class CloudStartError(RuntimeError):
+    """The cloud did not become ready. ``service`` names the part that failed; ``log`` is kept."""
+
+    def __init__(self, service: str, detail: str, log: Path | None) -> None:
+        where = f" (log: {log})" if log else ""
+        super().__init__(f"embedded cloud: {service} failed to start: {detail}{where}")
+        self.service = service
+        self.detail = detail
+        self.log = log
+
+
+@dataclass(frozen=True)
+class CloudStatus:
+    workdir: Path
+    running: bool
+    pid: int | None
+    ready: dict[str, Any] | None
+    processes: list[int]
+    guests: list[int]
+
+
+def default_workdir(cloud_name: str = DEFAULT_CLOUD_NAME) -> Path:
+    """Where ``novamig cloud up`` keeps the cloud: ``$NOVAMIG_EMBEDDED_DIR`` or the XDG state dir."""
+    env = os.environ.get("NOVAMIG_EMBEDDED_DIR")
+    if env:
+        return Path(env)
+    state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return state / "novamig" / cloud_name
+
+
+class EmbeddedCloud:
+    """One embedded cloud: Keystone, Placement, Nova (API, conductor, scheduler, computes)."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        cloud_name: str = DEFAULT_CLOUD_NAME,
+        hosts: Sequence[str] = DEFAULT_HOSTS,
+        host_policies: Mapping[str, Mapping[str, Any]] | None = None,
+        driver: str = "novamig",
+        die_with_parent: bool = True,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    ) -> None:
+        """``driver``: "novamig" (QEMU guests) or a Nova driver path such as "fake.FakeDriver",
+        which boots nothing and serves only to test the cloud's plumbing."""
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="novamig-embedded-"))
+        self.cloud_name = cloud_name
+        self.hosts = tuple(hosts)
+        self.host_policies = {h: dict(p) for h, p in (host_policies or {}).items()}
+        self.driver = driver
+        self.die_with_parent = die_with_parent
+        self.start_timeout_s = start_timeout_s
+        self.layout: CloudLayout | None = None
+        self.ready_info: dict[str, Any] | None = None
+
+    # -- attach to one started elsewhere (``novamig cloud down|status``) -----------------------------
+    @classmethod
+    def attach(cls, workdir: Path) -> EmbeddedCloud:
+        layout = CloudLayout.load(workdir)
+        cloud = cls(
+            workdir,
+            cloud_name=layout.cloud_name,
+            hosts=layout.hosts,
+            driver=layout.driver,
+            die_with_parent=False,
+        )
+        cloud.layout = layout
+        return cloud
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        """Start the cloud in a fresh work directory and wait until every service answers."""
+        if self.workdir.exists():
+            if processes.cloud_pid(self.workdir / "cloud.pid", self.workdir) is not None:
+                raise CloudStartError("cloud", f"already running in {self.workdir}", None)
+            if not self._own_workdir:
+                self.stop()  # a stale cloud of a dead process: its guests and namespace go too
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        layout = CloudLayout(
+            workdir=self.workdir.resolve(),
+            cloud_name=self.cloud_name,
+            ports=Ports.pick(),
+            hosts=self.hosts,
+            host_policies=self.host_policies,
+            driver=self.driver,
+        )
+        secret = Secrets.generate()
+        layout.logs.mkdir()
+        layout.guests_dir.mkdir()
+        layout.save(secret)
+        config.write_all(layout, secret)
+        clouds_yaml.write_own(layout, secret)
+        self.layout = layout
+        from novamig.embedded import host_policy
+
+        for host, options in self.host_policies.items():
+            host_policy.write(layout.workdir, host, options)
+
+        out = (layout.logs / "cloud.out").open("ab")
+        env = dict(os.environ, PYTHONWARNINGS="ignore", OS_NOVA_DISABLE_EVENTLET_PATCHING="1")
+        env.pop(lifeline.ENV, None)
+        if self.die_with_parent:
+            env.update(lifeline.env_for_child())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "novamig.embedded.cloud_service", str(layout.workdir)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+        out.close()
+        layout.pid_file.write_text(f"{proc.pid}\n")
+        try:
+            self.ready_info = self._wait_ready(proc)
+        except BaseException:
+            processes.stop_group(proc.pid)
+            processes.stop_guests(layout.guests_dir)
+            self._cleanup_networks()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1)
+            raise
+        return self.ready_info
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+        layout = self._layout()
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            if layout.ready_file.exists():
+                ready: dict[str, Any] = json.loads(layout.ready_file.read_text())
+                return ready
+            code = proc.poll()
+            if code is not None:
+                raise self._failure(f"the cloud process exited with status {code}")
+            if time.monotonic() > deadline:
+                raise CloudStartError(
+                    "cloud", f"not ready after {self.start_timeout_s:.0f} s", layout.logs / "nova.log"
+                )
+            time.sleep(0.05)
+
+    def _failure(self, fallback: str) -> CloudStartError:
+        layout = self._layout()
+        if layout.failure_file.exists():
+            info = json.loads(layout.failure_file.read_text())
+            return CloudStartError(info["service"], info["error"], Path(info["log"]))
+        return CloudStartError("cloud", fallback, layout.logs / "cloud.out")
+
+    def stop(self, *, keep_workdir: bool = False) -> None:
+        """Stop every process of the cloud and its guests; remove the work directory."""
+        workdir = self.workdir
+        pid = processes.cloud_pid(workdir / "cloud.pid", workdir)
+        if pid is not None:
+            processes.stop_group(pid)
+        if (workdir / "guests").exists():
+            processes.stop_guests(workdir / "guests")
+        self._cleanup_networks()
+        if not keep_workdir and workdir.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _cleanup_networks(self) -> None:
+        """Remove network namespaces the driver recorded (``netns.json``) if they outlived it."""
+        record = self.workdir / "netns.json"
+        if not record.exists():
+            return
+        for name in json.loads(record.read_text()):
+            if Path(f"/run/netns/{name}").exists():
+                subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+    def status(self) -> CloudStatus:
+        workdir = self.workdir
+        pid = processes.cloud_pid(workdir / "cloud.pid", workdir)
+        ready = None
+        if (workdir / "ready.json").exists():
+            ready = json.loads((workdir / "ready.json").read_text())
+        guests = [
+            int(p.read_text())
+            for p in (workdir / "guests").glob("**/*.pid")
+            if p.read_text().strip().isdigit() and processes.alive(int(p.read_text()))
+        ]
+        return CloudStatus(
+            workdir,
+            pid is not None and ready is not None,
+            pid,
+            ready,
+            processes.group_members(pid) if pid else [],
+            guests,
+        )
+
+    def __enter__(self) -> EmbeddedCloud:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- reaching it ---------------------------------------------------------------------------------
+    def _layout(self) -> CloudLayout:
+        if self.layout is None:
+            raise RuntimeError("the embedded cloud has not been started")
+        return self.layout
+
+    @property
+    def guest_netns(self) -> str | None:
+        """The network namespace where every guest is reachable at its port address (None without
+        root: guests then have user-mode networking only). Run probes inside it."""
+        return (self.ready_info or {}).get("guest_netns")
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self._layout().clouds_yaml
+
+    def env(self, member: bool = False) -> dict[str, str]:
+        """Environment variables that point openstacksdk/OSC in a subprocess at this cloud."""
+        name = f"{self.cloud_name}-member" if member else self.cloud_name
+        return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml), "OS_CLOUD": name}
+
+    def connection(self, member: bool = False) -> Any:
+        """An openstacksdk Connection authenticated with a password through Keystone."""
+        import openstack.config
+        import openstack.connection
+
+        name = f"{self.cloud_name}-member" if member else self.cloud_name
+        region = openstack.config.OpenStackConfig(
+            config_files=[str(self.clouds_yaml)], vendor_files=[]
+        ).get_one(cloud=name)
+        return openstack.connection.Connection(config=region)
+
+    def set_host_policy(self, host: str, options: Mapping[str, Any]) -> None:
+        """Set a compute host's live-migration policy (nova.conf ``[libvirt]`` option names and
+        ``max_concurrent_live_migrations``). Read by the driver at each migration, so it takes
+        effect for the next migration without restarting the cloud."""
+        from novamig.embedded import host_policy
+
+        layout = self._layout()
+        if host not in layout.hosts:
+            raise ValueError(f"unknown compute host {host!r}; this cloud has {', '.join(layout.hosts)}")
+        host_policy.write(layout.workdir, host, options)

@@ -1,0 +1,240 @@
+"""The embedded cloud's main process: ``python -m novamig.embedded.cloud_service WORKDIR``.
+
+Starts Keystone (a child process), then in this process Placement, Nova's databases, conductor,
+scheduler, the computes and the compute API, each served on its loopback port. Progress is visible
+in the work directory: ``ready.json`` once every service answers, or ``failure.json`` naming the
+service that failed to start (its log is kept in ``logs/``). SIGTERM stops the services and the
+guests, then the process exits; the launcher removes the work directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from novamig.embedded import lifeline, nova_threading
+from novamig.embedded.keystone_service import READY_NAME as KEYSTONE_READY
+from novamig.embedded.layout import CloudLayout
+
+KEYSTONE_TIMEOUT_S = 60.0
+
+
+class StartupError(Exception):
+    def __init__(self, service: str, detail: str, log: Path) -> None:
+        super().__init__(f"{service}: {detail}")
+        self.service = service
+        self.detail = detail
+        self.log = log
+
+
+class CloudProcess:
+    def __init__(self, layout: CloudLayout) -> None:
+        self.layout = layout
+        self.timings: dict[str, float] = {}
+        self._t0 = time.monotonic()
+        self._keystone: subprocess.Popen[bytes] | None = None
+        self._servers: list[Any] = []
+        self._services: list[Any] = []
+        self._fixture_host: Any = None
+        self._network: Any = None
+        self._pools: Any = None
+        self._stop = threading.Event()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(self, service: str, log_name: str = "nova.log") -> Iterator[None]:
+        """Time one start-up stage; any failure becomes a StartupError naming the service."""
+        started = time.monotonic()
+        try:
+            yield
+        except StartupError:
+            raise
+        except (Exception, SystemExit) as exc:  # Nova calls sys.exit() when e.g. a driver fails to load
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            with (self.layout.logs / log_name).open("a") as fh:
+                fh.write(f"novamig: {service} failed to start\n{traceback.format_exc()}\n")
+            raise StartupError(service, detail, self.layout.logs / log_name) from exc
+        self.timings[service] = round(time.monotonic() - started, 3)
+
+    def _serve(self, name: str, app: Any, port: int) -> None:
+        from novamig.embedded.wsgi_server import LoopbackServer
+
+        server = LoopbackServer(name, app, port)
+        server.start()
+        self._servers.append(server)
+
+    # -- stages --------------------------------------------------------------------------------------
+    def start_keystone(self) -> None:
+        env = dict(os.environ, PYTHONWARNINGS="ignore", **lifeline.env_for_child())
+        log = (self.layout.logs / "keystone.out").open("ab")
+        self._keystone = subprocess.Popen(
+            [sys.executable, "-m", "novamig.embedded.keystone_service", str(self.layout.workdir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+
+    def wait_keystone(self) -> None:
+        assert self._keystone is not None
+        deadline = time.monotonic() + KEYSTONE_TIMEOUT_S
+        ready = self.layout.workdir / KEYSTONE_READY
+        while not ready.exists():
+            code = self._keystone.poll()
+            if code is not None:
+                raise StartupError(
+                    "keystone",
+                    f"exited with status {code} during start-up",
+                    self.layout.logs / "keystone.log",
+                )
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    "keystone",
+                    f"not ready after {KEYSTONE_TIMEOUT_S:.0f} s",
+                    self.layout.logs / "keystone.log",
+                )
+            time.sleep(0.05)
+
+    def run(self) -> None:
+        lay = self.layout
+        with self.stage("keystone", "keystone.log"):
+            self.start_keystone()
+        with self.stage("nova-config"):
+            nova_threading.prepare()
+            from novamig.embedded import nova_setup, sqlite_lock
+
+            conf = nova_setup.configure(lay.nova_dir / "nova.conf")
+            sqlite_lock.install()
+        with self.stage("placement", "placement.log"):
+            from novamig.embedded.placement_service import placement_app
+
+            app = placement_app(lay.placement_dir / "placement.conf", lay.placement_dir / "placement.sqlite")
+            self._serve("placement", app, lay.ports.placement)
+        with self.stage("nova-databases"):
+            nova_setup.create_databases(lay, conf)
+            nova_setup.create_flavors()
+        with self.stage("image-and-network"):
+            from novamig.embedded import stand_ins
+            from novamig.embedded.image_api import ImageApi
+            from novamig.embedded.network_api import NetworkApi
+
+            self._fixture_host = stand_ins.FixtureHost(conf)
+            glance = stand_ins.install_glance(self._fixture_host)
+            conf.set_override("api_servers", [lay.image_url], group="glance")
+            neutron = stand_ins.install_neutron(self._fixture_host)
+            self._serve("image", ImageApi(glance, lay.image_url), lay.ports.image)
+            self._serve("network", NetworkApi(neutron, lay.network_url), lay.ports.network)
+        if lay.driver == "novamig":
+            with self.stage("guest-network"):
+                from novamig.embedded import guest_network
+
+                self._network = guest_network.install(lay.workdir)
+            with self.stage("driver"):
+                from novamig.embedded import driver_registry
+
+                driver_registry.register(lay)
+        with self.stage("live-migration-pools"):
+            from novamig.embedded import live_migration_pools
+
+            self._pools = live_migration_pools.install(lay.workdir)
+        with self.stage("nova-conductor"):
+            self._services.append(nova_setup.start_service("conductor", "controller", conf))
+        with self.stage("nova-scheduler"):
+            self._services.append(nova_setup.start_service("scheduler", "controller", conf))
+        for host in lay.hosts:
+            with self.stage(f"nova-compute@{host}"):
+                self._services.append(nova_setup.start_service("compute", host, conf))
+        conf.set_override("host", "controller")
+        with self.stage("cell-discovery"):
+            nova_setup.discover_hosts()
+        with self.stage("nova-api"):
+            self._serve("nova-api", nova_setup.compute_api_app(lay), lay.ports.compute)
+        with self.stage("keystone-ready", "keystone.log"):
+            self.wait_keystone()
+        ready = {
+            "pid": os.getpid(),
+            "elapsed_s": round(time.monotonic() - self._t0, 3),
+            "stages_s": self.timings,
+            "keystone_pid": self._keystone.pid if self._keystone else None,
+            "guest_netns": self._network.netns if self._network is not None else None,
+        }
+        tmp = lay.ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ready, indent=2) + "\n")
+        tmp.rename(lay.ready_file)
+        if lay.driver == "novamig":
+            from novamig.embedded.driver import IMAGES
+
+            IMAGES.prefetch()  # find (or build) the guest image before the first server is asked for
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            if self._keystone is not None and self._keystone.poll() is not None:
+                print("novamig: keystone exited; stopping the cloud", file=sys.stderr)
+                break
+
+    def stop(self) -> None:
+        """Stop guests (through the driver), servers and Keystone; tolerant of partial start-up."""
+        for svc in reversed(self._services):
+            with contextlib.suppress(Exception):
+                svc.kill()
+        with contextlib.suppress(Exception):
+            from novamig.embedded import driver_registry
+
+            driver_registry.shutdown_all()
+        if self._pools is not None:
+            self._pools.shutdown()
+        if self._network is not None:
+            with contextlib.suppress(Exception):
+                self._network.stop()
+        for server in reversed(self._servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+        if self._keystone is not None and self._keystone.poll() is None:
+            self._keystone.terminate()
+            try:
+                self._keystone.wait(5)
+            except subprocess.TimeoutExpired:
+                self._keystone.kill()
+                self._keystone.wait()
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m novamig.embedded.cloud_service WORKDIR", file=sys.stderr)
+        return 2
+    lifeline.arm()
+    layout = CloudLayout.load(Path(argv[0]))
+    proc = CloudProcess(layout)
+    signal.signal(signal.SIGTERM, proc.request_stop)
+    signal.signal(signal.SIGINT, proc.request_stop)
+    try:
+        proc.run()
+    except StartupError as exc:
+        layout.failure_file.write_text(
+            json.dumps({"service": exc.service, "error": exc.detail, "log": str(exc.log)}, indent=2) + "\n"
+        )
+        print(f"novamig: embedded cloud failed to start: {exc} (log: {exc.log})", file=sys.stderr)
+        proc.stop()
+        return 1
+    print(f"novamig: embedded cloud ready in {proc.timings}", file=sys.stderr, flush=True)
+    proc.wait()
+    proc.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,64 @@
+"""Per-compute live-migration policy, with the names and meaning of nova.conf on a libvirt host.
+
+Stored as ``policies/<host>.json`` in the work directory and read by the driver at each migration,
+so a scenario written for DevStack (where these are ``[libvirt]`` options of each compute's
+nova.conf) means the same here, and a runner can change them between cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    # [libvirt] options, Nova's defaults.
+    live_migration_downtime: int = 500  # ms
+    live_migration_downtime_steps: int = 10
+    live_migration_downtime_delay: int = 75  # s per GiB
+    live_migration_bandwidth: int = 0  # MiB/s, 0 = unlimited
+    live_migration_permit_post_copy: bool = False
+    live_migration_permit_auto_converge: bool = False
+    live_migration_completion_timeout: int = 800  # s per GiB, 0 = none
+    live_migration_timeout_action: str = "abort"  # abort | force_complete
+    # [DEFAULT]
+    max_concurrent_live_migrations: int = 1
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> HostPolicy:
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown host policy option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        policy = cls(**dict(options))
+        if policy.live_migration_timeout_action not in ("abort", "force_complete"):
+            raise ValueError("live_migration_timeout_action must be 'abort' or 'force_complete'")
+        return policy
+
+
+def path(workdir: Path, host: str) -> Path:
+    return workdir / "policies" / f"{host}.json"
+
+
+def write(workdir: Path, host: str, options: Mapping[str, Any]) -> HostPolicy:
+    policy = HostPolicy.from_mapping(options)
+    target = path(workdir, host)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(policy), indent=2) + "\n")
+    tmp.replace(target)
+    return policy
+
+
+def read(workdir: Path, host: str) -> HostPolicy:
+    target = path(workdir, host)
+    if not target.exists():
+        return HostPolicy()
+    return HostPolicy.from_mapping(json.loads(target.read_text()))

@@ -1,0 +1,173 @@
+"""Where an embedded cloud keeps its files, and the facts its processes share.
+
+The launcher (``EmbeddedCloud`` in the caller's process) decides ports, host names and passwords,
+writes them here once, and every process of the cloud reads the same ``cloud.json``: nothing is
+passed on a command line, so no secret ever shows in ``ps`` or a log. Passwords live apart in
+``secrets.json`` (mode 0600) so ``cloud.json`` can be shown in a bug report as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CLOUD_NAME = "novamig-embedded"
+DEFAULT_HOSTS = ("compute1", "compute2")
+REGION = "RegionOne"
+ADMIN_USER = "admin"
+ADMIN_PROJECT = "admin"
+MEMBER_USER = "novamig"
+MEMBER_PROJECT = "novamig"
+SERVICE_USER = "nova"
+SERVICE_PROJECT = "service"
+TINY_IMAGE_NAME = "novamig-tiny"
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel picks it, so parallel clouds differ)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Ports:
+    keystone: int
+    placement: int
+    compute: int
+    image: int
+    network: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        # Distinct even if the kernel hands back a port just released.
+        chosen: list[int] = []
+        while len(chosen) < 5:
+            port = free_loopback_port()
+            if port not in chosen:
+                chosen.append(port)
+        return cls(*chosen)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Passwords of the cloud's users; generated per start, never logged."""
+
+    admin_password: str
+    member_password: str
+    service_password: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(secrets.token_urlsafe(16), secrets.token_urlsafe(16), secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class CloudLayout:
+    """The shared description of one embedded cloud (serialised as ``cloud.json``)."""
+
+    workdir: Path
+    cloud_name: str
+    ports: Ports
+    hosts: tuple[str, ...] = DEFAULT_HOSTS
+    host_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    driver: str = "novamig"
+
+    # -- paths -------------------------------------------------------------------------------------
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def keystone_dir(self) -> Path:
+        return self.workdir / "keystone"
+
+    @property
+    def nova_dir(self) -> Path:
+        return self.workdir / "nova"
+
+    @property
+    def placement_dir(self) -> Path:
+        return self.workdir / "placement"
+
+    @property
+    def guests_dir(self) -> Path:
+        return self.workdir / "guests"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "cloud.pid"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.workdir / "ready.json"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.workdir / "failure.json"
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.workdir / "clouds.yaml"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.workdir / "secrets.json"
+
+    @property
+    def keystone_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.keystone}/v3"
+
+    @property
+    def compute_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.compute}/v2.1"
+
+    @property
+    def image_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.image}"
+
+    @property
+    def network_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.network}"
+
+    @property
+    def placement_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.placement}"
+
+    # -- persistence -------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["workdir"] = str(self.workdir)
+        data["hosts"] = list(self.hosts)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CloudLayout:
+        return cls(
+            workdir=Path(data["workdir"]),
+            cloud_name=data["cloud_name"],
+            ports=Ports(**data["ports"]),
+            hosts=tuple(data["hosts"]),
+            host_policies=dict(data.get("host_policies", {})),
+            driver=data.get("driver", "novamig"),
+        )
+
+    def save(self, secret: Secrets) -> None:
+        """Write cloud.json and the 0600 secrets file into a work directory that exists."""
+        (self.workdir / "cloud.json").write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(secret), fh)
+
+    @classmethod
+    def load(cls, workdir: Path) -> CloudLayout:
+        return cls.from_json(json.loads((workdir / "cloud.json").read_text()))
+
+    def load_secrets(self) -> Secrets:
+        return Secrets(**json.loads(self.secrets_file.read_text()))

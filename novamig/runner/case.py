@@ -1,0 +1,192 @@
+"""One case: host policy → provision → probes → migrate → collect → clean.
+
+`run_case` owns the order and the guarantees; the cloud is reached through two small protocols
+(`Fleet` for servers, `watch.MigrationApi` for migrations), so the same loop is exercised by the
+unit tests with an in-memory cloud and by the end-to-end tests with the embedded one.
+
+Concurrency: each server's migrations run one after another (a server is in at most one
+migration); up to `concurrency` servers migrate at once, in a bounded thread pool. The main
+thread only waits, so signals are handled promptly, and a stop request ends every sequence at its
+next step: watchers abort migrations in flight, no new one starts, the fleet is deleted.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from novamig.cloud.errors import CloudError
+from novamig.cloud.host_policy import HostPolicyApplier, applied
+from novamig.results import CaseResult, Event, MigrationRecord
+from novamig.runner.clock import CaseClock
+from novamig.runner.live import LiveView
+from novamig.runner.plan import CasePlan
+from novamig.runner.probes import Probe, ServerInfo, apply_figures
+from novamig.runner.signals import StopRequest
+from novamig.runner.sla import evaluate
+from novamig.runner.targets import TargetChooser, TargetError
+from novamig.runner.watch import FAST_POLL_S, POLL_S, MigrationApi, MigrationWatcher
+
+log = logging.getLogger(__name__)
+
+WAIT_TICK_S = 0.2
+
+
+class Fleet(Protocol):
+    """Boots a case's servers and deletes them when the block ends, whatever happens."""
+
+    def provision(
+        self, plan: CasePlan, case_index: int, boot_host: str | None, stop: StopRequest
+    ) -> contextlib.AbstractContextManager[list[ServerInfo]]: ...
+
+
+class CaseAborted(Exception):
+    """The case could not run to its end; the message goes into the case's `error`."""
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    result: CaseResult
+    infrastructure_error: bool  # the cloud failed us (boot failure, unreachable): exit 3, not 1
+
+
+def run_case(
+    plan: CasePlan,
+    index: int,
+    *,
+    api: MigrationApi,
+    fleet: Fleet,
+    hosts: Sequence[str],
+    host_policy: HostPolicyApplier,
+    probes: Sequence[Probe],
+    stop: StopRequest,
+    view: LiveView,
+    poll_s: float | None = None,
+) -> CaseOutcome:
+    clock = CaseClock()
+    infrastructure = False
+    records: list[tuple[str, int | None, MigrationRecord]] = []
+    error: str | None = None
+    try:
+        chooser = TargetChooser(plan.target, hosts, ping_pong=plan.ping_pong)
+        with applied(host_policy, hosts, plan.host_options):
+            view.message("booting servers")
+            with fleet.provision(plan, index, chooser.boot_host(), stop) as servers:
+                view.message(f"{len(servers)} server(s) ACTIVE; migrating")
+                for probe in probes:
+                    probe.start(servers, clock)
+                try:
+                    _migrate_all(
+                        plan,
+                        servers=servers,
+                        chooser=chooser,
+                        api=api,
+                        clock=clock,
+                        stop=stop,
+                        view=view,
+                        records=records,
+                        poll_s=poll_s,
+                    )
+                finally:
+                    for probe in probes:
+                        with contextlib.suppress(Exception):
+                            probe.stop()
+                for server_id, migration_id, record in records:
+                    apply_figures(record, server_id, migration_id, probes)
+                view.message("deleting servers")
+    except (CloudError, TargetError, CaseAborted, RuntimeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        infrastructure = isinstance(exc, CloudError) and not stop.is_set()
+        log.error("case %s: %s", plan.case_id, error)
+    if stop.is_set() and error is None:
+        error = f"interrupted ({stop.signal_name or 'stop requested'})"
+    migrations = sorted((r for _, _, r in records), key=lambda r: r.requested_at)
+    checks = evaluate(plan.sla, migrations, abort_expected=plan.abort_expected)
+    result = CaseResult(
+        id=plan.case_id,
+        params=plan.params,
+        repetition=plan.repetition,
+        passed=error is None and all(c.passed for c in checks),
+        sla=checks,
+        migrations=migrations,
+        error=error,
+    )
+    return CaseOutcome(result, infrastructure)
+
+
+def _migrate_all(
+    plan: CasePlan,
+    *,
+    servers: Sequence[ServerInfo],
+    chooser: TargetChooser,
+    api: MigrationApi,
+    clock: CaseClock,
+    stop: StopRequest,
+    view: LiveView,
+    records: list[tuple[str, int | None, MigrationRecord]],
+    poll_s: float | None,
+) -> None:
+    lock = threading.Lock()
+    total = chooser.migrations_per_server(plan.count)
+    failures: list[BaseException] = []
+
+    def sequence(server: ServerInfo) -> None:
+        current, previous = server.host, None
+        for k in range(total):
+            if stop.is_set():
+                return
+            if k > 0 and plan.interval_s > 0 and stop.event.wait(plan.interval_s):
+                return
+            view.server(server.name, "requesting", k + 1, total)
+            watcher = MigrationWatcher(
+                api,
+                clock,
+                server_id=server.id,
+                server_name=server.name,
+                source_host=current,
+                destination=chooser.destination(current, previous),
+                block_migration=plan.block_migration,
+                policy=plan.policy,
+                stop=stop.event,
+                on_progress=view.progress,
+                poll_s=poll_s or POLL_S,
+                fast_poll_s=poll_s or FAST_POLL_S,
+            )
+            record = watcher.run()
+            with lock:
+                records.append((server.id, watcher.migration_id, record))
+            view.server(server.name, record.status, k + 1, total)
+            if record.status == "completed":
+                previous, current = current, record.dest_host
+            else:
+                try:
+                    current = api.server(server.id).host or current
+                except CloudError as exc:
+                    record.events.append(Event(t=clock.now(), what=f"cannot read the server's host: {exc}"))
+
+    pool = cf.ThreadPoolExecutor(max_workers=max(1, plan.concurrency), thread_name_prefix="novamig-mig")
+    try:
+        futures = [pool.submit(_guard(sequence, failures), s) for s in servers]
+        pending = set(futures)
+        while pending:  # short waits: the main thread stays responsive to signals
+            _, pending = cf.wait(pending, timeout=WAIT_TICK_S)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failures:
+        raise CaseAborted(f"migration worker failed: {type(failures[0]).__name__}: {failures[0]}")
+
+
+def _guard(fn: Callable[[ServerInfo], None], failures: list[BaseException]) -> Callable[[ServerInfo], None]:
+    def run(server: ServerInfo) -> None:
+        try:
+            fn(server)
+        except Exception as exc:
+            log.exception("migration sequence of %s failed", server.name)
+            failures.append(exc)
+
+    return run

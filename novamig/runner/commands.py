@@ -1,0 +1,343 @@
+"""`novamig run` and `novamig cleanup`: argument handling, cloud set-up and exit codes.
+
+Exit codes (DESIGN.md): 0 every SLA met; 1 an SLA or a migration failed; 2 bad input (scenario,
+unknown cloud name); 3 infrastructure (cloud unreachable, preflight, boot failure); 130 stopped by
+SIGINT/SIGTERM after cleaning up and writing what was measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from novamig import __version__
+from novamig.exitcodes import ExitCode
+
+log = logging.getLogger("novamig.runner")
+
+SUPPORTED_WORKLOADS = frozenset({"idle"})
+"""Workload kinds this version applies to guests (memory/locust/script come with the workload package)."""
+
+
+def _err(msg: str) -> None:
+    print(f"novamig: {msg}", file=sys.stderr)
+
+
+def _setup_logging(out_dir: Path) -> logging.Handler:
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "novamig.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger("novamig")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    from novamig.cloud.connection import quiet_sdk_logs
+
+    quiet_sdk_logs()
+    return handler
+
+
+def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[str]) -> int:
+    from novamig.runner.plan import plan_from_case
+    from novamig.runner.run import default_out_dir
+    from novamig.runner.targets import TargetError
+    from novamig.scenario import ScenarioInvalid, expand_cases, load_scenario, redacted_dict
+
+    try:
+        sc = load_scenario(scenario, overrides)
+    except ScenarioInvalid as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return int(ExitCode.BAD_INPUT)
+    except OSError as exc:
+        _err(f"{scenario}: {exc.strerror or exc}")
+        return int(ExitCode.BAD_INPUT)
+    try:
+        plans = [plan_from_case(c) for c in expand_cases(sc)]
+    except (TargetError, ValueError) as exc:
+        _err(f"{scenario}: {exc}")
+        return int(ExitCode.BAD_INPUT)
+    unsupported = sorted({p.workload for p in plans} - SUPPORTED_WORKLOADS)
+    if unsupported:
+        # Running such a case idle would report idle figures under a loaded case's name.
+        _err(
+            f"{scenario}: workload.kind {', '.join(unsupported)} is not applied to guests by novamig "
+            f"{__version__} yet; use --set workload.kind=idle to measure idle guests"
+        )
+        return int(ExitCode.BAD_INPUT)
+    out_dir = Path(out) if out else default_out_dir(sc.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(out_dir)
+    try:
+        return _run(
+            scenario_cloud=sc.cloud,
+            scenario_dict=redacted_dict(sc),
+            plans=plans,
+            flag=cloud,
+            out_dir=out_dir,
+        )
+    finally:
+        logging.getLogger("novamig").removeHandler(handler)
+        handler.close()
+
+
+def _run(
+    *,
+    scenario_cloud: str | None,
+    scenario_dict: dict[str, Any],
+    plans: Sequence[Any],
+    flag: str | None,
+    out_dir: Path,
+) -> int:
+    from novamig.cloud.compute import Compute
+    from novamig.cloud.connection import choose_cloud, connect
+    from novamig.cloud.errors import CloudError, PreflightFailed
+    from novamig.cloud.host_policy import (
+        SSH_HOSTS_ENV,
+        EmbeddedHostPolicy,
+        HostPolicyApplier,
+        NoHostPolicy,
+        ssh_policy_from_file,
+    )
+    from novamig.cloud.preflight import Needs, preflight
+    from novamig.cloud.resources import choose_networks
+    from novamig.results import Environment
+    from novamig.runner.fleet import CloudFleet
+    from novamig.runner.live import LiveView
+    from novamig.runner.probes import EmbeddedMigrationFigures, Probe, Unavailable
+    from novamig.runner.run import new_run_id, run_plans, utc_now
+    from novamig.runner.signals import StopRequest, stop_on_signals
+
+    run_id = new_run_id()
+    stop = StopRequest()
+    choice = choose_cloud(flag, scenario_cloud)
+    started_at = utc_now()
+    with stop_on_signals(stop), contextlib.ExitStack() as stack:
+        embedded: Any = None
+        extra_files: list[str] = []
+        if choice.name is None:
+            print(f"novamig: run {run_id}: no cloud named; starting the embedded cloud …", file=sys.stderr)
+            try:
+                embedded = _start_embedded(stack, out_dir)
+            except Exception as exc:  # the embedded cloud's start errors are infrastructure
+                _err(f"the embedded cloud did not start: {exc}")
+                return int(ExitCode.INFRASTRUCTURE)
+            cloud_name = embedded.cloud_name
+            extra_files = [str(embedded.clouds_yaml)]
+        else:
+            cloud_name = choice.name
+            embedded = _attach_embedded(cloud_name)
+        if stop.is_set():
+            return int(ExitCode.INTERRUPTED)
+        try:
+            conn = connect(cloud_name, extra_files)
+            stack.callback(conn.close)
+            compute = Compute(conn)
+            hosts_named = tuple(sorted({h for p in plans for h in p.target.named_hosts}))
+            needs = Needs(
+                servers=max(p.servers for p in plans),
+                images=tuple(dict.fromkeys(p.image for p in plans)),
+                flavors=tuple(dict.fromkeys(p.flavor for p in plans)),
+                hosts_named=hosts_named,
+            )
+            report = preflight(conn, compute, needs)
+            networks = choose_networks(conn, plans[0].network)
+        except PreflightFailed as exc:
+            _err(f"cloud {cloud_name}: preflight failed:")
+            for problem in exc.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            return int(ExitCode.INFRASTRUCTURE)
+        except CloudError as exc:
+            _err(str(exc))
+            return exc.exit_code
+        for note in report.notes:
+            _err(f"note: {note}")
+        print(
+            f"novamig: run {run_id} on {cloud_name}: compute {report.max_microversion}, "
+            f"hosts {', '.join(report.usable_hosts)}; {len(plans)} case(s); output {out_dir}",
+            file=sys.stderr,
+        )
+        environment = Environment(
+            cloud=cloud_name,
+            nova_version=_embedded_nova_version() if embedded is not None else None,
+            max_microversion=str(report.max_microversion),
+            compute_hosts=report.usable_hosts,
+            hypervisor_versions=report.hypervisor_versions,
+            novamig_version=__version__,
+            started_at=started_at,
+        )
+        applier: HostPolicyApplier
+        if embedded is not None:
+            applier = EmbeddedHostPolicy(embedded)
+        elif os.environ.get(SSH_HOSTS_ENV):
+            try:
+                applier = ssh_policy_from_file(os.environ[SSH_HOSTS_ENV], compute)
+            except CloudError as exc:
+                _err(str(exc))
+                return exc.exit_code
+        else:
+            applier = NoHostPolicy(
+                f"on an external cloud, host policies need SSH access to the compute hosts: "
+                f"set {SSH_HOSTS_ENV} to a YAML file mapping each host to user@address"
+            )
+        # The run's private SSH key lives outside the report folder (CI uploads that) and goes
+        # with the run.
+        key_dir = Path(tempfile.mkdtemp(prefix=f"novamig-{run_id}-ssh-"))
+        stack.callback(shutil.rmtree, key_dir, True)
+        if isinstance(applier, NoHostPolicy):
+            wanted = sorted({k for p in plans for k in p.host_options})
+            if wanted:
+                _err(f"the scenario sets host options ({', '.join(wanted)}) but {applier.why}")
+                return int(ExitCode.BAD_INPUT)
+        fleet = CloudFleet(
+            compute,
+            run_id=run_id,
+            image_ids=report.image_ids,
+            networks=networks,
+            conn=conn,
+            key_dir=key_dir,
+        )
+        stack.callback(fleet.close)
+
+        def probes_for(plan: Any) -> list[Probe]:
+            out: list[Probe] = []
+            for probe in plan.probes:
+                if probe in ("hypervisor", "guest") and embedded is not None:
+                    out.append(EmbeddedMigrationFigures(embedded.workdir, probe))
+                    continue
+                if probe == "hypervisor":
+                    why = "this cloud exposes no hypervisor downtime figure to novamig (DevStack: not yet)"
+                else:
+                    why = f"the {probe} probe is not part of novamig {__version__} yet"
+                out.append(Unavailable(probe, why))
+            return out
+
+        with LiveView() as view:
+            outcome = run_plans(
+                plans,
+                scenario=scenario_dict,
+                environment=environment,
+                api=compute,
+                fleet=fleet,
+                hosts=report.usable_hosts,
+                host_policy=applier,
+                probes_for=probes_for,
+                stop=stop,
+                view=view,
+                out_dir=out_dir,
+            )
+        fleet.close()
+        if fleet.leftovers:
+            _err("could not delete: " + "; ".join(fleet.leftovers))
+        _summary(outcome.results, out_dir, sys.stderr)
+        return outcome.exit_code
+
+
+def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> Any:
+    from novamig.embedded import EmbeddedCloud
+
+    cloud = EmbeddedCloud(driver=os.environ.get("NOVAMIG_EMBEDDED_DRIVER", "novamig"))
+
+    def stop_cloud() -> None:
+        if cloud.layout is not None and cloud.layout.logs.exists():
+            with contextlib.suppress(OSError):
+                shutil.copytree(cloud.layout.logs, out_dir / "logs" / "embedded", dirs_exist_ok=True)
+        cloud.stop()
+
+    stack.callback(stop_cloud)
+    cloud.start()
+    log.info("embedded cloud started in %s (stopped and removed at the end of the run)", cloud.workdir)
+    return cloud
+
+
+def _embedded_nova_version() -> str | None:
+    """The embedded cloud runs the Nova installed here: its version is this package's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("nova")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _attach_embedded(cloud_name: str) -> Any:
+    """An embedded cloud named in clouds.yaml (``novamig cloud up``), attached; None otherwise."""
+    from novamig.cloud.connection import embedded_workdir
+    from novamig.cloud.errors import CloudError
+
+    try:
+        workdir = embedded_workdir(cloud_name)
+    except CloudError:
+        return None  # connect() reports the error with its exit code
+    if workdir is None or not (Path(workdir) / "cloud.json").exists():
+        return None
+    from novamig.embedded import EmbeddedCloud
+
+    return EmbeddedCloud.attach(Path(workdir))
+
+
+def _summary(results: Any, out_dir: Path, stream: IO[str]) -> None:
+    for case in results.cases:
+        done = sum(1 for m in case.migrations if m.status == "completed")
+        verdict = "PASS" if case.passed else "FAIL"
+        print(f"{verdict} {case.id}: {done}/{len(case.migrations)} migrations completed", file=stream)
+        if case.error:
+            print(f"     error: {case.error}", file=stream)
+        for check in case.sla:
+            if not check.passed:
+                value = "not measured" if check.value is None else f"value {check.value}"
+                print(f"     SLA {check.name}: {value}, limit {check.limit}", file=stream)
+    state = "interrupted" if results.interrupted else ("passed" if results.passed else "failed")
+    print(f"novamig: run {state}; results in {out_dir / 'results.json'}", file=stream)
+
+
+def cmd_cleanup(cloud: str | None, yes: bool) -> int:
+    from novamig.cloud.compute import Compute
+    from novamig.cloud.connection import connect, known_clouds
+    from novamig.cloud.errors import CloudError
+    from novamig.cloud.sweep import delete_found, find_tagged
+    from novamig.embedded.layout import DEFAULT_CLOUD_NAME
+
+    name = cloud or os.environ.get("OS_CLOUD")
+    if not name:
+        try:
+            names, _ = known_clouds()
+        except CloudError as exc:
+            _err(str(exc))
+            return exc.exit_code
+        if DEFAULT_CLOUD_NAME not in names:
+            _err(f"name a cloud with --cloud or OS_CLOUD; known clouds: {', '.join(names) or 'none'}")
+            return int(ExitCode.BAD_INPUT)
+        name = DEFAULT_CLOUD_NAME
+    try:
+        conn = connect(name)
+        try:
+            compute = Compute(conn)
+            found = find_tagged(conn, compute)
+            if not found:
+                print(f"cloud {name}: nothing tagged by novamig")
+                return int(ExitCode.OK)
+            print(f"cloud {name}: {len(found)} resource(s) tagged by novamig:")
+            for item in found:
+                print(f"  {item}")
+            if not yes:
+                print("dry run: nothing deleted (add --yes to delete)")
+                return int(ExitCode.OK)
+            leftovers = delete_found(conn, compute, found)
+        finally:
+            conn.close()
+    except CloudError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    for left in leftovers:
+        _err(f"could not delete {left}")
+    print(f"deleted {len(found) - len(leftovers)} of {len(found)}")
+    return int(ExitCode.INFRASTRUCTURE) if leftovers else int(ExitCode.OK)

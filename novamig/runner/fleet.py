@@ -1,0 +1,107 @@
+"""The cloud side of `case.Fleet`: servers booted through Nova, tagged, deleted at the block's end."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from novamig.cloud.compute import Compute
+from novamig.cloud.keys import generate_keypair, write_private_key
+from novamig.cloud.resources import FlavorSpec, Resources, ServerSpec, find_flavor, resource_name
+from novamig.runner.plan import CasePlan
+from novamig.runner.probes import ServerInfo
+from novamig.runner.signals import StopRequest
+
+log = logging.getLogger(__name__)
+
+
+class CloudFleet:
+    def __init__(
+        self,
+        compute: Compute,
+        *,
+        run_id: str,
+        image_ids: dict[str, str],
+        networks: str | list[dict[str, str]],
+        boot_timeout_s: float = 600.0,
+        user_data: Callable[[CasePlan], str | None] | None = None,
+        conn: Any = None,
+        key_dir: Path | None = None,
+    ) -> None:
+        self.compute = compute
+        self.run_id = run_id
+        self.image_ids = image_ids
+        self.networks = networks
+        self.boot_timeout_s = boot_timeout_s
+        self.user_data = user_data
+        self.leftovers: list[str] = []
+        self._flavors: dict[Any, str] = {}
+        self.run_resources = Resources(compute, run_id, label="run")
+        self.conn = conn
+        self.key_dir = key_dir
+        self._access: tuple[str | None, tuple[str, ...]] | None = None
+
+    def close(self) -> None:
+        """Delete run-wide resources (flavors); call after the last case."""
+        self.run_resources.delete_all()
+        self.leftovers += self.run_resources.leftovers
+
+    def _flavor(self, flavor: FlavorSpec | str) -> str:
+        if flavor not in self._flavors:
+            if isinstance(flavor, FlavorSpec):
+                self._flavors[flavor] = self.run_resources.flavor(flavor)
+            else:
+                self._flavors[flavor] = find_flavor(self.compute, flavor)
+        return self._flavors[flavor]
+
+    def _guest_access(self) -> tuple[str | None, tuple[str, ...]]:
+        """(key pair name, security groups), created once per run on first use.
+
+        The key pair only when there is a folder for its private half; the security group only
+        on clouds whose Network API lets us create one (the embedded cloud's is read-only: its
+        guests live in a network namespace the runner reaches directly).
+        """
+        if self._access is None:
+            key_name = None
+            if self.key_dir is not None:
+                private, public = generate_keypair()
+                key_name = self.run_resources.keypair(public)
+                write_private_key(self.key_dir / "id_ed25519", private)
+            groups: tuple[str, ...] = ()
+            if self.conn is not None and self.conn.has_service("network"):
+                group = self.run_resources.security_group(self.conn)
+                groups = (group,) if group else ()
+            self._access = (key_name, groups)
+        return self._access
+
+    @contextlib.contextmanager
+    def provision(
+        self, plan: CasePlan, case_index: int, boot_host: str | None, stop: StopRequest
+    ) -> Iterator[list[ServerInfo]]:
+        flavor_id = self._flavor(plan.flavor)
+        key_name, groups = self._guest_access()
+        res = Resources(self.compute, self.run_id, label=f"case {case_index}")
+        try:
+            ids = []
+            for i in range(plan.servers):
+                if stop.is_set():
+                    break
+                spec = ServerSpec(
+                    name=resource_name(self.run_id, f"c{case_index}", f"s{i}"),
+                    image_id=self.image_ids.get(plan.image, plan.image),
+                    flavor_id=flavor_id,
+                    networks=self.networks,
+                    user_data=self.user_data(plan) if self.user_data else None,
+                    host=boot_host,
+                    key_name=key_name,
+                    security_groups=groups,
+                )
+                ids.append(res.server(spec))
+            states = res.wait_active(ids, self.boot_timeout_s, stop=stop.event)
+            yield [ServerInfo(sid, states[sid].name, states[sid].host) for sid in ids]
+        finally:
+            res.delete_all()
+            self.leftovers += res.leftovers

@@ -1,0 +1,93 @@
+"""What one case does, as the runner needs it: `CasePlan`, built from a scenario case.
+
+`plan_from_case` is the only place that reads the scenario model, so the rest of the runner (and
+its tests) depends on this small typed contract instead of on the whole scenario schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from novamig.cloud.host_policy import libvirt_options
+from novamig.cloud.microversions import BlockMigration
+from novamig.cloud.resources import FlavorSpec
+from novamig.runner.sla import SlaSpec
+from novamig.runner.targets import Target
+from novamig.runner.watch import Policy
+
+if TYPE_CHECKING:
+    from novamig.scenario import Case
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    case_id: str
+    params: dict[str, Any]
+    repetition: int
+    servers: int
+    flavor: FlavorSpec | str
+    image: str
+    network: str | None
+    workload: str
+    count: int
+    concurrency: int
+    target: Target
+    ping_pong: bool
+    block_migration: BlockMigration
+    interval_s: float
+    policy: Policy
+    host_options: dict[str, Any] = field(default_factory=dict)
+    sla: SlaSpec = field(default_factory=SlaSpec)
+    probes: tuple[str, ...] = ()
+    user_data: str | None = None
+
+    @property
+    def abort_expected(self) -> bool:
+        return self.policy.abort_after_s is not None
+
+
+def plan_from_case(case: Case) -> CasePlan:
+    s = case.scenario
+    m = s.migration
+    flavor: FlavorSpec | str
+    if isinstance(s.fleet.flavor, str):
+        flavor = s.fleet.flavor
+    else:
+        flavor = FlavorSpec(s.fleet.flavor.vcpus, s.fleet.flavor.ram_mb, s.fleet.flavor.disk_gb)
+    host_policy = s.host_policy.model_dump(exclude_none=True) if s.host_policy is not None else {}
+    sla = s.sla
+    probe = sla.downtime_ms.probe
+    return CasePlan(
+        case_id=case.id,
+        params=dict(case.params),
+        repetition=case.repetition,
+        servers=s.fleet.count,
+        flavor=flavor,
+        image=s.fleet.image,
+        network=s.fleet.network,
+        workload=s.workload.kind,
+        count=m.count,
+        concurrency=m.concurrency,
+        target=Target.parse(m.target),
+        ping_pong=m.ping_pong,
+        block_migration=m.block_migration,
+        interval_s=m.interval_s,
+        policy=Policy(
+            post_copy_after_s=m.policy.post_copy_after_s,
+            abort_after_s=m.policy.abort_after_s,
+            timeout_s=m.policy.timeout_s,
+        ),
+        host_options=libvirt_options(m.policy.model_dump(), host_policy),
+        sla=SlaSpec(
+            downtime_probe=probe,
+            downtime_max_ms=sla.downtime_ms.max,
+            downtime_p95_ms=sla.downtime_ms.p95,
+            duration_max_s=sla.duration_s.max,
+            duration_p95_s=sla.duration_s.p95,
+            locust_failure_ratio_max=sla.locust_failure_ratio.max,
+            memory_integrity=sla.memory_integrity or None,
+            migrations_completed_ratio=sla.migrations_completed_ratio,
+        ),
+        probes=tuple(s.measure.probes),
+    )

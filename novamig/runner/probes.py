@@ -1,0 +1,163 @@
+"""Probes: the vantage points that measure a migration's downtime, plugged into the runner.
+
+A probe starts when a case's servers are up, is told about nothing in between (it watches on its
+own: heartbeat receiver, echo prober, Locust), stops after the last migration, and then gives one
+`ProbeFigure` per migration — the downtime it saw inside that migration's window, its resolution,
+or the reason it has none. The runner writes the figure into ``downtime_ms.<probe>`` and the
+reason into the migration's events; it never invents a value.
+
+On the embedded cloud the driver itself records QEMU's figure and the guest heartbeat of every
+migration (`EmbeddedMigrationFigures`). The runner-side probes (network echo, Locust, and the guest
+heartbeat on other clouds) arrive with the measurement package; until then such a probe is
+`Unavailable`: null figures with the reason stated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from novamig.results import MigrationRecord
+from novamig.runner.clock import CaseClock
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    id: str
+    name: str
+    host: str | None
+
+
+@dataclass(frozen=True)
+class ProbeFigure:
+    downtime_ms: float | None
+    resolution_ms: float | None = None
+    reason: str | None = None  # why downtime_ms is None
+    details: dict[str, Any] | None = None  # further figures (the hypervisor's: bytes, STOP→RESUME …)
+
+
+class Probe(Protocol):
+    name: str  # "guest" | "network" | "locust" | "hypervisor": the results key it fills
+
+    def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def figure(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> ProbeFigure: ...
+
+
+class Unavailable:
+    """A probe the scenario asks for that this novamig or this cloud cannot run (yet)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def figure(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> ProbeFigure:
+        return ProbeFigure(None, None, self.reason)
+
+
+def apply_figures(
+    record: MigrationRecord, server_id: str, migration_id: int | None, probes: Sequence[Probe]
+) -> MigrationRecord:
+    """Copy each probe's figure into the record; a missing figure's reason becomes an event."""
+    from novamig.results import Event
+
+    for probe in probes:
+        if probe.name not in ("guest", "network", "locust", "hypervisor"):
+            continue
+        fig = probe.figure(record, server_id, migration_id)
+        setattr(record.downtime_ms, probe.name, fig.downtime_ms)
+        setattr(record.resolution_ms, probe.name, fig.resolution_ms)
+        if probe.name == "hypervisor" and fig.details is not None:
+            record.hypervisor = fig.details
+        if fig.downtime_ms is None and fig.reason:
+            t = record.finished_at if record.finished_at is not None else record.requested_at
+            record.events.append(Event(t=t, what=f"downtime_ms.{probe.name}: not measured — {fig.reason}"))
+    return record
+
+
+class EmbeddedMigrationFigures:
+    """Figures the embedded cloud's driver writes for every live migration, one file each:
+    ``<workdir>/migrations/<migration uuid>.json`` (novamig/embedded/README.md, "Hypervisor figures
+    of each migration"), found by Nova's migration id.
+
+    * ``hypervisor`` — QEMU's own ``downtime`` (``qemu_downtime_ms``; QEMU counts whole ms);
+    * ``guest`` — the guest agent's heartbeat as the host received it (``heartbeat.guest_downtime_ms``:
+      the worst of the switchover gap and the longest stall on either side). Its resolution is one
+      beat period: the agent beats at ``heartbeat.hz`` when the file says so, else at its default
+      1000 Hz (docs/guest-agent.md), since the embedded driver does not change it.
+    """
+
+    WAIT_S = 5.0  # the driver writes the file just before Nova marks the migration completed
+    AGENT_DEFAULT_HZ = 1000.0
+
+    def __init__(self, workdir: Path, name: str = "hypervisor") -> None:
+        if name not in ("hypervisor", "guest"):
+            raise ValueError(f"the embedded cloud has no {name!r} figure")
+        self.name = name
+        self.dir = Path(workdir) / "migrations"
+
+    def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def _find(self, migration_id: int) -> dict[str, Any] | None:
+        if not self.dir.is_dir():
+            return None
+        for path in self.dir.glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("migration_id") == migration_id:
+                return data
+        return None
+
+    def _load(self, migration: MigrationRecord, migration_id: int) -> dict[str, Any] | None:
+        deadline = time.monotonic() + self.WAIT_S
+        data = self._find(migration_id)
+        while data is None and migration.status == "completed" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            data = self._find(migration_id)
+        return data
+
+    def figure(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> ProbeFigure:
+        if migration_id is None:
+            return ProbeFigure(None, None, "no Nova migration record was seen")
+        data = self._load(migration, migration_id)
+        if data is None:
+            return ProbeFigure(
+                None, None, f"the embedded cloud wrote no figures for migration {migration_id}"
+            )
+        if self.name == "guest":
+            beat = data.get("heartbeat")
+            if not isinstance(beat, dict):
+                return ProbeFigure(None, None, "the embedded cloud could not read the guest heartbeat")
+            value = beat.get("guest_downtime_ms")
+            if not isinstance(value, int | float):
+                return ProbeFigure(None, None, f"no heartbeat gap measured ({beat})")
+            given = beat.get("hz")
+            hz = float(given) if isinstance(given, int | float) and given > 0 else self.AGENT_DEFAULT_HZ
+            return ProbeFigure(round(float(value), 3), round(1000.0 / hz, 3), None)
+        details = {k: v for k, v in data.items() if k not in _SERIES}
+        downtime = data.get("qemu_downtime_ms")
+        if not isinstance(downtime, int | float):
+            why = f"QEMU reported no downtime (hypervisor status {data.get('status')!r})"
+            return ProbeFigure(None, None, why, details)
+        return ProbeFigure(float(downtime), 1.0, None, details)
+
+
+_SERIES = frozenset({"progress", "dirty_rate_series", "throttle_series", "events"})

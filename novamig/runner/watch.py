@@ -1,0 +1,352 @@
+"""One live migration, from request to outcome: request, poll, apply the policy, record.
+
+The poller reads the server and its in-progress migrations every `poll_s` (≤ 0.5 s), faster near
+the end (`fast_poll_s`), and the final status from ``/os-migrations`` once the record leaves the
+in-progress list. The policy acts through the API only, as an operator would:
+
+* ``post_copy_after_s`` — force-complete once the migration has run that long (post-copy where the
+  hosts permit it, pause-and-copy otherwise — Nova's choice, recorded as Nova reports it);
+* ``abort_after_s`` — abort: the expected outcome is ``cancelled``;
+* ``timeout_s`` — abort and record ``timeout`` (also when Nova never confirms the abort);
+* the run being stopped (Ctrl-C) — abort and record what happened.
+
+Policy times count from the live-migrate request. Aborting needs the migration in an abortable
+status (running; queued/preparing from 2.65): a refusal is retried on the next poll.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from novamig.cloud.compute import ComputeApiError, MigrationState, ServerState
+from novamig.cloud.errors import CloudError, MigrationRequestRefused
+from novamig.cloud.microversions import BlockMigration
+from novamig.results import MigrationRecord, MigrationStatus
+from novamig.runner.clock import CaseClock
+from novamig.runner.timeline import Observation, Timeline
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25
+FAST_POLL_S = 0.1
+ABORT_GRACE_S = 60.0
+"""After an abort (timeout, Ctrl-C), how long Nova gets to confirm before we stop waiting."""
+RECORD_APPEAR_S = 60.0
+"""How long after the request a migration record may take to appear before we call it an error."""
+SETTLE_S = 60.0
+"""After the record is final, how long the server may take to become ACTIVE again."""
+EARLY_STATUSES = frozenset({"accepted", "queued", "preparing"})
+SERVER_EVERY_N_EARLY_POLLS = 4
+
+
+class MigrationApi(Protocol):
+    """What the watcher needs from the cloud; `novamig.cloud.compute.Compute` provides it."""
+
+    def server(self, server_id: str) -> ServerState: ...
+
+    def server_migrations(self, server_id: str) -> list[MigrationState]: ...
+
+    def live_migrations_of(self, server_id: str) -> list[MigrationState]: ...
+
+    def live_migrate(self, server_id: str, host: str | None, block_migration: BlockMigration) -> None: ...
+
+    def force_complete(self, server_id: str, migration_id: int) -> None: ...
+
+    def abort(self, server_id: str, migration_id: int, status: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    post_copy_after_s: float | None = None
+    abort_after_s: float | None = None
+    timeout_s: float | None = 600.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the live view shows about a migration in flight."""
+
+    server: str
+    status: str
+    percent: float | None
+    elapsed_s: float
+    source_host: str | None
+    dest_host: str | None
+
+
+class MigrationWatcher:
+    def __init__(
+        self,
+        api: MigrationApi,
+        clock: CaseClock,
+        *,
+        server_id: str,
+        server_name: str,
+        source_host: str | None,
+        destination: str | None,
+        block_migration: BlockMigration,
+        policy: Policy,
+        stop: threading.Event,
+        on_progress: Callable[[Progress], None] | None = None,
+        poll_s: float = POLL_S,
+        fast_poll_s: float = FAST_POLL_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.clock = clock
+        self.server_id = server_id
+        self.server_name = server_name
+        self.source_host = source_host
+        self.destination = destination
+        self.block_migration = block_migration
+        self.policy = policy
+        self.stop = stop
+        self.on_progress = on_progress
+        self.poll_s = min(poll_s, 0.5)
+        self.fast_poll_s = min(fast_poll_s, self.poll_s)
+        self.sleep = sleep
+        self.migration_id: int | None = None
+        self._abort_reason: str | None = None  # "policy" | "timeout" | "interrupted"
+        self._abort_sent_at: float | None = None
+        self._abort_refusal_noted = False
+        self._forced = False
+        self._poll_times: list[float] = []
+
+    # -- public ------------------------------------------------------------------------------------
+    def run(self) -> MigrationRecord:
+        try:
+            known = {m.id for m in self.api.live_migrations_of(self.server_id)}
+        except CloudError as exc:
+            known = set()
+            log.warning("%s: cannot list earlier migrations: %s", self.server_name, exc)
+        requested_at = self.clock.now()
+        timeline = Timeline(requested_at, self.source_host)
+        target = self.destination or "scheduler's choice"
+        timeline.note(requested_at, f"live-migrate requested: {self.source_host or '?'} → {target}")
+        try:
+            self.api.live_migrate(self.server_id, self.destination, self.block_migration)
+        except MigrationRequestRefused as exc:
+            timeline.note(self.clock.now(), f"request refused: {exc}")
+            return self._record(timeline, "error", self.clock.now(), None)
+        accepted = self.clock.now()
+        timeline.note(accepted, f"request accepted by the API after {accepted - requested_at:.3f} s")
+        self._reader = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="novamig-poll")
+        try:
+            return self._poll(timeline, known)
+        finally:
+            self._reader.shutdown(wait=True)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _poll(self, timeline: Timeline, known: set[int]) -> MigrationRecord:
+        final_status: str | None = None
+        final_at: float | None = None
+        dest_host: str | None = None
+        server: ServerState | None = None
+        last_status: str | None = None
+        polls = 0
+        while True:
+            polls += 1
+            poll_started = self.clock.now()
+            # Before `running` the server cannot have moved: read it only now and then there.
+            early = last_status in EARLY_STATUSES
+            read_server = server is None or not early or polls % SERVER_EVERY_N_EARLY_POLLS == 0
+            try:
+                # The two reads run side by side: a busy API answers each slowly, and the poll
+                # period is what bounds every time we record.
+                pending = self._reader.submit(self.api.server, self.server_id) if read_server else None
+                try:
+                    record = self._find_record(known)
+                finally:
+                    if pending is not None:
+                        server = pending.result()
+            except CloudError as exc:
+                timeline.note(self.clock.now(), f"poll failed: {exc}")
+                self.sleep(self.poll_s)
+                continue
+            # The state is known from now on: stamp the observation when the reads finished.
+            t = self.clock.now()
+            self._poll_times.append(t)
+            elapsed = t - timeline.requested_at
+            assert server is not None
+            if record is not None:
+                dest_host = record.dest_host or dest_host
+                last_status = record.status
+            status = record.status if record is not None else None
+            obs = Observation(
+                t=t,
+                server_status=server.status,
+                task_state=server.task_state,
+                host=server.host,
+                migration_status=status,
+                dest_host=dest_host,
+                memory_total_bytes=record.memory_total_bytes if record else None,
+                memory_processed_bytes=record.memory_processed_bytes if record else None,
+                memory_remaining_bytes=record.memory_remaining_bytes if record else None,
+            )
+            for change in timeline.observe(obs):
+                log.info("%s t=%.3f %s", self.server_name, t, change)
+            self._report(obs, elapsed)
+
+            # -- outcomes ----------------------------------------------------------------------
+            if obs.arrived():
+                return self._record(timeline, "completed", t, dest_host)
+            if record is not None and record.final and final_status is None:
+                final_status, final_at = record.status, t
+            if final_status is not None and final_at is not None:
+                settled = server.status in ("ACTIVE", "ERROR") and server.task_state is None
+                if final_status == "completed":
+                    if server.status == "ERROR":
+                        timeline.note(t, f"server went to ERROR after the migration: {server.fault or '-'}")
+                        return self._record(timeline, "error", t, dest_host)
+                    if t - final_at > SETTLE_S:
+                        timeline.note(
+                            t,
+                            f"migration completed but the server is not ACTIVE on {dest_host} "
+                            f"after {SETTLE_S:.0f} s",
+                        )
+                        return self._record(timeline, "error", t, dest_host)
+                elif settled or t - final_at > SETTLE_S:
+                    return self._record(timeline, self._outcome(final_status), t, dest_host)
+            if record is None and elapsed > RECORD_APPEAR_S and server.task_state is None:
+                timeline.note(
+                    t,
+                    f"no migration record appeared within {RECORD_APPEAR_S:.0f} s; "
+                    f"server {server.status} on {server.host}",
+                )
+                return self._record(timeline, "error", t, None)
+
+            # -- policy ------------------------------------------------------------------------
+            if final_status is None:
+                self._apply_policy(timeline, t, elapsed, record)
+                if self._abort_sent_at is not None and t - self._abort_sent_at > ABORT_GRACE_S:
+                    timeline.note(t, f"Nova did not confirm the abort within {ABORT_GRACE_S:.0f} s")
+                    outcome: MigrationStatus = "timeout" if self._abort_reason == "timeout" else "error"
+                    return self._record(timeline, outcome, t, dest_host)
+            # Poll on a fixed period: the time the reads took counts against it.
+            period = self.fast_poll_s if timeline.near_end() else self.poll_s
+            self.sleep(max(0.0, period - (self.clock.now() - poll_started)))
+
+    def _find_record(self, known: set[int]) -> MigrationState | None:
+        """The migration we asked for: in-progress list first (it has memory figures), then
+        ``/os-migrations`` for a record that has left it (final status)."""
+        in_progress = [m for m in self.api.server_migrations(self.server_id) if m.id not in known]
+        if self.migration_id is not None:
+            mine = [m for m in in_progress if m.id == self.migration_id]
+            if mine:
+                return mine[0]
+        elif in_progress:
+            record = max(in_progress, key=lambda m: m.id)
+            self.migration_id = record.id
+            return record
+        fresh = [m for m in self.api.live_migrations_of(self.server_id) if m.id not in known]
+        if self.migration_id is not None:
+            fresh = [m for m in fresh if m.id == self.migration_id]
+        if not fresh:
+            return None
+        record = max(fresh, key=lambda m: m.id)
+        self.migration_id = record.id
+        return record
+
+    def _apply_policy(
+        self, timeline: Timeline, t: float, elapsed: float, record: MigrationState | None
+    ) -> None:
+        p = self.policy
+        if self._abort_reason is None:
+            if self.stop.is_set():
+                self._abort_reason = "interrupted"
+            elif p.timeout_s is not None and elapsed >= p.timeout_s:
+                self._abort_reason = "timeout"
+            elif p.abort_after_s is not None and elapsed >= p.abort_after_s:
+                self._abort_reason = "policy"
+            if self._abort_reason is not None:
+                why = {
+                    "interrupted": "run interrupted",
+                    "timeout": f"timeout_s={p.timeout_s} reached",
+                    "policy": f"abort_after_s={p.abort_after_s} reached",
+                }[self._abort_reason]
+                timeline.note(t, f"abort wanted: {why}")
+        if self._abort_reason is not None and self._abort_sent_at is None and record is not None:
+            try:
+                self.api.abort(self.server_id, record.id, record.status)
+                self._abort_sent_at = t
+                timeline.note(t, f"abort sent (migration {record.status})")
+            except ComputeApiError as exc:
+                if not self._abort_refusal_noted:
+                    timeline.note(t, f"abort not possible yet, retrying: {exc}")
+                    self._abort_refusal_noted = True
+            return
+        if (
+            self._abort_reason is None
+            and not self._forced
+            and p.post_copy_after_s is not None
+            and elapsed >= p.post_copy_after_s
+            and record is not None
+            and record.status == "running"
+        ):
+            try:
+                self.api.force_complete(self.server_id, record.id)
+                self._forced = True
+                timeline.note(t, f"force-complete sent (post_copy_after_s={p.post_copy_after_s})")
+            except ComputeApiError as exc:
+                timeline.note(t, f"force-complete refused: {exc}")
+                self._forced = True
+
+    def _outcome(self, nova_status: str) -> MigrationStatus:
+        if nova_status == "completed":
+            return "completed"
+        if nova_status == "cancelled":
+            return "timeout" if self._abort_reason == "timeout" else "cancelled"
+        return "error"
+
+    def _report(self, obs: Observation, elapsed: float) -> None:
+        if self.on_progress is None:
+            return
+        fraction = obs.progress_fraction
+        self.on_progress(
+            Progress(
+                server=self.server_name,
+                status=obs.migration_status or f"requested ({obs.server_status})",
+                percent=None if fraction is None else round(100 * fraction, 1),
+                elapsed_s=elapsed,
+                source_host=self.source_host,
+                dest_host=obs.dest_host,
+            )
+        )
+
+    def _record(
+        self, timeline: Timeline, status: MigrationStatus, finished_at: float, dest_host: str | None
+    ) -> MigrationRecord:
+        if len(self._poll_times) > 1:
+            gaps = sorted(b - a for a, b in zip(self._poll_times, self._poll_times[1:], strict=False))
+            timeline.note(
+                finished_at,
+                f"polls: {len(self._poll_times)}, period median {gaps[len(gaps) // 2]:.3f} s, "
+                f"max {gaps[-1]:.3f} s (the duration's resolution)",
+            )
+        phases = timeline.phases_s()
+        if phases:
+            timeline.note(finished_at, "phases: " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))
+        if self._abort_reason is not None:
+            timeline.note(finished_at, f"aborted ({self._abort_reason})")
+        duration = timeline.duration_s() if status == "completed" else None
+        return MigrationRecord(
+            server=self.server_name,
+            source_host=self.source_host or "unknown",
+            dest_host=dest_host,
+            status=status,
+            requested_at=timeline.requested_at,
+            finished_at=finished_at,
+            duration_s=duration,
+            progress=timeline.progress,
+            events=timeline.events,
+        )
+
+    @property
+    def aborted_by(self) -> str | None:
+        return self._abort_reason

@@ -1,0 +1,149 @@
+"""Fast tests of the embedded cloud's pieces that need no cloud: clouds.yaml, policies, image API."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from novamig.embedded import clouds_yaml, config, host_policy
+from novamig.embedded.image_api import ImageApi, to_v2
+from novamig.embedded.layout import CloudLayout, Ports, Secrets
+from novamig.embedded.stand_ins import TINY_IMAGE_ID, tiny_image_meta
+
+
+def layout(tmp_path: Path) -> CloudLayout:
+    return CloudLayout(
+        workdir=tmp_path, cloud_name="novamig-embedded", ports=Ports(5000, 5001, 5002, 5003, 5004)
+    )
+
+
+def test_layout_round_trips_and_keeps_secrets_apart(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    secret = Secrets.generate()
+    lay.save(secret)
+    assert CloudLayout.load(tmp_path) == lay
+    assert lay.load_secrets() == secret
+    assert secret.admin_password not in (tmp_path / "cloud.json").read_text()
+    assert stat.S_IMODE(lay.secrets_file.stat().st_mode) == 0o600
+
+
+def test_nova_api_is_configured_behind_keystone(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    paths = config.write_all(lay, Secrets.generate())
+    text = paths["nova"].read_text()
+    assert "auth_strategy = keystone" in text
+    assert "[keystone_authtoken]" in text
+    assert stat.S_IMODE(paths["nova"].stat().st_mode) == 0o600
+    assert "instances = -1" in text
+
+
+def test_clouds_yaml_merge_keeps_other_entries_and_remove_takes_only_ours(tmp_path: Path) -> None:
+    target = tmp_path / "clouds.yaml"
+    target.write_text(yaml.safe_dump({"clouds": {"devstack": {"auth": {"auth_url": "http://x"}}}}))
+    lay = layout(tmp_path)
+    clouds_yaml.merge_into(target, lay, Secrets.generate())
+    data = yaml.safe_load(target.read_text())
+    assert set(data["clouds"]) == {"devstack", "novamig-embedded", "novamig-embedded-member"}
+    assert data["clouds"]["novamig-embedded"]["auth"]["auth_url"] == lay.keystone_url
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+    removed = clouds_yaml.remove_from(target, lay)
+    assert sorted(removed) == ["novamig-embedded", "novamig-embedded-member"]
+    assert set(yaml.safe_load(target.read_text())["clouds"]) == {"devstack"}
+
+
+def test_clouds_yaml_remove_leaves_an_entry_of_another_cloud_with_our_name(tmp_path: Path) -> None:
+    target = tmp_path / "clouds.yaml"
+    ours, other = layout(tmp_path / "a"), layout(tmp_path / "b")
+    clouds_yaml.merge_into(target, other, Secrets.generate())
+    assert clouds_yaml.remove_from(target, ours) == []
+    assert "novamig-embedded" in yaml.safe_load(target.read_text())["clouds"]
+
+
+def test_host_policy_defaults_are_novas_and_unknown_options_are_refused(tmp_path: Path) -> None:
+    assert host_policy.read(tmp_path, "compute1").live_migration_downtime == 500
+    host_policy.write(tmp_path, "compute1", {"live_migration_bandwidth": 8})
+    assert host_policy.read(tmp_path, "compute1").live_migration_bandwidth == 8
+    assert host_policy.read(tmp_path, "compute2").live_migration_bandwidth == 0
+    with pytest.raises(ValueError, match="live_migration_downtme"):
+        host_policy.write(tmp_path, "compute1", {"live_migration_downtme": 100})
+    with pytest.raises(ValueError, match="timeout_action"):
+        host_policy.write(tmp_path, "compute1", {"live_migration_timeout_action": "explode"})
+
+
+def test_migration_policy_follows_libvirt_rules() -> None:
+    from novamig.embedded.migration_monitor import migration_policy
+
+    both = host_policy.HostPolicy(
+        live_migration_permit_post_copy=True, live_migration_permit_auto_converge=True
+    )
+    policy = migration_policy(both)
+    assert policy.allow_post_copy and not policy.auto_converge  # libvirt prefers post-copy
+    policy = migration_policy(host_policy.HostPolicy(live_migration_downtime=123, live_migration_bandwidth=5))
+    assert policy.downtime_limit_ms == 123
+    assert policy.max_bandwidth_bytes_s == 5 * 1024 * 1024
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.images = {TINY_IMAGE_ID: tiny_image_meta()}
+
+
+def _get(app: Any, path: str, query: str = "") -> tuple[str, Any]:
+    seen: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"] = status
+
+    body = b"".join(app({"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": "GET"}, start_response))
+    return seen["status"], json.loads(body)
+
+
+def test_image_api_finds_by_name_and_id_and_flattens_properties() -> None:
+    app = ImageApi(_Store(), "http://127.0.0.1:1")
+    status, body = _get(app, "/v2/images", "name=novamig-tiny")
+    assert status.startswith("200")
+    assert [i["id"] for i in body["images"]] == [TINY_IMAGE_ID]
+    assert body["images"][0]["novamig_guest"] == "tiny"
+    assert _get(app, "/v2/images", "name=other")[1]["images"] == []
+    assert _get(app, f"/v2/images/{TINY_IMAGE_ID}")[1]["name"] == "novamig-tiny"
+    assert _get(app, "/v2/images/nope")[0].startswith("404")
+
+
+def test_to_v2_visibility() -> None:
+    meta = dict(tiny_image_meta(), visibility=None, is_public=False)
+    del meta["visibility"]
+    assert to_v2(meta)["visibility"] == "private"
+
+
+class _Neutron:
+    def __init__(self) -> None:
+        self._networks = {"n1": {"id": "n1", "name": "novamig-net", "shared": True}}
+        self._subnets = {"s1": {"id": "s1", "network_id": "n1", "cidr": "192.168.1.0/24"}}
+        self._ports = {
+            "p1": {"id": "p1", "device_id": "vm1", "network_id": "n1"},
+            "p2": {"id": "p2", "device_id": "vm2", "network_id": "n1"},
+        }
+        self._port_bindings = {"p1": {"compute2": {"status": "ACTIVE"}, "compute1": {"status": "INACTIVE"}}}
+
+    def list_extensions(self) -> dict[str, Any]:
+        return {"extensions": []}
+
+
+def test_network_api_filters_like_neutron_and_shows_the_active_binding() -> None:
+    from novamig.embedded.network_api import NetworkApi
+
+    app: Any = NetworkApi(_Neutron(), "http://127.0.0.1:1")
+    assert [n["id"] for n in _get(app, "/v2.0/networks", "name=novamig-net")[1]["networks"]] == ["n1"]
+    assert _get(app, "/v2.0/networks", "shared=true")[1]["networks"][0]["id"] == "n1"
+    assert _get(app, "/v2.0/networks", "shared=false")[1]["networks"] == []
+    ports = _get(app, "/v2.0/ports", "device_id=vm1&device_id=vm2")[1]["ports"]
+    assert sorted(p["id"] for p in ports) == ["p1", "p2"]
+    port = _get(app, "/v2.0/ports/p1")[1]["port"]
+    assert port["binding:host_id"] == "compute2"
+    assert _get(app, "/v2.0/ports/nope")[0].startswith("404")

@@ -1,0 +1,88 @@
+"""`cmd_run` / `cmd_cleanup` input errors: exit 2 with a message that lets the user fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from novamig.runner.commands import cmd_cleanup, cmd_run
+
+SCENARIO = """name: cmdtest
+fleet: {count: 1}
+migration: {count: 1}
+measure: {probes: [hypervisor], noise_floor_s: 0}
+sla: {downtime_ms: {probe: hypervisor}}
+"""
+
+
+@pytest.fixture
+def clouds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "clouds.yaml"
+    path.write_text(
+        "clouds:\n"
+        "  alpha: {auth: {auth_url: 'http://127.0.0.1:9/v3', username: u, password: pw, project_name: p}}\n"
+        "  beta: {auth: {auth_url: 'http://127.0.0.1:9/v3', username: u, password: pw, project_name: p}}\n"
+    )
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    return path
+
+
+def scenario(tmp_path: Path, text: str = SCENARIO) -> str:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_bad_cloud_name_exits_2_listing_known_names(
+    tmp_path: Path, clouds: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = cmd_run(scenario(tmp_path), "gamma", str(tmp_path / "out"), [])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "'gamma' is not defined" in err and "known clouds: alpha, beta" in err
+    assert "pw" not in err
+
+
+def test_unreachable_cloud_exits_3(tmp_path: Path, clouds: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cmd_run(scenario(tmp_path), "alpha", str(tmp_path / "out"), [])
+    assert rc == 3
+    assert "cannot authenticate" in capsys.readouterr().err
+
+
+def test_invalid_scenario_exits_2_with_positions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = scenario(tmp_path, "name: x\nmigration: {count: -1}\n")
+    assert cmd_run(path, None, str(tmp_path / "out"), []) == 2
+    assert f"{path}:2:" in capsys.readouterr().err
+    assert cmd_run(str(tmp_path / "absent.yaml"), None, str(tmp_path / "out"), []) == 2
+
+
+def test_cleanup_without_a_cloud_name_exits_2(clouds: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_cleanup(None, yes=False) == 2
+    assert "known clouds: alpha, beta" in capsys.readouterr().err
+    assert cmd_cleanup("nope", yes=False) == 2
+
+
+def test_every_shipped_scenario_plans(tmp_path: Path) -> None:
+    from novamig.runner.plan import plan_from_case
+    from novamig.scenario import expand_cases, load_scenario
+
+    root = Path(__file__).resolve().parents[2] / "scenarios"
+    shipped = sorted(root.glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        plans = [plan_from_case(c) for c in expand_cases(load_scenario(path))]
+        assert plans, path
+        for plan in plans:
+            assert plan.servers >= 1 and plan.policy.timeout_s
+            if plan.policy.post_copy_after_s is not None:
+                assert plan.host_options.get("live_migration_permit_post_copy") is True
+
+
+def test_unapplied_workload_is_refused_not_run_idle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = SCENARIO + "workload: {kind: memory, memory: {dirty_rate_mib_s: 16}}\n"
+    assert cmd_run(scenario(tmp_path, body), None, str(tmp_path / "out"), []) == 2
+    assert "workload.kind memory is not applied" in capsys.readouterr().err

@@ -1,0 +1,337 @@
+"""End to end on the embedded cloud (real Nova, novamig's QEMU driver, tiny TCG guests).
+
+Each test runs `cmd_run` — what `novamig run` calls — against one session cloud named through
+clouds.yaml, and checks the outcome from results.json only, as a user or CI job would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from novamig.embedded.pytest_fixtures import embedded_cloud
+from novamig.results import Results, load_results
+from novamig.runner.commands import cmd_cleanup, cmd_run
+
+__all__ = ["embedded_cloud"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.qemu]
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = "fleet: {count: %d, flavor: {vcpus: 1, ram_mb: 256, disk_gb: 1}, image: novamig-tiny}\n"
+HYPERVISOR_ONLY = "measure: {probes: [hypervisor], noise_floor_s: 0}\n"
+# 1 MiB/s: a 256 MiB guest cannot finish for minutes, so abort/timeout/post-copy policies get to act.
+SLOW_HOSTS = "host_policy: {live_migration_bandwidth: 1}\n"
+
+
+@pytest.fixture
+def cloud(embedded_cloud: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The session cloud's name; afterwards, none of its QEMU processes may remain (every server
+    a run creates is deleted, so every guest process must be gone too)."""
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(embedded_cloud.clouds_yaml))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    name: str = embedded_cloud.cloud_name
+    yield name
+    workdir = Path(embedded_cloud.workdir).resolve()
+    deadline = time.monotonic() + 30
+    while _qemu_of(workdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _qemu_of(workdir), f"QEMU processes of deleted servers: {sorted(_qemu_of(workdir))}"
+
+
+def run(tmp_path: Path, cloud: str, body: str, *overrides: str) -> tuple[int, Results]:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(body)
+    out = tmp_path / "out"
+    rc = cmd_run(str(path), cloud, str(out), list(overrides))
+    return rc, load_results(out / "results.json")
+
+
+def migrations(results: Results) -> list[Any]:
+    return [m for c in results.cases for m in c.migrations]
+
+
+def _qemu_of(workdir: Path, incoming_only: bool = False) -> dict[int, float]:
+    """PID → start time (clock ticks) of the QEMU processes of the cloud in `workdir`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            started = float((entry / "stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (OSError, IndexError, ValueError):
+            continue
+        if not argv or b"qemu-system" not in argv[0] or str(workdir).encode() not in b" ".join(argv):
+            continue
+        if incoming_only and b"-incoming" not in argv:
+            continue
+        found[int(entry.name)] = started
+    return found
+
+
+def assert_nothing_left(cloud: str, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert cmd_cleanup(cloud, yes=False) == 0
+    assert "nothing tagged by novamig" in capsys.readouterr().out
+
+
+def test_smoke_scenario(tmp_path: Path, cloud: str, capsys: pytest.CaptureFixture[str]) -> None:
+    body = (ROOT / "scenarios" / "smoke.yaml").read_text()
+    rc, results = run(tmp_path, cloud, body, "migration.interval_s=0.5", "measure.noise_floor_s=0")
+    migs = migrations(results)
+    assert len(migs) == 4
+    for m in migs:
+        assert m.status == "completed", m.events
+        assert m.duration_s is not None and 0 < m.duration_s < 120
+        assert m.dest_host and m.dest_host != m.source_host
+        assert m.downtime_ms.hypervisor is not None and m.hypervisor is not None
+        assert m.downtime_ms.guest is not None and m.resolution_ms.guest is not None
+    checks = {c.name: c for c in results.cases[0].sla}
+    assert checks["duration_s.max"].passed and checks["migrations.completed_ratio"].passed
+    # The memory integrity check is not in this novamig yet: its SLA fails with no value rather
+    # than pass on an invented one; everything measured passes.
+    unmeasured = [c for c in results.cases[0].sla if not c.passed]
+    assert all(c.value is None for c in unmeasured), unmeasured
+    assert rc == (0 if not unmeasured else 1)
+    assert (tmp_path / "out" / "junit.xml").exists() and (tmp_path / "out" / "index.html").exists()
+    assert_nothing_left(cloud, capsys)
+
+
+def test_concurrency_2_round_robin(tmp_path: Path, cloud: str) -> None:
+    body = (
+        "name: rr\n"
+        + TINY % 2
+        + HYPERVISOR_ONLY
+        + "migration: {count: 2, concurrency: 2, target: round-robin, interval_s: 0}\n"
+        + "sla: {downtime_ms: {probe: hypervisor, max: 5000}, duration_s: {max: 120}}\n"
+    )
+    rc, results = run(tmp_path, cloud, body)
+    migs = migrations(results)
+    assert rc == 0, results.cases[0]
+    assert len(migs) == 4 and all(m.status == "completed" for m in migs)
+    first = sorted(migs, key=lambda m: m.requested_at)[:2]
+    assert first[0].server != first[1].server
+    assert first[1].requested_at < (first[0].finished_at or 0), "the two servers did not migrate at once"
+    for m in migs:
+        assert any(e.what.startswith("live-migrate requested:") and m.dest_host in e.what for e in m.events)
+
+
+def test_drain_moves_every_server_off_the_host(tmp_path: Path, cloud: str) -> None:
+    body = (
+        "name: drain\n"
+        + TINY % 2
+        + HYPERVISOR_ONLY
+        + "migration: {count: 1, concurrency: 2, target: 'drain:compute1', interval_s: 0}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    )
+    rc, results = run(tmp_path, cloud, body)
+    migs = migrations(results)
+    assert rc == 0
+    assert len(migs) == 2
+    assert all(m.source_host == "compute1" and m.dest_host == "compute2" for m in migs)
+
+
+def test_abort_policy_gives_cancelled(tmp_path: Path, cloud: str) -> None:
+    body = (
+        "name: abort\n"
+        + TINY % 1
+        + HYPERVISOR_ONLY
+        + SLOW_HOSTS
+        + "migration: {count: 1, policy: {abort_after_s: 3, timeout_s: 120}}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}, migrations_completed_ratio: 0}\n"
+    )
+    rc, results = run(tmp_path, cloud, body)
+    [m] = migrations(results)
+    assert m.status == "cancelled", m.events
+    assert m.duration_s is None
+    assert any(e.what.startswith("abort sent") for e in m.events)
+    assert rc == 0  # an abort the scenario asked for is not a failure
+
+
+def test_timeout_gives_timeout_and_exit_1(tmp_path: Path, cloud: str) -> None:
+    body = (
+        "name: timeout\n"
+        + TINY % 1
+        + HYPERVISOR_ONLY
+        + SLOW_HOSTS
+        + "migration: {count: 1, policy: {timeout_s: 3}}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    )
+    rc, results = run(tmp_path, cloud, body)
+    [m] = migrations(results)
+    assert m.status == "timeout", m.events
+    assert rc == 1
+    assert {c.name: c.passed for c in results.cases[0].sla}["migrations.failed"] is False
+
+
+def test_post_copy_policy_force_completes(tmp_path: Path, cloud: str) -> None:
+    body = (
+        "name: postcopy\n"
+        + TINY % 1
+        + HYPERVISOR_ONLY
+        + SLOW_HOSTS
+        + "migration: {count: 1, policy: {post_copy_after_s: 2, timeout_s: 120}}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    )
+    rc, results = run(tmp_path, cloud, body)
+    [m] = migrations(results)
+    assert m.status == "completed", m.events
+    assert any(e.what.startswith("force-complete sent") for e in m.events)
+    assert m.hypervisor is not None and m.hypervisor.get("postcopy") is True
+    assert rc == 0
+
+
+def test_sigint_mid_run(
+    tmp_path: Path, cloud: str, embedded_cloud: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(
+        "name: sigint\n"
+        + TINY % 2
+        + HYPERVISOR_ONLY
+        + SLOW_HOSTS
+        + "migration: {count: 2, concurrency: 2, policy: {timeout_s: 300}}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    )
+    out = tmp_path / "out"
+    code = (
+        "import sys; from novamig.runner.commands import cmd_run; "
+        f"sys.exit(cmd_run({str(scenario)!r}, {cloud!r}, {str(out)!r}, []))"
+    )
+    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(embedded_cloud.clouds_yaml))
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    lines = []
+    deadline = time.monotonic() + 240
+    for line in proc.stderr:  # wait until a migration is in flight
+        lines.append(line)
+        if ": running" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=240)
+    assert proc.returncode == 130, "".join(lines) + rest
+    results = load_results(out / "results.json")
+    assert results.interrupted and not results.passed
+    migs = migrations(results)
+    assert migs and all(m.status in ("cancelled", "completed") for m in migs)
+    assert any(m.status == "cancelled" for m in migs)
+    assert_nothing_left(cloud, capsys)
+
+
+def test_cleanup_sweeps_what_a_killed_run_left(cloud: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from novamig.cloud.compute import Compute
+    from novamig.cloud.connection import connect
+    from novamig.cloud.keys import generate_keypair
+    from novamig.cloud.resources import FlavorSpec, Resources, ServerSpec, find_image, resource_name
+
+    conn = connect(cloud)
+    try:
+        compute = Compute(conn)
+        left = Resources(compute, "dead01")  # never closed: what a SIGKILLed run leaves behind
+        flavor = left.flavor(FlavorSpec(1, 256, 1))
+        left.keypair(generate_keypair()[1])
+        server = left.server(
+            ServerSpec(resource_name("dead01", "c1", "s0"), find_image(conn, "novamig-tiny"), flavor, "auto")
+        )
+        left.wait_active([server], timeout_s=240)
+        capsys.readouterr()
+        assert cmd_cleanup(cloud, yes=False) == 0
+        listed = capsys.readouterr().out
+        for name in ("novamig-dead01-c1-s0", "novamig-dead01-flavor-1c256m1g", "novamig-dead01-key"):
+            assert name in listed, listed
+        assert "dry run: nothing deleted" in listed
+        assert cmd_cleanup(cloud, yes=True) == 0
+        assert "deleted 3 of 3" in capsys.readouterr().out
+        assert_nothing_left(cloud, capsys)
+    finally:
+        conn.close()
+
+
+def test_sigint_with_the_run_s_own_embedded_cloud(tmp_path: Path) -> None:
+    """No cloud named: the run starts the embedded cloud, and on Ctrl-C takes it down with it."""
+    scenario = tmp_path / "own.yaml"
+    scenario.write_text(
+        "name: own\n"
+        + TINY % 1
+        + HYPERVISOR_ONLY
+        + SLOW_HOSTS
+        + "migration: {count: 1, policy: {timeout_s: 300}}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    )
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "novamig.cli", "run", str(scenario), "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if ": running" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=240)
+    assert proc.returncode == 130, "".join(lines) + rest
+    results = load_results(out / "results.json")
+    assert results.interrupted
+    assert results.environment.nova_version
+    [m] = migrations(results)
+    assert m.status == "cancelled"
+    log = (out / "logs" / "novamig.log").read_text()
+    workdir = log.split("embedded cloud started in ", 1)[1].split(" ", 1)[0]
+    assert not Path(workdir).exists()
+    assert (out / "logs" / "embedded" / "nova.log").exists()
+    leftover = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True, check=False)
+    assert leftover.stdout == "", f"processes of the stopped cloud: {leftover.stdout}"
+
+
+def test_destination_failure_is_an_error_and_the_run_continues(
+    tmp_path: Path, cloud: str, embedded_cloud: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "destfail.yaml"
+    scenario.write_text(
+        "name: destfail\n"
+        + TINY % 1
+        + HYPERVISOR_ONLY
+        + "migration: {count: 1, policy: {timeout_s: 120}}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+        + "matrix: {host_policy.live_migration_bandwidth: [1, 0]}\n"  # case 1 slow: time to fail it
+    )
+    out = tmp_path / "out"
+    code = (
+        "import sys; from novamig.runner.commands import cmd_run; "
+        f"sys.exit(cmd_run({str(scenario)!r}, {cloud!r}, {str(out)!r}, []))"
+    )
+    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(embedded_cloud.clouds_yaml))
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if ": running" in line:
+            break
+    workdir = Path(embedded_cloud.workdir).resolve()
+    incoming = _qemu_of(workdir, incoming_only=True)
+    assert incoming, "".join(lines)
+    victim = max(incoming, key=lambda pid: incoming[pid])  # the newest: this migration's destination
+    os.kill(victim, signal.SIGKILL)  # the destination hypervisor dies mid-migration
+    _, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 1, "".join(lines) + rest
+    results = load_results(out / "results.json")
+    assert [len(c.migrations) for c in results.cases] == [1, 1]
+    assert results.cases[0].migrations[0].status == "error"
+    assert results.cases[1].migrations[0].status == "completed"
+    assert not results.cases[0].passed and results.cases[1].passed
+    assert_nothing_left(cloud, capsys)

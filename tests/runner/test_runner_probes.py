@@ -1,0 +1,88 @@
+"""Probe figures into migration records: the embedded cloud's per-migration files, and absences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from novamig.results import MigrationRecord, MigrationStatus
+from novamig.runner.probes import EmbeddedMigrationFigures, Unavailable, apply_figures
+
+
+def record(status: MigrationStatus = "completed") -> MigrationRecord:
+    return MigrationRecord(
+        server="s",
+        source_host="a",
+        dest_host="b",
+        status=status,
+        requested_at=1.0,
+        finished_at=3.0,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "uuid-7.json").write_text(
+        json.dumps(
+            {
+                "migration_uuid": "uuid-7",
+                "migration_id": 7,
+                "status": "completed",
+                "qemu_downtime_ms": 12.0,
+                "stop_resume_ms": 14.5,
+                "progress": [{"t": 0.1}],
+                "heartbeat": {"guest_downtime_ms": 61.25, "switchover_gap_ms": 61.25, "source_beats": 900},
+            }
+        )
+    )
+    (migrations / "uuid-8.json").write_text(json.dumps({"migration_id": 8, "status": "failed", "error": "x"}))
+    return tmp_path
+
+
+def test_hypervisor_and_guest_figures_come_from_the_migration_file(workdir: Path) -> None:
+    rec = apply_figures(
+        record(),
+        "srv",
+        7,
+        [EmbeddedMigrationFigures(workdir, "hypervisor"), EmbeddedMigrationFigures(workdir, "guest")],
+    )
+    assert rec.downtime_ms.hypervisor == 12.0 and rec.resolution_ms.hypervisor == 1.0
+    assert rec.downtime_ms.guest == 61.25 and rec.resolution_ms.guest == 1.0  # agent default 1000 Hz
+    assert rec.hypervisor is not None and rec.hypervisor["stop_resume_ms"] == 14.5
+    assert "progress" not in rec.hypervisor  # series stay out of results.json
+    assert rec.events == []
+
+
+def test_missing_figures_are_null_with_the_reason_as_event(workdir: Path) -> None:
+    rec = apply_figures(
+        record("error"),
+        "srv",
+        8,
+        [
+            EmbeddedMigrationFigures(workdir, "hypervisor"),
+            EmbeddedMigrationFigures(workdir, "guest"),
+            Unavailable("network", "no network probe yet"),
+        ],
+    )
+    assert (
+        rec.downtime_ms.hypervisor is None
+        and rec.downtime_ms.guest is None
+        and rec.downtime_ms.network is None
+    )
+    whats = [e.what for e in rec.events]
+    assert any("downtime_ms.hypervisor: not measured — QEMU reported no downtime" in w for w in whats)
+    assert any("downtime_ms.guest: not measured — the embedded cloud could not read" in w for w in whats)
+    assert "downtime_ms.network: not measured — no network probe yet" in whats
+    assert all(e.t == 3.0 for e in rec.events)
+
+
+def test_unknown_migration_and_unknown_probe(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(EmbeddedMigrationFigures, "WAIT_S", 0.0)
+    fig = EmbeddedMigrationFigures(workdir, "hypervisor").figure(record(), "srv", 99)
+    assert fig.downtime_ms is None and "no figures for migration 99" in (fig.reason or "")
+    with pytest.raises(ValueError, match="no 'locust' figure"):
+        EmbeddedMigrationFigures(workdir, "locust")
