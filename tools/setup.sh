@@ -9,6 +9,9 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils          # the hypervisor: real QEMU guests and live migrations
   busybox-static gcc libc6-dev        # tiny guest image: busybox and the static C guest agent
   cpio xz-utils zstd                  # initramfs packing, kernel extraction
+  mmdebstrap e2fsprogs                # full guest image: Debian root filesystem, ext4 without loop devices
+  syslinux syslinux-common mtools dosfstools fdisk  # full image's bootable Glance disk
+  xorriso                             # config drive for the cloud-init tests
   iproute2 bridge-utils               # guest network namespace, bridge, taps
   python3 python3-venv python3-dev    # the .venv
   ca-certificates git

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 from novamig.exitcodes import ExitCode
 from novamig.guest.image import ImageBuildError, build_tiny_image
 
-_FORMATS = {"tiny": ("initramfs",), "full": ("qcow2", "initramfs")}
+# tiny: kernel + initramfs. full: without --format, the embedded cloud's form (kernel, module
+# initramfs, read-only ext4 root as qcow2); with --format qcow2, the bootable cloud-init disk that
+# goes into Glance on DevStack.
+_FORMATS = {"tiny": ("initramfs",), "full": ("qcow2",)}
 
 
 def cmd_image_build(kind: str, fmt: str | None, force: bool) -> int:
@@ -30,20 +34,14 @@ def cmd_image_build(kind: str, fmt: str | None, force: bool) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.BAD_INPUT)
-    if kind == "full":
-        print(
-            "novamig image build: the full image is not available yet in this version of novamig; "
-            "build the tiny image with `novamig image build tiny`",
-            file=sys.stderr,
-        )
-        return int(ExitCode.BAD_INPUT)
-
     t0 = time.monotonic()
 
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - t0:5.1f} s] {message}", flush=True)
 
     try:
+        if kind == "full":
+            return _build_full(fmt, force, progress)
         image = build_tiny_image(force=force, progress=progress)
     except ImageBuildError as e:
         print(f"novamig image build: {e}", file=sys.stderr)
@@ -54,4 +52,28 @@ def cmd_image_build(kind: str, fmt: str | None, force: bool) -> int:
     print(f"kernel version: {image.kernel_version}")
     print(f"append:         {image.append}")
     print(f"digest:         {image.digest}")
+    return int(ExitCode.OK)
+
+
+def _build_full(fmt: str | None, force: bool, progress: Callable[[str], None]) -> int:
+    from novamig.guest.full import build_cloud_image, build_full_image
+
+    if fmt == "qcow2":
+        cloud = build_cloud_image(force=force, progress=progress)
+        print(
+            f"image:          full, cloud-init qcow2 for Glance ({'from cache' if cloud.cached else 'built'})"
+        )
+        print(f"disk:           {cloud.disk}")
+        print("properties:     " + " ".join(f"{k}={v}" for k, v in sorted(cloud.properties.items())))
+        print(f"locust:         {cloud.locust_version}")
+        print(f"digest:         {cloud.digest}")
+        return int(ExitCode.OK)
+    full = build_full_image(force=force, progress=progress)
+    print(f"image:          full ({'from cache' if full.cached else 'built'})")
+    print(f"kernel:         {full.kernel}")
+    print(f"initrd:         {full.initrd}")
+    print(f"disk:           {full.disk}")
+    print(f"append:         {full.append}")
+    print(f"locust:         {full.locust_version}")
+    print(f"digest:         {full.digest}")
     return int(ExitCode.OK)

@@ -1,0 +1,617 @@
+"""The full guest image: it builds, a second build is a cache hit, it boots under TCG to the
+agent's READY, its web application answers over the guest network, and Locust inside the guest
+loads that application and reports statistics.
+
+The image comes from the user's cache (as the tiny image's tests do), so repeated runs and CI
+runs on one machine build it once. The unit tests at the top need neither root nor QEMU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from novamig.guest.full import (
+    DISK_MODULES,
+    CloudImage,
+    FullImage,
+    ImageBuildError,
+    _read_newc,
+    build_cloud_image,
+    build_full_image,
+    debian_mirror,
+)
+from novamig.guest.image import _build_cpio, _locked
+
+WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "novamig" / "workload"
+
+# ------------------------------------------------------------------------------------------------
+# unit tests: no root, no QEMU
+
+
+def test_mirror_from_deb822_prefers_the_suite_and_skips_security(tmp_path: Path) -> None:
+    sources = tmp_path / "debian.sources"
+    sources.write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\n"
+        "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\nComponents: main\n\n"
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+        "Components: main contrib\n"
+    )
+    assert debian_mirror("bookworm", [sources]) == "http://mirror.example/debian"
+
+
+def test_mirror_from_one_line_sources_with_options(tmp_path: Path) -> None:
+    listing = tmp_path / "sources.list"
+    listing.write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm-updates main\n"
+        "deb [arch=amd64] http://two.example/debian bookworm main\n"
+    )
+    assert debian_mirror("bookworm", [listing]) == "http://two.example/debian"
+
+
+def test_mirror_missing_names_the_step(tmp_path: Path) -> None:
+    listing = tmp_path / "sources.list"
+    listing.write_text("deb http://x.example/debian bookworm contrib\n")
+    with pytest.raises(ImageBuildError) as exc:
+        debian_mirror("bookworm", [listing])
+    assert exc.value.step == "find the Debian mirror"
+
+
+def test_read_newc_reads_what_build_cpio_writes() -> None:
+    data = _build_cpio(
+        dirs=["bin"],
+        files={"bin/a": (b"hello", 0o755), "b": (b"x" * 4097, 0o644)},
+        symlinks={"bin/sh": "a"},
+        nodes={},
+    )
+    members = _read_newc(data)
+    assert members["bin/a"][1] == b"hello"
+    assert members["bin/a"][0] & 0o777 == 0o755
+    assert members["b"][1] == b"x" * 4097
+    assert members["bin/sh"][1] == b"a"
+
+
+def test_drive_args_share_the_base_read_only_and_overlays_writable(tmp_path: Path) -> None:
+    image = FullImage(
+        kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd.img", disk=tmp_path / "disk.qcow2",
+        append="console=ttyS0", kernel_version="6", digest="d", locust_version="2",
+    )  # fmt: skip
+    base = image.drive_args()
+    assert f"file={tmp_path / 'disk.qcow2'}" in base[1] and "readonly=on" in base[1]
+    overlay = image.drive_args(tmp_path / "o.qcow2")
+    assert "o.qcow2" in overlay[1] and "readonly=on" not in overlay[1]
+    assert image.command_line(ip="10.0.0.2/24") == "console=ttyS0 novamig.ip=10.0.0.2/24"
+    with pytest.raises(ValueError):
+        image.command_line(ip="a b")
+
+
+# ------------------------------------------------------------------------------------------------
+# the web application and builtin:web on the host (no guest): the same code the guest runs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http(
+    sock: socket.socket, method: str, path: str, body: bytes = b"", timeout: float = 30
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on an already connected socket (closed afterwards)."""
+    with sock as s:
+        s.settimeout(timeout)
+        head = f"{method} {path} HTTP/1.1\r\nHost: guest\r\nConnection: close\r\n"
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        s.sendall(head.encode() + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    header, _, payload = data.partition(b"\r\n\r\n")
+    return int(header.split(b" ", 2)[1]), payload
+
+
+def _loopback(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+@pytest.fixture
+def host_web_app(tmp_path: Path) -> Iterator[int]:
+    port = _free_port()
+    locust_bin = Path(sys.executable).with_name("locust")
+    if not locust_bin.exists():
+        pytest.skip("locust is not installed next to this Python")
+    env = {
+        **os.environ,
+        "NOVAMIG_LOCUST_BIN": str(locust_bin),
+        "NOVAMIG_LOCUSTFILE_DIR": str(WORKLOAD_DIR / "locustfiles"),
+        "NOVAMIG_LOCUST_RUN_DIR": str(tmp_path / "run"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKLOAD_DIR / "guest_web_app.py"), "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                _http(_loopback(port), "GET", "/health")
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield port
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(10)
+
+
+def test_web_app_endpoints(host_web_app: int) -> None:
+    port = host_web_app
+    status, body = _http(_loopback(port), "GET", "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, body = _http(_loopback(port), "GET", "/memory?kib=64")
+    assert status == 200 and json.loads(body)["pages"] == 16
+    status, body = _http(_loopback(port), "POST", "/echo", b"abc")
+    assert (status, body) == (200, b"abc")
+    status, body = _http(_loopback(port), "GET", "/api/items?n=3")
+    assert status == 200 and len(json.loads(body)["items"]) == 3
+    assert _http(_loopback(port), "GET", "/nope")[0] == 404
+    assert _http(_loopback(port), "GET", "/echo")[0] == 405
+    assert _http(_loopback(port), "POST", "/_novamig/locust/start", b"[1]")[0] == 400
+    # keep-alive: two requests on one connection, and the Nagle switch is off on the server side
+    with _loopback(port) as s:
+        s.settimeout(10)
+        req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(req + req)
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed after {data!r}"
+            data += chunk
+
+
+@dataclass
+class LocustOutcome:
+    status: dict[str, Any]
+    result: dict[str, Any]
+    records: list[list[str]]
+
+
+def _run_locust(connect: Any, users: int, run_time_s: int, timeout: float) -> LocustOutcome:
+    """Start a Locust run through the web application's control endpoints and wait for it."""
+    params = {"users": users, "spawn_rate": users, "run_time_s": run_time_s, "locustfile": "builtin:web"}
+    status, body = _http(connect(), "POST", "/_novamig/locust/start", json.dumps(params).encode())
+    assert status == 202, body
+    deadline = time.monotonic() + timeout
+    while True:
+        state = json.loads(_http(connect(), "GET", "/_novamig/locust/status")[1])
+        if state["state"] not in ("running", "stopping"):
+            break
+        assert time.monotonic() < deadline, f"Locust still {state['state']} after {timeout} s: {state}"
+        time.sleep(1)
+    result = json.loads(_http(connect(), "GET", "/_novamig/locust/result")[1])
+    records_csv = _http(connect(), "GET", "/_novamig/locust/records")[1].decode()
+    records = [line.split(",", 4) for line in records_csv.splitlines() if line]
+    return LocustOutcome(state, result, records)
+
+
+def _check_locust(outcome: LocustOutcome, run_time_s: int) -> dict[str, int]:
+    result = outcome.result
+    assert result["state"] == "finished" and result["exit_code"] == 0, result
+    stats = result["stats"]
+    assert stats, f"no statistics: {result}"
+    by_name = {s["name"]: s for s in stats}
+    requests = sum(s["num_requests"] for s in stats)
+    failures = sum(s["num_failures"] for s in stats)
+    assert requests > 0 and failures == 0, by_name
+    assert {"/", "/api/items"} <= set(by_name), sorted(by_name)
+    # one record per request, in order of completion, all successful
+    assert len(outcome.records) == requests
+    assert all(r[3] == "1" for r in outcome.records)
+    mono = [int(r[0]) for r in outcome.records]
+    assert mono == sorted(mono)
+    assert result["first_request_s"] is not None and result["first_request_s"] > 0
+    # the run lasted about the requested time (not cut short by a stale --run-time timer)
+    span_s = (mono[-1] - mono[0]) / 1e9
+    assert span_s >= 0.4 * run_time_s, f"requests spanned only {span_s:.2f} s of a {run_time_s} s run"
+    return {"requests": requests, "failures": failures}
+
+
+@pytest.mark.slow
+def test_builtin_web_locust_on_the_host(host_web_app: int) -> None:
+    outcome = _run_locust(lambda: _loopback(host_web_app), users=2, run_time_s=3, timeout=60)
+    _check_locust(outcome, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# the image: build, cache, boot under TCG
+
+
+def _can_build() -> str | None:
+    if os.geteuid() != 0:
+        return "building the full image needs root"
+    for tool in ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mke2fs"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def full_image() -> FullImage:
+    why = _can_build()
+    if why:
+        pytest.skip(why)
+    return build_full_image()
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(4)
+
+
+def _build_dirs(images: Path) -> list[Path]:
+    """Temporary build directories in the cache. A builder keeps one only while it holds the
+    build lock, so, looked at under the lock, any one found is a leak (other builds running
+    at the same time, e.g. on pytest-xdist workers, cannot confuse the check)."""
+    with _locked(images / ".full.lock"):
+        return list(images.glob(".full-build-*"))
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_image_builds_and_second_build_is_a_cache_hit(full_image: FullImage) -> None:
+    for path in (full_image.kernel, full_image.initrd, full_image.disk):
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert _magic(full_image.kernel) == b"\x7fELF"  # uncompressed, for PVH boot
+    assert _magic(full_image.disk) == b"QFI\xfb"  # qcow2
+    assert full_image.disk.parent.name == f"full-{full_image.digest}"
+    manifest = json.loads((full_image.disk.parent / "manifest.json").read_text())
+    assert manifest["digest"] == full_image.digest
+    assert any(p.startswith("python3 ") for p in manifest["packages"]), manifest["packages"][:5]
+    assert set(DISK_MODULES) <= set(manifest["modules"])
+    # the stage-1 initramfs carries the disk modules and the tiny image's busybox
+    members = _read_newc(full_image.initrd.read_bytes())
+    assert {f"lib/modules/{m}.ko" for m in DISK_MODULES} <= set(members)
+    assert "init" in members and "bin/busybox" in members
+    # no temporary build directory left in the cache
+    assert not _build_dirs(full_image.disk.parent.parent)
+
+    t0 = time.monotonic()
+    again = build_full_image()
+    assert again.cached, "the second build was not a cache hit"
+    assert (again.digest, again.disk, again.kernel, again.initrd) == (
+        full_image.digest, full_image.disk, full_image.kernel, full_image.initrd,
+    )  # fmt: skip
+    assert again.disk.stat().st_mtime == full_image.disk.stat().st_mtime  # not rewritten
+    print(f"cached build: {time.monotonic() - t0:.1f} s; sizes {again.sizes}")
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_failed_build_names_the_package_and_leaves_nothing_behind(
+    full_image: FullImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package apt cannot find: the error names the step, the package and apt's complaint, and
+    neither a temporary build directory nor an image directory is left in the cache."""
+    from novamig.guest import full
+
+    images = full_image.disk.parent.parent
+    monkeypatch.setattr(full, "PACKAGES", ("python3", "novamig-no-such-package"))
+    with pytest.raises(ImageBuildError) as exc:
+        build_full_image()
+    err = exc.value
+    assert "mmdebstrap" in err.step and "novamig-no-such-package" in err.step, err.step
+    assert err.command is not None and err.command[0] == "mmdebstrap"
+    assert "novamig-no-such-package" in str(err)  # apt's message, in the output tail
+    assert not _build_dirs(images)
+    for manifest in images.glob("full-*/manifest.json"):
+        assert "novamig-no-such-package" not in manifest.read_text(), manifest
+    assert not [m for m in Path("/proc/self/mounts").read_text().splitlines() if ".full-build-" in m]
+
+
+@dataclass
+class BootedGuest:
+    machine: Any  # QemuMachine
+    net: Any  # GuestNetwork
+    net_address: Any  # GuestAddress
+    ip: str
+    port: int
+    ready: Any
+    ready_after_s: float
+
+    def connect(self) -> socket.socket:
+        s: socket.socket = self.net.socket(socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect((self.ip, self.port))
+        return s
+
+
+@contextlib.contextmanager
+def _boot(image: FullImage, subnet: str, name: str) -> Iterator[BootedGuest]:
+    """A full guest on a bridge in a network namespace of its own, always shut down (QEMU is
+    ended by process group) and the namespace deleted."""
+    from novamig.hypervisor.machine import GuestSpec, QemuMachine
+    from novamig.hypervisor.netns import GuestNetwork, netns_supported
+
+    why = netns_supported()
+    if why:
+        pytest.skip(why)
+    workdir = Path(tempfile.mkdtemp(prefix="novamig-full-test-"))
+    try:
+        with GuestNetwork(subnet) as net:
+            addr = net.new_address()
+            spec = GuestSpec(
+                name=name, image=image, memory_mib=512, kernel_args=addr.kernel_args(),
+                machine_type="pc-q35-7.2", accelerator="tcg", cpu_model="qemu64",
+                network=net.attach(addr), extra_args=image.drive_args(),
+            )  # fmt: skip
+            machine = QemuMachine(spec, workdir)
+            try:
+                t0 = time.monotonic()
+                machine.launch()
+                ready = machine.wait_ready(180)
+                yield BootedGuest(machine, net, addr, addr.ip, image.web_port, ready, time.monotonic() - t0)
+            finally:
+                machine.shutdown()
+                assert machine.poll() is not None, f"QEMU {machine.pid} still running"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def booted(full_image: FullImage) -> Iterator[BootedGuest]:
+    with _boot(full_image, "10.77.5.0/24", "full-test") as guest:
+        yield guest
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_guest_boots_to_ready_with_its_address(booted: BootedGuest) -> None:
+    assert booted.ready.ip == booted.ip
+    assert booted.ready.fields.get("kernel")
+    console = booted.machine.console_log()
+    assert "novamig-init: up:" in console, console[-2000:]
+    print(f"boot to READY: {booted.ready_after_s:.1f} s")
+
+
+def _locust_status(guest: BootedGuest) -> dict[str, Any]:
+    status: dict[str, Any] = json.loads(_http(guest.connect(), "GET", "/_novamig/locust/status")[1])
+    return status
+
+
+def _wait_web(booted: BootedGuest, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = _http(booted.connect(), "GET", "/health")
+            if status == 200:
+                health: dict[str, Any] = json.loads(body)
+                return health
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"web app not answering after {timeout} s; console:\n{booted.machine.console_log()[-3000:]}"
+            )
+        time.sleep(0.5)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_web_app_answers_through_the_guest_network(booted: BootedGuest) -> None:
+    health = _wait_web(booted, 120)
+    assert health["status"] == "ok"
+    status, body = _http(booted.connect(), "GET", "/memory?kib=1024")
+    assert status == 200 and json.loads(body)["pages"] == 256
+    status, body = _http(booted.connect(), "POST", "/echo", b"through the bridge")
+    assert (status, body) == (200, b"through the bridge")
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_locust_in_the_guest_loads_the_web_app(booted: BootedGuest) -> None:
+    _wait_web(booted, 120)
+    outcome = _run_locust(booted.connect, users=3, run_time_s=6, timeout=240)
+    totals = _check_locust(outcome, 6)
+    duration = float(outcome.records[-1][1]) - float(outcome.records[0][1])
+    print(
+        f"Locust in the guest: {totals['requests']} requests, first after "
+        f"{outcome.result['first_request_s']:.1f} s, {totals['requests'] / max(duration, 1e-3):.0f} req/s"
+    )
+    # the agent kept beating while Locust ran: the guest stayed responsive
+    assert booted.machine.agent.ping(30).ok
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_guest_migrates_under_locust_with_its_shared_read_only_disk(full_image: FullImage) -> None:
+    """Both QEMUs open the one base disk read-only; Locust inside the guest keeps running across
+    the switchover and no request fails."""
+    from novamig.hypervisor.machine import QemuMachine
+    from novamig.hypervisor.migration import migrate
+    from novamig.hypervisor.policy import MigrationPolicy
+
+    with _boot(full_image, "10.77.8.0/24", "full-mig") as src:
+        _wait_web(src, 120)
+        params = {"users": 3, "spawn_rate": 3, "run_time_s": 40}
+        status, body = _http(src.connect(), "POST", "/_novamig/locust/start", json.dumps(params).encode())
+        assert status == 202, body
+        deadline = time.monotonic() + 120
+        while (
+            json.loads(_http(src.connect(), "GET", "/_novamig/locust/status")[1])["first_request_s"] is None
+        ):
+            assert time.monotonic() < deadline, "Locust did not start within 120 s"
+            time.sleep(1)
+        dst_spec = src.machine.spec.for_destination(network=src.net.attach(src.net_address))
+        dst = QemuMachine(dst_spec, src.machine.workdir)
+        try:
+            dst.launch()
+            result = migrate(src.machine, dst, MigrationPolicy(timeout_s=120))
+            assert result.status == "completed", result.error
+            moved = BootedGuest(dst, src.net, src.net_address, src.ip, src.port, src.ready, 0.0)
+            outcome_state: dict[str, Any] = {}
+            deadline = time.monotonic() + 120
+            while True:
+                outcome_state = _locust_status(moved)
+                if outcome_state["state"] not in ("running", "stopping"):
+                    break
+                assert time.monotonic() < deadline, outcome_state
+                time.sleep(1)
+            result_json = json.loads(_http(moved.connect(), "GET", "/_novamig/locust/result")[1])
+            assert result_json["state"] == "finished", result_json
+            stats = result_json["stats"]
+            assert sum(x["num_requests"] for x in stats) > 0
+            assert sum(x["num_failures"] for x in stats) == 0, stats
+            records = _http(moved.connect(), "GET", "/_novamig/locust/records")[1].decode().splitlines()
+            mono = [int(r.split(",", 1)[0]) for r in records]
+            # leave out Locust's first seconds (its first requests each take about a second)
+            gaps = [b - a for a, b in itertools.pairwise(mono) if a > mono[0] + 3e9]
+            print(
+                f"migration: {result.total_ms} ms total, QEMU downtime {result.qemu_downtime_ms} ms; "
+                f"longest span without a completed request in the guest {max(gaps) / 1e6:.0f} ms"
+            )
+        finally:
+            dst.shutdown()
+            assert dst.poll() is not None, f"QEMU {dst.pid} still running"
+
+
+# ------------------------------------------------------------------------------------------------
+# the Glance form: a self-booting qcow2 with cloud-init
+
+
+@pytest.fixture(scope="module")
+def cloud_image() -> CloudImage:
+    why = _can_build()
+    for tool in ("syslinux", "mkfs.vfat", "mcopy", "sfdisk", "xorriso"):
+        if not why and shutil.which(tool) is None:
+            why = f"{tool} is not installed"
+    if why:
+        pytest.skip(why)
+    return build_cloud_image()
+
+
+def _config_drive(path: Path, work: Path, hostname: str, user_data: str) -> Path:
+    """An OpenStack config drive (ISO 9660 labelled config-2), as Nova makes one."""
+    latest = work / "openstack" / "latest"
+    latest.mkdir(parents=True)
+    meta = {"uuid": "0d2a6c5e-6f0a-4c53-9d0e-6a1f0f0c0001", "hostname": hostname, "name": hostname,
+            "launch_index": 0, "availability_zone": "nova"}  # fmt: skip
+    (latest / "meta_data.json").write_text(json.dumps(meta))
+    (latest / "user_data").write_text(user_data)
+    subprocess.run(
+        ["xorriso", "-as", "mkisofs", "-quiet", "-o", str(path), "-V", "config-2", "-J", "-R", str(work)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_cloud_image_boots_by_itself_with_dhcp_and_cloud_init(
+    cloud_image: CloudImage, tmp_path: Path
+) -> None:
+    """BIOS → syslinux → kernel → stage 1 → PID 1: DHCP on the first NIC (the agent reports the
+    leased address), cloud-init reads the config drive and runs its user-data, the web
+    application answers through a forwarded port."""
+    from guestvm import AgentChannel, free_port, stop_process_group
+
+    assert _magic(cloud_image.disk) == b"QFI\xfb"
+    assert cloud_image.properties["hw_disk_bus"] == "virtio"
+    assert build_cloud_image().cached
+
+    overlay = tmp_path / "instance.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(cloud_image.disk), str(overlay)],
+        check=True,
+    )  # fmt: skip
+    marker = "novamig-cloud-init-ran-on-novamig-cloud-test"
+    echo = marker.replace("novamig-cloud-test", "$(hostname)")
+    user_data = f'#cloud-config\nruncmd:\n  - [sh, -c, "echo {echo} > /dev/console"]\n'
+    iso = _config_drive(tmp_path / "config.iso", tmp_path / "cd", "novamig-cloud-test", user_data)
+    http_port = free_port()
+    console = tmp_path / "console.log"
+    agent_sock = tmp_path / "agent.sock"
+    cmd = [
+        "qemu-system-x86_64", "-machine", "pc-q35-7.2", "-accel", "tcg,tb-size=64", "-cpu", "qemu64",
+        "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
+        "-serial", f"file:{console}",
+        "-drive", f"file={overlay},if=virtio,format=qcow2",
+        "-drive", f"file={iso},media=cdrom,if=ide,format=raw,readonly=on",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{http_port}-:{cloud_image.web_port}",
+        "-device", "virtio-net-pci,netdev=n0",
+        "-device", "virtio-serial-pci,id=vser0",
+        "-chardev", f"socket,id=agent,path={agent_sock},server=on,wait=off",
+        "-device", "virtserialport,bus=vser0.0,chardev=agent,name=org.novamig.agent",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    agent = None
+    try:
+        deadline = time.monotonic() + 30
+        while not agent_sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "QEMU did not start"
+            time.sleep(0.05)
+        agent = AgentChannel(agent_sock)
+        t0 = time.monotonic()
+        try:
+            ready = agent.wait_ready(240)
+        except (TimeoutError, ConnectionError) as e:
+            raise AssertionError(f"no READY: {e}\n{console.read_text(errors='replace')[-3000:]}") from e
+        assert ready.ip == "10.0.2.15", ready  # leased from QEMU's DHCP server
+        ready_s = time.monotonic() - t0
+        health = _wait_http(http_port, 180)
+        assert health["status"] == "ok"
+        web_s = time.monotonic() - t0
+        deadline = time.monotonic() + 300
+        while marker not in console.read_text(errors="replace"):
+            text = console.read_text(errors="replace")
+            assert "cloud-init finished" not in text or marker in text, text[-3000:]
+            assert time.monotonic() < deadline, f"cloud-init did not run the user-data:\n{text[-3000:]}"
+            time.sleep(1)
+        print(
+            f"Glance form under TCG: READY {ready_s:.1f} s, web app {web_s:.1f} s, "
+            f"cloud-init user-data ran {time.monotonic() - t0:.1f} s after QEMU started"
+        )
+    finally:
+        if agent is not None:
+            agent.close()
+        stop_process_group(proc)
+    assert proc.poll() is not None
+
+
+def _wait_http(port: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = _http(_loopback(port), "GET", "/health", timeout=10)
+            if status == 200:
+                health: dict[str, Any] = json.loads(body)
+                return health
+        except (OSError, IndexError, ValueError):
+            pass
+        assert time.monotonic() < deadline, f"no answer on port {port} within {timeout} s"
+        time.sleep(1)
