@@ -4,16 +4,24 @@ Every line is stamped with the host's `time.monotonic_ns()` the moment its bytes
 dedicated reader thread: heartbeat gaps are computed from these stamps, so the reader must never
 wait behind anything else (not the QMP loop, not a command caller). Heartbeats go to an append-only
 `BeatLog`; replies wake the command that is waiting for them.
+
+Lines are parsed by `novamig.guest.protocol` (the one grammar of the protocol, shared with the
+guest tests). A line it rejects (`ProtocolError`) is counted in `AgentChannel.malformed`, kept in
+`AgentChannel.unparsed` (the latest few) and logged; it never stops the reader thread, and neither
+does an exception from an event callback (counted in `AgentChannel.reader_errors`).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
+import logging
 import socket
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +35,16 @@ from novamig.guest.protocol import (
     Reply,
     encode_command,
     parse_line,
+    split_lines,
 )
 from novamig.hypervisor.errors import AgentError, AgentTimeout
+
+log = logging.getLogger(__name__)
+
+#: Malformed lines logged at WARNING per channel; later ones are only counted (and logged at DEBUG).
+MALFORMED_LOGGED = 5
+#: How many of the latest malformed lines a channel keeps for error messages.
+MALFORMED_KEPT = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +87,12 @@ class BeatLog:
                 Beat(s, g, h)
                 for s, g, h in zip(self.seq[start:], self.guest_ns[start:], self.host_ns[start:], strict=True)
             ]
+
+    def since(self, host_ns: int) -> list[Beat]:
+        """Beats that arrived at or after host time `host_ns` (arrival times only grow)."""
+        with self._lock:
+            start = bisect.bisect_left(self.host_ns, host_ns)
+        return self.beats(start)
 
     def last_host_ns(self) -> int | None:
         with self._lock:
@@ -117,7 +139,9 @@ class AgentChannel:
         self._lock = threading.Lock()
         self._ready_event = threading.Event()
         self._closing = False
-        self.unparsed: list[str] = []
+        self.malformed = 0
+        self.unparsed: deque[str] = deque(maxlen=MALFORMED_KEPT)
+        self.reader_errors = 0
 
     # ------------------------------------------------------------------ connection
 
@@ -178,23 +202,28 @@ class AgentChannel:
                 now = time.monotonic_ns()
                 if not chunk:
                     break
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
+                lines, buf = split_lines(buf + chunk)
                 for raw in lines:
-                    self._dispatch(raw.decode("ascii", "replace").rstrip("\r"), now)
+                    try:
+                        self._dispatch(raw, now)
+                    except Exception:
+                        # A bug in a callback or in this class must not end the reader: beats
+                        # after it would be lost and every waiting command would time out.
+                        self.reader_errors += 1
+                        log.exception("%s: agent line %r could not be handled", self.name, raw[:200])
         finally:
             self.closed_host_ns = time.monotonic_ns()
             with self._lock:
                 for pending in self._pending.values():
                     pending.done.set()
 
-    def _dispatch(self, line: str, now: int) -> None:
-        if not line:
+    def _dispatch(self, raw: bytes, now: int) -> None:
+        if not raw.rstrip(b"\r"):
             return
         try:
-            msg = parse_line(line)
-        except ProtocolError:
-            self.unparsed.append(line)
+            msg = parse_line(raw)
+        except ProtocolError as exc:
+            self._malformed(exc)
             return
         if isinstance(msg, Heartbeat):
             self.beats.append(msg.seq, msg.guest_ns, now)
@@ -209,9 +238,19 @@ class AgentChannel:
             self.ready_host_ns = now
             self._ready_event.set()
         else:
+            line = raw.decode("ascii").rstrip("\r")
             self.events.append((now, line))
             if self._on_event is not None:
                 self._on_event(line)
+
+    def _malformed(self, exc: ProtocolError) -> None:
+        self.malformed += 1
+        self.unparsed.append(exc.line)
+        if self.malformed <= MALFORMED_LOGGED:
+            more = " (further ones are only counted)" if self.malformed == MALFORMED_LOGGED else ""
+            log.warning("%s: malformed agent line #%d: %s%s", self.name, self.malformed, exc, more)
+        else:
+            log.debug("%s: malformed agent line #%d: %s", self.name, self.malformed, exc)
 
     # ------------------------------------------------------------------ API
 
@@ -261,9 +300,11 @@ class AgentChannel:
     def dirty_stats(self, timeout: float = 10.0) -> DirtyStats:
         return DirtyStats.from_reply(self.command("dirty-stats", timeout))
 
-    def integrity_start(self, mib: int, timeout: float = 60.0) -> Reply:
-        """Fill `mib` MiB with the integrity pattern, which the agent then keeps updating."""
-        return self.command(f"integrity-start {mib}", timeout)
+    def integrity_start(self, mib: int, timeout: float = 60.0, *, pass_ms: int | None = None) -> Reply:
+        """Fill `mib` MiB with the integrity pattern, which the agent then keeps updating (one pass
+        over the region every `pass_ms`; the agent's default 1000 when None, 0 = flat out)."""
+        args = f"{mib}" if pass_ms is None else f"{mib} {pass_ms}"
+        return self.command(f"integrity-start {args}", timeout)
 
     def integrity_check(self, timeout: float = 60.0) -> IntegrityResult:
         """Verify the pattern (an `err` reply is a result here, not an exception)."""

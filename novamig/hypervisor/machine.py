@@ -424,6 +424,21 @@ class QemuMachine:
                     exit_code=self.exit_code,
                 )
 
+    def reconnect_agent(self, timeout: float = 10.0) -> AgentChannel:
+        """Close the agent channel (if still open) and connect a new one to the same socket.
+
+        The guest agent sends READY again on every new host connection (docs/guest-agent.md), so
+        `wait_ready()` works on the new channel; its beat log starts empty.
+        """
+        if not self.is_running():
+            raise AgentError(f"{self.name}: cannot reconnect the agent channel (state {self.state.value})")
+        if self._agent is not None:
+            self._agent.close()
+        channel = AgentChannel(self.files.agent_sock, self.name)
+        channel.connect(timeout=timeout)
+        self._agent = channel
+        return channel
+
     def boot(self, timeout: float = 60.0) -> Ready:
         """launch() and wait_ready() in one call."""
         self.launch()

@@ -195,22 +195,42 @@ class UserModeNetwork:
     """Fallback without root: QEMU user-mode networking and one forwarded TCP port.
 
     Only the source can hold the forward; after switchover `move_forward` drops it on the source and
-    adds it on the destination, so one client address keeps reaching the guest.
+    adds it on the destination, so one client address keeps reaching the guest. With `udp_guest_port`
+    a UDP port (the agent's echo, port 7) is forwarded as well, and moved with the TCP one.
     """
 
     GUEST_IP = "10.0.2.15"
 
-    def __init__(self, guest_port: int = 80, host_port: int | None = None) -> None:
+    def __init__(
+        self,
+        guest_port: int = 80,
+        host_port: int | None = None,
+        *,
+        udp_guest_port: int | None = None,
+        udp_host_port: int | None = None,
+    ) -> None:
         self.guest_port = guest_port
         self.host_port = host_port or _free_port()
+        self.udp_guest_port = udp_guest_port
+        self.udp_host_port: int | None = None
+        if udp_guest_port is not None:
+            self.udp_host_port = udp_host_port or _free_port(socket.SOCK_DGRAM)
         self.mac = f"52:54:00:78:{secrets.randbelow(256):02x}:{secrets.randbelow(256):02x}"
 
     @property
     def rule(self) -> str:
+        """The TCP forward (QEMU `hostfwd` syntax)."""
         return f"tcp:127.0.0.1:{self.host_port}-:{self.guest_port}"
 
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Every forward: the TCP one, then the UDP one if configured."""
+        if self.udp_guest_port is None:
+            return (self.rule,)
+        return (self.rule, f"udp:127.0.0.1:{self.udp_host_port}-:{self.udp_guest_port}")
+
     def source_attachment(self, model: str = "virtio-net-pci") -> NetworkAttachment:
-        return NetworkAttachment(mac=self.mac, model=model, hostfwd=(self.rule,))
+        return NetworkAttachment(mac=self.mac, model=model, hostfwd=self.rules)
 
     def destination_attachment(self, model: str = "virtio-net-pci") -> NetworkAttachment:
         return NetworkAttachment(mac=self.mac, model=model)
@@ -219,15 +239,17 @@ class UserModeNetwork:
         return (f"novamig.ip={self.GUEST_IP}/24", "novamig.gw=10.0.2.2")
 
     def move_forward(self, source: QemuMachine, destination: QemuMachine) -> None:
-        """After switchover: release the port on the source, bind it on the destination."""
-        with contextlib.suppress(Exception):
-            source.hmp(f"hostfwd_remove net0 tcp:127.0.0.1:{self.host_port}")
-        out = destination.hmp(f"hostfwd_add net0 {self.rule}")
-        if out.strip():
-            raise NetworkError(f"hostfwd_add on {destination.name} failed: {out.strip()}")
+        """After switchover: release the ports on the source, bind them on the destination."""
+        for rule in self.rules:
+            host_side = rule.split("-", 1)[0]  # "tcp:127.0.0.1:PORT"
+            with contextlib.suppress(Exception):
+                source.hmp(f"hostfwd_remove net0 {host_side}")
+            out = destination.hmp(f"hostfwd_add net0 {rule}")
+            if out.strip():
+                raise NetworkError(f"hostfwd_add on {destination.name} failed: {out.strip()}")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

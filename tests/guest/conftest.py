@@ -1,19 +1,30 @@
 """Fixtures for the guest image and agent tests: one image per session (from the user's cache,
 so repeated runs do not rebuild), one booted guest per test module, and a check that every QEMU
-these tests started is gone when a module ends."""
+these tests started is gone when a module ends.
+
+Guests run on novamig's hypervisor layer (`QemuMachine`) with user-mode networking
+(`UserModeNetwork`): the agent's HTTP port 80 and UDP echo port 7 forwarded to loopback ports.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from guestvm import Guest, boot_guest
 
 from novamig.guest.image import GuestImage, build_tiny_image
+from novamig.hypervisor import GuestSpec, QemuMachine, UserModeNetwork
+
+#: Seconds a booting tiny guest gets to send READY (two shared cores under TCG).
+READY_TIMEOUT_S = 90.0
+
+#: The `tiny_guests` fixture:
+#: `tiny_guests(name, network, *, source=None, model=..., memory_mib=..., **agent_params)`.
+TinyGuestFactory = Callable[..., QemuMachine]
 
 
 def _qemu_children() -> list[int]:
@@ -48,12 +59,94 @@ def tiny_image() -> GuestImage:
     return build_tiny_image()
 
 
+def agent_network() -> UserModeNetwork:
+    """User-mode networking with the agent's HTTP (TCP 80) and UDP echo (7) ports forwarded."""
+    return UserModeNetwork(guest_port=80, udp_guest_port=7)
+
+
+def tiny_spec(
+    image: GuestImage,
+    name: str,
+    network: UserModeNetwork,
+    *,
+    model: str = "virtio-net-pci",
+    memory_mib: int = 256,
+    **agent_params: str | int | float,
+) -> GuestSpec:
+    """The spec of a tiny guest on `network`; `agent_params` become `novamig.<key>=<value>`."""
+    for key, value in agent_params.items():
+        if any(c.isspace() for c in f"{key}={value}"):
+            raise ValueError(f"kernel argument must not contain whitespace: {key}={value!r}")
+    return GuestSpec(
+        name=name,
+        image=image,
+        memory_mib=memory_mib,
+        network=network.source_attachment(model),
+        kernel_args=(*network.kernel_args(), *(f"novamig.{k}={v}" for k, v in agent_params.items())),
+    )
+
+
+@pytest.fixture
+def tiny_guests(tiny_image: GuestImage) -> Iterator[TinyGuestFactory]:
+    """Factory of tiny guests, each in its own work directory, all shut down (and their
+    directories removed) when the test ends. A guest is booted to READY; with `source=` the
+    migration destination of that guest is launched instead (same hardware, `-incoming defer`,
+    no forwarded ports, no READY: the guest arrives with the migration)."""
+    made: list[QemuMachine] = []
+    workdir = Path(tempfile.mkdtemp(prefix="novamig-guest-test-"))
+
+    def make(
+        name: str,
+        network: UserModeNetwork,
+        *,
+        source: QemuMachine | None = None,
+        model: str = "virtio-net-pci",
+        memory_mib: int = 256,
+        **agent_params: str | int | float,
+    ) -> QemuMachine:
+        if source is not None:
+            src_nic = source.spec.network
+            dst_nic = network.destination_attachment(src_nic.model if src_nic is not None else model)
+            spec = source.spec.for_destination(network=dst_nic, name=name)
+        else:
+            spec = tiny_spec(tiny_image, name, network, model=model, memory_mib=memory_mib, **agent_params)
+        vm = QemuMachine(spec, workdir)
+        made.append(vm)
+        vm.launch()
+        if source is None:
+            vm.wait_ready(READY_TIMEOUT_S)
+        return vm
+
+    try:
+        yield make
+        for vm in reversed(made):
+            vm.shutdown()
+            assert vm.poll() is not None, f"QEMU {vm.pid} still running after the test"
+    finally:
+        for vm in made:
+            vm.shutdown(soft=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def agent_net() -> UserModeNetwork:
+    """A fresh network with the agent's ports forwarded (for a test's own guests)."""
+    return agent_network()
+
+
 @pytest.fixture(scope="module")
-def guest(tiny_image: GuestImage) -> Iterator[Guest]:
+def guest_net() -> UserModeNetwork:
+    """The network of the module's `guest` (its forwarded loopback ports)."""
+    return agent_network()
+
+
+@pytest.fixture(scope="module")
+def guest(tiny_image: GuestImage, guest_net: UserModeNetwork) -> Iterator[QemuMachine]:
     workdir = Path(tempfile.mkdtemp(prefix="novamig-guest-test-"))
     try:
-        with boot_guest(tiny_image, workdir, hb_hz=1000) as g:
-            yield g
-        assert g.proc.poll() is not None, f"QEMU {g.proc.pid} still running after the guest fixture"
+        with QemuMachine(tiny_spec(tiny_image, "tiny", guest_net, hb_hz=1000), workdir) as vm:
+            vm.wait_ready(READY_TIMEOUT_S)
+            yield vm
+        assert vm.poll() is not None, f"QEMU {vm.pid} still running after the guest fixture"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -124,9 +124,11 @@ def test_cli_build_tiny_prints_paths(
     assert str(tiny_image.kernel) in out and str(tiny_image.initrd) in out
 
 
-def test_cli_full_and_bad_format_are_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cmd_image_build("full", None, False) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_cli_bad_kind_and_format_are_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_image_build("huge", None, False) == 2
+    assert "unknown image kind 'huge'" in capsys.readouterr().err
+    assert cmd_image_build("full", "initramfs", False) == 2
+    assert "not available for the full image (choose: qcow2)" in capsys.readouterr().err
     assert cmd_image_build("tiny", "qcow2", False) == 2
     assert "qcow2" in capsys.readouterr().err
 
