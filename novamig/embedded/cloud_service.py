@@ -184,22 +184,36 @@ class CloudProcess:
                 break
 
     def stop(self) -> None:
-        """Stop guests (through the driver), servers and Keystone; tolerant of partial start-up."""
-        for svc in reversed(self._services):
+        """Stop guests (through the driver), servers and Keystone; tolerant of partial start-up.
+
+        Each step's duration goes to ``logs/cloud.out``, so a slow shutdown shows where it waits."""
+        took: dict[str, float] = {}
+
+        def step(name: str, action: Any) -> None:
+            started = time.monotonic()
             with contextlib.suppress(Exception):
-                svc.kill()
-        with contextlib.suppress(Exception):
+                action()
+            took[name] = round(time.monotonic() - started, 2)
+
+        for svc in reversed(self._services):
+            step(f"service:{getattr(svc, 'binary', '?')}@{getattr(svc, 'host', '?')}", svc.kill)
+
+        def stop_guests() -> None:
             from novamig.embedded import driver_registry
 
             driver_registry.shutdown_all()
+
+        step("guests", stop_guests)
         if self._pools is not None:
-            self._pools.shutdown()
+            step("live-migration-pools", self._pools.shutdown)
         if self._network is not None:
-            with contextlib.suppress(Exception):
-                self._network.stop()
+            step("guest-network", self._network.stop)
         for server in reversed(self._servers):
-            with contextlib.suppress(Exception):
-                server.stop()
+            step(f"wsgi:{server.name}", server.stop)
+        step("keystone", self._stop_keystone)
+        print(f"novamig: embedded cloud stopped: {took}", file=sys.stderr, flush=True)
+
+    def _stop_keystone(self) -> None:
         if self._keystone is not None and self._keystone.poll() is None:
             self._keystone.terminate()
             try:
