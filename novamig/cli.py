@@ -60,6 +60,12 @@ def _cloud(args: argparse.Namespace) -> int:
     return cmd_cloud(args.action)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from novamig.report.commands import cmd_report
+
+    return cmd_report(args.results, args.out)
+
+
 def _not_yet(command: str, needs: str) -> Handler:
     """A command promised by the CLI contract whose machinery has not landed yet.
 
@@ -110,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render the HTML report from results.json")
     p.add_argument("results", metavar="RESULTS.json")
     p.add_argument("--out", metavar="FILE")
-    p.set_defaults(handler=_not_yet("report", "the HTML report renderer"))
+    p.set_defaults(handler=_report)
 
     p = sub.add_parser("compare", help="regression report between runs")
     p.add_argument("results", nargs="+", metavar="RESULTS.json")

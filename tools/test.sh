@@ -11,6 +11,9 @@ echo "novamig test: ruff"
 .venv/bin/ruff format --check novamig tests bench
 echo "novamig test: mypy"
 .venv/bin/mypy
+echo "novamig test: guest images (cached after the first build)"
+.venv/bin/novamig image build tiny
+.venv/bin/novamig image build full
 echo "novamig test: pytest"
 # pytest exits 5 when it collects no test: with `set -e` that fails this script, as it must.
 exec .venv/bin/pytest "$@"

@@ -120,7 +120,14 @@ class Resources:
         deadline = time.monotonic() + DELETE_TIMEOUT_S
         while pending and time.monotonic() < deadline:
             for sid in list(pending):
-                if not server_exists(self.compute, sid):
+                try:
+                    gone = not server_exists(self.compute, sid)
+                except CloudError as exc:  # the cloud stopped answering: report, do not hang
+                    self.leftovers.append(
+                        f"server {pending.pop(sid).name} ({sid}): deletion not confirmed: {exc}"
+                    )
+                    continue
+                if gone:
                     log.info("deleted server %s", pending.pop(sid).name)
             if pending:
                 time.sleep(POLL_S)

@@ -83,7 +83,8 @@ def save_progress(instance: Any, migration: Any, sample: Any) -> None:
     migration.memory_total = sample.total_bytes
     migration.memory_processed = sample.processed_bytes
     migration.memory_remaining = sample.remaining_bytes
-    migration.disk_total = migration.disk_processed = migration.disk_remaining = 0
+    # No disk is copied; None (not 0) keeps the API response valid under its schema (minimum 1).
+    migration.disk_total = migration.disk_processed = migration.disk_remaining = None
     migration.save()
     remaining = round(sample.remaining_bytes * 100 / sample.total_bytes) if sample.total_bytes else 100
     instance.progress = 100 - remaining

@@ -39,9 +39,13 @@ ABORT_GRACE_S = 60.0
 """After an abort (timeout, Ctrl-C), how long Nova gets to confirm before we stop waiting."""
 RECORD_APPEAR_S = 60.0
 """How long after the request a migration record may take to appear before we call it an error."""
+POLL_FAILURE_LIMIT_S = 120.0
+"""Polls failing this long in a row (cloud gone, API down): the migration is recorded as an error."""
 SETTLE_S = 60.0
 """After the record is final, how long the server may take to become ACTIVE again."""
 EARLY_STATUSES = frozenset({"accepted", "queued", "preparing"})
+NOVA_IN_PROGRESS = frozenset({"queued", "preparing", "running", "post-migrating"})
+"""What ``GET /servers/{id}/migrations`` lists (nova.db migration_get_in_progress_by_instance)."""
 SERVER_EVERY_N_EARLY_POLLS = 4
 
 
@@ -149,6 +153,8 @@ class MigrationWatcher:
         dest_host: str | None = None
         server: ServerState | None = None
         last_status: str | None = None
+        failing_since: float | None = None
+        failures_noted = False
         polls = 0
         while True:
             polls += 1
@@ -161,14 +167,25 @@ class MigrationWatcher:
                 # period is what bounds every time we record.
                 pending = self._reader.submit(self.api.server, self.server_id) if read_server else None
                 try:
-                    record = self._find_record(known)
+                    record = self._find_record(known, last_status)
                 finally:
                     if pending is not None:
                         server = pending.result()
             except CloudError as exc:
-                timeline.note(self.clock.now(), f"poll failed: {exc}")
+                now = self.clock.now()
+                failing_since = now if failing_since is None else failing_since
+                if not failures_noted or now - failing_since >= POLL_FAILURE_LIMIT_S:
+                    timeline.note(now, f"poll failed: {exc}")
+                    failures_noted = True
+                # A cloud that stopped answering must not hold the run (and its cleanup) forever.
+                if now - failing_since >= POLL_FAILURE_LIMIT_S or (
+                    self.stop.is_set() and now - failing_since >= ABORT_GRACE_S / 4
+                ):
+                    timeline.note(now, f"the cloud did not answer for {now - failing_since:.0f} s: giving up")
+                    return self._record(timeline, "error", now, dest_host)
                 self.sleep(self.poll_s)
                 continue
+            failing_since, failures_noted = None, False
             # The state is known from now on: stamp the observation when the reads finished.
             t = self.clock.now()
             self._poll_times.append(t)
@@ -232,10 +249,17 @@ class MigrationWatcher:
             period = self.fast_poll_s if timeline.near_end() else self.poll_s
             self.sleep(max(0.0, period - (self.clock.now() - poll_started)))
 
-    def _find_record(self, known: set[int]) -> MigrationState | None:
+    def _find_record(self, known: set[int], last_status: str | None) -> MigrationState | None:
         """The migration we asked for: in-progress list first (it has memory figures), then
-        ``/os-migrations`` for a record that has left it (final status)."""
-        in_progress = [m for m in self.api.server_migrations(self.server_id) if m.id not in known]
+        ``/os-migrations`` for a record that has left it (final status).
+
+        Nova lists only queued/preparing/running/post-migrating records as in progress: in any
+        other status (accepted, post-copy, final) one call to ``/os-migrations`` answers alone.
+        """
+        if last_status is None or last_status in NOVA_IN_PROGRESS:
+            in_progress = [m for m in self.api.server_migrations(self.server_id) if m.id not in known]
+        else:
+            in_progress = []
         if self.migration_id is not None:
             mine = [m for m in in_progress if m.id == self.migration_id]
             if mine:

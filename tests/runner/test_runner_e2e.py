@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,26 @@ def cloud(embedded_cloud: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     while _qemu_of(workdir) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _qemu_of(workdir), f"QEMU processes of deleted servers: {sorted(_qemu_of(workdir))}"
+
+
+Spawn = Callable[[list[str], dict[str, str]], "subprocess.Popen[str]"]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start a novamig process (stderr piped); one still running when the test ends is killed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def run(tmp_path: Path, cloud: str, body: str, *overrides: str) -> tuple[int, Results]:
@@ -191,7 +211,7 @@ def test_post_copy_policy_force_completes(tmp_path: Path, cloud: str) -> None:
 
 
 def test_sigint_mid_run(
-    tmp_path: Path, cloud: str, embedded_cloud: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cloud: str, embedded_cloud: Any, capsys: pytest.CaptureFixture[str], spawn: Spawn
 ) -> None:
     scenario = tmp_path / "slow.yaml"
     scenario.write_text(
@@ -208,7 +228,7 @@ def test_sigint_mid_run(
         f"sys.exit(cmd_run({str(scenario)!r}, {cloud!r}, {str(out)!r}, []))"
     )
     env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(embedded_cloud.clouds_yaml))
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
+    proc = spawn([sys.executable, "-c", code], env)
     assert proc.stderr is not None
     lines = []
     deadline = time.monotonic() + 240
@@ -256,7 +276,7 @@ def test_cleanup_sweeps_what_a_killed_run_left(cloud: str, capsys: pytest.Captur
         conn.close()
 
 
-def test_sigint_with_the_run_s_own_embedded_cloud(tmp_path: Path) -> None:
+def test_sigint_with_the_run_s_own_embedded_cloud(tmp_path: Path, spawn: Spawn) -> None:
     """No cloud named: the run starts the embedded cloud, and on Ctrl-C takes it down with it."""
     scenario = tmp_path / "own.yaml"
     scenario.write_text(
@@ -269,12 +289,7 @@ def test_sigint_with_the_run_s_own_embedded_cloud(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "novamig.cli", "run", str(scenario), "--out", str(out)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = spawn([sys.executable, "-m", "novamig.cli", "run", str(scenario), "--out", str(out)], env)
     assert proc.stderr is not None
     lines = []
     for line in proc.stderr:
@@ -298,7 +313,7 @@ def test_sigint_with_the_run_s_own_embedded_cloud(tmp_path: Path) -> None:
 
 
 def test_destination_failure_is_an_error_and_the_run_continues(
-    tmp_path: Path, cloud: str, embedded_cloud: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cloud: str, embedded_cloud: Any, capsys: pytest.CaptureFixture[str], spawn: Spawn
 ) -> None:
     scenario = tmp_path / "destfail.yaml"
     scenario.write_text(
@@ -315,7 +330,7 @@ def test_destination_failure_is_an_error_and_the_run_continues(
         f"sys.exit(cmd_run({str(scenario)!r}, {cloud!r}, {str(out)!r}, []))"
     )
     env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(embedded_cloud.clouds_yaml))
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
+    proc = spawn([sys.executable, "-c", code], env)
     assert proc.stderr is not None
     lines = []
     for line in proc.stderr:
