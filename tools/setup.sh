@@ -52,8 +52,10 @@ elif [ "$codename" = bookworm ] && [ "$(qemu_major)" -lt 9 ]; then
 fi
 if [ "$need_qemu" = yes ]; then
   if [ "$codename" = bookworm ]; then
-    mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-             | grep -v -- '-security' | head -n1)
+    # Active entries only (deb822 `URIs:` or one-line `deb`), never comments or disabled files.
+    mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+             | sed -n -E 's/^URIs:[[:space:]]*//p; s/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?//p' \
+             | tr ' ' '\n' | grep -E '^https?://[^ ]+/debian/?$' | head -n1 || true)
     [ -n "$mirror" ] || { say "no Debian mirror found in /etc/apt sources; cannot add bookworm-backports" >&2; exit 3; }
     echo "deb ${mirror%/} bookworm-backports main" > /etc/apt/sources.list.d/novamig-backports.list
     say "installing QEMU from bookworm-backports"

@@ -297,6 +297,7 @@ def _summary(results: Any, out_dir: Path, stream: IO[str]) -> None:
                 print(f"     SLA {check.name}: {value}, limit {check.limit}", file=stream)
     state = "interrupted" if results.interrupted else ("passed" if results.passed else "failed")
     print(f"novamig: run {state}; results in {out_dir / 'results.json'}", file=stream)
+    print(f"novamig: HTML report: {(out_dir / 'index.html').resolve()}", file=stream)
 
 
 def cmd_cleanup(cloud: str | None, yes: bool) -> int:
