@@ -130,7 +130,13 @@ class CloudProcess:
             from novamig.embedded.network_api import NetworkApi
 
             self._fixture_host = stand_ins.FixtureHost(conf)
-            glance = stand_ins.install_glance(self._fixture_host)
+            full_image = None
+            if lay.driver == "novamig":
+                from novamig.guest.full import find_full_image
+
+                # novamig-full only when already built: building it takes minutes, never here
+                full_image = find_full_image()
+            glance = stand_ins.install_glance(self._fixture_host, full_image)
             conf.set_override("api_servers", [lay.image_url], group="glance")
             neutron = stand_ins.install_neutron(self._fixture_host)
             self._serve("image", ImageApi(glance, lay.image_url), lay.ports.image)

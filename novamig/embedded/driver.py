@@ -7,7 +7,8 @@ in the cloud process; the guests they run are in ``guests.REGISTRY``.
 What it does, following the libvirt driver's contract:
 - ``spawn`` boots the tiny guest (``novamig.guest.image``) sized by the flavor (RAM, vCPUs), with the
   port's MAC and the fixed IP handed to the guest agent on the kernel command line, and returns
-  once the agent reports READY;
+  once the agent reports READY; a server of image ``novamig-full`` boots the full guest
+  (``novamig.guest.full``) with its shared read-only root disk instead (flavor RAM ≥ 160 MiB);
 - ``destroy``, ``reboot``, ``power_off/on``, ``pause/unpause``, ``get_info``, console output;
 - live migration: ``pre_live_migration`` (destination) starts the incoming QEMU,
   ``live_migration`` (source) runs the QMP migration and calls Nova's post/recover methods
@@ -35,7 +36,7 @@ from nova.compute import power_state
 from nova.objects import migrate_data as migrate_data_obj
 from nova.virt import driver, hardware
 
-from novamig.embedded import driver_registry, guest_network, guests, host_policy
+from novamig.embedded import driver_registry, guest_network, guests, host_policy, stand_ins
 from novamig.embedded.migration_monitor import ActiveMigration, run_live_migration
 
 LOG = logging.getLogger(__name__)
@@ -47,13 +48,15 @@ NODE_NAMESPACE = uuidlib.UUID("5f1e2a4c-4c1b-4d3e-9a43-6e6f76616d69")
 
 
 class _ImageCache:
-    """The tiny guest image, built (or found in its cache) once, in the background at start-up."""
+    """The tiny guest image, built (or found in its cache) once, in the background at start-up;
+    the full guest image, found (never built) in the cache when a server first asks for it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._image: Any = None
         self._error: BaseException | None = None
+        self._full: Any = None
 
     def prefetch(self) -> None:
         with self._lock:
@@ -79,6 +82,20 @@ class _ImageCache:
         if self._error is not None:
             raise exception.NovaException(f"novamig: the tiny guest image is not available: {self._error}")
         return self._image
+
+    def get_full(self) -> Any:
+        """The full guest image (``novamig.guest.full.FullImage``) from the cache."""
+        tiny = self.get()
+        with self._lock:
+            if self._full is None:
+                from novamig.guest.full import find_full_image
+
+                self._full = find_full_image(tiny=tiny)
+            if self._full is None:
+                raise exception.NovaException(
+                    "novamig: the full guest image is not in the image cache (novamig image build full)"
+                )
+            return self._full
 
 
 IMAGES = _ImageCache()
@@ -257,7 +274,18 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
     def _spec(self, instance: Any, network_info: Any) -> Any:
         from novamig.hypervisor.machine import GuestSpec, NetworkAttachment
 
-        image = IMAGES.get()
+        extra_args: tuple[str, ...] = ()
+        if instance.image_ref == stand_ins.FULL_IMAGE_ID:
+            memory_mb = int(instance.flavor.memory_mb)
+            if memory_mb < stand_ins.FULL_IMAGE_MIN_RAM_MB:
+                raise exception.InstanceDeployFailure(
+                    reason=f"novamig-full needs a flavor with at least {stand_ins.FULL_IMAGE_MIN_RAM_MB} MiB "
+                    f"of RAM; flavor {instance.flavor.name} has {memory_mb} MiB"
+                )
+            image = IMAGES.get_full()
+            extra_args = image.drive_args()  # the shared read-only root disk: both ends of a migration
+        else:
+            image = IMAGES.get()
         mac, cidr, gateway = _vif_address(network_info)
         kernel_args: list[str] = []
         if cidr:
@@ -275,6 +303,7 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
             vcpus=int(instance.flavor.vcpus),
             kernel_args=tuple(kernel_args),
             network=network,
+            extra_args=extra_args,
         )
 
     def _rundir(self, instance: Any) -> Path:
@@ -470,8 +499,9 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
         if disk_over_commit is not None:
             data.disk_over_commit = bool(disk_over_commit)
         data.disk_available_mb = HOST_DISK_GB * 1024
-        # The tiny guest has no disk: nothing to copy. Shared storage unless a block migration
-        # was asked for (libvirt refuses a block migration between hosts that share storage).
+        # The tiny guest has no disk and the full guest's root disk is the shared read-only base
+        # image: nothing to copy. Shared storage unless a block migration was asked for (libvirt
+        # refuses a block migration between hosts that share storage).
         data.is_shared_block_storage = not block_migration
         data.is_shared_instance_path = not block_migration
         return data

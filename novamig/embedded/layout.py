@@ -26,6 +26,7 @@ MEMBER_PROJECT = "novamig"
 SERVICE_USER = "nova"
 SERVICE_PROJECT = "service"
 TINY_IMAGE_NAME = "novamig-tiny"
+FULL_IMAGE_NAME = "novamig-full"
 
 
 def free_loopback_port() -> int:

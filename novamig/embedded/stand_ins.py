@@ -6,7 +6,8 @@ services in-process. They expect to be run by a test case; ``FixtureHost`` offer
 they use (``useFixture``, ``stub_out``, ``flags``) outside of one.
 
 Changes from the fixtures as shipped:
-- the image store holds only novamig's images (``novamig-tiny``), not the fixture's samples;
+- the image store holds only novamig's images (``novamig-tiny``, and ``novamig-full`` when the full
+  image is already built in the cache), not the fixture's samples;
 - every port gets its own MAC and IPv4 address from the network's subnet (the shipped fixture hands
   the same address to every new port), so probes reach each guest at a distinct address that stays
   the same across live migrations.
@@ -21,12 +22,16 @@ import threading
 import uuid
 from typing import Any
 
-from novamig.embedded.layout import TINY_IMAGE_NAME
+from novamig.embedded.layout import FULL_IMAGE_NAME, TINY_IMAGE_NAME
 
 NETWORK_NAME = "novamig-net"
 SUBNET_CIDR = "192.168.1.0/24"  # the fixture's subnet_1 (gateway 192.168.1.1)
 # Stable IDs: a user's scenario (or Tempest's config) may name them.
 TINY_IMAGE_ID = "6e0fd6b5-6f5e-4a59-9d8e-6e6f7661000a"
+FULL_IMAGE_ID = "6e0fd6b5-6f5e-4a59-9d8e-6e6f7661000b"
+#: The full guest needs this much RAM (root on its disk, see novamig.guest.full): Nova refuses a
+#: smaller flavor for it (the image's ``min_ram``), and the driver checks again.
+FULL_IMAGE_MIN_RAM_MB = 160
 
 
 class FixtureHost:
@@ -75,12 +80,41 @@ def tiny_image_meta() -> dict[str, Any]:
     }
 
 
-def install_glance(host: FixtureHost) -> Any:
+def full_image_meta(image: Any) -> dict[str, Any]:
+    """The Glance record of the full guest (a ``novamig.guest.full.FullImage``; its kernel,
+    initramfs and shared read-only root disk come from the image cache)."""
+    return {
+        "id": FULL_IMAGE_ID,
+        "name": FULL_IMAGE_NAME,
+        "status": "active",
+        "is_public": True,
+        "visibility": "public",
+        "container_format": "bare",
+        "disk_format": "qcow2",
+        "size": int(image.sizes.get("disk", 0)),
+        "min_ram": FULL_IMAGE_MIN_RAM_MB,
+        "min_disk": 0,
+        "protected": False,
+        "tags": ["novamig"],
+        "properties": {
+            "architecture": "x86_64",
+            "novamig_guest": "full",
+            "hw_vif_model": "virtio",
+            "hw_disk_bus": "virtio",
+            "novamig_web_port": str(image.web_port),
+        },
+    }
+
+
+def install_glance(host: FixtureHost, full_image: Any = None) -> Any:
+    """The image store: ``novamig-tiny``, plus ``novamig-full`` when ``full_image`` is given."""
     from nova.tests.fixtures import GlanceFixture
 
     glance = host.useFixture(GlanceFixture(host))
     glance.images.clear()
     glance.create(None, tiny_image_meta())
+    if full_image is not None:
+        glance.create(None, full_image_meta(full_image))
     return glance
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from novamig.guest.image import (
     BASE_APPEND,
     MODULE_ORDER,
+    GuestImage,
     ImageBuildError,
     Progress,
     _build_cpio,
@@ -76,6 +77,7 @@ __all__ = [
     "build_cloud_image",
     "build_full_image",
     "debian_mirror",
+    "find_full_image",
 ]
 
 #: Bump when the build procedure changes in a way the other inputs do not capture.
@@ -438,30 +440,9 @@ def _build_variant(
 
     say("tiny image (kernel, modules, agent)")
     tiny = build_tiny_image(cache_dir=root, progress=lambda m: say(f"tiny: {m}"))
-    version = locust_version or _locust_version()
-    sources = _guest_sources(cloud)
-    initrd_init = _resource("novamig.guest.full", "initrd-init.sh")
-    packages = (*PACKAGES, *CLOUD_PACKAGES) if cloud else PACKAGES
-    inputs = {
-        "build_script_version": BUILD_SCRIPT_VERSION,
-        "variant": variant,
-        "tiny_digest": tiny.digest,
-        "suite": SUITE,
-        "packages": " ".join(packages),
-        "dpkg_excludes": " ".join(_DPKG_EXCLUDES),
-        "disk_modules": " ".join(DISK_MODULES),
-        "cloud_modules": " ".join(CLOUD_MODULES) if cloud else "",
-        "cloud_config": hashlib.sha256((CLOUD_INIT_CONFIG + _syslinux_cfg()).encode()).hexdigest()
-        if cloud
-        else "",
-        "locust": version,
-        "append": CLOUD_APPEND if cloud else f"{BASE_APPEND} {ROOT_APPEND}",
-        "initrd_init": hashlib.sha256(initrd_init).hexdigest(),
-        **{f"file:{name}": hashlib.sha256(data).hexdigest() for name, data in sources.items()},
-    }
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
-    images = root / "images"
-    final = images / (f"full-cloud-{digest}" if cloud else f"full-{digest}")
+    key = _variant_key(variant, root, tiny, locust_version)
+    version, sources, initrd_init, packages = key.locust_version, key.sources, key.initrd_init, key.packages
+    inputs, digest, final, images = key.inputs, key.digest, key.final, key.final.parent
 
     if not force:
         hit = _load_cached(final, digest)
@@ -491,6 +472,69 @@ def _build_variant(
         finally:
             # the rootfs staging tree, or everything after a failure
             _remove_tree(tmp)
+
+
+@dataclass(frozen=True)
+class _VariantKey:
+    """What identifies a variant's cache entry: its inputs, their digest and its directory."""
+
+    locust_version: str
+    sources: dict[str, bytes]
+    initrd_init: bytes
+    packages: tuple[str, ...]
+    inputs: dict[str, str]
+    digest: str
+    final: Path
+
+
+def _variant_key(variant: str, root: Path, tiny: GuestImage, locust_version: str | None) -> _VariantKey:
+    cloud = variant == "cloud"
+    version = locust_version or _locust_version()
+    sources = _guest_sources(cloud)
+    initrd_init = _resource("novamig.guest.full", "initrd-init.sh")
+    packages = (*PACKAGES, *CLOUD_PACKAGES) if cloud else PACKAGES
+    inputs = {
+        "build_script_version": BUILD_SCRIPT_VERSION,
+        "variant": variant,
+        "tiny_digest": tiny.digest,
+        "suite": SUITE,
+        "packages": " ".join(packages),
+        "dpkg_excludes": " ".join(_DPKG_EXCLUDES),
+        "disk_modules": " ".join(DISK_MODULES),
+        "cloud_modules": " ".join(CLOUD_MODULES) if cloud else "",
+        "cloud_config": hashlib.sha256((CLOUD_INIT_CONFIG + _syslinux_cfg()).encode()).hexdigest()
+        if cloud
+        else "",
+        "locust": version,
+        "append": CLOUD_APPEND if cloud else f"{BASE_APPEND} {ROOT_APPEND}",
+        "initrd_init": hashlib.sha256(initrd_init).hexdigest(),
+        **{f"file:{name}": hashlib.sha256(data).hexdigest() for name, data in sources.items()},
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
+    final = root / "images" / (f"full-cloud-{digest}" if cloud else f"full-{digest}")
+    return _VariantKey(version, sources, initrd_init, packages, inputs, digest, final)
+
+
+def find_full_image(cache_dir: Path | None = None, *, tiny: GuestImage | None = None) -> FullImage | None:
+    """The full image if it is already built in the cache (same inputs as ``build_full_image()``
+    with the default Locust version), else None. Never builds the full image: for callers that
+    must not wait minutes (the embedded cloud's start-up).
+
+    ``tiny`` is the tiny image the full one is built on; by default it is looked up with
+    ``build_tiny_image()`` (a cache hit in milliseconds), and only when the cache holds some full
+    image at all.
+    """
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    if not any((root / "images").glob("full-*/manifest.json")):
+        return None
+    try:
+        if tiny is None:
+            tiny = build_tiny_image(cache_dir=root)
+        key = _variant_key("embedded", root, tiny, None)
+    except ImageBuildError:
+        return None
+    image = _load_cached(key.final, key.digest)
+    return image if isinstance(image, FullImage) else None
 
 
 def _lock_busy(path: Path) -> bool:
