@@ -81,6 +81,24 @@ class MigrationRecord(_Model):
     hypervisor: dict[str, Any] | None = Field(
         default=None, description="the hypervisor's own figures (bytes, iterations, STOP→RESUME …)"
     )
+    migration_id: int | None = Field(default=None, description="Nova's id of the migration record")
+    phases_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds spent in each phase: request, accepted/queued, preparing, running, "
+        "post-copy, settle (from the polled status transitions)",
+    )
+    poll_period_s: float | None = Field(
+        default=None, description="median period at which the migration was polled (bounds every time above)"
+    )
+    brownout_ms: PerProbe = Field(
+        default_factory=PerProbe,
+        description="degraded but not dark (throttling, post-copy page faults): time in stalls "
+        "above the noise floor apart from the blackout itself, per probe",
+    )
+    memory_integrity: bool | None = Field(
+        default=None,
+        description="the guest's integrity region verified after the migration; null → not checked",
+    )
 
 
 class SlaCheck(_Model):
@@ -88,6 +106,16 @@ class SlaCheck(_Model):
     limit: float | bool | None
     value: float | bool | None
     passed: bool
+
+
+class ProbeCost(_Model):
+    """What a probe cost the machine it ran on: the proof that it did not disturb the measurement."""
+
+    cpu_s: float = Field(description="CPU seconds (user + system) the probe used")
+    wall_s: float = Field(description="seconds the probe ran")
+    cpu_percent: float = Field(description="cpu_s / wall_s × 100, of one core")
+    rate_hz: float | None = Field(default=None, description="probe rate achieved (sent per second)")
+    note: str | None = None
 
 
 class CaseResult(_Model):
@@ -98,7 +126,12 @@ class CaseResult(_Model):
     sla: list[SlaCheck] = Field(default_factory=list)
     migrations: list[MigrationRecord] = Field(default_factory=list)
     locust: dict[str, Any] | None = None
-    noise_floor_ms: PerProbe = Field(default_factory=PerProbe)
+    noise_floor_ms: PerProbe = Field(
+        default_factory=PerProbe,
+        description="per probe, the longest gap seen in the no-migration window before the first migration",
+    )
+    duration_s: float | None = Field(default=None, description="seconds from case start to its end")
+    probe_cost: dict[str, ProbeCost] = Field(default_factory=dict, description="per probe name")
     error: str | None = Field(default=None, description="why the case could not run to its end")
 
 

@@ -29,6 +29,7 @@ class ServerState:
     host: str | None
     fault: str | None = None
     tags: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()  # IPv4 addresses of the server's ports, fixed before floating
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,23 @@ def server_from_json(data: dict[str, Any]) -> ServerState:
         host=data.get("OS-EXT-SRV-ATTR:host"),
         fault=fault.get("message") if isinstance(fault, dict) else None,
         tags=tuple(data.get("tags") or ()),
+        addresses=_ipv4_addresses(data.get("addresses")),
     )
+
+
+def _ipv4_addresses(addresses: Any) -> tuple[str, ...]:
+    """Nova's ``addresses`` ({network: [{addr, version, OS-EXT-IPS:type}]}): IPv4, fixed first."""
+    if not isinstance(addresses, dict):
+        return ()
+    fixed: list[str] = []
+    floating: list[str] = []
+    for entries in addresses.values():
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, dict) or entry.get("version") != 4 or not entry.get("addr"):
+                continue
+            kind = entry.get("OS-EXT-IPS:type")
+            (floating if kind == "floating" else fixed).append(str(entry["addr"]))
+    return tuple(fixed + floating)
 
 
 class Compute:

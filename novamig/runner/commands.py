@@ -61,7 +61,7 @@ def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[s
         _err(f"{scenario}: {exc.strerror or exc}")
         return int(ExitCode.BAD_INPUT)
     try:
-        plans = [plan_from_case(c) for c in expand_cases(sc)]
+        plans = [plan_from_case(c, Path(scenario).resolve().parent) for c in expand_cases(sc)]
     except (TargetError, ValueError) as exc:
         _err(f"{scenario}: {exc}")
         return int(ExitCode.BAD_INPUT)

@@ -101,7 +101,15 @@ class CloudFleet:
                 )
                 ids.append(res.server(spec))
             states = res.wait_active(ids, self.boot_timeout_s, stop=stop.event)
-            yield [ServerInfo(sid, states[sid].name, states[sid].host) for sid in ids]
+            yield [
+                ServerInfo(
+                    sid,
+                    states[sid].name,
+                    states[sid].host,
+                    states[sid].addresses[0] if states[sid].addresses else None,
+                )
+                for sid in ids
+            ]
         finally:
             res.delete_all()
             self.leftovers += res.leftovers

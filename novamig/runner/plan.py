@@ -7,6 +7,7 @@ its tests) depends on this small typed contract instead of on the whole scenario
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from novamig.cloud.host_policy import libvirt_options
@@ -15,6 +16,7 @@ from novamig.cloud.resources import FlavorSpec
 from novamig.runner.sla import SlaSpec
 from novamig.runner.targets import Target
 from novamig.runner.watch import Policy
+from novamig.scenario.models import Measure, Workload
 
 if TYPE_CHECKING:
     from novamig.scenario import Case
@@ -41,13 +43,16 @@ class CasePlan:
     sla: SlaSpec = field(default_factory=SlaSpec)
     probes: tuple[str, ...] = ()
     user_data: str | None = None
+    workload_spec: Workload = field(default_factory=Workload)  # the scenario's workload, whole
+    measure: Measure = field(default_factory=Measure)  # probe rates, noise-floor window
+    scenario_dir: Path | None = None  # where a user's locustfile path is relative to
 
     @property
     def abort_expected(self) -> bool:
         return self.policy.abort_after_s is not None
 
 
-def plan_from_case(case: Case) -> CasePlan:
+def plan_from_case(case: Case, scenario_dir: Path | None = None) -> CasePlan:
     s = case.scenario
     m = s.migration
     flavor: FlavorSpec | str
@@ -90,4 +95,7 @@ def plan_from_case(case: Case) -> CasePlan:
             migrations_completed_ratio=sla.migrations_completed_ratio,
         ),
         probes=tuple(s.measure.probes),
+        workload_spec=s.workload,
+        measure=s.measure,
+        scenario_dir=scenario_dir,
     )

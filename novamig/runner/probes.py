@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from novamig.results import MigrationRecord
+from novamig.results import MigrationRecord, ProbeCost
 from novamig.runner.clock import CaseClock
 
 
@@ -30,6 +30,7 @@ class ServerInfo:
     id: str
     name: str
     host: str | None
+    address: str | None = None  # the fixed IPv4 address probes aim at (None: the server has none)
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,15 @@ class ProbeFigure:
     resolution_ms: float | None = None
     reason: str | None = None  # why downtime_ms is None
     details: dict[str, Any] | None = None  # further figures (the hypervisor's: bytes, STOP→RESUME …)
+    brownout_ms: float | None = None  # degraded-not-dark time in the window (results brownout_ms)
+    memory_integrity: bool | None = None  # the guest's integrity region after the migration, if checked
 
 
 class Probe(Protocol):
+    """One vantage point. Calls come in this order: start → (noise window) → migrations → stop →
+    noise_floor / figure / cost / case_stats. A probe never raises out of the last four: what it
+    could not measure is a None with a reason."""
+
     name: str  # "guest" | "network" | "locust" | "hypervisor": the results key it fills
 
     def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None: ...
@@ -48,6 +55,18 @@ class Probe(Protocol):
     def stop(self) -> None: ...
 
     def figure(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> ProbeFigure: ...
+
+    def noise_floor(self, start_s: float, end_s: float) -> float | None:
+        """The longest gap (ms) this probe saw in [start_s, end_s) (case seconds) with no migration."""
+        ...
+
+    def cost(self) -> ProbeCost | None:
+        """CPU the probe used, when it runs its own process or thread; None for free figures."""
+        ...
+
+    def case_stats(self) -> dict[str, Any] | None:
+        """Case-level statistics for results (the Locust probe's `locust`); None for others."""
+        ...
 
 
 class Unavailable:
@@ -66,6 +85,15 @@ class Unavailable:
     def figure(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> ProbeFigure:
         return ProbeFigure(None, None, self.reason)
 
+    def noise_floor(self, start_s: float, end_s: float) -> float | None:
+        return None
+
+    def cost(self) -> ProbeCost | None:
+        return None
+
+    def case_stats(self) -> dict[str, Any] | None:
+        return None
+
 
 def apply_figures(
     record: MigrationRecord, server_id: str, migration_id: int | None, probes: Sequence[Probe]
@@ -79,6 +107,13 @@ def apply_figures(
         fig = probe.figure(record, server_id, migration_id)
         setattr(record.downtime_ms, probe.name, fig.downtime_ms)
         setattr(record.resolution_ms, probe.name, fig.resolution_ms)
+        setattr(record.brownout_ms, probe.name, fig.brownout_ms)
+        if fig.memory_integrity is not None:
+            record.memory_integrity = (
+                fig.memory_integrity
+                if record.memory_integrity is None
+                else (record.memory_integrity and fig.memory_integrity)
+            )
         if probe.name == "hypervisor" and fig.details is not None:
             record.hypervisor = fig.details
         if fig.downtime_ms is None and fig.reason:
@@ -112,6 +147,15 @@ class EmbeddedMigrationFigures:
         return None
 
     def stop(self) -> None:
+        return None
+
+    def noise_floor(self, start_s: float, end_s: float) -> float | None:
+        return None  # the driver measures only around each migration (see the heartbeat figures)
+
+    def cost(self) -> ProbeCost | None:
+        return None  # read from files the cloud writes anyway
+
+    def case_stats(self) -> dict[str, Any] | None:
         return None
 
     def _find(self, migration_id: int) -> dict[str, Any] | None:

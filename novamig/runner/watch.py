@@ -346,8 +346,10 @@ class MigrationWatcher:
     def _record(
         self, timeline: Timeline, status: MigrationStatus, finished_at: float, dest_host: str | None
     ) -> MigrationRecord:
+        poll_period: float | None = None
         if len(self._poll_times) > 1:
             gaps = sorted(b - a for a, b in zip(self._poll_times, self._poll_times[1:], strict=False))
+            poll_period = round(gaps[len(gaps) // 2], 6)
             timeline.note(
                 finished_at,
                 f"polls: {len(self._poll_times)}, period median {gaps[len(gaps) // 2]:.3f} s, "
@@ -369,6 +371,9 @@ class MigrationWatcher:
             duration_s=duration,
             progress=timeline.progress,
             events=timeline.events,
+            migration_id=self.migration_id,
+            phases_s={k: round(v, 6) for k, v in phases.items()},
+            poll_period_s=poll_period,
         )
 
     @property
