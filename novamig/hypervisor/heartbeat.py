@@ -276,6 +276,9 @@ class MigrationHeartbeat:
     destination_longest_gap_ms: float | None  # after the first destination beat (post-copy faults)
     source_beats: int
     destination_beats: int
+    noise_floor_ms: float | None = None  # longest gap in the window before the migration started
+    brownout_ms: float | None = None  # time in stalls above the noise floor, the switchover apart
+    stalls: int = 0  # how many such stalls
 
     @property
     def guest_downtime_ms(self) -> float | None:
@@ -294,6 +297,8 @@ class HeartbeatCollector:
     def __init__(self, source: AgentChannel, destination: AgentChannel | None = None) -> None:
         self.source = source
         self.destination = destination
+
+    NOISE_WINDOW_S = 2.0
 
     def analyse(
         self, result: MigrationResult, settle_s: float = 1.0, destination_window_s: float = 1.0
@@ -328,10 +333,18 @@ class HeartbeatCollector:
         if last_src is not None and first_dst is not None:
             switchover = (first_dst - last_src) / 1e6
         dst_gap = None
+        dst_gaps: list[Gap] = []
         if first_dst is not None:
             window_end = max(result.finished_ns, first_dst) + window_ns
-            g = longest_gap(dst, first_dst, window_end)
-            dst_gap = g.ms if g is not None else None
+            dst_gaps = gaps(dst, first_dst, window_end)
+            dst_gap = max(g.ms for g in dst_gaps) if dst_gaps else None
+        quiet = [
+            g.ms
+            for g in gaps(src, result.started_ns - int(self.NOISE_WINDOW_S * 1e9), result.started_ns)
+            if g.after_ns <= result.started_ns
+        ]
+        noise = max(quiet) if quiet else None
+        brownout, stalls = stall_time(gaps(src, result.started_ns, stall_end) + dst_gaps, noise)
         return MigrationHeartbeat(
             switchover_gap_ms=switchover,
             last_source_ns=last_src,
@@ -340,4 +353,21 @@ class HeartbeatCollector:
             destination_longest_gap_ms=dst_gap,
             source_beats=len(src),
             destination_beats=len(dst),
+            noise_floor_ms=noise,
+            brownout_ms=brownout,
+            stalls=stalls,
         )
+
+
+def stall_time(found: Sequence[Gap], noise_floor_ms: float | None) -> tuple[float | None, int]:
+    """Brownout: the summed length of gaps longer than the noise floor (whole gaps, in ms).
+
+    The guest ran but slowly — throttled by auto-converge, waiting on post-copy page faults — so
+    beats came late. Counting whole gaps says how long the guest's work was held up; gaps within
+    the noise floor are what the guest sees with no migration at all and count for nothing. The
+    switchover gap is not among `found` (it is the blackout, reported as downtime).
+    """
+    if noise_floor_ms is None:
+        return None, 0
+    stalls = [g.ms for g in found if g.ms > noise_floor_ms]
+    return round(sum(stalls), 3), len(stalls)

@@ -18,11 +18,11 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from novamig.cloud.errors import CloudError
 from novamig.cloud.host_policy import HostPolicyApplier, applied
-from novamig.results import CaseResult, Event, MigrationRecord
+from novamig.results import CaseResult, Event, MigrationRecord, PerProbe, ProbeCost
 from novamig.runner.clock import CaseClock
 from novamig.runner.live import LiveView
 from novamig.runner.plan import CasePlan
@@ -72,15 +72,19 @@ def run_case(
     infrastructure = False
     records: list[tuple[str, int | None, MigrationRecord]] = []
     error: str | None = None
+    noise_floor = PerProbe()
+    costs: dict[str, ProbeCost] = {}
+    locust: dict[str, Any] = {}
     try:
         chooser = TargetChooser(plan.target, hosts, ping_pong=plan.ping_pong)
         with applied(host_policy, hosts, plan.host_options):
             view.message("booting servers")
             with fleet.provision(plan, index, chooser.boot_host(), stop) as servers:
-                view.message(f"{len(servers)} server(s) ACTIVE; migrating")
                 for probe in probes:
                     probe.start(servers, clock)
                 try:
+                    noise_window = _noise_window(plan, clock, stop, view)
+                    view.message(f"{len(servers)} server(s) ACTIVE; migrating")
                     _migrate_all(
                         plan,
                         servers=servers,
@@ -98,6 +102,7 @@ def run_case(
                             probe.stop()
                 for server_id, migration_id, record in records:
                     apply_figures(record, server_id, migration_id, probes)
+                _case_figures(probes, noise_window, noise_floor, costs, locust)
                 view.message("deleting servers")
     except (CloudError, TargetError, CaseAborted, RuntimeError) as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -106,7 +111,14 @@ def run_case(
     if stop.is_set() and error is None:
         error = f"interrupted ({stop.signal_name or 'stop requested'})"
     migrations = sorted((r for _, _, r in records), key=lambda r: r.requested_at)
-    checks = evaluate(plan.sla, migrations, abort_expected=plan.abort_expected)
+    ratio = locust.get("failure_ratio")
+    checks = evaluate(
+        plan.sla,
+        migrations,
+        abort_expected=plan.abort_expected,
+        locust_failure_ratio=float(ratio) if isinstance(ratio, int | float) else None,
+        memory_intact=memory_intact(migrations),
+    )
     result = CaseResult(
         id=plan.case_id,
         params=plan.params,
@@ -115,8 +127,56 @@ def run_case(
         sla=checks,
         migrations=migrations,
         error=error,
+        noise_floor_ms=noise_floor,
+        probe_cost=costs,
+        locust=locust or None,
+        duration_s=clock.now(),
     )
     return CaseOutcome(result, infrastructure)
+
+
+def memory_intact(migrations: Sequence[MigrationRecord]) -> bool | None:
+    """True when every completed migration's integrity check passed; None when one was not checked
+    (an SLA on an unmeasured figure must fail, not pass by default)."""
+    checked = [m.memory_integrity for m in migrations if m.status == "completed"]
+    if not checked or any(c is None for c in checked):
+        return None
+    return all(checked)
+
+
+def _noise_window(
+    plan: CasePlan, clock: CaseClock, stop: StopRequest, view: LiveView
+) -> tuple[float, float] | None:
+    """Probes running, nothing migrating: what each probe sees now is its noise floor."""
+    seconds = plan.measure.noise_floor_s
+    if seconds <= 0:
+        return None
+    view.message(f"measuring the noise floor ({seconds:g} s, no migration)")
+    start = clock.now()
+    stop.event.wait(seconds)
+    return (start, clock.now())
+
+
+def _case_figures(
+    probes: Sequence[Probe],
+    noise_window: tuple[float, float] | None,
+    noise_floor: PerProbe,
+    costs: dict[str, ProbeCost],
+    locust: dict[str, Any],
+) -> None:
+    """Case-level figures of each probe; a probe that fails here loses its figure, not the case."""
+    for probe in probes:
+        try:
+            if noise_window is not None and probe.name in ("guest", "network", "locust", "hypervisor"):
+                setattr(noise_floor, probe.name, probe.noise_floor(*noise_window))
+            cost = probe.cost()
+            if cost is not None:
+                costs[probe.name] = cost
+            stats = probe.case_stats()
+            if stats is not None and probe.name == "locust":
+                locust.update(stats)
+        except Exception:
+            log.exception("probe %s: case figures failed", probe.name)
 
 
 def _migrate_all(

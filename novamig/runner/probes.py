@@ -14,7 +14,9 @@ heartbeat on other clouds) arrive with the measurement package; until then such 
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from typing import Any, Protocol
 
 from novamig.results import MigrationRecord, ProbeCost
 from novamig.runner.clock import CaseClock
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,11 @@ def apply_figures(
     for probe in probes:
         if probe.name not in ("guest", "network", "locust", "hypervisor"):
             continue
-        fig = probe.figure(record, server_id, migration_id)
+        try:
+            fig = probe.figure(record, server_id, migration_id)
+        except Exception as exc:  # a probe's bug costs its figure, never the run's results
+            log.exception("probe %s failed on a migration of %s", probe.name, record.server)
+            fig = ProbeFigure(None, None, f"the probe failed: {type(exc).__name__}: {exc}")
         setattr(record.downtime_ms, probe.name, fig.downtime_ms)
         setattr(record.resolution_ms, probe.name, fig.resolution_ms)
         setattr(record.brownout_ms, probe.name, fig.brownout_ms)
@@ -195,13 +203,46 @@ class EmbeddedMigrationFigures:
                 return ProbeFigure(None, None, f"no heartbeat gap measured ({beat})")
             given = beat.get("hz")
             hz = float(given) if isinstance(given, int | float) and given > 0 else self.AGENT_DEFAULT_HZ
-            return ProbeFigure(round(float(value), 3), round(1000.0 / hz, 3), None)
+            brownout = beat.get("brownout_ms")
+            return ProbeFigure(
+                round(float(value), 3),
+                round(1000.0 / hz, 3),
+                None,
+                brownout_ms=float(brownout) if isinstance(brownout, int | float) else None,
+            )
         details = {k: v for k, v in data.items() if k not in _SERIES}
+        integrity = data.get("integrity")
+        ok = integrity.get("ok") if isinstance(integrity, dict) else None
+        intact = ok if isinstance(ok, bool) else None
         downtime = data.get("qemu_downtime_ms")
         if not isinstance(downtime, int | float):
             why = f"QEMU reported no downtime (hypervisor status {data.get('status')!r})"
-            return ProbeFigure(None, None, why, details)
-        return ProbeFigure(float(downtime), 1.0, None, details)
+            return ProbeFigure(None, None, why, details, memory_integrity=intact)
+        return ProbeFigure(
+            float(downtime),
+            1.0,
+            None,
+            details,
+            brownout_ms=hypervisor_brownout_ms(data),
+            memory_integrity=intact,
+        )
+
+
+def hypervisor_brownout_ms(figures: dict[str, Any]) -> float | None:
+    """The hypervisor's view of the guest slowed but running: CPU time taken by auto-converge's
+    throttle (∑ throttle % × interval over QEMU's samples) plus the time vCPUs sat blocked on
+    post-copy page faults (QEMU's ``postcopy-blocktime``). None when QEMU gave neither."""
+    total: float | None = None
+    series = figures.get("throttle_series")
+    if isinstance(series, list) and len(series) > 1:
+        total = 0.0
+        for (t0, pct), (t1, _) in itertools.pairwise(series):
+            if isinstance(pct, int | float) and pct > 0:
+                total += pct / 100.0 * (float(t1) - float(t0)) * 1000.0
+    block = figures.get("postcopy_blocktime_ms")
+    if isinstance(block, int | float):
+        total = (total or 0.0) + float(block)
+    return round(total, 3) if total is not None else None
 
 
 _SERIES = frozenset({"progress", "dirty_rate_series", "throttle_series", "events"})

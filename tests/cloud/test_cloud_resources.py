@@ -141,3 +141,22 @@ def test_boot_host_uses_the_host_field_where_it_exists() -> None:
         [server] = compute.servers.values()
         assert server[key] == value
         assert ("host" in server) == (key == "host")
+
+
+def test_server_addresses_ipv4_fixed_before_floating() -> None:
+    from novamig.cloud.compute import server_from_json
+
+    state = server_from_json(
+        {
+            "id": "x",
+            "addresses": {
+                "private": [
+                    {"addr": "fd00::5", "version": 6, "OS-EXT-IPS:type": "fixed"},
+                    {"addr": "172.24.4.9", "version": 4, "OS-EXT-IPS:type": "floating"},
+                    {"addr": "10.0.0.5", "version": 4, "OS-EXT-IPS:type": "fixed"},
+                ]
+            },
+        }
+    )
+    assert state.addresses == ("10.0.0.5", "172.24.4.9")
+    assert server_from_json({"id": "y"}).addresses == ()

@@ -182,3 +182,13 @@ def test_noise_floor_period_comes_from_guest_timestamps_when_arrivals_burst() ->
     assert nf.period_ms == 1.0
     assert nf.max_ms == pytest.approx(4.996)
     assert noise_floor(host, 0, 999 * MS).period_ms < 0.01, "arrival gaps alone underestimate the period"
+
+
+def test_stall_time_counts_whole_gaps_above_the_noise_floor() -> None:
+    from novamig.hypervisor.heartbeat import Gap, stall_time
+
+    ms = 1_000_000
+    found = [Gap(0, 1 * ms), Gap(1 * ms, 31 * ms), Gap(31 * ms, 32 * ms), Gap(32 * ms, 82 * ms)]
+    assert stall_time(found, 20.0) == (80.0, 2)
+    assert stall_time(found, 60.0) == (0.0, 0)
+    assert stall_time(found, None) == (None, 0)

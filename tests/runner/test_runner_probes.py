@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from novamig.results import MigrationRecord, MigrationStatus
-from novamig.runner.probes import EmbeddedMigrationFigures, Unavailable, apply_figures
+from novamig.runner.probes import EmbeddedMigrationFigures, ProbeFigure, Unavailable, apply_figures
 
 
 def record(status: MigrationStatus = "completed") -> MigrationRecord:
@@ -86,3 +86,49 @@ def test_unknown_migration_and_unknown_probe(workdir: Path, monkeypatch: pytest.
     assert fig.downtime_ms is None and "no figures for migration 99" in (fig.reason or "")
     with pytest.raises(ValueError, match="no 'locust' figure"):
         EmbeddedMigrationFigures(workdir, "locust")
+
+
+def test_brownout_and_integrity_come_from_the_migration_file(tmp_path: Path) -> None:
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "u.json").write_text(
+        json.dumps(
+            {
+                "migration_id": 9,
+                "status": "completed",
+                "qemu_downtime_ms": 20,
+                # 1 s at 50 % throttle, then 1 s at 99 %: 500 + 990 ms taken from the guest
+                "throttle_series": [[0.0, 50], [1.0, 99], [2.0, 0]],
+                "postcopy_blocktime_ms": None,
+                "heartbeat": {"guest_downtime_ms": 80.0, "brownout_ms": 1200.5, "hz": 1000},
+                "integrity": {"ok": False, "first_bad_page": 3},
+            }
+        )
+    )
+    rec = record()
+    probes = [EmbeddedMigrationFigures(tmp_path, "hypervisor"), EmbeddedMigrationFigures(tmp_path, "guest")]
+    apply_figures(rec, "srv", 9, probes)
+    assert rec.brownout_ms.hypervisor == pytest.approx(1490.0)
+    assert rec.brownout_ms.guest == 1200.5
+    assert rec.memory_integrity is False
+
+
+def test_a_probe_that_raises_loses_its_figure_not_the_record() -> None:
+    class Broken(Unavailable):
+        def figure(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> ProbeFigure:
+            raise RuntimeError("boom")
+
+    rec = apply_figures(record(), "srv", 1, [Broken("network", "")])
+    assert rec.downtime_ms.network is None
+    assert any("boom" in e.what for e in rec.events)
+
+
+def test_memory_intact_needs_every_completed_migration_checked() -> None:
+    from novamig.runner.case import memory_intact
+
+    ok, bad, unchecked = record(), record(), record()
+    ok.memory_integrity, bad.memory_integrity = True, False
+    failed = record("error")
+    assert memory_intact([ok, failed]) is True
+    assert memory_intact([ok, bad]) is False
+    assert memory_intact([ok, unchecked]) is None
+    assert memory_intact([failed]) is None
