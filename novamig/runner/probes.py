@@ -150,6 +150,8 @@ class EmbeddedMigrationFigures:
             raise ValueError(f"the embedded cloud has no {name!r} figure")
         self.name = name
         self.dir = Path(workdir) / "migrations"
+        self._first_noise: dict[str, float | None] = {}  # server → noise before its first migration
+        self._first_at: dict[str, float] = {}
 
     def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None:
         return None
@@ -158,7 +160,15 @@ class EmbeddedMigrationFigures:
         return None
 
     def noise_floor(self, start_s: float, end_s: float) -> float | None:
-        return None  # the driver measures only around each migration (see the heartbeat figures)
+        """Guest: the driver owns the heartbeat stream and measures the longest gap in the 2 s
+        before each migration starts (``heartbeat.noise_floor_ms``). A server's first migration
+        follows the case's no-migration window, so the largest of those first-migration figures
+        is the guest probe's noise floor. The hypervisor figure has none (QEMU reports whole
+        milliseconds of a stop it makes itself)."""
+        if self.name != "guest":
+            return None
+        floors = [v for v in self._first_noise.values() if v is not None]
+        return round(max(floors), 3) if floors else None
 
     def cost(self) -> ProbeCost | None:
         return None  # read from files the cloud writes anyway
@@ -198,6 +208,10 @@ class EmbeddedMigrationFigures:
             beat = data.get("heartbeat")
             if not isinstance(beat, dict):
                 return ProbeFigure(None, None, "the embedded cloud could not read the guest heartbeat")
+            noise = beat.get("noise_floor_ms")
+            if server_id not in self._first_at or migration.requested_at < self._first_at[server_id]:
+                self._first_at[server_id] = migration.requested_at
+                self._first_noise[server_id] = float(noise) if isinstance(noise, int | float) else None
             value = beat.get("guest_downtime_ms")
             if not isinstance(value, int | float):
                 return ProbeFigure(None, None, f"no heartbeat gap measured ({beat})")
