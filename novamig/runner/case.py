@@ -111,7 +111,8 @@ def run_case(
     if stop.is_set() and error is None:
         error = f"interrupted ({stop.signal_name or 'stop requested'})"
     migrations = sorted((r for _, _, r in records), key=lambda r: r.requested_at)
-    ratio = locust.get("failure_ratio")
+    total = locust.get("total")
+    ratio = total.get("failure_ratio") if isinstance(total, dict) else None
     checks = evaluate(
         plan.sla,
         migrations,

@@ -14,6 +14,10 @@ Why it looks like this:
 * ``/_novamig/locust/*`` starts and reports a headless Locust run inside the guest (the guest has
   no other remote control for it): the runner starts it when the case's workload starts and
   collects Locust's statistics and per-request records after the case.
+* ``/_novamig/clock`` answers the guest's CLOCK_MONOTONIC (the clock of the per-request records
+  and of the agent's heartbeats) at once: the runner maps guest times to its own clock from the
+  midpoints of such round trips, and sees from them whether the guest's clock stood still while
+  a migration had the VM stopped.
 
 Run: ``python3 -m guest_web_app [--port 8080] [--memory-mib 32]`` (port 8080; the agent owns 80).
 This file also runs on the host in tests (Python ≥ 3.11).
@@ -264,6 +268,8 @@ class App:
             if method != "POST":
                 raise HttpError(405, "POST only")
             return 200, "application/octet-stream", body
+        if path == "/_novamig/clock":
+            return _json({"mono_ns": time.monotonic_ns(), "wall": time.time()})
         if path.startswith("/_novamig/locust/"):
             return await self._locust(method, path.removeprefix("/_novamig/locust/"), body)
         raise HttpError(404, f"no such path {path}")

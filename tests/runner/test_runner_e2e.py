@@ -145,6 +145,28 @@ def test_concurrency_2_round_robin(tmp_path: Path, cloud: str) -> None:
         assert any(e.what.startswith("live-migrate requested:") and m.dest_host in e.what for e in m.events)
 
 
+def test_ping_pong_returns_to_the_source(tmp_path: Path, cloud: str) -> None:
+    body = (
+        "name: pingpong\n"
+        + TINY % 1
+        + HYPERVISOR_ONLY
+        + "migration: {count: 3, concurrency: 1, target: auto, ping_pong: true, interval_s: 0}\n"
+        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    )
+    rc, results = run(tmp_path, cloud, body)
+    migs = sorted(migrations(results), key=lambda m: m.requested_at)
+    assert rc == 0, results.cases[0]
+    assert [m.status for m in migs] == ["completed"] * 3
+    home = migs[0].source_host
+    away = migs[0].dest_host
+    assert away and away != home
+    assert [(m.source_host, m.dest_host) for m in migs] == [(home, away), (away, home), (home, away)]
+    # each record carries Nova's migration id, its phases and the poll period that bounds them
+    assert len({m.migration_id for m in migs}) == 3 and all(m.migration_id for m in migs)
+    for m in migs:
+        assert "running" in m.phases_s and m.poll_period_s is not None and 0 < m.poll_period_s <= 0.6
+
+
 def test_drain_moves_every_server_off_the_host(tmp_path: Path, cloud: str) -> None:
     body = (
         "name: drain\n"

@@ -100,13 +100,16 @@ def test_index_html_shows_noise_floor_cost_brownout_integrity_and_locust() -> No
     case = r.cases[0]
     case.noise_floor_ms = PerProbe(guest=14.25, network=3.5)
     case.probe_cost = {"network": ProbeCost(cpu_s=1.2, wall_s=60.0, cpu_percent=2.0, rate_hz=500.0)}
-    case.locust = {"requests": 1234, "failures": 5, "failure_ratio": 0.00412}
+    case.locust = {
+        "where": "guest",
+        "total": {"requests": 1234, "failures": 5, "failure_ratio": 0.00412, "latency_ms": {"p99": 88.25}},
+    }
     m = case.migrations[0]
     m.brownout_ms = PerProbe(guest=321.5)
     m.memory_integrity = True
     html = render_index(r)
     assert "14.2" in html and "3.5" in html  # noise floor per probe
     assert "2.00 % of a core at 500 Hz" in html
-    assert "1234" in html and "0.0041" in html
+    assert "1234" in html and "0.0041" in html and "88.2" in html
     assert "321.5" in html
     assert "<td>yes</td>" in html
