@@ -95,6 +95,11 @@ class MigrationRecord(_Model):
         description="degraded but not dark (throttling, post-copy page faults): time in stalls "
         "above the noise floor apart from the blackout itself, per probe",
     )
+    details: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per probe (not the hypervisor, see `hypervisor`), its further figures: "
+        "network RTT percentiles and lost replies, Locust latency spike …",
+    )
     memory_integrity: bool | None = Field(
         default=None,
         description="the guest's integrity region verified after the migration; null → not checked",

@@ -35,6 +35,7 @@ from novamig.runner.watch import FAST_POLL_S, POLL_S, MigrationApi, MigrationWat
 log = logging.getLogger(__name__)
 
 WAIT_TICK_S = 0.2
+PROBE_TAIL_S = 1.0  # probes keep running this long after the last migration ends
 
 
 class Fleet(Protocol):
@@ -96,13 +97,18 @@ def run_case(
                         records=records,
                         poll_s=poll_s,
                     )
+                    # the probes' windows reach past each migration's end (the destination's
+                    # first minute of work shows post-copy faults and late stalls)
+                    stop.event.wait(PROBE_TAIL_S)
                 finally:
                     for probe in probes:
                         with contextlib.suppress(Exception):
                             probe.stop()
+                _noise_floors(probes, noise_window, noise_floor)
                 for server_id, migration_id, record in records:
                     apply_figures(record, server_id, migration_id, probes)
-                _case_figures(probes, noise_window, noise_floor, costs, locust)
+                _noise_floors(probes, noise_window, noise_floor)  # those that needed the figures
+                _case_figures(probes, costs, locust)
                 view.message("deleting servers")
     except (CloudError, TargetError, CaseAborted, RuntimeError) as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -158,18 +164,29 @@ def _noise_window(
     return (start, clock.now())
 
 
-def _case_figures(
-    probes: Sequence[Probe],
-    noise_window: tuple[float, float] | None,
-    noise_floor: PerProbe,
-    costs: dict[str, ProbeCost],
-    locust: dict[str, Any],
+def _noise_floors(
+    probes: Sequence[Probe], noise_window: tuple[float, float] | None, noise_floor: PerProbe
 ) -> None:
+    """Asked before the figures, since a probe judges stalls against its noise floor; asked again
+    afterwards of a probe that had none then (the embedded cloud's guest figure is read from the
+    per-migration files, so it knows its noise floor only once it has read them)."""
+    if noise_window is None:
+        return
+    for probe in probes:
+        if probe.name not in ("guest", "network", "locust", "hypervisor"):
+            continue
+        if getattr(noise_floor, probe.name) is not None:
+            continue
+        try:
+            setattr(noise_floor, probe.name, probe.noise_floor(*noise_window))
+        except Exception:
+            log.exception("probe %s: noise floor failed", probe.name)
+
+
+def _case_figures(probes: Sequence[Probe], costs: dict[str, ProbeCost], locust: dict[str, Any]) -> None:
     """Case-level figures of each probe; a probe that fails here loses its figure, not the case."""
     for probe in probes:
         try:
-            if noise_window is not None and probe.name in ("guest", "network", "locust", "hypervisor"):
-                setattr(noise_floor, probe.name, probe.noise_floor(*noise_window))
             cost = probe.cost()
             if cost is not None:
                 costs[probe.name] = cost

@@ -48,9 +48,10 @@ class ProbeFigure:
 
 
 class Probe(Protocol):
-    """One vantage point. Calls come in this order: start → (noise window) → migrations → stop →
-    noise_floor / figure / cost / case_stats. A probe never raises out of the last four: what it
-    could not measure is a None with a reason."""
+    """One vantage point. Calls come in this order: start → (noise window) → migrations → 1 s →
+    stop → noise_floor → figure (each migration) → noise_floor again if it was None → cost →
+    case_stats. A probe never raises out of the last four: what it could not measure is a None
+    with a reason."""
 
     name: str  # "guest" | "network" | "locust" | "hypervisor": the results key it fills
 
@@ -124,6 +125,8 @@ def apply_figures(
             )
         if probe.name == "hypervisor" and fig.details is not None:
             record.hypervisor = fig.details
+        elif fig.details:
+            record.details[probe.name] = fig.details
         if fig.downtime_ms is None and fig.reason:
             t = record.finished_at if record.finished_at is not None else record.requested_at
             record.events.append(Event(t=t, what=f"downtime_ms.{probe.name}: not measured — {fig.reason}"))

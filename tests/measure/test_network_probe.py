@@ -1,0 +1,346 @@
+"""The network probe: figure arithmetic on synthetic replies, the real prober process against a
+loopback echo server (outage, rate, stop, death), and real QEMU guests (a QMP pause, a live
+migration between two QEMUs on one bridge)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from novamig.guest.image import GuestImage
+from novamig.hypervisor.heartbeat import HeartbeatCollector, inject_pause
+from novamig.hypervisor.machine import GuestSpec
+from novamig.hypervisor.migration import migrate
+from novamig.hypervisor.netns import GuestNetwork, netns_supported
+from novamig.hypervisor.policy import MigrationPolicy
+from novamig.measure.echo import Replies
+from novamig.measure.network import NetworkProbe, quiet_longest_gap_ms, window_figure
+from novamig.results import MigrationRecord
+from novamig.runner.clock import CaseClock
+from novamig.runner.probes import Probe, ServerInfo
+
+from .conftest import LoopbackEcho, MachineFactory
+
+MS = 1_000_000
+PERIOD = 2 * MS
+
+
+def _replies(times_ms: list[float], rtt_ms: float = 0.3) -> Replies:
+    recv = [round(t * MS) for t in times_ms]
+    return Replies(
+        seq=list(range(1, len(recv) + 1)), send_ns=[t - round(rtt_ms * MS) for t in recv], recv_ns=recv
+    )
+
+
+def _every(start_ms: float, end_ms: float, step_ms: float = 2.0) -> list[float]:
+    n = round((end_ms - start_ms) / step_ms)
+    return [start_ms + i * step_ms for i in range(n + 1)]
+
+
+def _record(clock: CaseClock, start_ns: int, end_ns: int | None) -> MigrationRecord:
+    return MigrationRecord(
+        server="s",
+        source_host="a",
+        status="completed",
+        requested_at=clock.at(start_ns / 1e9),
+        finished_at=None if end_ns is None else clock.at(end_ns / 1e9),
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# ------------------------------------------------------------------------ figure arithmetic
+
+
+def test_downtime_is_the_longest_gap_and_stalls_above_threshold_are_brownout() -> None:
+    # replies every 2 ms; in the window [100, 1000] ms: a 5 ms jitter gap (below the threshold),
+    # a 20 ms stall (brownout: 20 - one period = 18 ms) and a 300 ms blackout (the downtime).
+    times = [*_every(0, 200), 205.0, *_every(207, 401), 421.0, *_every(423, 601), *_every(901, 1500)]
+    wf = window_figure(
+        _replies(times), 100 * MS, 1000 * MS, period_ns=PERIOD, recording_end_ns=1500 * MS, threshold_ms=6.0
+    )
+    assert wf.reason is None and wf.downtime is not None
+    assert wf.downtime.ms == pytest.approx(300.0)
+    assert (wf.downtime.before_ns, wf.downtime.after_ns) == (601 * MS, 901 * MS)
+    assert wf.brownout_ms == pytest.approx(18.0)
+    assert wf.brownout_gaps == 1
+    assert wf.rtt_p50_ms == pytest.approx(0.3)
+
+
+def test_brownout_is_none_without_a_threshold_and_clipped_to_the_window() -> None:
+    times = [*_every(0, 90), *_every(150, 300), *_every(600, 900)]  # stall 90→150 straddles 100
+    replies = _replies(times)
+    no_threshold = window_figure(
+        replies, 100 * MS, 800 * MS, period_ns=PERIOD, recording_end_ns=900 * MS, threshold_ms=None
+    )
+    assert no_threshold.brownout_ms is None
+    assert no_threshold.downtime is not None and no_threshold.downtime.ms == pytest.approx(300.0)
+    clipped = window_figure(
+        replies, 100 * MS, 800 * MS, period_ns=PERIOD, recording_end_ns=900 * MS, threshold_ms=6.0
+    )
+    # the stall's [92, 150] ms of lateness, of which [100, 150] lies inside the window
+    assert clipped.brownout_ms == pytest.approx(50.0)
+
+
+def test_figures_without_a_trustworthy_gap_give_reasons() -> None:
+    replies = _replies(_every(500, 900))
+    before = window_figure(
+        replies, 100 * MS, 800 * MS, period_ns=PERIOD, recording_end_ns=900 * MS, threshold_ms=None
+    )
+    assert before.downtime is None and before.reason is not None and "no reply before" in before.reason
+    # dark from 600 ms until the prober stopped at 2000 ms: the gap never closed
+    dark = _replies(_every(0, 600))
+    open_gap = window_figure(
+        dark, 100 * MS, 800 * MS, period_ns=PERIOD, recording_end_ns=2000 * MS, threshold_ms=None
+    )
+    assert (
+        open_gap.downtime is None
+        and open_gap.reason is not None
+        and "had not answered again" in open_gap.reason
+    )
+    # ... but a tail shorter than the closed gaps (the prober stopped right after a reply) is fine
+    tail = _replies([*_every(0, 300), *_every(500, 1000)])
+    ok = window_figure(
+        tail, 100 * MS, 1200 * MS, period_ns=PERIOD, recording_end_ns=1010 * MS, threshold_ms=None
+    )
+    assert ok.downtime is not None and ok.downtime.ms == pytest.approx(200.0)
+    empty = window_figure(Replies(), 0, MS, period_ns=PERIOD, recording_end_ns=MS, threshold_ms=None)
+    assert empty.reason == "no reply from this server at all"
+
+
+def test_lost_counts_unanswered_sequence_numbers_sent_in_the_window() -> None:
+    replies = _replies(_every(0, 400))
+    keep = [i for i, s in enumerate(replies.seq) if not 60 <= s < 70]  # ten replies missing
+    thinned = Replies(
+        seq=[replies.seq[i] for i in keep],
+        send_ns=[replies.send_ns[i] for i in keep],
+        recv_ns=[replies.recv_ns[i] for i in keep],
+    )
+    wf = window_figure(
+        thinned, 50 * MS, 300 * MS, period_ns=PERIOD, recording_end_ns=400 * MS, threshold_ms=6.0
+    )
+    assert wf.lost == 10
+    assert wf.downtime is not None and wf.downtime.ms == pytest.approx(22.0)
+
+
+def test_noise_floor_counts_only_gaps_wholly_inside_the_window() -> None:
+    replies = _replies([*_every(0, 100), *_every(150, 300)])  # a 50 ms gap ends at 150
+    assert quiet_longest_gap_ms(replies, 120 * MS, 300 * MS) == pytest.approx(2.0)
+    assert quiet_longest_gap_ms(replies, 0, 300 * MS) == pytest.approx(50.0)
+    assert quiet_longest_gap_ms(replies, 101 * MS, 103 * MS) is None
+
+
+# ------------------------------------------------------------------------ the prober process, loopback
+
+
+def test_probe_implements_the_runner_protocol(tmp_path: Path) -> None:
+    probe: Probe = NetworkProbe(500, None, tmp_path)
+    assert probe.name == "network"
+    assert probe.case_stats() is None
+
+
+def test_known_outage_is_measured_on_loopback(
+    tmp_path: Path, loopback_echo: Callable[[str], LoopbackEcho]
+) -> None:
+    steady, flaky = loopback_echo("127.0.0.1"), loopback_echo("127.0.0.2")
+    probe = NetworkProbe(500, None, tmp_path, port=steady.port)
+    clock = CaseClock()
+    servers = [ServerInfo("id-1", "one", "h", "127.0.0.1"), ServerInfo("id-2", "two", "h", "127.0.0.2")]
+    probe.start(servers, clock)
+    pid = probe.pid
+    assert pid is not None and _alive(pid)
+    try:
+        quiet = (clock.now() + 0.2, clock.now() + 1.2)
+        time.sleep(1.4)
+        dark_from, dark_to = flaky.dark(0.2)
+        time.sleep(1.3)
+    finally:
+        probe.stop()
+    assert not _alive(pid)
+    floor = probe.noise_floor(*quiet)
+    assert floor is not None and floor >= 2.0 * 0.9
+    fig = probe.figure(_record(clock, dark_from - 100 * MS, dark_to), "id-2", None)
+    assert fig.downtime_ms is not None, fig.reason
+    assert fig.resolution_ms == 2.0
+    tolerance = fig.resolution_ms + floor
+    assert abs(fig.downtime_ms - 200.0) <= tolerance, (fig, floor)
+    assert fig.brownout_ms is not None and fig.brownout_ms < 50, fig  # only host jitter above the floor
+    other = probe.figure(_record(clock, dark_from - 100 * MS, dark_to), "id-1", None)
+    assert other.downtime_ms is not None and other.downtime_ms < 50, other
+    cost = probe.cost()
+    assert cost is not None and cost.rate_hz is not None
+    assert 490 <= cost.rate_hz <= 505, cost
+    assert 0 < cost.cpu_percent < 50, cost
+    assert cost.note is not None and "2 target(s) at 500 Hz" in cost.note
+
+
+def test_stop_is_idempotent_and_escalates_to_sigkill(
+    tmp_path: Path, loopback_echo: Callable[[str], LoopbackEcho]
+) -> None:
+    server = loopback_echo("127.0.0.1")
+    probe = NetworkProbe(1000, None, tmp_path, port=server.port)
+    probe.STOP_GRACE_S = 0.5
+    probe.stop()  # before start: nothing to do
+    clock = CaseClock()
+    probe.start([ServerInfo("id-1", "one", "h", "127.0.0.1")], clock)
+    pid = probe.pid
+    assert pid is not None
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGSTOP)  # a prober that cannot act on SIGTERM
+    started = time.monotonic()
+    probe.stop()
+    assert time.monotonic() - started < 5
+    assert not _alive(pid)
+    probe.stop()
+    assert not _alive(pid)
+    cost = probe.cost()
+    assert cost is not None and cost.note is not None and "did not finish cleanly" in cost.note
+
+
+def test_a_prober_that_died_is_a_reason_not_an_exception(
+    tmp_path: Path, loopback_echo: Callable[[str], LoopbackEcho]
+) -> None:
+    server = loopback_echo("127.0.0.1")
+    probe = NetworkProbe(500, None, tmp_path, port=server.port)
+    clock = CaseClock()
+    probe.start([ServerInfo("id-1", "one", "h", "127.0.0.1")], clock)
+    pid = probe.pid
+    assert pid is not None
+    time.sleep(1.5)
+    os.kill(pid, signal.SIGKILL)
+    died_at = time.monotonic_ns()
+    time.sleep(0.3)
+    probe.stop()
+    assert not _alive(pid)
+    fig = probe.figure(_record(clock, died_at - 200 * MS, died_at + 100 * MS), "id-1", None)
+    assert fig.downtime_ms is None and fig.reason is not None and "exited by itself" in fig.reason
+    # a window that ended (finished_at + the 1 s margin) before the death is still measured
+    early = probe.figure(_record(clock, died_at - 1200 * MS, died_at - 1100 * MS), "id-1", None)
+    assert early.downtime_ms is not None, early.reason
+
+
+def test_unreachable_cases_are_reasons(tmp_path: Path) -> None:
+    clock = CaseClock()
+    nobody = NetworkProbe(500, None, tmp_path)
+    nobody.start([ServerInfo("id-1", "one", "h", None)], clock)
+    nobody.stop()
+    assert "no server has an address" in (nobody.figure(_record(clock, 0, 1), "id-1", None).reason or "")
+    assert nobody.noise_floor(0, 1) is None and nobody.cost() is None
+
+    bad_ns = NetworkProbe(500, "novamig-no-such-namespace", tmp_path)
+    bad_ns.start([ServerInfo("id-1", "one", "h", "10.77.0.2")], clock)
+    assert bad_ns.pid is None or not _alive(bad_ns.pid)
+    bad_ns.stop()
+    fig = bad_ns.figure(_record(clock, 0, 1), "id-1", None)
+    assert fig.downtime_ms is None and fig.reason is not None
+    assert "did not start" in fig.reason and "novamig-no-such-namespace" in fig.reason
+
+
+# ------------------------------------------------------------------------ real QEMU guests
+
+needs_netns = pytest.mark.skipif(netns_supported() is not None, reason=str(netns_supported()))
+
+
+@pytest.mark.qemu
+@needs_netns
+def test_qmp_pause_is_measured_within_period_plus_noise_floor(
+    machines: MachineFactory, image: GuestImage, tmp_path: Path
+) -> None:
+    """A 300 ms QMP stop/cont, three times: the reply gap against QEMU's STOP→RESUME timestamps.
+
+    The stated error of the figure is one period plus the noise floor (module docstring of
+    novamig.measure.network); the median of the three errors must be inside it, as must every
+    attempt's lower side (a gap can never be much shorter than the pause).
+    """
+    with GuestNetwork() as net:
+        addr = net.new_address()
+        spec = GuestSpec(
+            name="np", image=image, memory_mib=128, kernel_args=addr.kernel_args(), network=net.attach(addr)
+        )
+        vm = machines(spec)
+        probe = NetworkProbe(500, net.name, tmp_path)
+        clock = CaseClock()
+        probe.start([ServerInfo("id-np", "np", "h", addr.ip)], clock)
+        try:
+            time.sleep(0.5)  # ARP settles
+            quiet = (clock.now(), clock.now() + 3.0)
+            time.sleep(3.1)
+            pauses = []
+            for _ in range(3):
+                pauses.append(inject_pause(vm, 300))
+                time.sleep(1.5)
+        finally:
+            probe.stop()
+    floor = probe.noise_floor(*quiet)
+    assert floor is not None, "the guest must answer throughout the quiet window"
+    errors = []
+    for p in pauses:
+        fig = probe.figure(_record(clock, p.stop_ns - 300 * MS, p.resume_ns), "id-np", None)
+        assert fig.downtime_ms is not None and fig.resolution_ms == 2.0, fig.reason
+        errors.append(round(fig.downtime_ms - p.stop_resume_ms, 2))
+        assert fig.brownout_ms is not None
+    tolerance = 2.0 + floor
+    print(f"pause errors {errors} ms, noise floor {floor} ms, tolerance {tolerance} ms")
+    assert abs(statistics.median(errors)) <= tolerance, (errors, floor)
+    assert min(errors) >= -tolerance, (errors, floor)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@needs_netns
+def test_live_migration_switchover_gap_is_seen_and_replies_resume(
+    machines: MachineFactory, image: GuestImage, tmp_path: Path
+) -> None:
+    with GuestNetwork() as net:
+        addr = net.new_address()
+        spec = GuestSpec(
+            name="nm", image=image, memory_mib=128, kernel_args=addr.kernel_args(), network=net.attach(addr)
+        )
+        src = machines(spec)
+        probe = NetworkProbe(500, net.name, tmp_path)
+        clock = CaseClock()
+        probe.start([ServerInfo("id-nm", "nm", "src", addr.ip)], clock)
+        try:
+            time.sleep(0.5)
+            quiet = (clock.now(), clock.now() + 2.0)
+            time.sleep(2.1)
+            dst = machines(src.spec.for_destination(network=net.attach(addr)))
+            result = migrate(src, dst, MigrationPolicy(timeout_s=60))
+            time.sleep(2.0)
+        finally:
+            probe.stop()
+        assert result.status == "completed", result.error
+        hb = HeartbeatCollector(src.agent, dst.agent).analyse(result, settle_s=0)
+    assert probe.noise_floor(*quiet) is not None
+    fig = probe.figure(_record(clock, result.started_ns, result.finished_ns), "id-nm", None)
+    assert fig.downtime_ms is not None, fig.reason
+    assert result.qemu_downtime_ms is not None
+    # nothing answers while neither QEMU runs the guest
+    assert fig.downtime_ms >= result.qemu_downtime_ms - 2.0, (fig, result.qemu_downtime_ms)
+    assert fig.downtime_ms < 5000, fig
+    assert fig.details is not None
+    gap_to = fig.details["gap_to_s"]
+    assert gap_to >= clock.at(result.started_ns / 1e9)
+    # ... and the destination keeps answering: replies through the last second before the stop
+    cost = probe.cost()
+    assert cost is not None
+    after = probe.figure(
+        _record(clock, result.finished_ns + 1100 * MS, result.finished_ns + 1200 * MS), "id-nm", None
+    )
+    assert after.downtime_ms is not None and after.downtime_ms < 200, after
+    print(
+        f"network gap {fig.downtime_ms} ms, QEMU downtime {result.qemu_downtime_ms} ms, "
+        f"heartbeat switchover {hb.switchover_gap_ms} ms, details {fig.details}"
+    )
