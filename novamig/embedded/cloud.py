@@ -101,6 +101,10 @@ class EmbeddedCloud:
             die_with_parent=False,
         )
         cloud.layout = layout
+        ready = workdir / "ready.json"
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(ready.read_text())
+            cloud.ready_info = info if isinstance(info, dict) else None
         return cloud
 
     # -- life cycle ----------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ What it does, following the libvirt driver's contract:
   port's MAC and the fixed IP handed to the guest agent on the kernel command line, and returns
   once the agent reports READY; a server of image ``novamig-full`` boots the full guest
   (``novamig.guest.full``) with its shared read-only root disk instead (flavor RAM ≥ 160 MiB);
+  the server's user-data reaches the guest through QEMU's fw_cfg (``USER_DATA_FW_CFG``), on both
+  ends of a live migration;
 - ``destroy``, ``reboot``, ``power_off/on``, ``pause/unpause``, ``get_info``, console output;
 - live migration: ``pre_live_migration`` (destination) starts the incoming QEMU,
   ``live_migration`` (source) runs the QMP migration and calls Nova's post/recover methods
@@ -22,8 +24,12 @@ guest network namespace.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
+import os
+import shutil
 import threading
 import time
 import uuid as uuidlib
@@ -45,6 +51,8 @@ HOST_VCPUS = 16
 HOST_MEMORY_MB = 32768
 HOST_DISK_GB = 1000
 NODE_NAMESPACE = uuidlib.UUID("5f1e2a4c-4c1b-4d3e-9a43-6e6f76616d69")
+#: fw_cfg name under which a guest finds its server's user-data (the guest images' init runs it).
+USER_DATA_FW_CFG = "opt/org.novamig/user-data"
 
 
 class _ImageCache:
@@ -271,6 +279,37 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
     def instance_exists(self, instance: Any) -> bool:
         return guests.REGISTRY.get(self._host, instance.uuid) is not None
 
+    def _instance_dir(self, uuid: str) -> Path:
+        """Files of one server that outlive its QEMUs, shared by every host (as a libvirt
+        host's ``instances/<uuid>/`` on shared storage): ``guests/instances/<uuid>/``."""
+        return self._layout.guests_dir / "instances" / uuid
+
+    def _user_data_file(self, instance: Any) -> Any:
+        """Write the server's user-data (Nova keeps it base64) for fw_cfg; None without user-data.
+
+        A file, not a QMP call, because QEMU takes fw_cfg files on its command line only; it
+        lives in the instance directory, not in a QEMU's run directory, because every later
+        migration destination reads it again when it starts.
+        """
+        from novamig.hypervisor.machine import FwCfgFile
+
+        encoded = instance.user_data
+        if not encoded:
+            return None
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise exception.InstanceDeployFailure(reason=f"user_data is not valid base64: {exc}") from exc
+        directory = self._instance_dir(instance.uuid)
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / "user-data"
+        tmp = directory / f".user-data.{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold secrets
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        tmp.replace(target)
+        return FwCfgFile(USER_DATA_FW_CFG, target)
+
     def _spec(self, instance: Any, network_info: Any) -> Any:
         from novamig.hypervisor.machine import GuestSpec, NetworkAttachment
 
@@ -296,6 +335,7 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
         if mac:
             cloud_net = guest_network.current()
             network = cloud_net.attach(mac) if cloud_net is not None else NetworkAttachment(mac=mac)
+        user_data = self._user_data_file(instance)
         return GuestSpec(
             name=instance.name,
             image=image,
@@ -304,6 +344,7 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
             kernel_args=tuple(kernel_args),
             network=network,
             extra_args=extra_args,
+            fw_cfg=(user_data,) if user_data is not None else (),
         )
 
     def _rundir(self, instance: Any) -> Path:
@@ -355,6 +396,8 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
         guest = guests.REGISTRY.pop(self._host, instance.uuid)
         if guest is not None:
             _end(guest.machine)
+        if not any(guests.REGISTRY.get(host, instance.uuid) for host in self._layout.hosts):
+            shutil.rmtree(self._instance_dir(instance.uuid), ignore_errors=True)
 
     def cleanup(
         self,

@@ -18,6 +18,9 @@ from typing import Any
 @dataclass(frozen=True)
 class HostPolicy:
     # [libvirt] options, Nova's defaults.
+    # The downtime limit is raised to live_migration_downtime in live_migration_downtime_steps
+    # steps, one every live_migration_downtime_delay s per GiB of guest RAM (see
+    # migration_monitor.downtime_steps), as the libvirt driver does.
     live_migration_downtime: int = 500  # ms
     live_migration_downtime_steps: int = 10
     live_migration_downtime_delay: int = 75  # s per GiB
@@ -40,6 +43,15 @@ class HostPolicy:
         policy = cls(**dict(options))
         if policy.live_migration_timeout_action not in ("abort", "force_complete"):
             raise ValueError("live_migration_timeout_action must be 'abort' or 'force_complete'")
+        # nova.conf's own lower bounds (oslo.config refuses smaller values, so nova-compute on a
+        # libvirt host would not start with them); the downtime is only required to be positive,
+        # as scenario files may ask for less than Nova's 100 ms on purpose.
+        if policy.live_migration_downtime < 1:
+            raise ValueError("live_migration_downtime must be >= 1 ms")
+        if policy.live_migration_downtime_steps < 3:
+            raise ValueError("live_migration_downtime_steps must be >= 3 (as in nova.conf)")
+        if policy.live_migration_downtime_delay < 3:
+            raise ValueError("live_migration_downtime_delay must be >= 3 s per GiB (as in nova.conf)")
         return policy
 
 

@@ -34,7 +34,9 @@ from pathlib import Path
 #: Bump when the build procedure changes in a way the other inputs do not capture.
 BUILD_SCRIPT_VERSION = "3"
 
-#: Module load order that works for virtio-net, virtio-serial and e1000 (dependencies first).
+#: Module load order that works for virtio-net, virtio-serial and e1000 (dependencies first), and
+#: qemu_fw_cfg: QEMU's fw_cfg in sysfs, where the embedded cloud hands a server its user-data
+#: (``opt/org.novamig/user-data``; see init.sh). Every image built from the tiny one carries it.
 MODULE_ORDER: tuple[str, ...] = (
     "virtio_ring",
     "virtio",
@@ -46,6 +48,7 @@ MODULE_ORDER: tuple[str, ...] = (
     "virtio_net",
     "virtio_console",
     "e1000",
+    "qemu_fw_cfg",
 )
 
 #: Base kernel command line. ``quiet`` keeps the serial console (slow under TCG) short;

@@ -73,6 +73,37 @@ class NetworkAttachment:
     hostfwd: tuple[str, ...] = ()
 
 
+#: fw_cfg file names are at most 55 bytes (QEMU's FW_CFG_MAX_FILE_PATH is 56 with the NUL).
+FW_CFG_NAME_MAX = 55
+
+
+@dataclass(frozen=True)
+class FwCfgFile:
+    """A host file QEMU shows the guest through fw_cfg: ``-fw_cfg name=NAME,file=PATH``.
+
+    Why fw_cfg: it reaches the guest at boot with no network, no disk and no metadata service,
+    and the guest reads it from sysfs (``/sys/firmware/qemu_fw_cfg/by_name/NAME/raw``, module
+    ``qemu_fw_cfg``). The embedded cloud hands a server its user-data this way. QEMU reads the
+    file when it starts, so a migration destination must be given the same entries (it is:
+    `GuestSpec.for_destination` keeps them) and the file must still exist when it starts.
+    Names outside ``opt/`` are reserved for QEMU and firmware; ``opt/<reverse-domain>/…`` is
+    what QEMU's documentation asks of users.
+    """
+
+    name: str
+    path: Path
+
+    def __post_init__(self) -> None:
+        if not self.name.startswith("opt/") or len(self.name.encode()) > FW_CFG_NAME_MAX:
+            raise ValueError(f"fw_cfg name {self.name!r}: must start with 'opt/' and be at most 55 bytes")
+        if "," in self.name or any(c.isspace() for c in self.name):
+            raise ValueError(f"fw_cfg name {self.name!r}: no commas or spaces")
+
+    def qemu_arg(self) -> str:
+        """The ``-fw_cfg`` option value (a comma in the path is doubled, QEMU's option escape)."""
+        return f"name={self.name},file={str(self.path).replace(',', ',,')}"
+
+
 @dataclass(frozen=True)
 class GuestSpec:
     """Everything that defines a guest; a migration destination is the same spec with `incoming`.
@@ -94,6 +125,7 @@ class GuestSpec:
     incoming: str | None = None
     tb_size_mib: int = 64
     extra_args: tuple[str, ...] = ()
+    fw_cfg: tuple[FwCfgFile, ...] = ()  # files shown to the guest through fw_cfg
 
     def resolved(self) -> GuestSpec:
         """A copy with machine type, accelerator and CPU model filled in (probing if needed)."""
@@ -111,7 +143,11 @@ class GuestSpec:
     def for_destination(
         self, *, network: NetworkAttachment | None = None, name: str | None = None
     ) -> GuestSpec:
-        """The destination of a live migration of this guest: same hardware, `-incoming defer`."""
+        """The destination of a live migration of this guest: same hardware, `-incoming defer`.
+
+        Everything else is kept, the fw_cfg entries included: QEMU refuses (or worse, silently
+        mismatches) a migration between two machines whose devices differ.
+        """
         return replace(
             self.resolved(),
             name=name or f"{self.name}-dst",
@@ -326,6 +362,8 @@ class QemuMachine:
             else:
                 netdev = "user,id=net0" + "".join(f",hostfwd={h}" for h in net.hostfwd)
             argv += ["-netdev", netdev, "-device", f"{net.model},netdev=net0,mac={net.mac}"]
+        for entry in spec.fw_cfg:
+            argv += ["-fw_cfg", entry.qemu_arg()]
         if spec.incoming is not None:
             argv += ["-incoming", spec.incoming]
         argv += list(spec.extra_args)

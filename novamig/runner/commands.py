@@ -22,8 +22,9 @@ from novamig.exitcodes import ExitCode
 
 log = logging.getLogger("novamig.runner")
 
-SUPPORTED_WORKLOADS = frozenset({"idle"})
-"""Workload kinds this version applies to guests (memory/locust/script come with the workload package)."""
+SUPPORTED_WORKLOADS = frozenset({"idle", "memory", "locust"})
+"""Workload kinds this version applies to guests: idle and memory through the server's user-data
+(the guest agent's settings), locust through the Locust probe, which also drives the load."""
 
 
 def _err(msg: str) -> None:
@@ -43,6 +44,20 @@ def _setup_logging(out_dir: Path) -> logging.Handler:
 
     quiet_sdk_logs()
     return handler
+
+
+def _workload_problems(plans: list[Any]) -> list[str]:
+    """What the scenario asks of the Locust workload that this novamig cannot do: said before
+    anything is created, not after a case has booted its servers."""
+    from novamig.measure.locust import unsupported_reason
+
+    problems: list[str] = []
+    for plan in plans:
+        if plan.workload == "locust":
+            why = unsupported_reason(plan.workload_spec.locust, plan.scenario_dir)
+            if why is not None and why not in problems:
+                problems.append(why)
+    return problems
 
 
 def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[str]) -> int:
@@ -72,6 +87,11 @@ def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[s
             f"{scenario}: workload.kind {', '.join(unsupported)} is not applied to guests by novamig "
             f"{__version__} yet; use --set workload.kind=idle to measure idle guests"
         )
+        return int(ExitCode.BAD_INPUT)
+    problems = _workload_problems(plans)
+    if problems:
+        for problem in problems:
+            _err(f"{scenario}: {problem}")
         return int(ExitCode.BAD_INPUT)
     out_dir = Path(out) if out else default_out_dir(sc.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,8 +217,11 @@ def _run(
             if wanted:
                 _err(f"the scenario sets host options ({', '.join(wanted)}) but {applier.why}")
                 return int(ExitCode.BAD_INPUT)
+        from novamig.workload.userdata import render_user_data
+
         fleet = CloudFleet(
             compute,
+            user_data=render_user_data,
             run_id=run_id,
             image_ids=report.image_ids,
             networks=networks,
@@ -207,17 +230,40 @@ def _run(
         )
         stack.callback(fleet.close)
 
+        netns = embedded.guest_netns if embedded is not None else None
+        probe_dir = out_dir / "probes"
+
         def probes_for(plan: Any) -> list[Probe]:
+            from novamig.measure.locust import LocustProbe
+            from novamig.measure.network import NetworkProbe
+
             out: list[Probe] = []
-            for probe in plan.probes:
-                if probe in ("hypervisor", "guest") and embedded is not None:
+            case_dir = probe_dir / _safe_name(plan.case_id)
+            wanted = list(plan.probes)
+            if plan.workload == "locust" and "locust" not in wanted:
+                wanted.append("locust")  # the Locust probe also drives the load
+            for probe in wanted:
+                if probe in ("network", "locust") and embedded is not None and netns is None:
+                    # the guests' addresses exist only inside the cloud's namespace; sent from
+                    # here, probes would leave this machine
+                    why = "the embedded cloud's guests have no namespace to reach them in (needs root)"
+                    out.append(Unavailable(probe, why))
+                elif probe in ("hypervisor", "guest") and embedded is not None:
                     out.append(EmbeddedMigrationFigures(embedded.workdir, probe))
-                    continue
-                if probe == "hypervisor":
+                elif probe == "network":
+                    out.append(NetworkProbe(plan.measure.network_probe_hz, netns, case_dir / "network"))
+                elif probe == "locust" and plan.workload == "locust":
+                    out.append(
+                        LocustProbe(plan.workload_spec.locust, netns, case_dir / "locust", plan.scenario_dir)
+                    )
+                elif probe == "locust":
+                    out.append(Unavailable(probe, "the case runs no Locust load"))
+                elif probe == "hypervisor":
                     why = "this cloud exposes no hypervisor downtime figure to novamig (DevStack: not yet)"
+                    out.append(Unavailable(probe, why))
                 else:
-                    why = f"the {probe} probe is not part of novamig {__version__} yet"
-                out.append(Unavailable(probe, why))
+                    why = "the guest heartbeat is read by the embedded cloud only in this novamig"
+                    out.append(Unavailable(probe, why))
             return out
 
         with LiveView() as view:
@@ -342,3 +388,8 @@ def cmd_cleanup(cloud: str | None, yes: bool) -> int:
         _err(f"could not delete {left}")
     print(f"deleted {len(found) - len(leftovers)} of {len(found)}")
     return int(ExitCode.INFRASTRUCTURE) if leftovers else int(ExitCode.OK)
+
+
+def _safe_name(case_id: str) -> str:
+    """A case id as one directory name (ids hold '=', ',' and '#')."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in case_id) or "case"

@@ -127,6 +127,12 @@ def test_live_migration_explicit_host_moves_the_guest(
     assert figures["qemu_downtime_ms"] is not None
     assert figures["heartbeat"]["destination_beats"] > 0  # the guest runs on, on the destination
     assert figures["heartbeat"]["switchover_gap_ms"] > 0
+    assert figures["heartbeat"]["hz"] == 1000  # no user-data: the agent's default rate
+    assert "integrity" not in figures  # no integrity region in the guest: not checked
+    # Nova's default ramp (500 ms in 10 steps, 75 s/GiB × 2 GiB): the first step, 50 ms, at the start
+    steps = [e for e in figures["events"] if e["what"] == "downtime-step"]
+    assert steps[0]["downtime_limit_ms"] == 50 and steps[0]["t"] == 0.0
+    assert figures["downtime_steps"][1] == [150, 95]
 
 
 @pytest.mark.slow

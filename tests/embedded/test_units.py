@@ -147,3 +147,79 @@ def test_network_api_filters_like_neutron_and_shows_the_active_binding() -> None
     port = _get(app, "/v2.0/ports/p1")[1]["port"]
     assert port["binding:host_id"] == "compute2"
     assert _get(app, "/v2.0/ports/nope")[0].startswith("404")
+
+
+_NOVA_STEPS = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+import nova.conf
+from nova.virt.libvirt import migration
+CONF = nova.conf.CONF
+CONF([], project="nova", default_config_files=[])
+out = []
+for downtime, steps, delay, data_gb in json.loads(sys.argv[1]):
+    CONF.set_override("live_migration_downtime", downtime, group="libvirt")
+    CONF.set_override("live_migration_downtime_steps", steps, group="libvirt")
+    CONF.set_override("live_migration_downtime_delay", delay, group="libvirt")
+    out.append([list(s) for s in migration.downtime_steps(data_gb)])
+print(json.dumps(out))
+"""
+
+
+def test_downtime_steps_are_novas() -> None:
+    """The ramp equals nova.virt.libvirt.migration.downtime_steps (run in its own process: Nova's
+    global configuration must not leak into this one)."""
+    import subprocess
+    import sys
+
+    from novamig.embedded.migration_monitor import downtime_steps, live_migration_data_gb
+
+    cases = [(500, 10, 75, 2.0), (400, 10, 30, 3.0), (1500, 3, 3, 2.0), (100, 3, 3, 2.0), (777, 7, 11, 2.5)]
+    out = subprocess.run(
+        [sys.executable, "-c", _NOVA_STEPS, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    nova = json.loads(out.stdout)
+    for (downtime, steps, delay, data_gb), expected in zip(cases, nova, strict=True):
+        policy = host_policy.HostPolicy(
+            live_migration_downtime=downtime,
+            live_migration_downtime_steps=steps,
+            live_migration_downtime_delay=delay,
+        )
+        assert [list(s) for s in downtime_steps(policy, data_gb)] == expected
+    # Nova's own docstring example, and libvirt's "at least 2 GiB" of RAM to transfer
+    assert downtime_steps(host_policy.HostPolicy(400, 10, 30), 3.0)[:3] == [(0, 40), (90, 76), (180, 112)]
+    assert live_migration_data_gb(256) == 2.0
+    assert live_migration_data_gb(4096) == 4.0
+
+
+def test_downtime_ramp_applies_each_step_once_when_its_time_is_past() -> None:
+    from novamig.embedded.migration_monitor import DowntimeRamp
+
+    ramp = DowntimeRamp([(0, 50), (6, 95), (12, 140)])
+    assert ramp.due(0.0) is None  # libvirt: a step applies once elapsed is strictly past its time
+    assert ramp.due(0.1) == (0, 0, 50)
+    ramp.current = 50
+    assert ramp.due(5.9) is None
+    assert ramp.due(6.0) is None
+    assert ramp.due(6.01) == (1, 6, 95)
+    ramp.current = 95
+    assert ramp.due(100.0) == (2, 12, 140)  # a late look jumps to the step due now, as libvirt
+
+
+def test_host_policy_refuses_what_nova_conf_refuses(tmp_path: Path) -> None:
+    assert (
+        host_policy.write(
+            tmp_path, "compute1", {"live_migration_downtime_steps": 3}
+        ).live_migration_downtime_steps
+        == 3
+    )
+    with pytest.raises(ValueError, match="downtime_steps must be >= 3"):
+        host_policy.write(tmp_path, "compute1", {"live_migration_downtime_steps": 2})
+    with pytest.raises(ValueError, match="downtime_delay must be >= 3"):
+        host_policy.write(tmp_path, "compute1", {"live_migration_downtime_delay": 0})
+    with pytest.raises(ValueError, match="live_migration_downtime must be >= 1"):
+        host_policy.write(tmp_path, "compute1", {"live_migration_downtime": 0})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from novamig.guest.image import GuestImage
 from novamig.hypervisor import AgentChannel, Beat, MigrationPolicy, QemuMachine, UserModeNetwork, migrate
 from novamig.hypervisor.binary import tcg_loses_dirty_pages
 
@@ -295,3 +296,66 @@ def test_integrity_holds_across_a_live_migration(tiny_guests: TinyGuests, agent_
     res = dst.agent.integrity_check()
     assert res.ok, res
     assert res.generation is not None and res.generation > 2
+
+
+def _late_user_data(script: str, delay_s: int) -> str:
+    """fw_cfg user-data that runs `script` `delay_s` seconds after boot, in the background: what
+    cloud-init does on a real cloud's guest (user-data after the agent is already up)."""
+    return (
+        "#!/bin/sh\n"
+        "cat > /run/late-user-data <<'NOVAMIG_EOF'\n"
+        f"{script}"
+        "NOVAMIG_EOF\n"
+        f"(sleep {delay_s}; sh /run/late-user-data) > /dev/console 2>&1 < /dev/null &\n"
+    )
+
+
+def test_user_data_run_after_boot_restarts_the_agent_with_its_settings(
+    tiny_image: GuestImage, tmp_path: Path
+) -> None:
+    """The cloud-init path, on the tiny guest: the agent starts with its defaults (1000 Hz), the
+    user-data script then writes /run/novamig/agent.conf and ends the agent through its PID file;
+    init restarts it and the new agent beats at the file's rate and runs its dirtier."""
+    from novamig.cloud.resources import FlavorSpec
+    from novamig.hypervisor.machine import FwCfgFile, GuestSpec
+    from novamig.runner.plan import CasePlan
+    from novamig.runner.sla import SlaSpec
+    from novamig.runner.targets import Target
+    from novamig.runner.watch import Policy
+    from novamig.scenario.models import Measure, MemoryLoad, Workload
+    from novamig.workload.userdata import render_user_data
+
+    workload = Workload(kind="memory", memory=MemoryLoad(dirty_rate_mib_s=2, working_set_mib=4))
+    plan = CasePlan(
+        case_id="late#r1", params={}, repetition=1, servers=1, flavor=FlavorSpec(1, 192, 1),
+        image="novamig-tiny", network=None, workload="memory", count=1, concurrency=1,
+        target=Target.parse("auto"), ping_pong=False, block_migration="auto", interval_s=0.0,
+        policy=Policy(timeout_s=30), sla=SlaSpec(), workload_spec=workload, measure=Measure(heartbeat_hz=200),
+    )  # fmt: skip
+    user_data = tmp_path / "user-data"
+    user_data.write_text(_late_user_data(render_user_data(plan), delay_s=4))
+    spec = GuestSpec(
+        name="late-ud",
+        image=tiny_image,
+        memory_mib=192,
+        fw_cfg=(FwCfgFile("opt/org.novamig/user-data", user_data),),
+    )
+    vm = QemuMachine(spec, tmp_path)
+    try:
+        first = vm.boot(90)
+        first_ns = time.monotonic_ns()
+        assert first.fields["hb_hz"] == "1000"  # before the settings exist: the agent's default
+        deadline = time.monotonic() + 60
+        while vm.agent.ready is None or vm.agent.ready.fields["hb_hz"] != "200":
+            assert time.monotonic() < deadline, vm.console_log()[-3000:]
+            time.sleep(0.2)
+        info = vm.agent.command("info").fields
+        assert (info["hb_hz"], info["dirtier"]) == ("200", "1")
+        since_first_ms = (time.monotonic_ns() - first_ns) / 1e6
+        assert int(info["uptime_ms"]) < since_first_ms - 2000, (info, since_first_ms)  # a new agent
+        console = vm.console_log()
+        assert "novamig-userdata: restarting the running agent (pid" in console
+        assert "novamig-init: agent exited with status" in console
+        assert "settings=cmdline+/run/novamig/agent.conf" in console
+    finally:
+        vm.shutdown()

@@ -15,7 +15,7 @@ import pytest
 
 from novamig.guest.image import GuestImage
 from novamig.hypervisor.errors import QemuLaunchError, QmpCommandError
-from novamig.hypervisor.machine import GuestSpec, MachineState, QemuMachine
+from novamig.hypervisor.machine import FwCfgFile, GuestSpec, MachineState, QemuMachine
 
 from .conftest import MachineFactory, _alive
 
@@ -119,3 +119,57 @@ def test_qemu_dies_with_the_harness_killed_by_sigkill(image: GuestImage, workdir
             child.wait()
         for d in workdir.glob("novamig-orphan-*"):  # the killed harness could not remove its run dir
             subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+def test_fw_cfg_name_rules_and_comma_escape(tmp_path: Path) -> None:
+    entry = FwCfgFile("opt/org.novamig/user-data", tmp_path / "a,b")
+    assert entry.qemu_arg() == f"name=opt/org.novamig/user-data,file={tmp_path}/a,,b"
+    for bad in ("etc/user-data", "opt/a,b", "opt/a b", "opt/" + "x" * 52):
+        with pytest.raises(ValueError, match="fw_cfg name"):
+            FwCfgFile(bad, tmp_path / "f")
+
+
+USER_DATA = """#!/bin/sh
+echo "fw-cfg-test: ran as user-data, marker $(cat /proc/sys/kernel/random/boot_id | cut -c1-8)"
+mkdir -p /run/novamig
+echo "novamig.hb_hz=333" > /run/novamig/agent.conf
+"""
+
+
+def test_fw_cfg_user_data_runs_in_the_guest_and_both_ends_of_a_migration_carry_it(
+    machines: MachineFactory, image: GuestImage, workdir: Path
+) -> None:
+    """The guest's init finds the fw_cfg file and runs it before the agent (which then beats at
+    the rate the script set); a live migration to a destination with the same entry completes and
+    the guest runs on there."""
+    from novamig.hypervisor.migration import migrate
+    from novamig.hypervisor.policy import MigrationPolicy
+
+    script = workdir / "user-data"
+    script.write_text(USER_DATA)
+    entry = FwCfgFile("opt/org.novamig/user-data", script)
+    src = machines("fwcfg", spec=GuestSpec(name="fwcfg", image=image, memory_mib=192, fw_cfg=(entry,)))
+    assert src.agent.ready is not None and src.agent.ready.fields["hb_hz"] == "333"
+    console = src.console_log()
+    assert "novamig-init: user-data: running /run/novamig/user-data" in console
+    assert "fw-cfg-test: ran as user-data, marker" in console
+    assert "novamig-init: user-data: done" in console
+    assert ["-fw_cfg", entry.qemu_arg()] == src.argv[
+        src.argv.index("-fw_cfg") : src.argv.index("-fw_cfg") + 2
+    ]
+
+    dst = machines(spec=src.spec.for_destination())
+    assert dst.spec.fw_cfg == (entry,)
+    assert entry.qemu_arg() in dst.argv
+    result = migrate(src, dst, MigrationPolicy(timeout_s=60))
+    assert result.status == "completed", result.error
+    now = time.monotonic_ns()
+    assert dst.agent.beats.wait_after(now, 5.0), "no heartbeat from the destination"
+    assert dst.agent.command("info").fields["hb_hz"] == "333"
+
+
+def test_without_fw_cfg_the_guest_says_so_and_uses_its_command_line(machines: MachineFactory) -> None:
+    vm = machines("nofwcfg")
+    assert "-fw_cfg" not in vm.argv
+    assert "novamig-init: user-data: none" in vm.console_log()
+    assert vm.agent.ready is not None and vm.agent.ready.fields["hb_hz"] == "1000"

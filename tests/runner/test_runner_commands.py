@@ -83,6 +83,21 @@ def test_every_shipped_scenario_plans(tmp_path: Path) -> None:
 def test_unapplied_workload_is_refused_not_run_idle(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    body = SCENARIO + "workload: {kind: memory, memory: {dirty_rate_mib_s: 16}}\n"
+    body = SCENARIO + "workload: {kind: script, script: {command: 'sleep 1000'}}\n"
     assert cmd_run(scenario(tmp_path, body), None, str(tmp_path / "out"), []) == 2
-    assert "workload.kind memory is not applied" in capsys.readouterr().err
+    assert "workload.kind script is not applied" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_locust_in_the_guest_with_a_user_locustfile_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mine.py").write_text("from locust import HttpUser\n")
+    body = (
+        SCENARIO.replace("fleet: {count: 1}", "fleet: {count: 1, image: novamig-full}")
+        + "workload: {kind: locust, locust: {where: guest, locustfile: mine.py}}\n"
+    )
+    assert cmd_run(scenario(tmp_path, body), None, str(tmp_path / "out"), []) == 2
+    err = capsys.readouterr().err
+    assert "mine.py" in err
+    assert not (tmp_path / "out").exists()

@@ -44,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -58,6 +59,8 @@
 #define INTEGRITY_MAGIC 0x6e6f76616d696721ULL /* "novamig!" */
 #define MAX_HB_HZ 100000U
 #define LINE_MAX_LEN 1024
+#define SETTINGS_PATH "/run/novamig/agent.conf"
+#define PID_PATH "/run/novamig/agent.pid"
 
 /* ------------------------------------------------------------------------------------------ */
 /* small helpers                                                                              */
@@ -116,7 +119,7 @@ static uint64_t mem_available_bytes(void) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* configuration (kernel command line: novamig.<key>=<value>)                                  */
+/* configuration (kernel command line, then /run/novamig/agent.conf: novamig.<key>=<value>)    */
 
 static struct {
     unsigned hb_hz;
@@ -130,15 +133,10 @@ static struct {
     char port_path[256]; /* override for the port device (argv[1]); normally discovered */
 } cfg = {.hb_hz = 1000, .realtime = 0};
 
-static void parse_cmdline(void) {
-    char buf[4096];
-    FILE *f = fopen("/proc/cmdline", "r");
-    if (!f) return;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
+/* Settings: whitespace-separated novamig.<key>=<value> tokens; unknown tokens are ignored. */
+static void parse_settings(char *buf) {
     char *save = NULL;
-    for (char *tok = strtok_r(buf, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
+    for (char *tok = strtok_r(buf, " \t\r\n", &save); tok; tok = strtok_r(NULL, " \t\r\n", &save)) {
         if (strncmp(tok, "novamig.", 8) != 0) continue;
         char *key = tok + 8, *eq = strchr(key, '=');
         if (!eq) continue;
@@ -157,6 +155,36 @@ static void parse_cmdline(void) {
             cfg.integrity_mib = (unsigned)strtoul(val, NULL, 10);
         }
     }
+}
+
+/* Read a whole small file into buf (NUL-terminated); -1 if it cannot be opened. */
+static int read_small_file(const char *path, char *buf, size_t len) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return 0;
+}
+
+/* The kernel command line first, then the settings file: the file is how a server's user-data
+ * configures the agent (written by novamig.workload.userdata before the agent starts, or before
+ * it is restarted on a cloud-init guest), so its keys win. Returns 1 when the file was read. */
+static int load_settings(void) {
+    char buf[4096];
+    if (read_small_file("/proc/cmdline", buf, sizeof buf) == 0) parse_settings(buf);
+    if (read_small_file(SETTINGS_PATH, buf, sizeof buf) != 0) return 0;
+    parse_settings(buf);
+    return 1;
+}
+
+/* /run/novamig/agent.pid: lets user-data (run by cloud-init after boot) find and restart us. */
+static void write_pid_file(void) {
+    mkdir("/run/novamig", 0755);
+    FILE *f = fopen(PID_PATH ".tmp", "w");
+    if (!f) return;
+    fprintf(f, "%d\n", (int)getpid());
+    if (fclose(f) == 0) rename(PID_PATH ".tmp", PID_PATH);
 }
 
 /* The guest's first non-loopback IPv4 address, as configured by init.sh. */
@@ -894,7 +922,8 @@ static void command_loop(void) {
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     start_ns = now_ns();
-    parse_cmdline();
+    int from_file = load_settings();
+    write_pid_file();
     atomic_store(&hb_hz, cfg.hb_hz);
     if (argc > 1) snprintf(cfg.port_path, sizeof cfg.port_path, "%s", argv[1]);
 
@@ -927,7 +956,9 @@ int main(int argc, char **argv) {
     }
     char ip[64];
     guest_ip(ip, sizeof ip);
-    logmsg("up: version=%s port=%s hb_hz=%u ip=%s", AGENT_VERSION, path, cfg.hb_hz, ip);
+    logmsg("up: version=%s port=%s hb_hz=%u ip=%s dirty_mib_s=%g wset_mib=%u integrity_mib=%u settings=%s",
+           AGENT_VERSION, path, cfg.hb_hz, ip, cfg.dirty_mib_s, cfg.dirty_mib_s > 0 ? (cfg.wset_mib ? cfg.wset_mib : 64) : 0,
+           cfg.integrity_mib, from_file ? "cmdline+" SETTINGS_PATH : "cmdline");
     command_loop();
     return 0;
 }

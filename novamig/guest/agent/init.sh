@@ -6,7 +6,8 @@
 # novamig agent (heartbeat, memory dirtier, integrity region, UDP echo, HTTP).
 #
 # Kernel command line (all optional): novamig.ip=ADDR/PREFIX novamig.gw=ADDR novamig.if=IFNAME
-# plus the agent's own novamig.* keys (docs/guest-agent.md).
+# plus the agent's own novamig.* keys (docs/guest-agent.md). User-data: QEMU fw_cfg file
+# opt/org.novamig/user-data, run before the agent starts (below).
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -54,6 +55,37 @@ if [ -n "$IP" ]; then
             ip route add default via "$GW" || say "could not add default route via $GW"
         fi
     fi
+fi
+
+# User-data. On the embedded cloud the server's user-data reaches the guest through QEMU's fw_cfg
+# (no metadata service, no cloud-init in this image): copy it to /run/novamig/user-data and, if it
+# is a script, run it now, before the agent starts, so that the settings it writes
+# (/run/novamig/agent.conf, see novamig.workload.userdata) are in effect from the agent's start.
+# Bounded: a user-data script that hangs must not keep the guest from ever starting its agent.
+USER_DATA_FW=/sys/firmware/qemu_fw_cfg/by_name/opt/org.novamig/user-data/raw
+USER_DATA_TIMEOUT_S=30
+mkdir -p /run/novamig
+if [ -r "$USER_DATA_FW" ]; then
+    if cat "$USER_DATA_FW" > /run/novamig/user-data; then
+        size=$(wc -c < /run/novamig/user-data)
+        if [ "$(head -c 2 /run/novamig/user-data)" = "#!" ]; then
+            chmod 0700 /run/novamig/user-data
+            say "user-data: running /run/novamig/user-data ($size bytes, at most $USER_DATA_TIMEOUT_S s)"
+            timeout "$USER_DATA_TIMEOUT_S" /run/novamig/user-data < /dev/null
+            rc=$?
+            if [ "$rc" = 0 ]; then
+                say "user-data: done"
+            else
+                say "user-data: exited with status $rc (143: ended after $USER_DATA_TIMEOUT_S s)"
+            fi
+        else
+            say "user-data: $size bytes, not a script (no #!): kept in /run/novamig/user-data, not run"
+        fi
+    else
+        say "user-data: could not read $USER_DATA_FW"
+    fi
+else
+    say "user-data: none (no fw_cfg opt/org.novamig/user-data)"
 fi
 
 say "up: kernel $(uname -r), ip=${IP:-none} dev=${IFACE:-none}; starting the agent"

@@ -13,7 +13,8 @@
 # novamig.web_port=PORT (default 8080; the agent serves port 80) novamig.web_mem_mib=MIB (the web
 # application's /memory buffer, default 32), novamig.dhcp=1 (no novamig.ip: DHCP on the first
 # NIC) and novamig.cloud_init=1 (run cloud-init's stages; both set by the Glance form's boot
-# loader), plus the agent's own novamig.* keys (docs/guest-agent.md).
+# loader), plus the agent's own novamig.* keys (docs/guest-agent.md). User-data: QEMU fw_cfg file
+# opt/org.novamig/user-data, run before the agent starts (embedded form; below).
 
 BB=/usr/local/lib/novamig/busybox
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -89,6 +90,39 @@ elif [ -n "$IP" ]; then
             $BB ip route add default via "$GW" || say "could not add default route via $GW"
         fi
     fi
+fi
+
+# User-data. The embedded form gets the server's user-data through QEMU's fw_cfg: copy it to
+# /run/novamig/user-data and, if it is a script, run it now, before the agent starts, so that the
+# settings it writes (/run/novamig/agent.conf, see novamig.workload.userdata) are in effect from the
+# agent's start. Bounded: a hanging script must not keep the agent from starting. The Glance form
+# (novamig.cloud_init=1) leaves user-data to cloud-init, which gets it from the metadata service or
+# config drive and runs it after boot (the script then restarts the running agent).
+USER_DATA_FW=/sys/firmware/qemu_fw_cfg/by_name/opt/org.novamig/user-data/raw
+USER_DATA_TIMEOUT_S=30
+if [ "$CLOUD_INIT" = 1 ]; then
+    say "user-data: left to cloud-init"
+elif [ -r "$USER_DATA_FW" ]; then
+    if $BB cat "$USER_DATA_FW" > /run/novamig/user-data; then
+        size=$($BB wc -c < /run/novamig/user-data)
+        if [ "$($BB head -c 2 /run/novamig/user-data)" = "#!" ]; then
+            $BB chmod 0700 /run/novamig/user-data
+            say "user-data: running /run/novamig/user-data ($size bytes, at most $USER_DATA_TIMEOUT_S s)"
+            $BB timeout "$USER_DATA_TIMEOUT_S" /run/novamig/user-data < /dev/null
+            rc=$?
+            if [ "$rc" = 0 ]; then
+                say "user-data: done"
+            else
+                say "user-data: exited with status $rc (143: ended after $USER_DATA_TIMEOUT_S s)"
+            fi
+        else
+            say "user-data: $size bytes, not a script (no #!): kept in /run/novamig/user-data, not run"
+        fi
+    else
+        say "user-data: could not read $USER_DATA_FW"
+    fi
+else
+    say "user-data: none (no fw_cfg opt/org.novamig/user-data)"
 fi
 
 say "up: kernel $(uname -r), ip=${IP:-none} dev=${IFACE:-none}; starting the agent and the web application"

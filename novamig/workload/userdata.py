@@ -1,0 +1,94 @@
+"""The server's user-data: how a case's workload settings reach the guest agent.
+
+Why user-data: it is the one channel every Nova cloud offers from the API into a guest, so the
+same scenario loads a guest the same way on DevStack (cloud-init runs it on the Glance image) and
+on the embedded cloud (novamig's own guest init reads it from QEMU's fw_cfg and runs it before the
+agent starts). No agent command has to be sent after boot, so the load is on from the guest's first
+second and survives an agent restart.
+
+`render_user_data(plan)` returns a POSIX ``#!/bin/sh`` script that writes the agent's settings file
+``/run/novamig/agent.conf``: whitespace-separated ``novamig.<key>=<value>`` tokens, the keys the
+agent reads from the kernel command line (docs/guest-agent.md); the file's keys override the
+command line. Every key is always written (zero meaning "off"), so the file alone says what the
+case asked for, whatever the image's command line holds. When an agent is already running (on a
+cloud-init guest user-data runs after boot) the script ends it; the guest's init restarts it after
+1 s and the new agent reads the file.
+
+The path prefix is ``$NOVAMIG_USERDATA_ROOT`` (empty in a guest): tests run the script against a
+temporary directory with it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from novamig.runner.plan import CasePlan
+
+#: Size of the integrity region when the SLA asks for memory integrity, MiB. 16 MiB fits the
+#: smallest flavor (m1.nano, 128 MiB: the tiny guest uses about 40 MiB and the agent keeps 24 MiB
+#: free) next to a modest dirtier working set, is 4096 pages for a lost page to land in, and its
+#: check takes about 25 ms under TCG, so checking after every migration costs little.
+INTEGRITY_MIB = 16
+
+#: Where the agent reads its settings and records its PID (docs/guest-agent.md).
+CONF_PATH = "/run/novamig/agent.conf"
+PID_PATH = "/run/novamig/agent.pid"
+#: Environment variable that prefixes every path the script writes (tests only).
+ROOT_ENV = "NOVAMIG_USERDATA_ROOT"
+
+
+def agent_settings(plan: CasePlan) -> dict[str, str]:
+    """The agent's settings for this case, key (without ``novamig.``) → value, in a fixed order."""
+    workload = plan.workload_spec
+    memory = workload.memory
+    dirty = workload.kind == "memory" or (workload.kind == "locust" and memory.dirty_rate_mib_s > 0)
+    rate = memory.dirty_rate_mib_s if dirty else 0
+    return {
+        "hb_hz": str(plan.measure.heartbeat_hz),
+        "dirty_mib_s": f"{rate:g}",
+        "wset_mib": str(memory.working_set_mib if rate > 0 else 0),
+        "integrity_mib": str(INTEGRITY_MIB if plan.sla.memory_integrity else 0),
+    }
+
+
+def render_user_data(plan: CasePlan) -> str:
+    """The user-data script for every server of the case (see the module docstring)."""
+    settings = " ".join(f"novamig.{key}={value}" for key, value in agent_settings(plan).items())
+    # Values are numbers and keys fixed names: nothing in `settings` needs shell quoting beyond
+    # the single quotes below (asserted so that a future key cannot break the script).
+    assert "'" not in settings
+    return f"""#!/bin/sh
+# novamig user-data (case {_comment(plan.case_id)}): settings of the novamig guest agent.
+# Written by novamig.workload.userdata; format and keys: docs/guest-agent.md.
+root="${{{ROOT_ENV}:-}}"
+conf="$root{CONF_PATH}"
+pidfile="$root{PID_PATH}"
+settings='{settings}'
+mkdir -p "${{conf%/*}}" || exit 1
+# write then rename: an agent starting meanwhile reads the old file or the new one, never half
+printf '%s\\n' "$settings" > "$conf.tmp.$$" && mv -f "$conf.tmp.$$" "$conf" || exit 1
+echo "novamig-userdata: wrote $conf: $settings"
+# An agent already running (cloud-init runs user-data after boot) is ended; the guest's init
+# restarts it after 1 s and the new one reads the file. Only a process that is the agent is signalled.
+pid=""
+[ -r "$pidfile" ] && read -r pid < "$pidfile"
+case "$pid" in
+    ""|*[!0-9]*) echo "novamig-userdata: no agent running yet; it will read the settings when it starts" ;;
+    *)
+        comm=""
+        [ -r "/proc/$pid/comm" ] && read -r comm < "/proc/$pid/comm"
+        if [ "$comm" = novamig-agent ] && kill "$pid" 2>/dev/null; then
+            echo "novamig-userdata: restarting the running agent (pid $pid) to apply the settings"
+        else
+            echo "novamig-userdata: no agent running yet; it will read the settings when it starts"
+        fi
+        ;;
+esac
+exit 0
+"""
+
+
+def _comment(text: str) -> str:
+    """`text` made safe for one shell comment line."""
+    return " ".join(text.split())
