@@ -22,9 +22,10 @@ from novamig.exitcodes import ExitCode
 
 log = logging.getLogger("novamig.runner")
 
-SUPPORTED_WORKLOADS = frozenset({"idle", "memory", "locust"})
-"""Workload kinds this version applies to guests: idle and memory through the server's user-data
-(the guest agent's settings), locust through the Locust probe, which also drives the load."""
+SUPPORTED_WORKLOADS = frozenset({"idle", "memory", "locust", "script"})
+"""Workload kinds this version applies to guests: idle, memory and script through the server's
+user-data (the guest agent's settings; the user's command), locust through the Locust probe,
+which also drives the load."""
 
 
 def _err(msg: str) -> None:

@@ -20,6 +20,7 @@ temporary directory with it.
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -85,7 +86,38 @@ case "$pid" in
         fi
         ;;
 esac
-exit 0
+{_script_block(plan)}exit 0
+"""
+
+
+#: Where a `script` workload's command is written and its output goes (inside the guest).
+SCRIPT_PATH = "/run/novamig/workload.sh"
+SCRIPT_LOG = "/run/novamig/workload.log"
+
+
+def _script_block(plan: CasePlan) -> str:
+    """`workload.kind: script`: the user's command, started once in the background for the case.
+
+    The command and its environment are written to a file with a quoted here-document and every
+    value quoted by `shlex.quote`, so nothing in them is expanded while user-data runs; the command
+    itself then runs under ``sh`` as the user wrote it. Its output goes to a log file in the guest,
+    not the console (environment values may be secrets: the console reaches Nova's console log).
+    """
+    workload = plan.workload_spec
+    if workload.kind != "script" or workload.script is None:
+        return ""
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(workload.script.env.items()))
+    body = exports + workload.script.command + "\n"
+    marker = "NOVAMIG_WORKLOAD_EOF"
+    while marker in body:
+        marker += "_"
+    return f"""# workload.kind script: the user's command, in the background for the whole case
+script="$root{SCRIPT_PATH}"
+cat > "$script" <<'{marker}'
+{body}{marker}
+chmod 0700 "$script"
+( cd / && exec sh "$script" ) > "$root{SCRIPT_LOG}" 2>&1 < /dev/null &
+echo "novamig-userdata: started the workload script (pid $!; output in {SCRIPT_LOG})"
 """
 
 

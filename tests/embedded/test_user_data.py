@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from novamig.runner.plan import CasePlan
 from novamig.runner.sla import SlaSpec
 from novamig.runner.targets import Target
 from novamig.runner.watch import Policy
-from novamig.scenario.models import Measure, MemoryLoad, Workload
+from novamig.scenario.models import Measure, MemoryLoad, ScriptLoad, Workload
 from novamig.workload.userdata import INTEGRITY_MIB, render_user_data
 
 from .conftest import BOOT_TIMEOUT_S, wait_for_migration_end, wait_for_status
@@ -29,13 +30,21 @@ pytestmark = pytest.mark.qemu
 FW_CFG_NAME = "opt/org.novamig/user-data"
 
 
-def _user_data(*, hz: int, dirty_mib_s: float = 0, wset_mib: int = 64, integrity: bool = False) -> str:
+def _user_data(
+    *,
+    hz: int,
+    dirty_mib_s: float = 0,
+    wset_mib: int = 64,
+    integrity: bool = False,
+    workload: Workload | None = None,
+) -> str:
     """The user-data the runner would give a case's servers, base64 as the compute API wants it."""
-    workload = (
-        Workload(kind="memory", memory=MemoryLoad(dirty_rate_mib_s=dirty_mib_s, working_set_mib=wset_mib))
-        if dirty_mib_s
-        else Workload()
-    )
+    if workload is None:
+        workload = (
+            Workload(kind="memory", memory=MemoryLoad(dirty_rate_mib_s=dirty_mib_s, working_set_mib=wset_mib))
+            if dirty_mib_s
+            else Workload()
+        )
     plan = CasePlan(
         case_id="user-data-test#r1",
         params={},
@@ -229,3 +238,26 @@ def test_full_image_runs_user_data_before_its_agent(
     finally:
         embedded_conn.compute.delete_server(server, ignore_missing=True)
         embedded_conn.compute.wait_for_delete(server, wait=60)
+
+
+def test_script_workload_runs_inside_the_guest(embedded_conn: Any, boot_server: Callable[..., Any]) -> None:
+    """`workload.kind: script`: the user's command runs in the guest's shell, with its environment.
+    The arithmetic happens in the guest: the text "answer-42" is in neither the user-data nor the
+    command, so only a command that ran can put it on the console."""
+    workload = Workload(
+        kind="script",
+        script=ScriptLoad(
+            command='echo "novamig-script: $WORD-$((6 * 7))" > /dev/console', env={"WORD": "answer"}
+        ),
+    )
+    user_data = _user_data(hz=1000, workload=workload)
+    assert "answer-42" not in base64.b64decode(user_data).decode()
+    server = boot_server(name="novamig-script", user_data=user_data)
+    deadline = time.monotonic() + 30
+    console = _console(embedded_conn, server)
+    while "novamig-script: answer-42" not in console and time.monotonic() < deadline:
+        time.sleep(0.5)
+        console = _console(embedded_conn, server)
+    assert "novamig-script: answer-42" in console, console[-2000:]
+    embedded_conn.compute.delete_server(server)
+    embedded_conn.compute.wait_for_delete(server, wait=60)

@@ -80,15 +80,6 @@ def test_every_shipped_scenario_plans(tmp_path: Path) -> None:
                 assert plan.host_options.get("live_migration_permit_post_copy") is True
 
 
-def test_unapplied_workload_is_refused_not_run_idle(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    body = SCENARIO + "workload: {kind: script, script: {command: 'sleep 1000'}}\n"
-    assert cmd_run(scenario(tmp_path, body), None, str(tmp_path / "out"), []) == 2
-    assert "workload.kind script is not applied" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
 def test_locust_in_the_guest_with_a_user_locustfile_is_refused_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

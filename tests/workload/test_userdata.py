@@ -191,3 +191,35 @@ def test_case_id_cannot_break_out_of_the_comment() -> None:
     weird: dict[str, Any] = {"case_id": "a\nrm -rf /\n#"}
     script = render_user_data(CasePlan(**{**plan.__dict__, **weird}))
     assert "\nrm -rf /" not in script
+
+
+def test_script_workload_runs_the_command_with_its_environment_unexpanded(tmp_path: Path) -> None:
+    from novamig.scenario.models import ScriptLoad
+
+    out = tmp_path / "out.txt"
+    command = f"printf '%s|%s|%s' \"$GREETING\" \"$TOKEN\" '$HOME' > {out}"
+    plan = _plan(
+        Workload(
+            kind="script",
+            script=ScriptLoad(command=command, env={"GREETING": "hello world", "TOKEN": "a'b$(x)`y`"}),
+        )
+    )
+    text = render_user_data(plan)
+    assert "a'b$(x)" not in text.split("NOVAMIG_WORKLOAD_EOF")[0]  # values only inside the quoted file
+    result = _run(text, tmp_path / "guest")
+    assert result.returncode == 0, result.stderr
+    assert "started the workload script" in result.stdout
+    assert "hello world" not in result.stdout  # values are not echoed
+    deadline = time.monotonic() + 10
+    while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.read_text() == "hello world|a'b$(x)`y`|$HOME"
+    script = tmp_path / "guest" / "run" / "novamig" / "workload.sh"
+    assert oct(script.stat().st_mode & 0o777) == "0o700"
+
+
+def test_other_workloads_start_no_script() -> None:
+    assert "workload.sh" not in render_user_data(
+        _plan(Workload(kind="memory", memory=MemoryLoad(dirty_rate_mib_s=8)))
+    )
+    assert "workload.sh" not in render_user_data(_plan())
