@@ -218,11 +218,11 @@ def _run(
             if wanted:
                 _err(f"the scenario sets host options ({', '.join(wanted)}) but {applier.why}")
                 return int(ExitCode.BAD_INPUT)
-        from novamig.workload.userdata import render_user_data
+        from novamig.workload.userdata import user_data_for
 
         fleet = CloudFleet(
             compute,
-            user_data=render_user_data,
+            user_data=user_data_for,
             run_id=run_id,
             image_ids=report.image_ids,
             networks=networks,

@@ -6,7 +6,7 @@ on the embedded cloud (novamig's own guest init reads it from QEMU's fw_cfg and 
 agent starts). No agent command has to be sent after boot, so the load is on from the guest's first
 second and survives an agent restart.
 
-`render_user_data(plan)` returns a POSIX ``#!/bin/sh`` script that writes the agent's settings file
+`render_user_data(setup)` returns a POSIX ``#!/bin/sh`` script that writes the agent's settings file
 ``/run/novamig/agent.conf``: whitespace-separated ``novamig.<key>=<value>`` tokens, the keys the
 agent reads from the kernel command line (docs/guest-agent.md); the file's keys override the
 command line. Every key is always written (zero meaning "off"), so the file alone says what the
@@ -21,10 +21,27 @@ temporary directory with it.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from novamig.scenario.models import Measure, Workload
 
 if TYPE_CHECKING:
     from novamig.runner.plan import CasePlan
+
+
+@dataclass(frozen=True)
+class GuestSetup:
+    """What of a case the guests are told at boot: all the user-data is made from."""
+
+    case_id: str
+    workload: Workload = field(default_factory=Workload)
+    measure: Measure = field(default_factory=Measure)
+    memory_integrity: bool = False  # the SLA asks for it: the agent keeps an integrity region
+
+    @classmethod
+    def of(cls, plan: CasePlan) -> GuestSetup:
+        return cls(plan.case_id, plan.workload_spec, plan.measure, bool(plan.sla.memory_integrity))
 
 #: Size of the integrity region when the SLA asks for memory integrity, MiB. 16 MiB fits the
 #: smallest flavor (m1.nano, 128 MiB: the tiny guest uses about 40 MiB and the agent keeps 24 MiB
@@ -39,28 +56,33 @@ PID_PATH = "/run/novamig/agent.pid"
 ROOT_ENV = "NOVAMIG_USERDATA_ROOT"
 
 
-def agent_settings(plan: CasePlan) -> dict[str, str]:
+def agent_settings(setup: GuestSetup) -> dict[str, str]:
     """The agent's settings for this case, key (without ``novamig.``) → value, in a fixed order."""
-    workload = plan.workload_spec
+    workload = setup.workload
     memory = workload.memory
     dirty = workload.kind == "memory" or (workload.kind == "locust" and memory.dirty_rate_mib_s > 0)
     rate = memory.dirty_rate_mib_s if dirty else 0
     return {
-        "hb_hz": str(plan.measure.heartbeat_hz),
+        "hb_hz": str(setup.measure.heartbeat_hz),
         "dirty_mib_s": f"{rate:g}",
         "wset_mib": str(memory.working_set_mib if rate > 0 else 0),
-        "integrity_mib": str(INTEGRITY_MIB if plan.sla.memory_integrity else 0),
+        "integrity_mib": str(INTEGRITY_MIB if setup.memory_integrity else 0),
     }
 
 
-def render_user_data(plan: CasePlan) -> str:
+def user_data_for(plan: CasePlan) -> str:
+    """The runner's entry: the user-data of every server of `plan`."""
+    return render_user_data(GuestSetup.of(plan))
+
+
+def render_user_data(setup: GuestSetup) -> str:
     """The user-data script for every server of the case (see the module docstring)."""
-    settings = " ".join(f"novamig.{key}={value}" for key, value in agent_settings(plan).items())
+    settings = " ".join(f"novamig.{key}={value}" for key, value in agent_settings(setup).items())
     # Values are numbers and keys fixed names: nothing in `settings` needs shell quoting beyond
     # the single quotes below (asserted so that a future key cannot break the script).
     assert "'" not in settings
     return f"""#!/bin/sh
-# novamig user-data (case {_comment(plan.case_id)}): settings of the novamig guest agent.
+# novamig user-data (case {_comment(setup.case_id)}): settings of the novamig guest agent.
 # Written by novamig.workload.userdata; format and keys: docs/guest-agent.md.
 root="${{{ROOT_ENV}:-}}"
 conf="$root{CONF_PATH}"
@@ -86,7 +108,7 @@ case "$pid" in
         fi
         ;;
 esac
-{_script_block(plan)}exit 0
+{_script_block(setup)}exit 0
 """
 
 
@@ -95,7 +117,7 @@ SCRIPT_PATH = "/run/novamig/workload.sh"
 SCRIPT_LOG = "/run/novamig/workload.log"
 
 
-def _script_block(plan: CasePlan) -> str:
+def _script_block(setup: GuestSetup) -> str:
     """`workload.kind: script`: the user's command, started once in the background for the case.
 
     The command and its environment are written to a file with a quoted here-document and every
@@ -103,7 +125,7 @@ def _script_block(plan: CasePlan) -> str:
     itself then runs under ``sh`` as the user wrote it. Its output goes to a log file in the guest,
     not the console (environment values may be secrets: the console reaches Nova's console log).
     """
-    workload = plan.workload_spec
+    workload = setup.workload
     if workload.kind != "script" or workload.script is None:
         return ""
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(workload.script.env.items()))

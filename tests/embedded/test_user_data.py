@@ -12,16 +12,11 @@ from typing import Any
 
 import pytest
 
-from novamig.cloud.resources import FlavorSpec
 from novamig.embedded import processes
 from novamig.embedded.cloud import EmbeddedCloud
 from novamig.embedded.layout import FULL_IMAGE_NAME
-from novamig.runner.plan import CasePlan
-from novamig.runner.sla import SlaSpec
-from novamig.runner.targets import Target
-from novamig.runner.watch import Policy
 from novamig.scenario.models import Measure, MemoryLoad, ScriptLoad, Workload
-from novamig.workload.userdata import INTEGRITY_MIB, render_user_data
+from novamig.workload.userdata import INTEGRITY_MIB, GuestSetup, render_user_data
 
 from .conftest import BOOT_TIMEOUT_S, wait_for_migration_end, wait_for_status
 
@@ -45,27 +40,8 @@ def _user_data(
             if dirty_mib_s
             else Workload()
         )
-    plan = CasePlan(
-        case_id="user-data-test#r1",
-        params={},
-        repetition=1,
-        servers=1,
-        flavor=FlavorSpec(1, 256, 1),
-        image="novamig-tiny",
-        network=None,
-        workload=workload.kind,
-        count=1,
-        concurrency=1,
-        target=Target.parse("auto"),
-        ping_pong=False,
-        block_migration="auto",
-        interval_s=0.0,
-        policy=Policy(timeout_s=120),
-        sla=SlaSpec(memory_integrity=integrity),
-        workload_spec=workload,
-        measure=Measure(heartbeat_hz=hz),
-    )
-    return base64.b64encode(render_user_data(plan).encode()).decode()
+    setup = GuestSetup("user-data-test#r1", workload, Measure(heartbeat_hz=hz), integrity)
+    return base64.b64encode(render_user_data(setup).encode()).decode()
 
 
 def _qemu_cmdline(cloud: EmbeddedCloud, host: str, server_id: str) -> str:

@@ -7,41 +7,15 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from novamig.cloud.resources import FlavorSpec
-from novamig.runner.plan import CasePlan
-from novamig.runner.sla import SlaSpec
-from novamig.runner.targets import Target
-from novamig.runner.watch import Policy
 from novamig.scenario.models import Measure, MemoryLoad, Workload
-from novamig.workload.userdata import INTEGRITY_MIB, ROOT_ENV, agent_settings, render_user_data
+from novamig.workload.userdata import INTEGRITY_MIB, ROOT_ENV, GuestSetup, agent_settings, render_user_data
 
 
-def _plan(workload: Workload | None = None, *, hz: int = 1000, integrity: bool | None = None) -> CasePlan:
-    workload = workload or Workload()
-    return CasePlan(
-        case_id="dirty_rate_mib_s=64#r1",
-        params={},
-        repetition=1,
-        servers=1,
-        flavor=FlavorSpec(1, 256, 1),
-        image="novamig-tiny",
-        network=None,
-        workload=workload.kind,
-        count=1,
-        concurrency=1,
-        target=Target.parse("auto"),
-        ping_pong=False,
-        block_migration="auto",
-        interval_s=0.0,
-        policy=Policy(timeout_s=30),
-        sla=SlaSpec(memory_integrity=integrity),
-        workload_spec=workload,
-        measure=Measure(heartbeat_hz=hz),
-    )
+def _plan(workload: Workload | None = None, *, hz: int = 1000, integrity: bool = False) -> GuestSetup:
+    return GuestSetup("dirty_rate_mib_s=64#r1", workload or Workload(), Measure(heartbeat_hz=hz), integrity)
 
 
 def _run(script: str, root: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -187,9 +161,7 @@ def test_unwritable_root_fails_the_script(tmp_path: Path) -> None:
 
 
 def test_case_id_cannot_break_out_of_the_comment() -> None:
-    plan = _plan()
-    weird: dict[str, Any] = {"case_id": "a\nrm -rf /\n#"}
-    script = render_user_data(CasePlan(**{**plan.__dict__, **weird}))
+    script = render_user_data(GuestSetup("a\nrm -rf /\n#"))
     assert "\nrm -rf /" not in script
 
 
