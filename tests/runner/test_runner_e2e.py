@@ -133,6 +133,30 @@ def test_smoke_scenario(tmp_path: Path, cloud: str, capsys: pytest.CaptureFixtur
     assert_nothing_left(cloud, capsys)
 
 
+def test_locust_web_scenario_gives_locust_statistics_and_four_figures(tmp_path: Path, cloud: str) -> None:
+    """The shipped locust-web scenario, cut to one full guest and one migration: Locust runs inside
+    the guest, and every vantage point gives its figure."""
+    body = (ROOT / "scenarios" / "locust-web.yaml").read_text()
+    overrides = ("fleet.count=1", "migration.count=1", "migration.interval_s=0", "measure.noise_floor_s=3")
+    rc, results = run(tmp_path, cloud, body, *overrides)
+    case = results.cases[0]
+    assert case.error is None, case.error
+    (m,) = migrations(results)
+    assert m.status == "completed", m.events
+    for probe in ("guest", "network", "locust", "hypervisor"):
+        assert getattr(m.downtime_ms, probe) is not None, (probe, m.events)
+        assert getattr(m.resolution_ms, probe) is not None, probe
+    assert case.locust is not None and case.locust["where"] == "guest"
+    total = case.locust["total"]
+    assert total["requests"] > 50 and total["failure_ratio"] is not None
+    assert total["latency_ms"]["p50"] is not None
+    assert case.noise_floor_ms.locust is not None and case.noise_floor_ms.network is not None
+    assert m.memory_integrity is True
+    names = {c.name for c in case.sla}
+    assert names >= {"locust_failure_ratio.max", "memory_integrity", "downtime_ms.locust.max"}
+    assert rc == (0 if case.passed else 1)
+
+
 def test_concurrency_2_round_robin(tmp_path: Path, cloud: str) -> None:
     body = (
         "name: rr\n"
