@@ -11,25 +11,45 @@ installed), and the result is cached by a hash of every input, so a second build
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
-import io
 import json
 import lzma
 import os
 import re
 import shutil
 import stat
-import subprocess
-import tarfile
-import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from novamig.guest.build import (
+    Deb,
+    ImageBuildError,
+    Progress,
+    build_cpio,
+    cached_build,
+    fetch_deb,
+    iter_deb_files,
+    resolve_debs,
+    run_step,
+)
+
+__all__ = [
+    "AGENT_CFLAGS",
+    "BASE_APPEND",
+    "BUILD_SCRIPT_VERSION",
+    "BUSYBOX_PACKAGE",
+    "KERNEL_META_PACKAGE",
+    "MODULE_ORDER",
+    "GuestImage",
+    "ImageBuildError",
+    "Progress",
+    "build_tiny_image",
+    "cache_dir",
+]
 
 #: Bump when the build procedure changes in a way the other inputs do not capture.
 BUILD_SCRIPT_VERSION = "3"
@@ -59,8 +79,6 @@ KERNEL_META_PACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
 AGENT_CFLAGS: tuple[str, ...] = ("-static", "-O2", "-pthread", "-Wall", "-Wextra", "-s")
 
-Progress = Callable[[str], None]
-
 
 @dataclass(frozen=True)
 class GuestImage:
@@ -85,26 +103,6 @@ class GuestImage:
         return " ".join([self.append, *extra])
 
 
-class ImageBuildError(Exception):
-    """An image build failed. ``step`` names the step (and the package, where one is involved);
-    ``command`` and ``output`` carry the failing command and what it printed."""
-
-    def __init__(
-        self, step: str, message: str, command: Sequence[str] | None = None, output: str = ""
-    ) -> None:
-        self.step = step
-        self.message = message
-        self.command = list(command) if command is not None else None
-        self.output = output
-        text = f"image build failed at step '{step}': {message}"
-        if self.command:
-            text += f"\n  command: {' '.join(self.command)}"
-        if output.strip():
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            text += "\n  output:\n    " + tail.replace("\n", "\n    ")
-        super().__init__(text)
-
-
 def cache_dir() -> Path:
     """novamig's cache: ``$NOVAMIG_CACHE_DIR``, else ``$XDG_CACHE_HOME/novamig``, else
     ``~/.cache/novamig``."""
@@ -120,41 +118,14 @@ def cache_dir() -> Path:
 # helpers
 
 
-def _run(step: str, cmd: Sequence[str], cwd: Path | None = None, timeout: float = 600) -> str:
-    """Run a command; any failure becomes an ImageBuildError naming the step."""
-    try:
-        proc = subprocess.run(
-            list(cmd), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
-        raise ImageBuildError(step, f"program not found: {cmd[0]}", cmd) from e
-    except subprocess.TimeoutExpired as e:
-        raise ImageBuildError(step, f"timed out after {timeout:.0f} s", cmd) from e
-    if proc.returncode != 0:
-        raise ImageBuildError(
-            step, f"exit status {proc.returncode}", cmd, (proc.stdout or "") + (proc.stderr or "")
-        )
-    return proc.stdout
-
-
 def _agent_source(name: str) -> bytes:
     return resources.files("novamig.guest").joinpath("agent", name).read_bytes()
-
-
-@dataclass(frozen=True)
-class _Deb:
-    """A Debian package as apt would download it (resolved without downloading)."""
-
-    package: str
-    url: str
-    filename: str
-    sha256: str
 
 
 def _resolve_kernel_package() -> str:
     """The concrete kernel package behind ``linux-image-amd64`` on this Debian release."""
     step = f"resolve kernel package ({KERNEL_META_PACKAGE})"
-    out = _run(step, ["apt-cache", "depends", KERNEL_META_PACKAGE])
+    out = run_step(step, ["apt-cache", "depends", KERNEL_META_PACKAGE])
     for line in out.splitlines():
         m = re.match(r"\s*Depends:\s*(linux-image-\S+-amd64)\s*$", line)
         if m:
@@ -166,28 +137,6 @@ def _resolve_kernel_package() -> str:
         ["apt-cache", "depends", KERNEL_META_PACKAGE],
         out,
     )
-
-
-def _resolve_debs(packages: Sequence[str]) -> list[_Deb]:
-    """Ask apt which .deb it would fetch for each package (URL, file name, SHA256): these name
-    the exact inputs for the cache key without downloading anything."""
-    debs: list[_Deb] = []
-    with tempfile.TemporaryDirectory(prefix="novamig-resolve-") as tmp:
-        for package in packages:
-            # one call per package, in an empty directory (apt skips files already present)
-            cmd = ["apt-get", "download", "--print-uris", package]
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
-            output = proc.stdout + proc.stderr
-            m = re.search(r"^'(\S+)' (\S+\.deb) \d+ SHA256:([0-9a-f]{64})", proc.stdout, re.MULTILINE)
-            if proc.returncode != 0 or not m:
-                hint = ""
-                if "Unable to locate package" in output or "has no installation candidate" in output:
-                    hint = " (no such package in the apt lists; is the name right? is `apt-get update` done?)"
-                raise ImageBuildError(
-                    f"resolve package {package}", f"apt cannot resolve {package}{hint}", cmd, output
-                )
-            debs.append(_Deb(package, m.group(1), m.group(2), m.group(3)))
-    return debs
 
 
 def _apt_state_fingerprint(*names: str) -> str | None:
@@ -217,7 +166,7 @@ def _apt_state_fingerprint(*names: str) -> str | None:
 
 def _resolve_inputs(
     root: Path, kernel_package: str | None, busybox_package: str, say: Progress
-) -> tuple[_Deb, _Deb, str]:
+) -> tuple[Deb, Deb, str]:
     """Which .debs and which gcc the build would use. Asking apt takes about a second, so the
     answer is remembered for as long as the apt lists and gcc are unchanged: a cached build then
     returns in milliseconds."""
@@ -226,11 +175,11 @@ def _resolve_inputs(
     if memo is not None:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             data = json.loads(memo.read_text())
-            return _Deb(**data["kernel"]), _Deb(**data["busybox"]), str(data["gcc"])
+            return Deb(**data["kernel"]), Deb(**data["busybox"]), str(data["gcc"])
     say("resolving packages")
     kpkg = kernel_package or _resolve_kernel_package()
-    kdeb, bdeb = _resolve_debs([kpkg, busybox_package])
-    cc_version = _run("check the C compiler (gcc)", ["gcc", "-dumpfullversion"]).strip()
+    kdeb, bdeb = resolve_debs([kpkg, busybox_package])
+    cc_version = run_step("check the C compiler (gcc)", ["gcc", "-dumpfullversion"]).strip()
     if memo is not None:
         with contextlib.suppress(OSError):
             memo.parent.mkdir(parents=True, exist_ok=True)
@@ -238,58 +187,6 @@ def _resolve_inputs(
             tmp.write_text(json.dumps({"kernel": kdeb.__dict__, "busybox": bdeb.__dict__, "gcc": cc_version}))
             os.replace(tmp, memo)
     return kdeb, bdeb, cc_version
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fetch_deb(deb: _Deb, downloads: Path, progress: Progress) -> Path:
-    """The .deb from the download cache, or fetched with ``apt-get download`` (verified)."""
-    target = downloads / deb.filename
-    if target.exists() and _sha256_file(target) == deb.sha256:
-        progress(f"package {deb.package}: cached {target}")
-        return target
-    downloads.mkdir(parents=True, exist_ok=True)
-    step = f"download package {deb.package}"
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
-        _run(step, ["apt-get", "download", deb.package], cwd=Path(tmp))
-        got = list(Path(tmp).glob("*.deb"))
-        if len(got) != 1:
-            raise ImageBuildError(step, f"expected one .deb, found {[p.name for p in got]}")
-        if _sha256_file(got[0]) != deb.sha256:
-            raise ImageBuildError(step, f"SHA256 of {got[0].name} does not match the apt lists")
-        os.replace(got[0], target)
-    progress(f"package {deb.package}: downloaded {target.name} in {time.monotonic() - t0:.1f} s")
-    return target
-
-
-def _iter_deb_files(deb: Path, step: str) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-    """Stream the members of a .deb's data archive (``dpkg-deb --fsys-tarfile``)."""
-    cmd = ["dpkg-deb", "--fsys-tarfile", str(deb)]
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError as e:
-        raise ImageBuildError(step, "program not found: dpkg-deb", cmd) from e
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                yield member, tar
-    except tarfile.TarError as e:
-        raise ImageBuildError(step, f"cannot read the package archive: {e}", cmd) from e
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        rc = proc.wait()
-    if rc != 0:
-        raise ImageBuildError(step, f"exit status {rc}", cmd, err)
 
 
 def _extract_vmlinux(vmlinuz: bytes, step: str) -> bytes:
@@ -314,56 +211,6 @@ def _extract_vmlinux(vmlinuz: bytes, step: str) -> bytes:
     raise ImageBuildError(
         step, "no xz or gzip compressed ELF kernel found in vmlinuz", output="\n".join(attempts)
     )
-
-
-def _newc_entry(
-    name: str, mode: int, data: bytes = b"", ino: int = 0, rdev: tuple[int, int] = (0, 0)
-) -> bytes:
-    """One entry of a 'newc' cpio archive (the initramfs format), owned by root."""
-    nameb = name.encode() + b"\0"
-    fields = [
-        ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(nameb), 0,
-    ]  # fmt: skip
-    header = b"070701" + b"".join(f"{v:08x}".encode() for v in fields)
-    out = header + nameb
-    out += b"\0" * (-len(out) % 4)
-    out += data
-    out += b"\0" * (-len(out) % 4)
-    return out
-
-
-def _build_cpio(dirs: Sequence[str], files: dict[str, tuple[bytes, int]], symlinks: dict[str, str],
-                nodes: dict[str, tuple[int, int, int]]) -> bytes:  # fmt: skip
-    """Pack an initramfs: directories, regular files (data, permission bits), symlinks and
-    character device nodes (type bits, major, minor), then the trailer."""
-    buf = io.BytesIO()
-    ino = 1
-    for d in dirs:
-        buf.write(_newc_entry(d, stat.S_IFDIR | 0o755, ino=ino))
-        ino += 1
-    for name, (data, perm) in sorted(files.items()):
-        buf.write(_newc_entry(name, stat.S_IFREG | perm, data, ino=ino))
-        ino += 1
-    for name, target in sorted(symlinks.items()):
-        buf.write(_newc_entry(name, stat.S_IFLNK | 0o777, target.encode(), ino=ino))
-        ino += 1
-    for name, (kind, major, minor) in sorted(nodes.items()):
-        buf.write(_newc_entry(name, kind | 0o600, ino=ino, rdev=(major, minor)))
-        ino += 1
-    buf.write(_newc_entry("TRAILER!!!", 0))
-    return buf.getvalue()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock, so parallel builders (pytest-xdist workers) build once and share."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _load_cached(final: Path, digest: str) -> GuestImage | None:
@@ -418,34 +265,17 @@ def build_tiny_image(
         "compress": str(compress),
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
-    images = root / "images"
-    final = images / f"tiny-{digest}"
+    final = root / "images" / f"tiny-{digest}"
 
-    if not force:
-        hit = _load_cached(final, digest)
-        if hit is not None:
-            say(f"cache hit: {final}")
-            return hit
+    def build(tmp: Path) -> GuestImage:
+        return _build_into(
+            tmp=tmp, final=final, digest=digest, inputs=inputs, kdeb=kdeb, bdeb=bdeb, agent_c=agent_c,
+            init_sh=init_sh, root=root, say=say, compress=compress, t_start=t_start,
+        )  # fmt: skip
 
-    with _locked(images / ".tiny.lock"):
-        if not force:  # another builder may have finished while we waited for the lock
-            hit = _load_cached(final, digest)
-            if hit is not None:
-                say(f"cache hit: {final}")
-                return hit
-        images.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=images))
-        tmp.chmod(0o755)
-        try:
-            image = _build_into(
-                tmp=tmp, final=final, digest=digest, inputs=inputs, kdeb=kdeb, bdeb=bdeb,
-                agent_c=agent_c, init_sh=init_sh, root=root, say=say, compress=compress,
-                t_start=t_start,
-            )  # fmt: skip
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return image
+    return cached_build(
+        "tiny", final, lambda: _load_cached(final, digest), build, force=force, say=say, t_start=t_start
+    )
 
 
 _default_cache_dir = cache_dir
@@ -457,8 +287,8 @@ def _build_into(
     final: Path,
     digest: str,
     inputs: dict[str, str],
-    kdeb: _Deb,
-    bdeb: _Deb,
+    kdeb: Deb,
+    bdeb: Deb,
     agent_c: bytes,
     init_sh: bytes,
     root: Path,
@@ -466,9 +296,11 @@ def _build_into(
     compress: bool,
     t_start: float,
 ) -> GuestImage:
+    """Fill ``tmp`` with the tiny image (kernel, initramfs, manifest); return it as it will be
+    found at ``final`` once cached_build() has renamed ``tmp`` into place."""
     downloads = root / "downloads"
-    kpath = _fetch_deb(kdeb, downloads, say)
-    bpath = _fetch_deb(bdeb, downloads, say)
+    kpath = fetch_deb(kdeb, downloads, say)
+    bpath = fetch_deb(bdeb, downloads, say)
 
     # kernel and modules
     step = f"extract kernel and modules from {kdeb.package}"
@@ -476,7 +308,7 @@ def _build_into(
     vmlinuz: bytes | None = None
     kernel_version = ""
     modules: dict[str, bytes] = {}
-    for member, tar in _iter_deb_files(kpath, step):
+    for member, tar in iter_deb_files(kpath, step):
         name = member.name.removeprefix("./")
         if not member.isfile():
             continue
@@ -505,7 +337,7 @@ def _build_into(
     step = f"extract busybox from {bdeb.package}"
     say(f"extracting busybox from {bpath.name}")
     busybox: bytes | None = None
-    for member, tar in _iter_deb_files(bpath, step):
+    for member, tar in iter_deb_files(bpath, step):
         if member.isfile() and member.name.removeprefix("./") in ("bin/busybox", "usr/bin/busybox"):
             f = tar.extractfile(member)
             assert f is not None
@@ -517,7 +349,7 @@ def _build_into(
     say("compiling the agent (gcc -static)")
     src = tmp / "agent.c"
     src.write_bytes(agent_c)
-    _run("compile the agent (gcc -static)", ["gcc", *AGENT_CFLAGS, "-o", str(tmp / "agent"), str(src)])
+    run_step("compile the agent (gcc -static)", ["gcc", *AGENT_CFLAGS, "-o", str(tmp / "agent"), str(src)])
     agent = (tmp / "agent").read_bytes()
     src.unlink()
     (tmp / "agent").unlink()
@@ -525,7 +357,7 @@ def _build_into(
     # initramfs
     say("packing the initramfs")
     order = [mod for mod in MODULE_ORDER if mod in modules]
-    cpio = _build_cpio(
+    cpio = build_cpio(
         dirs=["bin", "dev", "etc", "etc/novamig", "lib", "lib/modules", "proc", "sys", "tmp", "run"],
         files={
             "init": (init_sh, 0o755),
@@ -553,10 +385,4 @@ def _build_into(
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
-    if final.exists():  # forced rebuild: move the old one aside, then swap
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.rename(final, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.rename(tmp, final)
-    say(f"built {final} in {time.monotonic() - t_start:.1f} s")
     return GuestImage(final / "vmlinux", final / "initrd.img", BASE_APPEND, kernel_version, digest)

@@ -25,17 +25,18 @@ from typing import Any
 
 import pytest
 
+from novamig.guest.build import build_cpio as _build_cpio
+from novamig.guest.build import locked as _locked
+from novamig.guest.build import read_newc as _read_newc
 from novamig.guest.full import (
     DISK_MODULES,
     CloudImage,
     FullImage,
     ImageBuildError,
-    _read_newc,
     build_cloud_image,
     build_full_image,
     debian_mirror,
 )
-from novamig.guest.image import _build_cpio, _locked
 
 WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "novamig" / "workload"
 

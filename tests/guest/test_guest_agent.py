@@ -316,24 +316,14 @@ def test_user_data_run_after_boot_restarts_the_agent_with_its_settings(
     """The cloud-init path, on the tiny guest: the agent starts with its defaults (1000 Hz), the
     user-data script then writes /run/novamig/agent.conf and ends the agent through its PID file;
     init restarts it and the new agent beats at the file's rate and runs its dirtier."""
-    from novamig.cloud.resources import FlavorSpec
     from novamig.hypervisor.machine import FwCfgFile, GuestSpec
-    from novamig.runner.plan import CasePlan
-    from novamig.runner.sla import SlaSpec
-    from novamig.runner.targets import Target
-    from novamig.runner.watch import Policy
     from novamig.scenario.models import Measure, MemoryLoad, Workload
-    from novamig.workload.userdata import render_user_data
+    from novamig.workload.userdata import GuestSetup, render_user_data
 
     workload = Workload(kind="memory", memory=MemoryLoad(dirty_rate_mib_s=2, working_set_mib=4))
-    plan = CasePlan(
-        case_id="late#r1", params={}, repetition=1, servers=1, flavor=FlavorSpec(1, 192, 1),
-        image="novamig-tiny", network=None, workload="memory", count=1, concurrency=1,
-        target=Target.parse("auto"), ping_pong=False, block_migration="auto", interval_s=0.0,
-        policy=Policy(timeout_s=30), sla=SlaSpec(), workload_spec=workload, measure=Measure(heartbeat_hz=200),
-    )  # fmt: skip
+    setup = GuestSetup("late#r1", workload, Measure(heartbeat_hz=200))
     user_data = tmp_path / "user-data"
-    user_data.write_text(_late_user_data(render_user_data(plan), delay_s=4))
+    user_data.write_text(_late_user_data(render_user_data(setup), delay_s=4))
     spec = GuestSpec(
         name="late-ud",
         image=tiny_image,

@@ -27,8 +27,6 @@ package versions: pass ``force=True`` for that.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import gzip
 import hashlib
 import importlib.metadata
 import json
@@ -38,7 +36,6 @@ import platform
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,20 +44,19 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from novamig.guest.image import (
-    BASE_APPEND,
-    MODULE_ORDER,
-    GuestImage,
+from novamig.guest.build import (
     ImageBuildError,
     Progress,
-    _build_cpio,
-    _fetch_deb,
-    _iter_deb_files,
-    _locked,
-    _resolve_debs,
-    _run,
-    build_tiny_image,
+    build_cpio,
+    cached_build,
+    fetch_deb,
+    iter_deb_files,
+    read_newc,
+    remove_tree,
+    resolve_debs,
+    run_step,
 )
+from novamig.guest.image import BASE_APPEND, MODULE_ORDER, GuestImage, build_tiny_image
 from novamig.guest.image import cache_dir as default_cache_dir
 
 __all__ = [
@@ -230,7 +226,7 @@ class FullImage:
 
     def create_overlay(self, path: Path) -> Path:
         """A qcow2 overlay at ``path`` backed by the base disk (copy-on-write, a few hundred KiB)."""
-        _run(
+        run_step(
             "create a disk overlay (qemu-img create)",
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(self.disk), str(path)],
         )
@@ -442,36 +438,20 @@ def _build_variant(
     tiny = build_tiny_image(cache_dir=root, progress=lambda m: say(f"tiny: {m}"))
     key = _variant_key(variant, root, tiny, locust_version)
     version, sources, initrd_init, packages = key.locust_version, key.sources, key.initrd_init, key.packages
-    inputs, digest, final, images = key.inputs, key.digest, key.final, key.final.parent
+    inputs, digest, final = key.inputs, key.digest, key.final
 
-    if not force:
-        hit = _load_cached(final, digest)
-        if hit is not None:
-            say(f"cache hit: {final}")
-            return hit
+    def build(tmp: Path) -> FullImage | CloudImage:
+        return _Build(
+            tmp=tmp, final=final, root=root, digest=digest, inputs=inputs, tiny_kernel=tiny.kernel,
+            tiny_initrd=tiny.initrd, kernel_version=tiny.kernel_version, locust_version=version,
+            sources=sources, initrd_init=initrd_init, say=say, t_start=t_start, cloud=cloud,
+            packages=packages,
+        ).run()  # fmt: skip
 
-    _check_host(cloud)
-    if _lock_busy(images / ".full.lock"):
-        say("waiting for another full-image build to finish")
-    with _locked(images / ".full.lock"):
-        if not force:  # another builder may have finished while we waited for the lock
-            hit = _load_cached(final, digest)
-            if hit is not None:
-                say(f"cache hit: {final}")
-                return hit
-        images.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".full-build-", dir=images))
-        tmp.chmod(0o755)
-        try:
-            return _Build(
-                tmp=tmp, final=final, root=root, digest=digest, inputs=inputs, tiny_kernel=tiny.kernel,
-                tiny_initrd=tiny.initrd, kernel_version=tiny.kernel_version, locust_version=version,
-                sources=sources, initrd_init=initrd_init, say=say, t_start=t_start, cloud=cloud,
-                packages=packages,
-            ).run()  # fmt: skip
-        finally:
-            # the rootfs staging tree, or everything after a failure
-            _remove_tree(tmp)
+    return cached_build(
+        "full", final, lambda: _load_cached(final, digest), build, force=force, say=say,
+        t_start=t_start, check=lambda: _check_host(cloud),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -537,41 +517,6 @@ def find_full_image(cache_dir: Path | None = None, *, tiny: GuestImage | None = 
     return image if isinstance(image, FullImage) else None
 
 
-def _lock_busy(path: Path) -> bool:
-    """True if another builder holds the lock (so the wait can be announced)."""
-    try:
-        with path.open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(f, fcntl.LOCK_UN)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete a build tree, unmounting first whatever is still mounted below it (an interrupted
-    mmdebstrap can leave /proc or /sys mounted in the root filesystem): rmtree would otherwise
-    descend into them."""
-    if not path.exists():
-        return
-    prefix = str(path.resolve()) + "/"
-    below = sorted((m for m in _mountpoints() if m.startswith(prefix)), key=len, reverse=True)
-    for mountpoint in below:
-        subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
-    if below and any(m.startswith(prefix) for m in _mountpoints()):
-        raise ImageBuildError("clean up", f"cannot unmount everything below {path}; remove it by hand")
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _mountpoints() -> list[str]:
-    try:
-        return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    except OSError:
-        return []
-
-
 def _load_cached(final: Path, digest: str) -> FullImage | CloudImage | None:
     try:
         meta = json.loads((final / "manifest.json").read_text())
@@ -599,28 +544,6 @@ def _load_cached(final: Path, digest: str) -> FullImage | CloudImage | None:
         )  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-
-
-def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
-    """Members of a 'newc' cpio archive (gzip-compressed or not): name → (mode, data)."""
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    out: dict[str, tuple[int, bytes]] = {}
-    pos = 0
-    while pos + 110 <= len(data):
-        header = data[pos : pos + 110]
-        if header[:6] not in (b"070701", b"070702"):
-            raise ValueError(f"not a newc cpio header at offset {pos}")
-        fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
-        mode, size, namesize = fields[1], fields[6], fields[11]
-        name = data[pos + 110 : pos + 110 + namesize - 1].decode()
-        pos = (pos + 110 + namesize + 3) & ~3
-        content = data[pos : pos + size]
-        pos = (pos + size + 3) & ~3
-        if name == "TRAILER!!!":
-            break
-        out[name] = (mode, content)
-    return out
 
 
 @dataclass
@@ -676,7 +599,7 @@ class _Build:
             self.link_kernel()
             sizes["vmlinux"] = (self.tmp / "vmlinux").stat().st_size
             append = f"{BASE_APPEND} {ROOT_APPEND}"
-        _remove_tree(self.rootfs)
+        remove_tree(self.rootfs)
         sizes["disk"] = (self.tmp / "disk.qcow2").stat().st_size
 
         build_seconds = round(time.monotonic() - self.t_start, 2)
@@ -697,13 +620,7 @@ class _Build:
             "build_seconds": build_seconds,
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if self.final.exists():  # forced rebuild: move the old one aside, then swap
-            old = self.final.with_name(f".old-{self.final.name}-{os.getpid()}")
-            os.rename(self.final, old)
-            _remove_tree(old)
-        os.rename(self.tmp, self.final)
-        self.say(f"built {self.final} in {build_seconds:.1f} s")
-        f = self.final
+        f = self.final  # where cached_build() renames tmp to
         if self.cloud:
             return CloudImage(
                 disk=f / "disk.qcow2", kernel_version=self.kernel_version, digest=self.digest,
@@ -722,7 +639,7 @@ class _Build:
         """The agent and busybox exactly as the tiny image carries them (one agent binary)."""
         step = f"read the agent and busybox from the tiny image {self.tiny_initrd}"
         try:
-            members = _read_newc(self.tiny_initrd.read_bytes())
+            members = read_newc(self.tiny_initrd.read_bytes())
         except (OSError, ValueError) as e:
             raise ImageBuildError(step, str(e)) from e
         try:
@@ -734,13 +651,13 @@ class _Build:
         """The tiny image's module set plus the root disk's, from the same kernel package."""
         t0 = time.monotonic()
         package = f"linux-image-{self.kernel_version}"
-        (deb,) = _resolve_debs([package])
-        path = _fetch_deb(deb, self.root / "downloads", self.say)
+        (deb,) = resolve_debs([package])
+        path = fetch_deb(deb, self.root / "downloads", self.say)
         step = f"extract modules from {package}"
         self.say(f"extracting modules from {path.name}")
         wanted = set(self.module_names)
         modules: dict[str, bytes] = {}
-        for member, tar in _iter_deb_files(path, step):
+        for member, tar in iter_deb_files(path, step):
             if self.cloud and member.isfile() and re.fullmatch(r"\.?/?boot/vmlinuz-.+", member.name):
                 f = tar.extractfile(member)
                 assert f is not None
@@ -775,7 +692,7 @@ class _Build:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".wheels-", dir=target.parent))
         try:
-            _run(
+            run_step(
                 f"fetch Python package locust=={self.locust_version} and its dependencies (pip wheel)",
                 [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(staging),
                  f"locust=={self.locust_version}"],
@@ -784,10 +701,10 @@ class _Build:
             names = sorted(p.name for p in staging.glob("*.whl"))
             (staging / ".complete").write_text("".join(f"{n}\n" for n in names))
             if target.exists():
-                _remove_tree(target)
+                remove_tree(target)
             os.rename(staging, target)
         finally:
-            _remove_tree(staging)
+            remove_tree(staging)
         self._timed("wheels", t0)
         return target
 
@@ -802,12 +719,12 @@ class _Build:
             "--aptopt=Acquire::Retries \"3\"",
             SUITE, str(self.rootfs), f"deb {mirror} {SUITE} main",
         ]  # fmt: skip
-        _run(f"create the Debian {SUITE} root filesystem (mmdebstrap; packages {', '.join(self.packages)})",
-             cmd, timeout=1800)  # fmt: skip
+        step = f"create the Debian {SUITE} root filesystem (mmdebstrap; packages {', '.join(self.packages)})"
+        run_step(step, cmd, timeout=1800)
         self._timed("mmdebstrap", t0)
 
     def chroot(self, step: str, *argv: str, timeout: float = 600) -> str:
-        return _run(step, ["env", "-i", *_CHROOT_ENV, "chroot", str(self.rootfs), *argv], timeout=timeout)
+        return run_step(step, ["env", "-i", *_CHROOT_ENV, "chroot", str(self.rootfs), *argv], timeout=timeout)
 
     def install_locust(self, wheels: Path) -> None:
         t0 = time.monotonic()
@@ -825,8 +742,8 @@ class _Build:
                     "setuptools", "pip")  # fmt: skip
         site = next((self.rootfs / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
         for tests in sorted(site.glob("*/tests")) + sorted(site.glob("*/*/tests")):
-            _remove_tree(tests)
-        _remove_tree(self.rootfs / inside.lstrip("/"))
+            remove_tree(tests)
+        remove_tree(self.rootfs / inside.lstrip("/"))
         step = "check Locust in the guest venv (locust --version)"
         out = self.chroot(step, f"{VENV}/bin/locust", "--version")
         if self.locust_version not in out:
@@ -874,7 +791,7 @@ class _Build:
                         "var/cache/debconf/*-old", "var/lib/dpkg/*-old", "root/.cache"):  # fmt: skip
             for p in rootfs.glob(pattern):
                 if p.is_dir() and not p.is_symlink():
-                    _remove_tree(p)
+                    remove_tree(p)
                 else:
                     p.unlink(missing_ok=True)
         return packages
@@ -887,8 +804,8 @@ class _Build:
         self.say(f"making the ext4 root filesystem ({size_mib} MiB, mke2fs -d)")
         mke2fs = ["mke2fs", "-F", "-q", "-t", "ext4", "-L", "novamig-root", "-m", "0", "-i", "8192",
                   "-E", "root_owner=0:0", "-d", str(self.rootfs), str(raw), f"{size_mib}M"]  # fmt: skip
-        _run("make the ext4 root filesystem (mke2fs -d)", mke2fs, timeout=900)
-        _run("check the ext4 root filesystem (e2fsck -fn)", ["e2fsck", "-fn", str(raw)])
+        run_step("make the ext4 root filesystem (mke2fs -d)", mke2fs, timeout=900)
+        run_step("check the ext4 root filesystem (e2fsck -fn)", ["e2fsck", "-fn", str(raw)])
         self._timed("ext4", t0)
         return size_mib << 20
 
@@ -897,7 +814,7 @@ class _Build:
         self.say("converting the disk to qcow2 (compressed)")
         qcow2 = self.tmp / "disk.qcow2"
         convert = ["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)]
-        _run("convert the disk to qcow2 (qemu-img convert -c)", convert, timeout=900)
+        run_step("convert the disk to qcow2 (qemu-img convert -c)", convert, timeout=900)
         raw.unlink()
         self._timed("qcow2", t0)
 
@@ -918,17 +835,17 @@ class _Build:
         self.say("making the boot partition (FAT, syslinux)")
         boot.unlink(missing_ok=True)
         mkfs = ["mkfs.vfat", "-F", "32", "-n", "NOVAMIGBOOT", "-C", str(boot), str(BOOT_PART_MIB * 1024)]
-        _run("make the boot partition (mkfs.vfat)", mkfs)
-        _run("install the boot loader (syslinux --install)", ["syslinux", "--install", str(boot)])
+        run_step("make the boot partition (mkfs.vfat)", mkfs)
+        run_step("install the boot loader (syslinux --install)", ["syslinux", "--install", str(boot)])
         staged = self.tmp / "boot"
         staged.mkdir()
         (staged / "vmlinuz").write_bytes(self.vmlinuz)
         (staged / "initrd.img").write_bytes((self.tmp / "initrd.img").read_bytes())
         (staged / "syslinux.cfg").write_text(_syslinux_cfg())
-        _run("copy the kernel and initramfs to the boot partition (mcopy)",
+        run_step("copy the kernel and initramfs to the boot partition (mcopy)",
              ["mcopy", "-i", str(boot), *(str(staged / n) for n in ("vmlinuz", "initrd.img", "syslinux.cfg")),
               "::/"])  # fmt: skip
-        _remove_tree(staged)
+        remove_tree(staged)
         (self.tmp / "initrd.img").unlink()
 
         raw = self.tmp / "disk.raw"
@@ -941,7 +858,8 @@ class _Build:
             f"start={boot_start // 512}, size={(BOOT_PART_MIB << 20) // 512}, type=c, bootable\n"
             f"start={root_start // 512}, type=83\n"
         )
-        _run_input("write the partition table (sfdisk)", ["sfdisk", "--quiet", str(raw)], table)
+        sfdisk = ["sfdisk", "--quiet", str(raw)]
+        run_step("write the partition table (sfdisk)", sfdisk, timeout=120, stdin=table)
         mbr = Path(_SYSLINUX_MBR).read_bytes()[:440]
         with raw.open("r+b") as f:
             f.write(mbr)  # boot code only: the partition table after byte 440 stays
@@ -957,7 +875,7 @@ class _Build:
 
     def make_initrd(self, busybox: bytes, modules: dict[str, bytes], order: list[str]) -> bytes:
         """The stage-1 initramfs: busybox, the modules and a script that mounts the root disk."""
-        cpio = _build_cpio(
+        cpio = build_cpio(
             dirs=["bin", "dev", "etc", "etc/novamig", "lib", "lib/modules", "newroot", "proc", "sys", "run"],
             files={
                 "init": (self.initrd_init, 0o755),
@@ -985,20 +903,6 @@ def _syslinux_cfg() -> str:
         "# novamig full guest (Glance form)\nDEFAULT novamig\nPROMPT 0\nTIMEOUT 0\n"
         f"LABEL novamig\n  LINUX /vmlinuz\n  INITRD /initrd.img\n  APPEND {CLOUD_APPEND}\n"
     )
-
-
-def _run_input(step: str, cmd: Sequence[str], stdin: str, timeout: float = 120) -> None:
-    """Like image._run, for a command that reads its input from stdin."""
-    try:
-        proc = subprocess.run(
-            list(cmd), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
-        raise ImageBuildError(step, f"program not found: {cmd[0]}", cmd) from e
-    except subprocess.TimeoutExpired as e:
-        raise ImageBuildError(step, f"timed out after {timeout:.0f} s", cmd) from e
-    if proc.returncode != 0:
-        raise ImageBuildError(step, f"exit status {proc.returncode}", cmd, proc.stdout + proc.stderr)
 
 
 def _tree_bytes(path: Path) -> int:
