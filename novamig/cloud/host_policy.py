@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from novamig.cloud.ssh import HostSsh
 
 log = logging.getLogger(__name__)
 
@@ -194,20 +195,7 @@ class SshHostPolicy:
     _originals: dict[str, str] = field(default_factory=dict)
 
     def _ssh(self, host: str, command: str, stdin: str | None = None) -> str:
-        target = self.targets.get(host)
-        if target is None:
-            raise RuntimeError(f"no SSH target for compute host {host!r} (add it to the hosts file)")
-        result = subprocess.run(
-            ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", target, command],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=self.ssh_timeout_s,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"ssh {target}: {command!r} failed: {result.stderr.strip()[:300]}")
-        return result.stdout
+        return HostSsh(self.targets, self.ssh_timeout_s)(host, command, stdin)
 
     def _write_and_restart(self, host: str, text: str) -> None:
         path = shlex.quote(self.conf_path)

@@ -26,7 +26,7 @@ from novamig.results import CaseResult, Event, MigrationRecord, PerProbe, ProbeC
 from novamig.runner.clock import CaseClock
 from novamig.runner.live import LiveView
 from novamig.runner.plan import CasePlan
-from novamig.runner.probes import Probe, ServerInfo, apply_figures
+from novamig.runner.probes import CapturesEachMigration, Probe, ServerInfo, apply_figures
 from novamig.runner.signals import StopRequest
 from novamig.runner.sla import evaluate
 from novamig.runner.targets import TargetChooser, TargetError
@@ -96,6 +96,7 @@ def run_case(
                         view=view,
                         records=records,
                         poll_s=poll_s,
+                        probes=probes,
                     )
                     # the probes' windows reach past each migration's end (the destination's
                     # first minute of work shows post-copy faults and late stalls)
@@ -208,6 +209,7 @@ def _migrate_all(
     view: LiveView,
     records: list[tuple[str, int | None, MigrationRecord]],
     poll_s: float | None,
+    probes: Sequence[Probe] = (),
 ) -> None:
     lock = threading.Lock()
     total = chooser.migrations_per_server(plan.count)
@@ -236,6 +238,12 @@ def _migrate_all(
                 fast_poll_s=poll_s or FAST_POLL_S,
             )
             record = watcher.run()
+            for probe in probes:
+                if isinstance(probe, CapturesEachMigration):
+                    try:
+                        probe.capture(record, server.id, watcher.migration_id)
+                    except Exception:  # the probe loses this figure; the run goes on
+                        log.exception("probe %s: capture failed", probe.name)
             with lock:
                 records.append((server.id, watcher.migration_id, record))
             view.server(server.name, record.status, k + 1, total)

@@ -126,6 +126,7 @@ def _run(
         EmbeddedHostPolicy,
         HostPolicyApplier,
         NoHostPolicy,
+        SshHostPolicy,
         ssh_policy_from_file,
     )
     from novamig.cloud.preflight import Needs, preflight
@@ -234,6 +235,10 @@ def _run(
         netns = embedded.guest_netns if embedded is not None else None
         probe_dir = out_dir / "probes"
 
+        from novamig.cloud.libvirt_jobinfo import LibvirtJobFigures, locate_with
+
+        libvirt_targets = applier.targets if isinstance(applier, SshHostPolicy) else None
+
         def probes_for(plan: Any) -> list[Probe]:
             from novamig.measure.locust import LocustProbe
             from novamig.measure.network import NetworkProbe
@@ -259,8 +264,13 @@ def _run(
                     )
                 elif probe == "locust":
                     out.append(Unavailable(probe, "the case runs no Locust load"))
+                elif probe == "hypervisor" and libvirt_targets is not None:
+                    out.append(LibvirtJobFigures.over_ssh(libvirt_targets, locate_with(compute)))
                 elif probe == "hypervisor":
-                    why = "this cloud exposes no hypervisor downtime figure to novamig (DevStack: not yet)"
+                    why = (
+                        f"libvirt's job statistics are read over SSH: set {SSH_HOSTS_ENV} to a YAML "
+                        "file mapping each compute host to user@address"
+                    )
                     out.append(Unavailable(probe, why))
                 else:
                     why = "the guest heartbeat is read by the embedded cloud only in this novamig"

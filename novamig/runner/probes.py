@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from novamig.results import MigrationRecord, ProbeCost
 from novamig.runner.clock import CaseClock
@@ -72,6 +72,15 @@ class Probe(Protocol):
     def case_stats(self) -> dict[str, Any] | None:
         """Case-level statistics for results (the Locust probe's `locust`); None for others."""
         ...
+
+
+@runtime_checkable
+class CapturesEachMigration(Protocol):
+    """A probe whose source forgets: it must read each migration as soon as it ends (libvirt keeps
+    a domain's completed-job statistics only until its next job). The runner calls `capture` right
+    after every migration, before the server's next one; it never raises."""
+
+    def capture(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> None: ...
 
 
 class Unavailable:
