@@ -43,6 +43,7 @@ class GuestSetup:
     def of(cls, plan: CasePlan) -> GuestSetup:
         return cls(plan.case_id, plan.workload_spec, plan.measure, bool(plan.sla.memory_integrity))
 
+
 #: Size of the integrity region when the SLA asks for memory integrity, MiB. 16 MiB fits the
 #: smallest flavor (m1.nano, 128 MiB: the tiny guest uses about 40 MiB and the agent keeps 24 MiB
 #: free) next to a modest dirtier working set, is 4096 pages for a lost page to land in, and its
