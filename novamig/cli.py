@@ -36,6 +36,19 @@ def _image_build(args: argparse.Namespace) -> int:
     return cmd_image_build(args.kind, args.format, args.force)
 
 
+def _image_upload(args: argparse.Namespace) -> int:
+    from novamig.guest.commands import cmd_image_upload
+
+    return cmd_image_upload(
+        args.kind,
+        args.cloud,
+        name=args.name,
+        visibility=args.visibility,
+        replace=args.replace,
+        force=args.force,
+    )
+
+
 def _selfcheck(args: argparse.Namespace) -> int:
     from novamig.hypervisor.selfcheck import cmd_selfcheck
 
@@ -139,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", choices=["initramfs", "qcow2"], default=None)
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
     b.set_defaults(handler=_image_build)
+    u = image_sub.add_parser(
+        "upload", help="build (cached) and upload the Glance form of a guest image to a cloud's Image service"
+    )
+    u.add_argument("kind", nargs="?", choices=["tiny", "full"], default="full")
+    u.add_argument("--cloud", metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD)")
+    u.add_argument("--name", metavar="IMAGE", help="image name (default: novamig-full)")
+    u.add_argument(
+        "--visibility",
+        choices=["private", "shared", "community", "public"],
+        default="private",
+        help="default private; public needs the admin role",
+    )
+    u.add_argument("--replace", action="store_true", help="replace an image of that name from another build")
+    u.add_argument("--force", action="store_true", help="rebuild the image even when cached")
+    u.set_defaults(handler=_image_upload)
 
     p = sub.add_parser("selfcheck", help="check that this machine can run novamig and measures right")
     p.add_argument("--json", action="store_true", help="print one JSON object")

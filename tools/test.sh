@@ -14,6 +14,7 @@ echo "novamig test: mypy"
 echo "novamig test: guest images (cached after the first build)"
 .venv/bin/novamig image build tiny
 .venv/bin/novamig image build full
+.venv/bin/novamig image build full --format qcow2  # the Glance form: image upload and cloud-init tests
 echo "novamig test: pytest"
 # pytest exits 5 when it collects no test: with `set -e` that fails this script, as it must.
 exec .venv/bin/pytest "$@"

@@ -139,7 +139,11 @@ class CloudProcess:
             glance = stand_ins.install_glance(self._fixture_host, full_image)
             conf.set_override("api_servers", [lay.image_url], group="glance")
             neutron = stand_ins.install_neutron(self._fixture_host)
-            self._serve("image", ImageApi(glance, lay.image_url), lay.ports.image)
+            # uploads (novamig image upload, conn.image.create_image) go to <workdir>/images/;
+            # the images the cloud registers itself stay undeletable: the driver boots them by id
+            registered = (stand_ins.TINY_IMAGE_ID, stand_ins.FULL_IMAGE_ID)
+            image_api = ImageApi(glance, lay.image_url, lay.workdir / "images", undeletable=registered)
+            self._serve("image", image_api, lay.ports.image)
             self._serve("network", NetworkApi(neutron, lay.network_url), lay.ports.network)
         if lay.driver == "novamig":
             with self.stage("guest-network"):

@@ -1,17 +1,37 @@
-"""A read-only Image API (Glance v2 subset) over the cloud's image store.
+"""The embedded cloud's Image API (a Glance v2 subset) over the cloud's image store.
 
 openstacksdk's ``conn.image`` finds images through the catalog's ``image`` endpoint, as on DevStack.
-This serves what finding and showing need: version discovery, ``GET /v2/images`` (with ``name``,
-``status``, ``visibility`` filters) and ``GET /v2/images/{id}``. Nova itself reads the same store
-directly (``stand_ins.install_glance``), so both views always agree.
+This serves what finding, showing and uploading need:
+
+- version discovery, ``GET /v2/images`` (``name``, ``status``, ``visibility``, ``id`` filters),
+  ``GET /v2/images/{id}``;
+- ``POST /v2/images`` (a ``queued`` record), ``PUT /v2/images/{id}/file`` (the bytes: status
+  ``active``, ``size``, ``checksum`` (MD5) and ``os_hash_algo``/``os_hash_value`` (SHA-512), as
+  Glance computes them), ``GET /v2/images/{id}/file``, ``PATCH /v2/images/{id}`` (JSON patch of
+  properties and tags), ``PUT``/``DELETE /v2/images/{id}/tags/{tag}`` and ``DELETE /v2/images/{id}``:
+  exactly what ``conn.image.create_image(..., data=...)`` and ``novamig image upload`` call, so that
+  path is tested against real openstacksdk rather than a mock.
+
+Records live in Nova's own image store (``stand_ins.install_glance``), which Nova reads directly:
+an uploaded image is seen by ``conn.image.images()`` and Nova's image show alike. Bytes are written
+to ``data_dir`` (``<workdir>/images/``), not kept in memory: the full cloud image is 100 MB. The
+images novamig registers itself (``novamig-tiny``, ``novamig-full``) cannot be deleted (403, like a
+protected image in Glance): the cloud's driver boots them by id. There is no access control beyond
+that (any token may publicise an image; real Glance requires admin for ``visibility=public``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import hashlib
 import json
-from collections.abc import Callable, Iterable
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 StartResponse = Callable[..., Any]
 
@@ -23,6 +43,7 @@ _FIXED = {
     "container_format",
     "disk_format",
     "size",
+    "virtual_size",
     "min_ram",
     "min_disk",
     "protected",
@@ -30,12 +51,71 @@ _FIXED = {
     "created_at",
     "updated_at",
     "checksum",
+    "os_hash_algo",
+    "os_hash_value",
     "owner",
 }
+#: Glance's read-only attributes: a create or patch that sets one is refused (403), as Glance does.
+_READ_ONLY = {
+    "status",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
+    "locations",
+}
+#: Settable top-level fields of a record; everything else is an extra property (a string).
+_SETTABLE = {
+    "name",
+    "visibility",
+    "container_format",
+    "disk_format",
+    "min_ram",
+    "min_disk",
+    "protected",
+    "tags",
+    "owner",
+    "os_hidden",
+}
+DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")
+CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
+VISIBILITIES = ("public", "private", "shared", "community")
+_CHUNK = 1 << 20
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    300: "Multiple Choices",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+}
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def _iso(value: Any) -> Any:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "strftime") else value
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0, tzinfo=None)
 
 
 def to_v2(image: dict[str, Any]) -> dict[str, Any]:
@@ -54,53 +134,308 @@ def to_v2(image: dict[str, Any]) -> dict[str, Any]:
 
 
 class ImageApi:
-    def __init__(self, store: Any, public_url: str) -> None:
+    """The WSGI application. ``store`` is Nova's ``GlanceFixture``; ``data_dir`` None = read-only."""
+
+    def __init__(
+        self,
+        store: Any,
+        public_url: str,
+        data_dir: Path | None = None,
+        *,
+        undeletable: Iterable[str] = (),
+    ) -> None:
         self._store = store  # nova.tests.fixtures.GlanceFixture
         self._url = public_url
+        self._data_dir = data_dir
+        self._undeletable = frozenset(undeletable)
+        self._lock = threading.Lock()  # cheroot serves from several threads
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/").rstrip("/") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            return self._reply(start_response, 405, {"error": "the embedded image API is read-only"})
+        try:
+            return self._route(environ, start_response, method, path)
+        except _HttpError as exc:
+            # "message" is what openstacksdk shows in its exception; "error" kept for older readers
+            body = {"code": exc.status, "title": _REASONS.get(exc.status, "Error"), "message": exc.message}
+            return self._reply(start_response, exc.status, dict(body, error=exc.message))
+
+    # -- routing -------------------------------------------------------------------------------------
+    def _route(
+        self, environ: dict[str, Any], start_response: StartResponse, method: str, path: str
+    ) -> Iterable[bytes]:
         if path in ("/", "/versions"):
-            status = 300 if path == "/" else 200
-            return self._reply(
-                start_response,
-                status,
-                {
-                    "versions": [
-                        {
-                            "id": "v2.16",
-                            "status": "CURRENT",
-                            "links": [{"rel": "self", "href": f"{self._url}/v2/"}],
-                        },
-                    ]
-                },
+            self._allow(method, "GET", "HEAD")
+            return self._reply(start_response, 300 if path == "/" else 200, self._versions())
+        parts = [unquote(p) for p in path.split("/")[1:]]  # "/v2/images/ID/file" → [v2, images, ID, file]
+        if parts[:2] != ["v2", "images"]:
+            raise _HttpError(404, f"not found: {path}")
+        if len(parts) == 2:
+            if method == "POST":
+                return self._reply(start_response, 201, to_v2(self._create(self._json(environ))))
+            self._allow(method, "GET", "HEAD")
+            return self._reply(start_response, 200, self._list(environ))
+        image_id = parts[2]
+        rest = parts[3:]
+        if not rest:
+            if method == "DELETE":
+                self._delete(image_id)
+                return self._reply(start_response, 204, None)
+            if method == "PATCH":
+                return self._reply(start_response, 200, to_v2(self._patch(image_id, self._json(environ))))
+            self._allow(method, "GET", "HEAD")
+            return self._reply(start_response, 200, to_v2(self._get(image_id)))
+        if rest == ["file"]:
+            if method == "PUT":
+                self._upload(image_id, environ)
+                return self._reply(start_response, 204, None)
+            self._allow(method, "GET", "HEAD")
+            return self._download(image_id, start_response)
+        if len(rest) == 2 and rest[0] == "tags":
+            self._allow(method, "PUT", "DELETE")
+            self._tag(image_id, rest[1], add=method == "PUT")
+            return self._reply(start_response, 204, None)
+        raise _HttpError(404, f"not found: {path}")
+
+    def _allow(self, method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise _HttpError(405, f"method {method} not allowed here")
+
+    def _writable(self) -> Path:
+        if self._data_dir is None:
+            raise _HttpError(405, "this image API is read-only (no image data directory)")
+        return self._data_dir
+
+    def _versions(self) -> dict[str, Any]:
+        link = {"rel": "self", "href": f"{self._url}/v2/"}
+        return {"versions": [{"id": "v2.16", "status": "CURRENT", "links": [link]}]}
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def _list(self, environ: dict[str, Any]) -> dict[str, Any]:
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        images = [to_v2(i) for i in list(self._store.images.values())]
+        for key in ("name", "status", "visibility", "id"):
+            if key in query:
+                images = [i for i in images if str(i.get(key)) == query[key]]
+        images.sort(key=lambda i: str(i.get("name")))
+        return {"images": images, "schema": "/v2/schemas/images", "first": "/v2/images"}
+
+    def _get(self, image_id: str) -> dict[str, Any]:
+        image: dict[str, Any] | None = self._store.images.get(image_id)
+        if image is None:
+            raise _HttpError(404, f"no image {image_id}")
+        return image
+
+    def _data_path(self, image_id: str) -> Path:
+        return self._writable() / image_id
+
+    def _download(self, image_id: str, start_response: StartResponse) -> Iterable[bytes]:
+        image = self._get(image_id)
+        path = self._data_dir / image_id if self._data_dir is not None else None
+        if image.get("status") != "active" or path is None or not path.is_file():
+            return self._reply(start_response, 204, None)  # Glance: no data yet → 204
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(path.stat().st_size)),
+        ]
+        if image.get("checksum"):
+            headers.append(("Content-MD5", str(image["checksum"])))
+        start_response("200 OK", headers)
+        return _iter_file(path)
+
+    # -- writes --------------------------------------------------------------------------------------
+    def _create(self, body: Any) -> dict[str, Any]:
+        self._writable()
+        if not isinstance(body, dict):
+            raise _HttpError(400, "the request body must be a JSON object")
+        for key in body:
+            if key in _READ_ONLY:
+                raise _HttpError(403, f"Attribute '{key}' is read-only.")
+        record: dict[str, Any] = {"properties": {}}
+        image_id = str(body.get("id") or uuid.uuid4())
+        with contextlib.suppress(ValueError):
+            image_id = str(uuid.UUID(image_id))
+        fields = {k: v for k, v in body.items() if k != "id"}
+        self._apply(record, fields)
+        now = _now()
+        record.update(
+            id=image_id,
+            status="queued",
+            size=None,
+            virtual_size=None,
+            checksum=None,
+            os_hash_algo=None,
+            os_hash_value=None,
+            created_at=now,
+            updated_at=now,
+        )
+        record.setdefault("visibility", "shared")  # Glance's default for a new image
+        record["is_public"] = record["visibility"] == "public"
+        record.setdefault("tags", [])
+        record.setdefault("min_ram", 0)
+        record.setdefault("min_disk", 0)
+        record.setdefault("protected", False)
+        with self._lock:
+            if image_id in self._store.images:
+                raise _HttpError(409, f"image {image_id} already exists")
+            self._store.images[image_id] = record
+        return record
+
+    def _apply(self, record: dict[str, Any], fields: dict[str, Any]) -> None:
+        """Validate and set top-level fields and extra properties, as Glance's schema does."""
+        for key, value in fields.items():
+            if key in _READ_ONLY:
+                raise _HttpError(403, f"Attribute '{key}' is read-only.")
+            if key == "visibility" and value not in VISIBILITIES:
+                raise _HttpError(400, f"invalid visibility {value!r}")
+            if key == "disk_format" and value is not None and value not in DISK_FORMATS:
+                raise _HttpError(400, f"invalid disk_format {value!r}")
+            if key == "container_format" and value is not None and value not in CONTAINER_FORMATS:
+                raise _HttpError(400, f"invalid container_format {value!r}")
+            if key in ("min_ram", "min_disk") and (not isinstance(value, int) or value < 0):
+                raise _HttpError(400, f"{key} must be a non-negative integer")
+            if key == "tags":
+                if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                    raise _HttpError(400, "tags must be a list of strings")
+                record["tags"] = list(dict.fromkeys(value))
+            elif key in _SETTABLE:
+                record[key] = value
+            elif value is None:
+                record["properties"].pop(key, None)
+            elif not isinstance(value, str):
+                raise _HttpError(400, f"property {key!r} must be a string")
+            else:
+                record["properties"][key] = value
+        if "visibility" in fields:
+            record["is_public"] = fields["visibility"] == "public"
+
+    def _patch(self, image_id: str, ops: Any) -> dict[str, Any]:
+        self._writable()
+        if not isinstance(ops, list):
+            raise _HttpError(400, "a JSON patch (a list of operations) is expected")
+        with self._lock:
+            image = self._get(image_id)
+            for op in ops:
+                if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "remove"):
+                    raise _HttpError(400, f"unsupported patch operation {op!r}")
+                key = str(op.get("path", "")).lstrip("/")
+                if not key or "/" in key:  # one level only: a top-level field or a property
+                    raise _HttpError(400, f"unsupported patch path {op.get('path')!r}")
+                key = key.replace("~1", "/").replace("~0", "~")  # a JSON pointer's escapes
+                if op["op"] == "remove":
+                    if key in _READ_ONLY or key in _SETTABLE:
+                        raise _HttpError(403, f"Attribute '{key}' cannot be removed.")
+                    if key not in (image.get("properties") or {}):
+                        raise _HttpError(409, f"property {key!r} does not exist")
+                    image["properties"].pop(key)
+                else:
+                    self._apply(image, {key: op.get("value")})
+            image["updated_at"] = _now()
+            return image
+
+    def _tag(self, image_id: str, tag: str, *, add: bool) -> None:
+        self._writable()
+        with self._lock:
+            image = self._get(image_id)
+            tags = list(image.get("tags") or [])
+            if add and tag not in tags:
+                tags.append(tag)
+            elif not add:
+                if tag not in tags:
+                    raise _HttpError(404, f"image {image_id} has no tag {tag!r}")
+                tags.remove(tag)
+            image["tags"] = tags
+            image["updated_at"] = _now()
+
+    def _upload(self, image_id: str, environ: dict[str, Any]) -> None:
+        """Stream the request body to ``data_dir/<id>``, hashing as Glance does; then ``active``."""
+        path = self._data_path(image_id)
+        with self._lock:
+            image = self._get(image_id)
+            if image.get("status") != "queued":
+                raise _HttpError(409, f"image {image_id} is {image.get('status')}: data can be uploaded once")
+            if not image.get("disk_format") or not image.get("container_format"):
+                raise _HttpError(400, "set disk_format and container_format before uploading data")
+            image["status"] = "saving"
+        md5, sha512, size = hashlib.md5(usedforsecurity=False), hashlib.sha512(), 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{image_id}.part")
+        try:
+            with tmp.open("wb") as fh:
+                for chunk in _request_body(environ):
+                    fh.write(chunk)
+                    md5.update(chunk)
+                    sha512.update(chunk)
+                    size += len(chunk)
+            tmp.rename(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            with self._lock:
+                if image_id in self._store.images:
+                    image["status"] = "queued"
+            raise
+        with self._lock:
+            if image_id not in self._store.images:  # deleted while uploading
+                path.unlink(missing_ok=True)
+                raise _HttpError(404, f"image {image_id} was deleted during the upload")
+            image.update(
+                status="active",
+                size=size,
+                checksum=md5.hexdigest(),
+                os_hash_algo="sha512",
+                os_hash_value=sha512.hexdigest(),
+                updated_at=_now(),
             )
-        if path == "/v2/images":
-            query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-            images = [to_v2(i) for i in self._store.images.values()]
-            for key in ("name", "status", "visibility", "id"):
-                if key in query:
-                    images = [i for i in images if str(i.get(key)) == query[key]]
-            images.sort(key=lambda i: str(i.get("name")))
-            return self._reply(
-                start_response, 200, {"images": images, "schema": "/v2/schemas/images", "first": "/v2/images"}
-            )
-        if path.startswith("/v2/images/"):
-            image_id = path.split("/")[3]
-            image = self._store.images.get(image_id)
-            if image is None or path.count("/") > 3:
-                return self._reply(start_response, 404, {"error": f"no image {image_id}"})
-            return self._reply(start_response, 200, to_v2(image))
-        return self._reply(start_response, 404, {"error": f"not found: {path}"})
+
+    def _delete(self, image_id: str) -> None:
+        self._writable()
+        with self._lock:
+            image = self._get(image_id)
+            if image_id in self._undeletable:
+                raise _HttpError(403, f"image {image_id} ({image.get('name')}) belongs to the cloud itself")
+            if image.get("protected"):
+                raise _HttpError(403, f"image {image_id} is protected")
+            self._store.images.pop(image_id, None)
+        self._data_path(image_id).unlink(missing_ok=True)
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    @staticmethod
+    def _json(environ: dict[str, Any]) -> Any:
+        raw = b"".join(_request_body(environ))
+        try:
+            return json.loads(raw or b"null")
+        except ValueError:
+            raise _HttpError(400, "the request body is not JSON") from None
 
     @staticmethod
     def _reply(start_response: StartResponse, status: int, body: Any) -> Iterable[bytes]:
-        data = json.dumps(body).encode()
-        reason = {200: "OK", 300: "Multiple Choices", 404: "Not Found", 405: "Method Not Allowed"}[status]
-        start_response(
-            f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-        )
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = [("Content-Length", str(len(data)))]
+        if body is not None:
+            headers.insert(0, ("Content-Type", "application/json"))
+        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
         return [data]
+
+
+def _request_body(environ: dict[str, Any]) -> Iterator[bytes]:
+    """The request body in chunks: by Content-Length, else until EOF (chunked transfer)."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return
+    length_text = environ.get("CONTENT_LENGTH") or ""
+    remaining = int(length_text) if length_text.strip().isdigit() else None
+    while remaining is None or remaining > 0:
+        chunk = stream.read(_CHUNK if remaining is None else min(_CHUNK, remaining))
+        if not chunk:
+            if remaining:
+                raise _HttpError(400, f"request body ended {remaining} bytes early")
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def _iter_file(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            yield chunk

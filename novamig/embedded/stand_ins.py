@@ -74,7 +74,7 @@ def tiny_image_meta() -> dict[str, Any]:
         "size": 2 * 1024 * 1024,
         "min_ram": 0,
         "min_disk": 0,
-        "protected": False,
+        "protected": True,  # the driver boots it by id: undeletable (Image API: 403)
         "tags": ["novamig"],
         "properties": {"architecture": "x86_64", "novamig_guest": "tiny", "hw_vif_model": "virtio"},
     }
@@ -94,7 +94,7 @@ def full_image_meta(image: Any) -> dict[str, Any]:
         "size": int(image.sizes.get("disk", 0)),
         "min_ram": FULL_IMAGE_MIN_RAM_MB,
         "min_disk": 0,
-        "protected": False,
+        "protected": True,  # the driver boots it by id: undeletable (Image API: 403)
         "tags": ["novamig"],
         "properties": {
             "architecture": "x86_64",

@@ -73,6 +73,7 @@ __all__ = [
     "build_cloud_image",
     "build_full_image",
     "debian_mirror",
+    "find_cloud_image",
     "find_full_image",
 ]
 
@@ -515,6 +516,20 @@ def find_full_image(cache_dir: Path | None = None, *, tiny: GuestImage | None = 
         return None
     image = _load_cached(key.final, key.digest)
     return image if isinstance(image, FullImage) else None
+
+
+def find_cloud_image(cache_dir: Path | None = None) -> CloudImage | None:
+    """The Glance form (``--format qcow2``) if it is already in the cache, else None; never builds
+    (``novamig image upload`` and tests that must not wait minutes)."""
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    if not any((root / "images").glob("full-cloud-*/manifest.json")):
+        return None
+    try:
+        key = _variant_key("cloud", root, build_tiny_image(cache_dir=root), None)
+    except ImageBuildError:
+        return None
+    image = _load_cached(key.final, key.digest)
+    return image if isinstance(image, CloudImage) else None
 
 
 def _load_cached(final: Path, digest: str) -> FullImage | CloudImage | None:
