@@ -42,7 +42,7 @@ from nova.compute import power_state
 from nova.objects import migrate_data as migrate_data_obj
 from nova.virt import driver, hardware
 
-from novamig.embedded import driver_registry, guest_network, guests, host_policy, stand_ins
+from novamig.embedded import driver_registry, guest_network, guests, host_policy, pause_figures, stand_ins
 from novamig.embedded.migration_monitor import ActiveMigration, run_live_migration
 
 LOG = logging.getLogger(__name__)
@@ -478,13 +478,22 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
 
     def pause(self, instance: Any) -> None:
         guest = self._guest(instance)
+        sent = time.monotonic_ns()
         guest.machine.command("stop")
         guest.paused = True
+        guest.pause_started = (sent, time.monotonic_ns())
 
     def unpause(self, instance: Any) -> None:
         guest = self._guest(instance)
+        sent = time.monotonic_ns()
         guest.machine.command("cont")
+        resumed = (sent, time.monotonic_ns())
         guest.paused = False
+        if guest.pause_started is not None:
+            pause_figures.record_async(
+                self._layout.workdir / "pauses", instance.uuid, guest.machine, guest.pause_started, resumed
+            )
+            guest.pause_started = None
 
     def suspend(self, context: Any, instance: Any) -> None:
         """Suspend: the vCPUs stop and memory stays in QEMU (libvirt would save it to disk)."""

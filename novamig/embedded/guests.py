@@ -24,6 +24,8 @@ class Guest:
     paused: bool = False
     suspended: bool = False  # vCPUs stopped by suspend (the tiny guest has no disk to save to)
     powered_off: bool = False  # QEMU ended by power_off; the server still exists (SHUTOFF)
+    # (command sent, command returned) host CLOCK_MONOTONIC ns of the last pause's QMP stop
+    pause_started: tuple[int, int] | None = None
     # Console output of the QEMUs this guest ran in before (live migrations), as a libvirt host's
     # console.log on shared storage keeps it.
     console_history: str = ""

@@ -1,0 +1,87 @@
+"""A known pause injected through the whole stack — Nova's pause/unpause API → conductor → compute
+→ novamig's driver → QMP stop/cont — measured by the guest heartbeat and the network probe within
+their stated error (resolution + noise floor)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from novamig.embedded.cloud import EmbeddedCloud
+from novamig.measure.network import NetworkProbe
+from novamig.results import MigrationRecord
+from novamig.runner.clock import CaseClock
+from novamig.runner.probes import ServerInfo
+
+from .conftest import wait_for_status
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+PAUSE_S = 0.5
+HZ = 500
+
+
+def _pause_figures(cloud: EmbeddedCloud, server_id: str) -> dict[str, Any]:
+    path = cloud.workdir / "pauses" / f"{server_id}.jsonl"
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1, lines
+    figures: dict[str, Any] = json.loads(lines[0])
+    return figures
+
+
+def test_a_nova_pause_is_measured_by_the_guest_and_network_probes(
+    embedded_cloud: EmbeddedCloud, embedded_conn: Any, boot_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    if embedded_cloud.guest_netns is None:
+        pytest.skip("the guests' namespace needs root")
+    server = boot_server(name="novamig-pause")
+    address = next(a["addr"] for net in server.addresses.values() for a in net if a["version"] == 4)
+    clock = CaseClock()
+    probe = NetworkProbe(HZ, embedded_cloud.guest_netns, tmp_path / "network")
+    probe.start([ServerInfo(server.id, server.name, server.compute_host, address)], clock)
+    try:
+        time.sleep(3.0)  # the noise window: nothing happens to the guest
+        quiet_end = clock.now()
+        before = clock.now()
+        embedded_conn.compute.pause_server(server)
+        wait_for_status(embedded_conn, server.id, "PAUSED")
+        time.sleep(PAUSE_S)
+        embedded_conn.compute.unpause_server(server)
+        wait_for_status(embedded_conn, server.id, "ACTIVE")
+        time.sleep(1.0)
+        after = clock.now()
+    finally:
+        probe.stop()
+
+    known = _pause_figures(embedded_cloud, server.id)
+    # the stop and the cont commands each took a QMP round trip: the pause is known within that
+    assert known["pause_max_ms"] - known["pause_min_ms"] < 50, known
+    assert known["pause_min_ms"] >= PAUSE_S * 1000
+
+    noise = probe.noise_floor(0.5, quiet_end)
+    assert noise is not None
+    window = MigrationRecord(
+        server=server.name, source_host="-", status="completed", requested_at=before, finished_at=after
+    )
+    fig = probe.figure(window, server.id, None)
+    assert fig.downtime_ms is not None and fig.resolution_ms is not None, fig.reason
+    # the network gap spans the stop, plus up to one probe period on each side and what the
+    # guest's and the host's scheduling add (the noise floor)
+    lo = known["pause_min_ms"] - fig.resolution_ms
+    hi = known["pause_max_ms"] + 2 * fig.resolution_ms + noise
+    assert lo <= fig.downtime_ms <= hi, (fig.downtime_ms, known, noise)
+
+    # the guest's heartbeat, read by the driver over virtio-serial: 1 ms beats
+    beat = known["heartbeat_gap_ms"]
+    print(f"pause {known['pause_min_ms']}–{known['pause_max_ms']} ms; network {fig.downtime_ms} ms; "
+          f"heartbeat {beat} ms; network noise floor {noise} ms")  # fmt: skip
+    assert beat is not None, known
+    assert known["pause_min_ms"] - 1.0 <= beat <= known["pause_max_ms"] + 1.0 + noise, (beat, known, noise)
