@@ -20,6 +20,7 @@ temporary directory with it.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,6 +39,13 @@ class GuestSetup:
     workload: Workload = field(default_factory=Workload)
     measure: Measure = field(default_factory=Measure)
     memory_integrity: bool = False  # the SLA asks for it: the agent keeps an integrity region
+    #: "ip:port" of a runner-side UDP heartbeat collector (`novamig.measure.heartbeat_udp`): the agent
+    #: also sends every beat there (``novamig.hb_udp``). None: not written, beats stay on virtio-serial.
+    heartbeat_udp: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_udp is not None:
+            _check_ipv4_port(self.heartbeat_udp)
 
     @classmethod
     def of(cls, plan: CasePlan) -> GuestSetup:
@@ -63,12 +71,28 @@ def agent_settings(setup: GuestSetup) -> dict[str, str]:
     memory = workload.memory
     dirty = workload.kind == "memory" or (workload.kind == "locust" and memory.dirty_rate_mib_s > 0)
     rate = memory.dirty_rate_mib_s if dirty else 0
-    return {
+    settings = {
         "hb_hz": str(setup.measure.heartbeat_hz),
         "dirty_mib_s": f"{rate:g}",
         "wset_mib": str(memory.working_set_mib if rate > 0 else 0),
         "integrity_mib": str(INTEGRITY_MIB if setup.memory_integrity else 0),
     }
+    # Written only when asked for (unlike the keys above): a case without it renders as before.
+    if setup.heartbeat_udp is not None:
+        settings["hb_udp"] = setup.heartbeat_udp
+    return settings
+
+
+def _check_ipv4_port(text: str) -> None:
+    """`text` must be ``<dotted IPv4>:<port 1-65535>``, what the agent's ``novamig.hb_udp`` accepts."""
+    host, sep, port = text.rpartition(":")
+    try:
+        ok = bool(sep) and port.isdigit() and 0 < int(port) <= 65535
+        ok = ok and isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"heartbeat_udp must be <ipv4>:<port>, got {text!r}")
 
 
 def user_data_for(plan: CasePlan) -> str:

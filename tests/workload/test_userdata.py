@@ -195,3 +195,24 @@ def test_other_workloads_start_no_script() -> None:
         _plan(Workload(kind="memory", memory=MemoryLoad(dirty_rate_mib_s=8)))
     )
     assert "workload.sh" not in render_user_data(_plan())
+
+
+def test_heartbeat_udp_is_written_only_when_asked_for(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    assert "hb_udp" not in agent_settings(_plan())
+    plan = replace(_plan(hz=250), heartbeat_udp="192.168.1.1:7070")
+    assert agent_settings(plan)["hb_udp"] == "192.168.1.1:7070"
+    result = _run(render_user_data(plan), tmp_path / "guest")
+    assert result.returncode == 0, result.stderr
+    tokens = (tmp_path / "guest" / "run" / "novamig" / "agent.conf").read_text().split()
+    assert tokens[0] == "novamig.hb_hz=250"
+    assert tokens[-1] == "novamig.hb_udp=192.168.1.1:7070"
+
+
+@pytest.mark.parametrize(
+    "bad", ["192.168.1.1", "192.168.1.1:0", "192.168.1.1:70000", "host:7070", "::1:7070", "1.2.3.4:7'"]
+)
+def test_heartbeat_udp_must_be_ipv4_and_port(bad: str) -> None:
+    with pytest.raises(ValueError, match="heartbeat_udp"):
+        GuestSetup("c", heartbeat_udp=bad)

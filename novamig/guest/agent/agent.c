@@ -16,6 +16,9 @@
  *     static pattern plus a generation counter the agent keeps advancing; a check verifies every
  *     word of every page and reports the first bad page, which proves that migration moved
  *     memory (including pages dirtied during the migration) intact;
+ *   - with novamig.hb_udp=<ipv4>:<port>, every beat also goes out as one UDP datagram (the same
+ *     "H <seq> <guest_ns>\n" text) to a collector on the network: the guest figure on clouds where
+ *     the host cannot read the virtio-serial port (DevStack). Sent non-blocking; errors counted;
  *   - a UDP echo server (port 7) for the host's network probe and a minimal HTTP server (port 80).
  *
  * The protocol is documented in docs/guest-agent.md. One file, static binary, no dependencies
@@ -131,7 +134,40 @@ static struct {
      * without letting a runaway real-time thread own the single vCPU. */
     int realtime;
     char port_path[256]; /* override for the port device (argv[1]); normally discovered */
+    /* novamig.hb_udp=<ipv4>:<port>: also send every beat as a UDP datagram there (0 = off) */
+    struct sockaddr_in hb_udp;
+    int hb_udp_on;
+    char hb_udp_text[48];
 } cfg = {.hb_hz = 1000, .realtime = 0};
+
+/* "a.b.c.d:port" → cfg.hb_udp; "0", "off" or "" turn it off; anything else is logged and off. */
+static void set_hb_udp(const char *val) {
+    char host[32];
+    const char *colon = strrchr(val, ':');
+    cfg.hb_udp_on = 0;
+    cfg.hb_udp_text[0] = 0;
+    if (!*val || !strcmp(val, "0") || !strcmp(val, "off")) return;
+    unsigned long port = 0;
+    char *end = NULL;
+    if (colon && (size_t)(colon - val) < sizeof host) {
+        memcpy(host, val, (size_t)(colon - val));
+        host[colon - val] = 0;
+        errno = 0;
+        port = strtoul(colon + 1, &end, 10);
+    }
+    struct in_addr a;
+    if (!colon || (size_t)(colon - val) >= sizeof host || !end || *end || errno || port == 0 ||
+        port > 65535 || colon[1] == 0 || inet_pton(AF_INET, host, &a) != 1) {
+        fprintf(stderr, "novamig-agent: novamig.hb_udp=%s ignored: expected <ipv4>:<port>\n", val);
+        return;
+    }
+    memset(&cfg.hb_udp, 0, sizeof cfg.hb_udp);
+    cfg.hb_udp.sin_family = AF_INET;
+    cfg.hb_udp.sin_port = htons((uint16_t)port);
+    cfg.hb_udp.sin_addr = a;
+    cfg.hb_udp_on = 1;
+    snprintf(cfg.hb_udp_text, sizeof cfg.hb_udp_text, "%s:%lu", host, port);
+}
 
 /* Settings: whitespace-separated novamig.<key>=<value> tokens; unknown tokens are ignored. */
 static void parse_settings(char *buf) {
@@ -153,6 +189,8 @@ static void parse_settings(char *buf) {
             cfg.realtime = strtol(val, NULL, 10) != 0;
         } else if (!strcmp(key, "integrity_mib")) {
             cfg.integrity_mib = (unsigned)strtoul(val, NULL, 10);
+        } else if (!strcmp(key, "hb_udp")) {
+            set_hb_udp(val);
         }
     }
 }
@@ -211,6 +249,9 @@ static _Atomic unsigned hb_hz;
 static _Atomic unsigned hb_gen; /* bumped on every rate change: wakes the heartbeat pacing */
 static _Atomic uint64_t hb_seq;
 static _Atomic uint64_t hb_dropped;
+static _Atomic uint64_t hb_udp_sent;   /* beats handed to the kernel for novamig.hb_udp */
+static _Atomic uint64_t hb_udp_errors; /* beats sendto() refused (no route, buffer full, ...) */
+static _Atomic int hb_udp_last_errno;
 static uint64_t start_ns;
 
 /* Write a whole line. `must`: wait (up to 2 s) for room instead of dropping the line. Returns 0 when
@@ -294,9 +335,29 @@ static void emitf(int must, const char *fmt, ...) {
 /* ------------------------------------------------------------------------------------------ */
 /* heartbeat                                                                                  */
 
+/* One UDP datagram per beat to novamig.hb_udp: never blocks (MSG_DONTWAIT on a non-blocking,
+ * unconnected socket, so an ICMP error from an absent collector is not even reported back). */
+static void send_udp_beat(int fd, const char *line, size_t len) {
+    ssize_t n = sendto(fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)&cfg.hb_udp,
+                       sizeof cfg.hb_udp);
+    if (n == (ssize_t)len) {
+        atomic_fetch_add(&hb_udp_sent, 1);
+        return;
+    }
+    int err = n < 0 ? errno : EMSGSIZE;
+    if (atomic_fetch_add(&hb_udp_errors, 1) == 0 || atomic_load(&hb_udp_last_errno) != err)
+        logmsg("hb_udp: send to %s failed: %s (counted; beats go on)", cfg.hb_udp_text, strerror(err));
+    atomic_store(&hb_udp_last_errno, err);
+}
+
 static void *heartbeat_main(void *arg) {
     (void)arg;
     raise_priority(cfg.realtime, 50);
+    int udp_fd = -1;
+    if (cfg.hb_udp_on) {
+        udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (udp_fd < 0) logmsg("hb_udp: socket failed: %s (no UDP beats)", strerror(errno));
+    }
     unsigned gen = atomic_load(&hb_gen);
     uint64_t next = now_ns();
     for (;;) {
@@ -325,7 +386,9 @@ static void *heartbeat_main(void *arg) {
         }
         uint64_t seq = atomic_fetch_add(&hb_seq, 1) + 1;
         char line[64];
-        snprintf(line, sizeof line, "H %" PRIu64 " %" PRIu64 "\n", seq, now_ns());
+        int len = snprintf(line, sizeof line, "H %" PRIu64 " %" PRIu64 "\n", seq, now_ns());
+        /* UDP first: its send is a few µs and must not wait behind the virtio-serial lock */
+        if (udp_fd >= 0) send_udp_beat(udp_fd, line, (size_t)len);
         if (emit(line, 0) != 0) atomic_fetch_add(&hb_dropped, 1);
     }
     return NULL;
@@ -849,11 +912,13 @@ static void handle_command(char *line) {
         sysinfo(&si);
         emitf(1,
               "R %s ok version=%s hb_hz=%u ip=%s mem_mib=%llu kernel=%s seq=%" PRIu64 " dropped=%" PRIu64
-              " uptime_ms=%" PRIu64 " dirtier=%d integrity=%d http_requests=%" PRIu64,
+              " uptime_ms=%" PRIu64 " dirtier=%d integrity=%d http_requests=%" PRIu64
+              " hb_udp=%s udp_sent=%" PRIu64 " udp_errors=%" PRIu64,
               id, AGENT_VERSION, atomic_load(&hb_hz), ip,
               (unsigned long long)si.totalram * si.mem_unit / MIB, u.release, atomic_load(&hb_seq),
               atomic_load(&hb_dropped), (uint64_t)((now_ns() - start_ns) / 1000000U), dirtier.running,
-              integ.running, atomic_load(&http_requests));
+              integ.running, atomic_load(&http_requests), cfg.hb_udp_on ? cfg.hb_udp_text : "off",
+              atomic_load(&hb_udp_sent), atomic_load(&hb_udp_errors));
     } else {
         emitf(1, "R %s err msg=unknown command: %s", id, cmd);
     }
@@ -927,6 +992,19 @@ int main(int argc, char **argv) {
     atomic_store(&hb_hz, cfg.hb_hz);
     if (argc > 1) snprintf(cfg.port_path, sizeof cfg.port_path, "%s", argv[1]);
 
+    /* With novamig.hb_udp the beats (and UDP echo, HTTP) must not wait for the virtio-serial port:
+     * on a cloud whose host does not give the guest that port (DevStack) it never appears, and the
+     * UDP beat is the only guest figure. Without it the threads start once the port is open, as
+     * always (the first beat the host can see is seq 1). */
+    pthread_t t;
+    int early = cfg.hb_udp_on;
+    if (early) {
+        pthread_create(&t, NULL, heartbeat_main, NULL);
+        pthread_create(&t, NULL, udp_echo_main, NULL);
+        pthread_create(&t, NULL, http_main, NULL);
+        logmsg("hb_udp: beats at %u Hz to %s (before the virtio-serial port is open)", cfg.hb_hz,
+               cfg.hb_udp_text);
+    }
     char path[300];
     if (cfg.port_path[0]) {
         snprintf(path, sizeof path, "%s", cfg.port_path);
@@ -937,15 +1015,20 @@ int main(int argc, char **argv) {
             sleep_until(now_ns() + 50000000ULL);
         }
     }
-    for (int tries = 0; (port_fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0; tries++) {
+    int fd;
+    for (int tries = 0; (fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0; tries++) {
         if (tries == 0) logmsg("waiting to open %s: %s", path, strerror(errno));
         sleep_until(now_ns() + 50000000ULL);
     }
+    pthread_mutex_lock(&out_lock);
+    port_fd = fd;
+    pthread_mutex_unlock(&out_lock);
 
-    pthread_t t;
-    pthread_create(&t, NULL, heartbeat_main, NULL);
-    pthread_create(&t, NULL, udp_echo_main, NULL);
-    pthread_create(&t, NULL, http_main, NULL);
+    if (!early) {
+        pthread_create(&t, NULL, heartbeat_main, NULL);
+        pthread_create(&t, NULL, udp_echo_main, NULL);
+        pthread_create(&t, NULL, http_main, NULL);
+    }
     if (cfg.integrity_mib) {
         const char *err = integrity_start(cfg.integrity_mib, 1000);
         if (err) logmsg("integrity region at boot: %s", err);
@@ -956,9 +1039,9 @@ int main(int argc, char **argv) {
     }
     char ip[64];
     guest_ip(ip, sizeof ip);
-    logmsg("up: version=%s port=%s hb_hz=%u ip=%s dirty_mib_s=%g wset_mib=%u integrity_mib=%u settings=%s",
+    logmsg("up: version=%s port=%s hb_hz=%u ip=%s dirty_mib_s=%g wset_mib=%u integrity_mib=%u hb_udp=%s settings=%s",
            AGENT_VERSION, path, cfg.hb_hz, ip, cfg.dirty_mib_s, cfg.dirty_mib_s > 0 ? (cfg.wset_mib ? cfg.wset_mib : 64) : 0,
-           cfg.integrity_mib, from_file ? "cmdline+" SETTINGS_PATH : "cmdline");
+           cfg.integrity_mib, cfg.hb_udp_on ? cfg.hb_udp_text : "off", from_file ? "cmdline+" SETTINGS_PATH : "cmdline");
     command_loop();
     return 0;
 }

@@ -1,0 +1,395 @@
+"""The guest figure over UDP: beat-window arithmetic, the real collector process against loopback
+senders (outage, two senders told apart, strays, stop, a bind that fails), and a real QEMU guest on a
+guest network beating with ``novamig.hb_udp`` (rate, a QMP pause against QEMU's STOP→RESUME and
+against the virtio-serial heartbeat's gap of the same pause)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from novamig.guest.image import GuestImage
+from novamig.hypervisor.heartbeat import inject_pause, longest_gap, noise_floor
+from novamig.hypervisor.machine import GuestSpec
+from novamig.hypervisor.netns import GuestNetwork, netns_supported
+from novamig.measure.heartbeat_udp import UdpHeartbeatProbe, beat_window, quiet_longest_gap_ms
+from novamig.measure.heartbeat_udp_collector import Beats, parse_beat
+from novamig.results import MigrationRecord
+from novamig.runner.clock import CaseClock
+from novamig.runner.probes import Probe, ServerInfo
+
+from .conftest import MachineFactory
+
+MS = 1_000_000
+COLLECTOR_MODULE = b"novamig.measure.heartbeat_udp_collector"
+
+
+def _collector_pids() -> set[int]:
+    """Collector processes of this test session (found by module name and the session marker)."""
+    marker = f"NOVAMIG_TEST_SESSION={os.environ.get('NOVAMIG_TEST_SESSION', '')}".encode()
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if COLLECTOR_MODULE in cmdline and marker in environ and _alive(int(entry.name)):
+            pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_collector_left_behind() -> Iterator[None]:
+    yield
+    left = _collector_pids()
+    assert not left, f"UDP heartbeat collectors left running: {sorted(left)}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _beats(times_ms: list[float], guest_step_ms: float | None = None) -> Beats:
+    recv = [round(t * MS) for t in times_ms]
+    guest = recv if guest_step_ms is None else [round(i * guest_step_ms * MS) for i in range(len(recv))]
+    return Beats(seq=list(range(1, len(recv) + 1)), guest_ns=list(guest), recv_ns=recv)
+
+
+def _every(start_ms: float, end_ms: float, step_ms: float = 4.0) -> list[float]:
+    n = round((end_ms - start_ms) / step_ms)
+    return [start_ms + i * step_ms for i in range(n + 1)]
+
+
+def _record(clock: CaseClock, start_ns: int, end_ns: int | None) -> MigrationRecord:
+    return MigrationRecord(
+        server="s",
+        source_host="a",
+        status="completed",
+        requested_at=clock.at(start_ns / 1e9),
+        finished_at=None if end_ns is None else clock.at(end_ns / 1e9),
+    )
+
+
+def _free_udp_port(address: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------ arithmetic
+
+
+def test_downtime_is_the_longest_beat_gap_and_stalls_above_threshold_are_brownout() -> None:
+    # beats every 4 ms; in [100, 1000] ms a 25 ms stall (brownout 25 - 4 = 21 ms) and a 300 ms
+    # pause (the downtime); the guest's clock advanced one period across the pause (it was stopped)
+    times = [*_every(0, 400), 425.0, *_every(429, 601), *_every(901, 1500)]
+    bw = beat_window(
+        _beats(times, guest_step_ms=4.0),
+        100 * MS,
+        1000 * MS,
+        period_ns=4 * MS,
+        recording_end_ns=1500 * MS,
+        threshold_ms=12.0,
+    )
+    assert bw.reason is None and bw.downtime is not None
+    assert (bw.downtime.before_ns, bw.downtime.after_ns) == (601 * MS, 901 * MS)
+    assert bw.brownout_ms == pytest.approx(21.0) and bw.brownout_gaps == 1
+    assert bw.guest_gap_ms == pytest.approx(4.0)
+    assert bw.lost == 0
+
+
+def test_lost_datagrams_show_in_seq_and_in_the_guest_clock() -> None:
+    times = [*_every(0, 200), *_every(300, 600)]
+    beats = _beats(times)
+    cut = len(_every(0, 200))
+    beats.seq[cut:] = [s + 25 for s in beats.seq[cut:]]  # 25 beats sent in the gap never arrived
+    bw = beat_window(
+        beats, 100 * MS, 400 * MS, period_ns=4 * MS, recording_end_ns=600 * MS, threshold_ms=None
+    )
+    assert bw.downtime is not None and bw.downtime.ms == pytest.approx(100.0)
+    assert bw.lost == 25 and bw.guest_gap_ms == pytest.approx(100.0)
+    assert bw.brownout_ms is None
+
+
+def test_untrustworthy_windows_are_reasons() -> None:
+    beats = _beats(_every(500, 1000))
+    early = beat_window(
+        beats, 100 * MS, 600 * MS, period_ns=4 * MS, recording_end_ns=2000 * MS, threshold_ms=None
+    )
+    assert early.downtime is None and "no beat before the window" in (early.reason or "")
+    silent = beat_window(
+        beats, 900 * MS, 1100 * MS, period_ns=4 * MS, recording_end_ns=3000 * MS, threshold_ms=None
+    )
+    assert silent.downtime is None and "had not beaten again" in (silent.reason or "")
+    assert beat_window(Beats(), 0, 1, period_ns=4 * MS, recording_end_ns=1, threshold_ms=None).reason == (
+        "no beat from this server at all"
+    )
+    assert quiet_longest_gap_ms(beats, 600 * MS, 700 * MS) == pytest.approx(4.0)
+
+
+def test_parse_beat_accepts_the_agent_line_only() -> None:
+    assert parse_beat(b"H 12 345678\n") == (12, 345678)
+    assert parse_beat(b"H 12 345678") == (12, 345678)
+    for bad in (b"", b"R 1 ok", b"H 1", b"H -1 2", b"H 1 2 3", b"\xff\xfe", b"H 1 99999999999999999999"):
+        assert parse_beat(bad) is None, bad
+
+
+def test_probe_implements_the_runner_protocol(tmp_path: Path) -> None:
+    probe: Probe = UdpHeartbeatProbe(1000, ("192.168.1.1", 7070), "ns", tmp_path)
+    assert probe.name == "guest" and probe.case_stats() is None
+    assert UdpHeartbeatProbe(250, ("10.0.0.1", 9), None, tmp_path).target == "10.0.0.1:9"
+    with pytest.raises(ValueError, match="fixed port"):
+        UdpHeartbeatProbe(250, ("10.0.0.1", 0), None, tmp_path)
+
+
+# ------------------------------------------------------------------------ the collector on loopback
+
+
+class Beater:
+    """An agent stand-in: beats ``H <seq> <ns>`` from one loopback address at absolute deadlines;
+    `dark(s)` sends nothing for that long and returns the monotonic interval it was silent."""
+
+    def __init__(self, source: str, dest: tuple[str, int], hz: float) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((source, 0))
+        self.dest = dest
+        self.period_ns = round(1e9 / hz)
+        self.seq = 0
+        self.sent_ns: list[int] = []  # when each datagram went out: the truth the collector is held to
+        self._quiet_until = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic_ns()
+        while not self._stop.is_set():
+            deadline += self.period_ns
+            now = time.monotonic_ns()
+            if deadline > now:
+                time.sleep((deadline - now) / 1e9)
+            else:
+                deadline = now
+            self.seq += 1
+            t = time.monotonic_ns()
+            if t >= self._quiet_until:
+                self.sock.sendto(f"H {self.seq} {t}\n".encode(), self.dest)
+                self.sent_ns.append(t)
+
+    def dark(self, seconds: float) -> tuple[int, int]:
+        start = time.monotonic_ns()
+        self._quiet_until = start + int(seconds * 1e9)
+        time.sleep(seconds)
+        return start, self._quiet_until
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_known_silence_is_measured_and_senders_are_told_apart(tmp_path: Path) -> None:
+    port = _free_udp_port()
+    probe = UdpHeartbeatProbe(250, ("127.0.0.1", port), None, tmp_path, sched="none")
+    clock = CaseClock()
+    servers = [ServerInfo("id-1", "one", "h", "127.0.0.2"), ServerInfo("id-2", "two", "h", "127.0.0.3")]
+    probe.start(servers, clock)
+    pid = probe.pid
+    assert pid is not None and _alive(pid)
+    steady, flaky = (
+        Beater("127.0.0.2", ("127.0.0.1", port), 250),
+        Beater("127.0.0.3", ("127.0.0.1", port), 250),
+    )
+    stranger = Beater("127.0.0.4", ("127.0.0.1", port), 10)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            junk.sendto(b"not a beat", ("127.0.0.1", port))
+        time.sleep(0.3)
+        quiet = (clock.now(), clock.now() + 1.0)
+        time.sleep(1.2)
+        dark_from, dark_to = flaky.dark(0.3)
+        time.sleep(1.3)
+    finally:
+        for b in (steady, flaky, stranger):
+            b.close()
+        probe.stop()
+    assert not _alive(pid)
+    floor = probe.noise_floor(*quiet)
+    assert floor is not None and floor >= 4.0 * 0.9
+    fig = probe.figure(_record(clock, dark_from - 100 * MS, dark_to), "id-2", None)
+    assert fig.downtime_ms is not None, fig.reason
+    assert fig.resolution_ms == 4.0
+    # the sender is a thread of this (loaded) process: hold the figure to its real silence
+    sent = longest_gap(flaky.sent_ns, dark_from, dark_to)
+    assert sent is not None and sent.ms >= 300.0
+    assert abs(fig.downtime_ms - sent.ms) <= fig.resolution_ms + floor, (fig, sent.ms, floor)
+    assert fig.details is not None and fig.details["lost"] >= 60  # the beater used up seq while dark
+    assert fig.brownout_ms is not None and fig.brownout_ms < 50, fig
+    other = probe.figure(_record(clock, dark_from - 100 * MS, dark_to), "id-1", None)
+    assert other.downtime_ms is not None and other.downtime_ms < 50, other
+    cost = probe.cost()
+    assert cost is not None and cost.note is not None and cost.rate_hz is not None
+    assert 0 <= cost.cpu_percent < 50, cost
+    assert 200 <= cost.rate_hz <= 255, cost  # the flaky sender's 300 ms of silence lowers its mean
+    assert "2 server(s) beating at 250 Hz" in cost.note and "127.0.0.4" in cost.note, cost.note
+    assert "1 stray datagram" in cost.note, cost.note
+
+
+def test_unknown_sender_bad_bind_and_sigkill_are_reasons(tmp_path: Path) -> None:
+    clock = CaseClock()
+    port = _free_udp_port()
+    natted = UdpHeartbeatProbe(250, ("127.0.0.1", port), None, tmp_path, sched="none")
+    natted.STOP_GRACE_S = 0.5
+    natted.stop()  # before start: nothing to do
+    natted.start([ServerInfo("id-1", "one", "h", "10.0.0.9")], clock)
+    pid = natted.pid
+    assert pid is not None
+    beater = Beater("127.0.0.5", ("127.0.0.1", port), 100)
+    try:
+        time.sleep(0.5)
+    finally:
+        beater.close()
+    os.kill(pid, signal.SIGSTOP)  # a collector that cannot act on SIGTERM
+    natted.stop()
+    assert not _alive(pid)
+    natted.stop()
+    fig = natted.figure(_record(clock, time.monotonic_ns() - 300 * MS, None), "id-1", None)
+    assert fig.downtime_ms is None and "beats came from 127.0.0.5 only" in (fig.reason or ""), fig
+    cost = natted.cost()
+    assert cost is not None and cost.note is not None and "did not finish cleanly" in cost.note
+
+    unbound = UdpHeartbeatProbe(250, ("10.255.255.254", 7070), None, tmp_path)
+    unbound.start([ServerInfo("id-1", "one", "h", "10.0.0.9")], clock)
+    assert unbound.pid is None or not _alive(unbound.pid)
+    unbound.stop()
+    fig = unbound.figure(_record(clock, 0, 1), "id-1", None)
+    assert fig.downtime_ms is None and "did not start" in (fig.reason or ""), fig
+    assert unbound.noise_floor(0, 1) is None and unbound.cost() is None
+
+
+# ------------------------------------------------------------------------ a real QEMU guest
+
+needs_netns = pytest.mark.skipif(netns_supported() is not None, reason=str(netns_supported()))
+HZ = 250
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@needs_netns
+def test_guest_beats_over_udp_and_a_qmp_pause_agrees_with_virtio_serial(
+    machines: MachineFactory, image: GuestImage, tmp_path: Path
+) -> None:
+    """A tiny guest on a guest network with ``novamig.hb_udp`` aimed at the bridge's address.
+
+    The collector receives about `HZ` beats a second; three 300 ms QMP stop/cont pauses are each
+    measured by the UDP gap within one period plus the noise floor of QEMU's STOP→RESUME (median,
+    like the network probe's test), and agree with the virtio-serial heartbeat's gap of the same
+    pause within the sum of both resolutions and both noise floors.
+    """
+    port = 7070
+    with GuestNetwork() as net:
+        addr = net.new_address()
+        args = (*addr.kernel_args(), f"novamig.hb_hz={HZ}", f"novamig.hb_udp={net.host_ip}:{port}")
+        spec = GuestSpec(name="hbu", image=image, memory_mib=128, kernel_args=args, network=net.attach(addr))
+        probe = UdpHeartbeatProbe(HZ, (net.host_ip, port), net.name, tmp_path)
+        clock = CaseClock()
+        probe.start([ServerInfo("id-hbu", "hbu", "h", addr.ip)], clock)
+        pid = probe.pid
+        try:
+            vm = machines(spec)
+            time.sleep(1.0)  # ARP settles, the agent's beat reaches steady state
+            t0 = time.monotonic_ns()
+            quiet_ns = (t0, t0 + 3_000_000_000)
+            quiet = (clock.at(quiet_ns[0] / 1e9), clock.at(quiet_ns[1] / 1e9))
+            time.sleep(3.1)
+            pauses = []
+            for _ in range(3):
+                pauses.append(inject_pause(vm, 300))
+                time.sleep(1.0)
+            info = vm.agent.command("info")
+            virtio = vm.agent.beats.beats()
+        finally:
+            probe.stop()
+    assert pid is not None and not _alive(pid), "stop() must end the collector"
+    assert info.fields.get("hb_udp") == f"{net.host_ip}:{port}", info
+    assert int(info.fields["udp_sent"]) > 0 and info.fields["udp_errors"] == "0", info
+
+    beats = probe.records
+    assert beats is not None and addr.ip in beats, f"no beats from {addr.ip}: {sorted(beats or {})}"
+    recv = beats[addr.ip].recv_ns
+    per_second = [
+        sum(1 for t in recv if lo <= t < lo + 1_000_000_000)
+        for lo in range(quiet_ns[0], quiet_ns[1], 1_000_000_000)
+    ]
+    print(f"UDP beats per second in the quiet window: {per_second} (asked {HZ})")
+    assert max(per_second) >= 0.9 * HZ and max(per_second) <= 1.05 * HZ, per_second
+
+    floor = probe.noise_floor(*quiet)
+    assert floor is not None, "the guest must beat throughout the quiet window"
+    virtio_floor = noise_floor([b.host_ns for b in virtio], *quiet_ns).max_ms
+    period = 1000.0 / HZ
+    errors, disagreements = [], []
+    for p in pauses:
+        fig = probe.figure(_record(clock, p.stop_ns - 300 * MS, p.resume_ns), "id-hbu", None)
+        assert fig.downtime_ms is not None and fig.resolution_ms == period, fig.reason
+        assert fig.brownout_ms is not None
+        assert p.gap_ms is not None
+        errors.append(round(fig.downtime_ms - p.stop_resume_ms, 2))
+        disagreements.append(round(fig.downtime_ms - p.gap_ms, 2))
+    tolerance = period + floor
+    agreement = 2 * period + floor + virtio_floor
+    print(
+        f"UDP gap − STOP→RESUME {errors} ms (tolerance {tolerance:.2f}); UDP gap − virtio-serial gap "
+        f"{disagreements} ms (tolerance {agreement:.2f}); noise floors UDP {floor} ms, "
+        f"virtio {virtio_floor:.3f} ms; "
+        f"collector cost {probe.cost()}"
+    )
+    assert abs(statistics.median(errors)) <= tolerance, (errors, floor)
+    assert min(errors) >= -tolerance, (errors, floor)
+    assert all(abs(d) <= agreement for d in disagreements), (disagreements, agreement)
+
+
+@pytest.mark.qemu
+@needs_netns
+def test_udp_beats_go_on_while_the_host_does_not_read_virtio_serial(
+    machines: MachineFactory, image: GuestImage, tmp_path: Path
+) -> None:
+    """The DevStack situation in small: nobody reads the virtio-serial port (the host side closed),
+    the beats over UDP still arrive at the beat rate, without a send error."""
+    port = 7071
+    with GuestNetwork() as net:
+        addr = net.new_address()
+        args = (*addr.kernel_args(), f"novamig.hb_hz={HZ}", f"novamig.hb_udp={net.host_ip}:{port}")
+        spec = GuestSpec(name="hbc", image=image, memory_mib=128, kernel_args=args, network=net.attach(addr))
+        probe = UdpHeartbeatProbe(HZ, (net.host_ip, port), net.name, tmp_path)
+        probe.start([ServerInfo("id-hbc", "hbc", "h", addr.ip)], CaseClock())
+        try:
+            vm = machines(spec)
+            time.sleep(0.5)
+            vm.agent.close()
+            closed = time.monotonic_ns()
+            time.sleep(2.5)
+        finally:
+            probe.stop()
+    beats = probe.records
+    assert beats is not None and addr.ip in beats, sorted(beats or {})
+    b = beats[addr.ip]
+    after = [t for t in b.recv_ns if closed + 500_000_000 <= t < closed + 2_500_000_000]
+    print(f"UDP beats in 2 s with the virtio-serial side closed: {len(after)} (asked {2 * HZ})")
+    assert len(after) >= 0.8 * 2 * HZ, len(after)
+    assert b.seq == sorted(b.seq) and b.seq[-1] - b.seq[0] + 1 - len(b.seq) <= 2, "beats lost on the bridge"
