@@ -130,6 +130,8 @@ class GuestNetwork:
         self._macs = itertools.count(1)
         self.created = False
         self._hook = self.close
+        # locally administered, unicast; unique per namespace
+        self.bridge_mac = "02:6e:" + ":".join(secrets.token_hex(4)[i : i + 2] for i in range(0, 8, 2))
 
     def __enter__(self) -> GuestNetwork:
         self.create()
@@ -145,7 +147,10 @@ class GuestNetwork:
         try:
             n = self.name
             _ip("-n", n, "link", "set", "lo", "up")
-            _ip("-n", n, "link", "add", self.bridge, "type", "bridge")
+            # A fixed address: a bridge without one takes the lowest MAC among its ports and
+            # changes it when that tap goes (the source QEMU's, after a live migration). Guests
+            # that only send (UDP heartbeats) keep the old MAC in their ARP cache and are dropped.
+            _ip("-n", n, "link", "add", self.bridge, "address", self.bridge_mac, "type", "bridge")
             _ip("-n", n, "addr", "add", f"{self.host_ip}/{self.subnet.prefixlen}", "dev", self.bridge)
             _ip("-n", n, "link", "set", self.bridge, "up")
         except BaseException:

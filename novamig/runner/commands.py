@@ -240,6 +240,7 @@ def _run(
         libvirt_targets = applier.targets if isinstance(applier, SshHostPolicy) else None
 
         def probes_for(plan: Any) -> list[Probe]:
+            from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
             from novamig.measure.locust import LocustProbe
             from novamig.measure.network import NetworkProbe
 
@@ -254,6 +255,10 @@ def _run(
                     # here, probes would leave this machine
                     why = "the embedded cloud's guests have no namespace to reach them in (needs root)"
                     out.append(Unavailable(probe, why))
+                elif probe == "guest" and plan.measure.heartbeat_collector is not None:
+                    host, _, port = plan.measure.heartbeat_collector.rpartition(":")
+                    bind = (host, int(port))
+                    out.append(UdpHeartbeatProbe(plan.measure.heartbeat_hz, bind, netns, case_dir / "guest"))
                 elif probe in ("hypervisor", "guest") and embedded is not None:
                     out.append(EmbeddedMigrationFigures(embedded.workdir, probe))
                 elif probe == "network":
@@ -273,7 +278,11 @@ def _run(
                     )
                     out.append(Unavailable(probe, why))
                 else:
-                    why = "the guest heartbeat is read by the embedded cloud only in this novamig"
+                    why = (
+                        "this cloud's hosts are not read by novamig: set measure.heartbeat_collector "
+                        "to an IPV4:PORT of this machine that the guests reach, to collect their "
+                        "heartbeat over UDP"
+                    )
                     out.append(Unavailable(probe, why))
             return out
 

@@ -27,6 +27,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$"
 TARGET_PATTERN = r"^(auto|round-robin|drain:[A-Za-z0-9][A-Za-z0-9._-]*|[A-Za-z0-9][A-Za-z0-9._-]*)$"
 MATRIX_KEY_PATTERN = r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_]+)*$"
 LOCUSTFILE_PATTERN = r"^(builtin:[a-z0-9_-]+|[^\s:][^\n]*\.py)$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+HEARTBEAT_COLLECTOR_PATTERN = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}:{_PORT}$"
 
 #: Guest RAM that the kernel and the agent need besides the dirtied working set.
 GUEST_RAM_OVERHEAD_MIB = 64
@@ -231,6 +234,11 @@ class Measure(_Model):
     """Vantage points that measure downtime; `locust` needs `workload.kind: locust`."""
     noise_floor_s: Annotated[float, Field(ge=0, le=3_600)] = 10
     """Seconds measured with no migration before the first one, to report the noise floor; 0 → skip."""
+    heartbeat_collector: Annotated[str, Field(pattern=HEARTBEAT_COLLECTOR_PATTERN)] | None = None
+    """`IPV4:PORT` on the machine running novamig where the guests send their heartbeat over UDP
+    (the guest figure on clouds whose hosts novamig cannot read, such as DevStack: an address the
+    guests route to without NAT). Null → the embedded cloud's driver reads the heartbeat over
+    virtio-serial, and elsewhere the guest figure is null with the reason."""
 
 
 class DowntimeSla(_Model):

@@ -49,7 +49,13 @@ class GuestSetup:
 
     @classmethod
     def of(cls, plan: CasePlan) -> GuestSetup:
-        return cls(plan.case_id, plan.workload_spec, plan.measure, bool(plan.sla.memory_integrity))
+        return cls(
+            plan.case_id,
+            plan.workload_spec,
+            plan.measure,
+            bool(plan.sla.memory_integrity),
+            heartbeat_udp=plan.measure.heartbeat_collector,
+        )
 
 
 #: Size of the integrity region when the SLA asks for memory integrity, MiB. 16 MiB fits the

@@ -56,6 +56,30 @@ def test_guest_keeps_its_address_across_migration(machines: MachineFactory, imag
 
 
 @pytest.mark.skipif(netns_supported() is not None, reason=str(netns_supported()))
+def test_the_bridge_keeps_its_mac_when_taps_come_and_go() -> None:
+    """Guests cache the gateway's MAC; one that only sends (UDP heartbeats to a collector on the
+    bridge) would be cut off after a migration if the bridge took the departing tap's address."""
+    import json
+    import subprocess
+
+    def bridge_mac(net: GuestNetwork) -> str:
+        out = subprocess.run(
+            ["ip", "-n", net.name, "-j", "link", "show", net.bridge],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout  # fmt: skip
+        return str(json.loads(out)[0]["address"])
+
+    with GuestNetwork() as net:
+        assert bridge_mac(net) == net.bridge_mac
+        first, second = net.add_tap(), net.add_tap()
+        assert bridge_mac(net) == net.bridge_mac
+        net.remove_tap(first)
+        assert bridge_mac(net) == net.bridge_mac
+        net.remove_tap(second)
+        assert bridge_mac(net) == net.bridge_mac
+
+
+@pytest.mark.skipif(netns_supported() is not None, reason=str(netns_supported()))
 def test_namespace_is_removed_when_the_body_raises() -> None:
     with pytest.raises(RuntimeError), GuestNetwork() as net:
         name = net.name

@@ -157,6 +157,28 @@ def test_locust_web_scenario_gives_locust_statistics_and_four_figures(tmp_path: 
     assert rc == (0 if case.passed else 1)
 
 
+def test_guest_heartbeat_over_udp_when_a_collector_is_named(tmp_path: Path, cloud: str) -> None:
+    """measure.heartbeat_collector: the DevStack path of the guest figure (the agent's beats as UDP
+    datagrams to a runner-side collector), run here with the collector on the guests' gateway
+    inside the embedded cloud's namespace."""
+    body = (
+        "name: udp-heartbeat\n"
+        + TINY % 1
+        + "measure: {probes: [guest, hypervisor], noise_floor_s: 2, heartbeat_hz: 500,"
+        + " heartbeat_collector: '192.168.1.1:47000'}\n"
+        + "migration: {count: 1, interval_s: 0}\n"
+        + "sla: {downtime_ms: {probe: guest, max: 5000}}\n"
+    )
+    rc, results = run(tmp_path, cloud, body)
+    (m,) = migrations(results)
+    assert rc == 0 and m.status == "completed", m.events
+    assert m.downtime_ms.guest is not None and m.resolution_ms.guest == pytest.approx(2.0), m.events
+    assert "lost" in m.details["guest"]  # the UDP probe's figure, not the driver's
+    assert m.downtime_ms.guest >= (m.downtime_ms.hypervisor or 0)
+    assert results.cases[0].probe_cost["guest"].cpu_percent < 50
+    assert results.cases[0].noise_floor_ms.guest is not None
+
+
 def test_concurrency_2_round_robin(tmp_path: Path, cloud: str) -> None:
     body = (
         "name: rr\n"
