@@ -1,8 +1,9 @@
 """The live terminal view: one line per server — case, migration status, progress %, elapsed.
 
 Backed by a plain thread-safe table that watchers update; `rich.live.Live` redraws it on a TTY,
-and elsewhere (CI logs) each status change is printed as one line, so a log is never flooded with
-redraws.
+and elsewhere (CI logs) each status change is printed as one line, plus a progress line per server
+at most every `LOG_PROGRESS_EVERY_S` while its status stays the same (a long pre-copy would
+otherwise show "running 6 %" once and then nothing for minutes), so a log is never flooded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import IO, Any
 
 from novamig.runner.watch import Progress
 
+LOG_PROGRESS_EVERY_S = 10.0
+
 
 @dataclass
 class Row:
@@ -27,6 +30,7 @@ class Row:
     route: str = ""
     done: int = 0
     total: int = 0
+    said_at: float = 0.0  # monotonic time this row was last printed (non-interactive)
 
 
 class LiveView:
@@ -63,11 +67,14 @@ class LiveView:
             self._say(f"  {name}: {status}")
 
     def progress(self, p: Progress) -> None:
+        now = time.monotonic()
         with self._lock:
             row = self.rows.setdefault(p.server, Row(self.case, p.server, ""))
-            changed = row.status != p.status
+            changed = row.status != p.status or now - row.said_at >= LOG_PROGRESS_EVERY_S
             row.status, row.percent, row.elapsed_s = p.status, p.percent, p.elapsed_s
             row.route = f"{p.source_host or '?'} → {p.dest_host or '?'}"
+            if changed:
+                row.said_at = now
         if changed:
             pct = "" if p.percent is None else f" {p.percent:.0f}%"
             self._say(f"  {p.server}: {p.status}{pct} ({p.elapsed_s:.1f} s) {row.route}")

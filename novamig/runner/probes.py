@@ -237,6 +237,7 @@ class EmbeddedMigrationFigures:
                 brownout_ms=float(brownout) if isinstance(brownout, int | float) else None,
             )
         details = {k: v for k, v in data.items() if k not in _SERIES}
+        details.update(series_summary(data))
         integrity = data.get("integrity")
         ok = integrity.get("ok") if isinstance(integrity, dict) else None
         intact = ok if isinstance(ok, bool) else None
@@ -252,6 +253,19 @@ class EmbeddedMigrationFigures:
             brownout_ms=hypervisor_brownout_ms(data),
             memory_integrity=intact,
         )
+
+
+def series_summary(figures: dict[str, Any]) -> dict[str, Any]:
+    """What results keep of QEMU's sampled series (the series themselves are too long for every
+    migration of every case): the peak auto-converge throttle and the peak dirty-page rate."""
+    out: dict[str, Any] = {}
+    pairs = (("throttle_series", "throttle_max_percent"), ("dirty_rate_series", "dirty_pages_rate_max"))
+    for key, name in pairs:
+        series = figures.get(key)
+        if isinstance(series, list):
+            values = [v for _, v in series if isinstance(v, int | float)]
+            out[name] = max(values) if values else None
+    return out
 
 
 def hypervisor_brownout_ms(figures: dict[str, Any]) -> float | None:

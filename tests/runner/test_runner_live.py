@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from novamig.runner.live import LiveView
@@ -33,3 +34,21 @@ def test_table_shows_case_server_status_progress_elapsed() -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     for expected in ("case 1/1: a#r1", "s0", "2/3", "running", "42.0 %", "3.2 s", "h1 → h2"):
         assert expected in text, text
+
+
+def test_plain_stream_repeats_a_long_status_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from novamig.runner import live
+
+    clock = [100.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    view = LiveView(out, interactive=False)
+    view.progress(Progress("s0", "running", 6.0, 0.9, "h1", "h2"))
+    clock[0] += live.LOG_PROGRESS_EVERY_S - 1
+    view.progress(Progress("s0", "running", 40.0, 9.9, "h1", "h2"))  # too soon: nothing
+    clock[0] += 1
+    view.progress(Progress("s0", "running", 45.0, 10.9, "h1", "h2"))
+    assert out.getvalue().splitlines() == [
+        "  s0: running 6% (0.9 s) h1 → h2",
+        "  s0: running 45% (10.9 s) h1 → h2",
+    ]
