@@ -23,6 +23,7 @@ from .conftest import wait_for_status
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 PAUSE_S = 0.5
+HEARTBEAT_RESUME_OFFSET_MS = 25.0  # see the last assertion
 HZ = 500
 
 
@@ -76,12 +77,24 @@ def test_a_nova_pause_is_measured_by_the_guest_and_network_probes(
     # the network gap spans the stop, plus up to one probe period on each side and what the
     # guest's and the host's scheduling add (the noise floor)
     lo = known["pause_min_ms"] - fig.resolution_ms
-    hi = known["pause_max_ms"] + 2 * fig.resolution_ms + noise
+    hi = known["pause_max_ms"] + 2 * fig.resolution_ms + max(noise, known["heartbeat_noise_floor_ms"] or 0.0)
     assert lo <= fig.downtime_ms <= hi, (fig.downtime_ms, known, noise)
 
     # the guest's heartbeat, read by the driver over virtio-serial: 1 ms beats
     beat = known["heartbeat_gap_ms"]
-    print(f"pause {known['pause_min_ms']}–{known['pause_max_ms']} ms; network {fig.downtime_ms} ms; "
-          f"heartbeat {beat} ms; network noise floor {noise} ms")  # fmt: skip
+    print(
+        f"pause {known['pause_min_ms']}–{known['pause_max_ms']} ms; network {fig.downtime_ms} ms; "
+        f"heartbeat {beat} ms; noise floors: network {noise} ms, "
+        f"heartbeat {known['heartbeat_noise_floor_ms']} ms"
+    )
     assert beat is not None, known
-    assert known["pause_min_ms"] - 1.0 <= beat <= known["pause_max_ms"] + 1.0 + noise, (beat, known, noise)
+    beat_noise = known["heartbeat_noise_floor_ms"]
+    assert beat_noise is not None, known
+    # Within its resolution plus the worse noise floor, plus a known offset: under TCG the first
+    # beat after `cont` comes 9–18 ms after the command returned (5 runs, quiet and loaded; the
+    # noise floors then were 3–55 ms) while the echo thread answers within 1–7 ms. FACTS.md
+    # measured the same offset after a migration's RESUME (18–99 ms, the destination also
+    # translating the guest's code afresh). Allowed here: 25 ms.
+    floor = max(noise, beat_noise)
+    hi_beat = known["pause_max_ms"] + 1.0 + floor + HEARTBEAT_RESUME_OFFSET_MS
+    assert known["pause_min_ms"] - 1.0 <= beat <= hi_beat, (beat, known, floor)
