@@ -189,11 +189,17 @@ def test_idle_migration_four_figures_agree(tmp_path: Path, cloud: str, embedded_
         # migrations, network − heartbeat switchover gap was −6.9 … +5.8 ms in 12, and +21.1 …
         # +33.9 ms in 6 (network noise floors 5–8 ms in 5 of those): consistent with the first
         # announcement missing and the second, 50 ms later, moving the MAC — not verified. So:
-        # - the network never sees less than the heartbeat beyond their resolutions and the larger
-        #   noise floor (the brief's bound, which held on this side in every run);
-        # - it sees at most one announce interval more, with the same allowance.
+        # - it sees at most one announce interval more than the heartbeat, within their resolutions
+        #   and the larger noise floor.
+        #
+        # The other direction does not hold: the switchover gap is measured where the host *reads*
+        # the beats, and once (one migration of 20, full suite, machine loaded) it was 304 ms while
+        # the network probe saw 81 ms and STOP→RESUME was 9 ms — beats the guest wrote before the
+        # stop reached the host late (not verified why: the source QEMU busy with the last pass, or the
+        # beats delivered from the migrated virtqueue on the destination), while the echo thread's
+        # answers kept coming. So below, the network figure is bounded by STOP→RESUME (above)
+        # and, from above, by the heartbeat.
         slack = res_g + res_n + max(floor_g, floor_n)
-        assert n >= switchover - slack, why
         assert n <= switchover + ANNOUNCE_INITIAL_MS + slack, why
 
         # A TCP client cannot see less than the blackout the network probe saw: no HTTP response
