@@ -19,21 +19,16 @@ parent waits for it), ``running`` with counters about once a second, and ``stopp
 summary (sent, received, achieved rate, CPU time, send lateness) on SIGTERM/SIGINT, or ``failed``
 with the error. The prober also stops on its own when its parent goes away.
 
-Standard library only, and nothing from the rest of novamig: it starts in a few tens of ms and its
-memory stays small.
+Standard library only, and nothing from the rest of novamig but its scaffolding
+(`novamig.measure.probe_process`, shared with the UDP heartbeat collector and standard library only
+too): it starts in a few tens of ms and its memory stays small.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import gc
-import json
 import os
-import resource
 import select
-import signal
 import socket
 import struct
 import sys
@@ -41,13 +36,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from novamig.measure.probe_process import (
+    ProbeProcess,
+    add_loop_arguments,
+    add_output_arguments,
+    record_rows,
+    run_main,
+    rusage,
+    udp_socket,
+)
 
 PAYLOAD = struct.Struct("!4sHIq")  # magic, target index, seq, send monotonic ns
 MAGIC = b"NMEP"
 ROW = struct.Struct("<HIqq")  # target index, seq, send ns, receive ns (CLOCK_MONOTONIC)
 FILE_MAGIC = b"NMECHO1\n"
-_CLONE_NEWNET = 0x40000000
 # send lateness histogram: upper bounds in µs (the last bucket is everything above)
 LATE_BUCKETS_US = (50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
@@ -67,13 +71,8 @@ def read_records(path: Path) -> dict[int, Replies]:
     A trailing partial row (a prober killed in the middle of a write) is ignored. Rows of one target
     are in arrival order already (one socket, one thread).
     """
-    data = path.read_bytes()
-    if not data.startswith(FILE_MAGIC):
-        raise ValueError(f"{path}: not an echo record file")
-    body = memoryview(data)[len(FILE_MAGIC) :]
-    body = body[: len(body) - len(body) % ROW.size]
     out: dict[int, Replies] = {}
-    for idx, seq, sent, received in ROW.iter_unpack(body):
+    for idx, seq, sent, received in record_rows(path, FILE_MAGIC, ROW, "an echo record file"):
         r = out.get(idx)
         if r is None:
             r = out[idx] = Replies()
@@ -86,41 +85,9 @@ def read_records(path: Path) -> dict[int, Replies]:
 # ----------------------------------------------------------------------------------- the prober
 
 
-def _enter_netns(name: str) -> None:
-    """Move this (still single-threaded) process into /run/netns/NAME before any socket exists."""
-    lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if lib.setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {name}: {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(fd)
+class Prober(ProbeProcess):
+    FILE_MAGIC = FILE_MAGIC
 
-
-def _set_sched(kind: str, priority: int) -> str:
-    """Apply the requested scheduling; returns what is in force (a refusal is reported, not fatal)."""
-    if kind == "fifo":
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-            return f"fifo:{priority}"
-        except OSError as exc:
-            return f"other (SCHED_FIFO refused: {exc.strerror})"
-    if kind == "nice":
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, -10)
-            return "nice:-10"
-        except OSError as exc:
-            return f"other (nice -10 refused: {exc.strerror})"
-    return "other"
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-class Prober:
     def __init__(
         self,
         targets: Sequence[tuple[int, str]],
@@ -133,17 +100,11 @@ class Prober:
         duration_s: float | None = None,
         sched: str = "other",
     ) -> None:
+        super().__init__(out, status, flush_s=flush_s, duration_s=duration_s, sched=sched)
         self.targets = list(targets)
         self.period_ns = round(1e9 / hz)
         self.hz = hz
-        self.out = out
-        self.status = status
         self.port = port
-        self.flush_ns = int(flush_s * 1e9)
-        self.duration_ns = None if duration_s is None else int(duration_s * 1e9)
-        self.sched = sched
-        self.stop = False
-        self.stop_reason = "running"
         n = max(i for i, _ in self.targets) + 1 if self.targets else 0
         self.sent = [0] * n
         self.received = [0] * n
@@ -154,12 +115,9 @@ class Prober:
         self.slots = 0
         self.late_hist = [0] * (len(LATE_BUCKETS_US) + 1)
         self.late_max_ns = 0
-        self.parent = os.getppid()
-        self.started_ns = time.monotonic_ns()
         self.t0_ns = 0
 
-    def _state(self, state: str, **extra: Any) -> dict[str, Any]:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
+    def state(self, state: str, **extra: Any) -> dict[str, Any]:
         now = time.monotonic_ns()
         wall = (now - self.started_ns) / 1e9
         return {
@@ -181,30 +139,23 @@ class Prober:
             "send_errors": self.send_errors,
             "last_send_error": self.last_send_error,
             "stray": self.stray,
-            "cpu_user_s": ru.ru_utime,
-            "cpu_sys_s": ru.ru_stime,
-            "max_rss_kib": ru.ru_maxrss,
+            **rusage(),
             "late_buckets_us": list(LATE_BUCKETS_US),
             "late_hist": self.late_hist,
             "late_max_us": round(self.late_max_ns / 1000, 1),
             **extra,
         }
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self.stop = True
-        self.stop_reason = signal.Signals(signum).name
+    def open_socket(self) -> socket.socket:
+        return udp_socket(("0.0.0.0", 0))
 
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+    def recording_started(self) -> None:
+        self.t0_ns = time.monotonic_ns() + self.period_ns
+
+    def loop(self, sock: socket.socket, out: IO[bytes], buf: bytearray) -> None:
         index_of = {a: i for i, a in self.targets}
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.bind(("0.0.0.0", 0))
-        sock.setblocking(False)
         dests = [(i, (a, self.port)) for i, a in self.targets]
         seq = [0] * len(self.sent)
-        buf = bytearray()
         period = self.period_ns
         pack_payload = PAYLOAD.pack
         unpack_payload = PAYLOAD.unpack
@@ -214,81 +165,55 @@ class Prober:
         recvfrom = sock.recvfrom
         fds = [sock]
         bounds = [b * 1000 for b in LATE_BUCKETS_US]
-        with open(self.out, "wb", buffering=0) as out:
-            out.write(FILE_MAGIC)
-            self.t0_ns = mono() + period
-            _write_json(self.status, self._state("running"))
-            gc.collect()
-            gc.disable()  # no collector pauses in the loop; it allocates no reference cycles
-            k = 0
-            deadline = self.t0_ns
-            last_flush = last_status = mono()
-            while not self.stop:
-                now = mono()
-                if now >= deadline:
+        k = 0
+        deadline = self.t0_ns
+        while not self.stop:
+            now = mono()
+            if now >= deadline:
+                late = now - deadline
+                if late >= period:  # missed whole slots: skip them, never burst
+                    missed = late // period
+                    self.skipped += missed
+                    k += missed
+                    deadline += missed * period
                     late = now - deadline
-                    if late >= period:  # missed whole slots: skip them, never burst
-                        missed = late // period
-                        self.skipped += missed
-                        k += missed
-                        deadline += missed * period
-                        late = now - deadline
-                    b = 0
-                    while b < len(bounds) and late > bounds[b]:
-                        b += 1
-                    self.late_hist[b] += 1
-                    self.late_max_ns = max(self.late_max_ns, late)
-                    for i, dest in dests:
-                        s = seq[i] = seq[i] + 1
-                        try:
-                            sendto(pack_payload(MAGIC, i, s, mono()), dest)
-                            self.sent[i] += 1
-                        except OSError as exc:  # no route / ARP failure / buffer full: a lost probe
-                            self.send_errors += 1
-                            self.last_send_error = f"{dest[0]}: {exc.strerror}"
-                    self.slots += 1
-                    k += 1
-                    deadline = self.t0_ns + k * period
-                wait = (deadline - mono()) / 1e9
-                if wait > 0:
-                    select.select(fds, [], [], wait)  # EINTR is retried (PEP 475)
-                while True:
+                b = 0
+                while b < len(bounds) and late > bounds[b]:
+                    b += 1
+                self.late_hist[b] += 1
+                self.late_max_ns = max(self.late_max_ns, late)
+                for i, dest in dests:
+                    s = seq[i] = seq[i] + 1
                     try:
-                        data, addr = recvfrom(64)
-                    except BlockingIOError:
-                        break
-                    except OSError:  # an ICMP error queued on the socket: nothing to record
-                        continue
-                    t = mono()
-                    if len(data) != PAYLOAD.size:
-                        self.stray += 1
-                        continue
-                    magic, i, s, sent_ns = unpack_payload(data)
-                    if magic != MAGIC or index_of.get(addr[0]) != i:
-                        self.stray += 1
-                        continue
-                    self.received[i] += 1
-                    buf += pack_row(i, s, sent_ns, t)
-                now = mono()
-                if now - last_flush >= self.flush_ns:
-                    if buf:
-                        out.write(buf)
-                        buf.clear()
-                    last_flush = now
-                    if now - last_status >= 1_000_000_000:
-                        last_status = now
-                        _write_json(self.status, self._state("running"))
-                        if os.getppid() != self.parent:
-                            self.stop = True
-                            self.stop_reason = "parent exited"
-                    if self.duration_ns is not None and now - self.started_ns >= self.duration_ns:
-                        self.stop = True
-                        self.stop_reason = "duration reached"
-            if buf:
-                out.write(buf)
-        sock.close()
-        gc.enable()
-        _write_json(self.status, self._state("stopped", stop_reason=self.stop_reason))
+                        sendto(pack_payload(MAGIC, i, s, mono()), dest)
+                        self.sent[i] += 1
+                    except OSError as exc:  # no route / ARP failure / buffer full: a lost probe
+                        self.send_errors += 1
+                        self.last_send_error = f"{dest[0]}: {exc.strerror}"
+                self.slots += 1
+                k += 1
+                deadline = self.t0_ns + k * period
+            wait = (deadline - mono()) / 1e9
+            if wait > 0:
+                select.select(fds, [], [], wait)  # EINTR is retried (PEP 475)
+            while True:
+                try:
+                    data, addr = recvfrom(64)
+                except BlockingIOError:
+                    break
+                except OSError:  # an ICMP error queued on the socket: nothing to record
+                    continue
+                t = mono()
+                if len(data) != PAYLOAD.size:
+                    self.stray += 1
+                    continue
+                magic, i, s, sent_ns = unpack_payload(data)
+                if magic != MAGIC or index_of.get(addr[0]) != i:
+                    self.stray += 1
+                    continue
+                self.received[i] += 1
+                buf += pack_row(i, s, sent_ns, t)
+            self.housekeeping(mono(), out, buf)
 
 
 def _target(text: str) -> tuple[int, str]:
@@ -303,22 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m novamig.measure.echo", description=__doc__.split("\n")[0])
     ap.add_argument("--hz", type=float, required=True, help="probes per second per target")
     ap.add_argument("--target", type=_target, action="append", required=True, help="INDEX=IPV4")
-    ap.add_argument("--out", type=Path, required=True, help="binary reply records")
-    ap.add_argument("--status", type=Path, required=True, help="JSON status and final summary")
-    ap.add_argument("--netns", help="enter /run/netns/NETNS before opening the socket")
+    add_output_arguments(ap, "binary reply records")
     ap.add_argument("--port", type=int, default=7)
-    ap.add_argument("--flush-s", type=float, default=0.25)
-    ap.add_argument("--duration-s", type=float, default=None, help="stop on its own after this long")
-    ap.add_argument("--sched", choices=("none", "nice", "fifo"), default="none")
-    ap.add_argument("--priority", type=int, default=10, help="SCHED_FIFO priority (with --sched fifo)")
+    add_loop_arguments(ap)
     args = ap.parse_args(argv)
     if not 0 < args.hz <= 100_000:
         ap.error("--hz must be in (0, 100000]")
-    try:
-        if args.netns:
-            _enter_netns(args.netns)
-        sched = _set_sched(args.sched, args.priority)
-        Prober(
+    return run_main(
+        "novamig echo prober",
+        args,
+        lambda sched: Prober(
             args.target,
             args.hz,
             args.out,
@@ -327,14 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush_s=args.flush_s,
             duration_s=args.duration_s,
             sched=sched,
-        ).run()
-    except Exception as exc:
-        _write_json(
-            args.status, {"state": "failed", "pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"}
-        )
-        print(f"novamig echo prober: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -18,17 +18,15 @@ small JSON file rewritten atomically: ``running`` once the socket is bound (the 
 ``running`` with counters about once a second, ``stopped`` with the summary (beats per sender, CPU
 time) on SIGTERM/SIGINT, or ``failed`` with the error. It also stops when its parent goes away.
 
-Standard library only, and nothing from the rest of novamig, like the echo prober.
+Standard library only, and nothing from the rest of novamig but the scaffolding it shares with the
+echo prober (`novamig.measure.probe_process`).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import resource
 import select
-import signal
 import socket
 import struct
 import sys
@@ -36,9 +34,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from novamig.measure.echo import _enter_netns, _set_sched, _write_json
+from novamig.measure.probe_process import (
+    ProbeProcess,
+    add_loop_arguments,
+    add_output_arguments,
+    record_rows,
+    run_main,
+    rusage,
+    udp_socket,
+)
 
 ROW = struct.Struct("<4sQqq")  # sender IPv4 (network order), seq, guest monotonic ns, arrival ns
 FILE_MAGIC = b"NMHBUDP1\n"
@@ -55,14 +61,9 @@ class Beats:
 
 def read_records(path: Path) -> dict[str, Beats]:
     """The beats in a collector's output file, per sender address (a trailing partial row is ignored)."""
-    data = path.read_bytes()
-    if not data.startswith(FILE_MAGIC):
-        raise ValueError(f"{path}: not a UDP heartbeat record file")
-    body = memoryview(data)[len(FILE_MAGIC) :]
-    body = body[: len(body) - len(body) % ROW.size]
     out: dict[str, Beats] = {}
     names: dict[bytes, str] = {}
-    for raw, seq, guest, received in ROW.iter_unpack(body):
+    for raw, seq, guest, received in record_rows(path, FILE_MAGIC, ROW, "a UDP heartbeat record file"):
         name = names.get(raw)
         if name is None:
             name = names[raw] = socket.inet_ntoa(raw)
@@ -86,8 +87,9 @@ def parse_beat(data: bytes) -> tuple[int, int] | None:
     return seq, guest
 
 
-class Collector:
+class Collector(ProbeProcess):
     MAX_SENDERS_IN_STATUS = 256
+    FILE_MAGIC = FILE_MAGIC
 
     def __init__(
         self,
@@ -99,24 +101,15 @@ class Collector:
         duration_s: float | None = None,
         sched: str = "other",
     ) -> None:
+        super().__init__(out, status, flush_s=flush_s, duration_s=duration_s, sched=sched)
         self.bind = bind
-        self.out = out
-        self.status = status
-        self.flush_ns = int(flush_s * 1e9)
-        self.duration_ns = None if duration_s is None else int(duration_s * 1e9)
-        self.sched = sched
-        self.stop = False
-        self.stop_reason = "running"
         self.received: dict[str, int] = {}
         self.stray = 0
         self.last_stray: str | None = None
         self.recv_errors = 0
-        self.parent = os.getppid()
-        self.started_ns = time.monotonic_ns()
         self.bound: str | None = None
 
-    def _state(self, state: str, **extra: Any) -> dict[str, Any]:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
+    def state(self, state: str, **extra: Any) -> dict[str, Any]:
         now = time.monotonic_ns()
         total = sum(self.received.values())
         wall = (now - self.started_ns) / 1e9
@@ -135,77 +128,43 @@ class Collector:
             "stray": self.stray,
             "last_stray": self.last_stray,
             "recv_errors": self.recv_errors,
-            "cpu_user_s": ru.ru_utime,
-            "cpu_sys_s": ru.ru_stime,
-            "max_rss_kib": ru.ru_maxrss,
+            **rusage(),
             **extra,
         }
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self.stop = True
-        self.stop_reason = signal.Signals(signum).name
-
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.bind(self.bind)
+    def open_socket(self) -> socket.socket:
+        sock = udp_socket(self.bind)
         host, port = sock.getsockname()
         self.bound = f"{host}:{port}"
-        sock.setblocking(False)
+        return sock
+
+    def loop(self, sock: socket.socket, out: IO[bytes], buf: bytearray) -> None:
         mono = time.monotonic_ns
         recvfrom = sock.recvfrom
         pack_row = ROW.pack
         inet_aton = socket.inet_aton
         received = self.received
         fds = [sock]
-        buf = bytearray()
-        with open(self.out, "wb", buffering=0) as out:
-            out.write(FILE_MAGIC)
-            _write_json(self.status, self._state("running"))
-            gc.collect()
-            gc.disable()  # no collector pauses while stamping; the loop makes no reference cycles
-            last_flush = last_status = mono()
-            while not self.stop:
-                select.select(fds, [], [], 0.1)  # EINTR is retried (PEP 475); the signal sets stop
-                while True:
-                    try:
-                        data, addr = recvfrom(256)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        self.recv_errors += 1
-                        continue
-                    t = mono()
-                    beat = parse_beat(data)
-                    if beat is None:
-                        self.stray += 1
-                        self.last_stray = f"{addr[0]}:{addr[1]}"
-                        continue
-                    sender = addr[0]
-                    received[sender] = received.get(sender, 0) + 1
-                    buf += pack_row(inet_aton(sender), beat[0], beat[1], t)
-                now = mono()
-                if now - last_flush >= self.flush_ns:
-                    if buf:
-                        out.write(buf)
-                        buf.clear()
-                    last_flush = now
-                    if now - last_status >= 1_000_000_000:
-                        last_status = now
-                        _write_json(self.status, self._state("running"))
-                        if os.getppid() != self.parent:
-                            self.stop = True
-                            self.stop_reason = "parent exited"
-                    if self.duration_ns is not None and now - self.started_ns >= self.duration_ns:
-                        self.stop = True
-                        self.stop_reason = "duration reached"
-            if buf:
-                out.write(buf)
-        sock.close()
-        gc.enable()
-        _write_json(self.status, self._state("stopped", stop_reason=self.stop_reason))
+        while not self.stop:
+            select.select(fds, [], [], 0.1)  # EINTR is retried (PEP 475); the signal sets stop
+            while True:
+                try:
+                    data, addr = recvfrom(256)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    self.recv_errors += 1
+                    continue
+                t = mono()
+                beat = parse_beat(data)
+                if beat is None:
+                    self.stray += 1
+                    self.last_stray = f"{addr[0]}:{addr[1]}"
+                    continue
+                sender = addr[0]
+                received[sender] = received.get(sender, 0) + 1
+                buf += pack_row(inet_aton(sender), beat[0], beat[1], t)
+            self.housekeeping(mono(), out, buf)
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -231,28 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m novamig.measure.heartbeat_udp_collector", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--bind", type=_bind_arg, required=True, help="IPV4:PORT the agents send to")
-    ap.add_argument("--out", type=Path, required=True, help="binary beat records")
-    ap.add_argument("--status", type=Path, required=True, help="JSON status and final summary")
-    ap.add_argument("--netns", help="enter /run/netns/NETNS before opening the socket")
-    ap.add_argument("--flush-s", type=float, default=0.25)
-    ap.add_argument("--duration-s", type=float, default=None, help="stop on its own after this long")
-    ap.add_argument("--sched", choices=("none", "nice", "fifo"), default="none")
-    ap.add_argument("--priority", type=int, default=10, help="SCHED_FIFO priority (with --sched fifo)")
+    add_output_arguments(ap, "binary beat records")
+    add_loop_arguments(ap)
     args = ap.parse_args(argv)
-    try:
-        if args.netns:
-            _enter_netns(args.netns)
-        sched = _set_sched(args.sched, args.priority)
-        Collector(
+    return run_main(
+        "novamig UDP heartbeat collector",
+        args,
+        lambda sched: Collector(
             args.bind, args.out, args.status, flush_s=args.flush_s, duration_s=args.duration_s, sched=sched
-        ).run()
-    except Exception as exc:
-        _write_json(
-            args.status, {"state": "failed", "pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"}
-        )
-        print(f"novamig UDP heartbeat collector: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

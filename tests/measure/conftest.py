@@ -1,6 +1,6 @@
 """Fixtures for the measurement tests: the tiny guest image, guests on a fresh guest network, a
-loopback echo server that can go dark on demand, and a session-wide check that no echo prober
-outlives the tests."""
+loopback echo server that can go dark on demand, a session-wide check that no echo prober
+outlives the tests, and the helpers the probe tests share."""
 
 from __future__ import annotations
 
@@ -17,12 +17,24 @@ import pytest
 
 from novamig.guest.image import GuestImage
 from novamig.hypervisor.machine import GuestSpec, QemuMachine
+from novamig.results import MigrationRecord
+from novamig.runner.clock import CaseClock
 
 PROBER_MODULE = b"novamig.measure.echo"
 
 
-def prober_pids() -> set[int]:
-    """Echo prober processes started (directly or not) by this test session."""
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an ended child nobody has waited for yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def probe_pids(module: bytes) -> set[int]:
+    """Live processes running ``python -m MODULE`` started (directly or not) by this test session
+    (found by the session marker in their environment): probe processes that outlived their test."""
     marker = f"NOVAMIG_TEST_SESSION={os.environ.get('NOVAMIG_TEST_SESSION', '')}".encode()
     pids: set[int] = set()
     for entry in Path("/proc").iterdir():
@@ -31,13 +43,28 @@ def prober_pids() -> set[int]:
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             environ = (entry / "environ").read_bytes().split(b"\0")
-            with open(entry / "stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        except OSError:
             continue
-        if PROBER_MODULE in cmdline and marker in environ and state != "Z":
+        if module in cmdline and marker in environ and alive(int(entry.name)):
             pids.add(int(entry.name))
     return pids
+
+
+def prober_pids() -> set[int]:
+    """Echo prober processes started (directly or not) by this test session."""
+    return probe_pids(PROBER_MODULE)
+
+
+def migration_record(clock: CaseClock, start_ns: int, end_ns: int | None) -> MigrationRecord:
+    """A completed migration requested at `start_ns` and finished at `end_ns` (monotonic ns; None:
+    not finished), in `clock`'s case seconds: the input of a probe's `figure`."""
+    return MigrationRecord(
+        server="s",
+        source_host="a",
+        status="completed",
+        requested_at=clock.at(start_ns / 1e9),
+        finished_at=None if end_ns is None else clock.at(end_ns / 1e9),
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,46 +22,22 @@ from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe, beat_window, quiet_longest_gap_ms
 from novamig.measure.heartbeat_udp_collector import Beats, parse_beat
-from novamig.results import MigrationRecord
 from novamig.runner.clock import CaseClock
 from novamig.runner.probes import Probe, ServerInfo
 
-from .conftest import MachineFactory
+from .conftest import MachineFactory, probe_pids
+from .conftest import alive as _alive
+from .conftest import migration_record as _record
 
 MS = 1_000_000
 COLLECTOR_MODULE = b"novamig.measure.heartbeat_udp_collector"
 
 
-def _collector_pids() -> set[int]:
-    """Collector processes of this test session (found by module name and the session marker)."""
-    marker = f"NOVAMIG_TEST_SESSION={os.environ.get('NOVAMIG_TEST_SESSION', '')}".encode()
-    pids: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if COLLECTOR_MODULE in cmdline and marker in environ and _alive(int(entry.name)):
-            pids.add(int(entry.name))
-    return pids
-
-
 @pytest.fixture(scope="module", autouse=True)
 def no_collector_left_behind() -> Iterator[None]:
     yield
-    left = _collector_pids()
+    left = probe_pids(COLLECTOR_MODULE)
     assert not left, f"UDP heartbeat collectors left running: {sorted(left)}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _beats(times_ms: list[float], guest_step_ms: float | None = None) -> Beats:
@@ -73,16 +49,6 @@ def _beats(times_ms: list[float], guest_step_ms: float | None = None) -> Beats:
 def _every(start_ms: float, end_ms: float, step_ms: float = 4.0) -> list[float]:
     n = round((end_ms - start_ms) / step_ms)
     return [start_ms + i * step_ms for i in range(n + 1)]
-
-
-def _record(clock: CaseClock, start_ns: int, end_ns: int | None) -> MigrationRecord:
-    return MigrationRecord(
-        server="s",
-        source_host="a",
-        status="completed",
-        requested_at=clock.at(start_ns / 1e9),
-        finished_at=None if end_ns is None else clock.at(end_ns / 1e9),
-    )
 
 
 def _free_udp_port(address: str = "127.0.0.1") -> int:

@@ -21,11 +21,12 @@ from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.hypervisor.policy import MigrationPolicy
 from novamig.measure.echo import Replies
 from novamig.measure.network import NetworkProbe, quiet_longest_gap_ms, window_figure
-from novamig.results import MigrationRecord
 from novamig.runner.clock import CaseClock
 from novamig.runner.probes import Probe, ServerInfo
 
 from .conftest import LoopbackEcho, MachineFactory
+from .conftest import alive as _alive
+from .conftest import migration_record as _record
 
 MS = 1_000_000
 PERIOD = 2 * MS
@@ -41,24 +42,6 @@ def _replies(times_ms: list[float], rtt_ms: float = 0.3) -> Replies:
 def _every(start_ms: float, end_ms: float, step_ms: float = 2.0) -> list[float]:
     n = round((end_ms - start_ms) / step_ms)
     return [start_ms + i * step_ms for i in range(n + 1)]
-
-
-def _record(clock: CaseClock, start_ns: int, end_ns: int | None) -> MigrationRecord:
-    return MigrationRecord(
-        server="s",
-        source_host="a",
-        status="completed",
-        requested_at=clock.at(start_ns / 1e9),
-        finished_at=None if end_ns is None else clock.at(end_ns / 1e9),
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 # ------------------------------------------------------------------------ figure arithmetic
