@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from novamig.guest.image import GuestImage
-from novamig.hypervisor.heartbeat import inject_pause, longest_gap, noise_floor
+from novamig.hypervisor.heartbeat import gaps, inject_pause, longest_gap, noise_floor
 from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe, beat_window, quiet_longest_gap_ms
@@ -205,9 +205,18 @@ def test_known_silence_is_measured_and_senders_are_told_apart(tmp_path: Path) ->
     assert sent is not None and sent.ms >= 300.0
     assert abs(fig.downtime_ms - sent.ms) <= fig.resolution_ms + floor, (fig, sent.ms, floor)
     assert fig.details is not None and fig.details["lost"] >= 60  # the beater used up seq while dark
-    assert fig.brownout_ms is not None and fig.brownout_ms < 50, fig
+    # brownout and the steady sender's figure: small, beyond what the senders themselves stalled
+    # (threads of this process, late when the machine is loaded: a 58 ms stall was seen once)
+    win = (dark_from - 100 * MS, dark_to + 1000 * MS)
+    dark = longest_gap(flaky.sent_ns, *win)
+    sender_stalls = sum(
+        g.ms for g in gaps(flaky.sent_ns, *win) if g.ms > 3 * 4.0 and dark is not None and g != dark
+    )
+    assert fig.brownout_ms is not None and fig.brownout_ms < 50 + sender_stalls, (fig, sender_stalls)
     other = probe.figure(_record(clock, dark_from - 100 * MS, dark_to), "id-1", None)
-    assert other.downtime_ms is not None and other.downtime_ms < 50, other
+    steady_gap = longest_gap(steady.sent_ns, *win)
+    steady_ms = steady_gap.ms if steady_gap is not None else 0.0
+    assert other.downtime_ms is not None and other.downtime_ms < 50 + steady_ms, (other, steady_ms)
     cost = probe.cost()
     assert cost is not None and cost.note is not None and cost.rate_hz is not None
     assert 0 <= cost.cpu_percent < 50, cost
