@@ -308,7 +308,7 @@ class LocustProbe:
             raise LocustUnsupported(reason)
         self.settings = settings
         self.netns = netns
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.scenario_dir = scenario_dir
         self.port = port
         self.ready_timeout_s = ready_timeout_s

@@ -65,10 +65,10 @@ class RunnerLocust:
         self.spawn_rate = spawn_rate
         self.run_time_s = run_time_s
         self.netns = netns
-        self.workdir = workdir
-        self.records_path = workdir / "records.csv"
-        self.stats_base = workdir / "stats"  # Locust appends .json
-        self.log_path = workdir / "locust.log"
+        self.workdir = Path(workdir).resolve()  # Locust runs in its own directory
+        self.records_path = self.workdir / "records.csv"
+        self.stats_base = self.workdir / "stats"  # Locust appends .json
+        self.log_path = self.workdir / "locust.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_mono = 0.0
         self._cpu_s: float | None = None

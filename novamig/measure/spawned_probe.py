@@ -107,7 +107,7 @@ class SpawnedProbe(Generic[K, R, W]):
         self._window_of = window
         self.hz = hz
         self.netns = netns
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # the process runs elsewhere: absolute paths
         self.sched = sched
         self.period_ns = round(1e9 / hz)
         self._reset()

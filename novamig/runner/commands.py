@@ -233,7 +233,7 @@ def _run(
         stack.callback(fleet.close)
 
         netns = embedded.guest_netns if embedded is not None else None
-        probe_dir = out_dir / "probes"
+        probe_dir = out_dir.resolve() / "probes"
 
         from novamig.cloud.libvirt_jobinfo import LibvirtJobFigures, locate_with
 

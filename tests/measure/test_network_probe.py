@@ -329,3 +329,20 @@ def test_live_migration_switchover_gap_is_seen_and_replies_resume(
         f"network gap {fig.downtime_ms} ms, QEMU downtime {result.qemu_downtime_ms} ms, "
         f"heartbeat switchover {hb.switchover_gap_ms} ms, details {fig.details}"
     )
+
+
+def test_a_relative_workdir_works(
+    tmp_path: Path, loopback_echo: Callable[[str], LoopbackEcho], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`novamig run` writes into a relative folder by default (reports/…); the prober process runs
+    in its own directory, so the probe must hand it absolute paths."""
+    server = loopback_echo("127.0.0.1")
+    monkeypatch.chdir(tmp_path)
+    probe = NetworkProbe(500, None, Path("reports") / "probes", port=server.port)
+    clock = CaseClock()
+    probe.start([ServerInfo("id-1", "one", "h", "127.0.0.1")], clock)
+    time.sleep(0.5)
+    probe.stop()
+    cost = probe.cost()
+    assert cost is not None and cost.rate_hz is not None and cost.rate_hz > 0, cost
+    assert probe.noise_floor(0.1, 0.4) is not None
