@@ -345,6 +345,8 @@ class HeartbeatCollector:
         ]
         noise = max(quiet) if quiet else None
         brownout, stalls = stall_time(gaps(src, result.started_ns, stall_end) + dst_gaps, noise)
+        worst_stall = max(src_gap.ms if src_gap is not None else 0.0, dst_gap or 0.0)
+        brownout, stalls = apart_from_blackout(brownout, stalls, switchover, worst_stall, noise)
         return MigrationHeartbeat(
             switchover_gap_ms=switchover,
             last_source_ns=last_src,
@@ -357,6 +359,22 @@ class HeartbeatCollector:
             brownout_ms=brownout,
             stalls=stalls,
         )
+
+
+def apart_from_blackout(
+    brownout_ms: float | None,
+    stalls: int,
+    switchover_ms: float | None,
+    worst_stall_ms: float,
+    noise_floor_ms: float | None,
+) -> tuple[float | None, int]:
+    """The guest figure is the worst of the switchover gap and the stalls on either side; when a
+    stall is the worst, it is the blackout reported as downtime and leaves the brownout."""
+    if brownout_ms is None or noise_floor_ms is None or worst_stall_ms <= noise_floor_ms:
+        return brownout_ms, stalls
+    if switchover_ms is not None and worst_stall_ms <= switchover_ms:
+        return brownout_ms, stalls
+    return round(max(0.0, brownout_ms - worst_stall_ms), 3), max(0, stalls - 1)
 
 
 def stall_time(found: Sequence[Gap], noise_floor_ms: float | None) -> tuple[float | None, int]:

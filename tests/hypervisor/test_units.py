@@ -192,3 +192,15 @@ def test_stall_time_counts_whole_gaps_above_the_noise_floor() -> None:
     assert stall_time(found, 20.0) == (80.0, 2)
     assert stall_time(found, 60.0) == (0.0, 0)
     assert stall_time(found, None) == (None, 0)
+
+
+def test_a_stall_that_is_the_downtime_leaves_the_brownout() -> None:
+    from novamig.hypervisor.heartbeat import apart_from_blackout
+
+    # switchover 50 ms, stalls 292 (the worst: it is the downtime) and 30 above a 20 ms floor
+    assert apart_from_blackout(322.0, 2, 50.0, 292.0, 20.0) == (30.0, 1)
+    # the switchover is the worst: every stall stays brownout
+    assert apart_from_blackout(80.0, 2, 300.0, 50.0, 20.0) == (80.0, 2)
+    # the worst stall is within the noise floor: it was never counted
+    assert apart_from_blackout(0.0, 0, 10.0, 15.0, 20.0) == (0.0, 0)
+    assert apart_from_blackout(None, 0, 10.0, 50.0, None) == (None, 0)
