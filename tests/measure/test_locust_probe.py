@@ -315,6 +315,23 @@ def _check_migration_figure(probe: LocustProbe, migration: MigrationRecord, serv
     return fig
 
 
+def _over_a_migration(
+    probe: LocustProbe, conn: Any, server: ServerInfo, clock: CaseClock
+) -> tuple[MigrationRecord, int, float, float]:
+    """Probe running: 3 s with no migration (the noise window), one live migration, 3 s more;
+    the probe is stopped whatever happens. → (migration, its id, noise window start and end)."""
+    try:
+        probe.start([server], clock)
+        quiet = clock.now()
+        time.sleep(3.0)
+        noise_end = clock.now()
+        migration, mid = _migrate(conn, server.id, clock)
+        time.sleep(3.0)
+    finally:
+        probe.stop()
+    return migration, mid, quiet, noise_end
+
+
 @pytest.mark.qemu
 @pytest.mark.slow
 def test_guest_side_locust_over_a_live_migration(
@@ -325,15 +342,7 @@ def test_guest_side_locust_over_a_live_migration(
     probe = LocustProbe(
         LocustLoad(users=3, spawn_rate=3, where="guest"), embedded_cloud.guest_netns, tmp_path
     )
-    try:
-        probe.start([server], clock)
-        quiet = clock.now()
-        time.sleep(3.0)
-        noise_end = clock.now()
-        migration, mid = _migrate(embedded_conn, server.id, clock)
-        time.sleep(3.0)
-    finally:
-        probe.stop()
+    migration, mid, quiet, noise_end = _over_a_migration(probe, embedded_conn, server, clock)
     stats = probe.case_stats()
     assert stats is not None and stats["servers"][server.id]["error"] is None, stats
     entry = stats["servers"][server.id]
@@ -360,15 +369,7 @@ def test_runner_side_locust_over_a_live_migration(
     probe = LocustProbe(
         LocustLoad(users=2, spawn_rate=2, where="runner"), embedded_cloud.guest_netns, tmp_path
     )
-    try:
-        probe.start([server], clock)
-        quiet = clock.now()
-        time.sleep(3.0)
-        noise_end = clock.now()
-        migration, mid = _migrate(embedded_conn, server.id, clock)
-        time.sleep(3.0)
-    finally:
-        probe.stop()
+    migration, mid, quiet, noise_end = _over_a_migration(probe, embedded_conn, server, clock)
     stats = probe.case_stats()
     assert stats is not None and stats["servers"][server.id]["error"] is None, stats
     entry = stats["servers"][server.id]
