@@ -4,7 +4,8 @@ without a successful request — from Locust's per-request records.
 Two places Locust can run (``workload.locust.where``):
 
 * ``guest``: inside each full guest, against its own web application, started and collected
-  through the app's control endpoint (``/_novamig/locust/*``). The records carry the guest's
+  through the app's control endpoint (``/_novamig/locust/*``); a user's own locustfile travels
+  as text in the start request. The records carry the guest's
   CLOCK_MONOTONIC and are mapped to the case clock by ``locust_guest.ClockMap``. The guest's
   clock stands still while the VM is stopped (measured: docs/measurement.md, "## locust"), so in
   guest time the blackout is invisible; the map puts the lost time back at the switchover, and
@@ -52,11 +53,14 @@ from novamig.runner.clock import CaseClock
 from novamig.runner.probes import ProbeFigure, ServerInfo
 from novamig.scenario.models import LocustLoad
 from novamig.workload.guest_web_app import DEFAULT_PORT
+from novamig.workload.guest_web_app import VERSION as WEB_APP_VERSION
 
 WINDOW_BEFORE_S = 0.5
 WINDOW_AFTER_S = 1.0
 BASELINE_S = 10.0
 WARMUP_S = 3.0  # Locust's first requests (imports, connection set-up) are slow, most of all under TCG
+#: A guest-side user locustfile goes to the guest in one JSON request (the app takes ≤ 1 MiB).
+USER_LOCUSTFILE_MAX_BYTES = 512 * 1024
 GUEST_RUN_TIME_S = 86_400  # guest Locust needs a run time; the probe stops it at the end of the case
 
 
@@ -223,7 +227,7 @@ class Summary:
     failure_ratio: float | None
     latency_ms: dict[str, float | None]
     rps: Timeline | None
-    locust_reported: dict[str, int] | None = None
+    locust_reported: dict[str, Any] | None = None  # Locust's own statistics: totals, by_name
 
 
 def summarize(reqs: Sequence[Req], reported: list[dict[str, Any]] | None = None) -> Summary:
@@ -249,9 +253,28 @@ def summarize(reqs: Sequence[Req], reported: list[dict[str, Any]] | None = None)
         own = {
             "requests": sum(int(x.get("num_requests", 0)) for x in reported),
             "failures": sum(int(x.get("num_failures", 0)) for x in reported),
+            "by_name": _by_name(reported),
         }
     return Summary(len(reqs), failures, round(failures / len(reqs), 6) if reqs else None, latency,
                    timeline, own)  # fmt: skip
+
+
+def _by_name(reported: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Locust's per-request-name statistics (its ``--json-file`` entries), merged over servers:
+    what the locustfile's own endpoints saw, beside novamig's per-request records."""
+    out: dict[str, dict[str, Any]] = {}
+    for x in reported:
+        key = f"{x.get('method') or ''} {x.get('name') or ''}".strip()
+        e = out.setdefault(key, {"requests": 0, "failures": 0, "total_ms": 0.0, "max_ms": 0.0})
+        e["requests"] += int(x.get("num_requests", 0))
+        e["failures"] += int(x.get("num_failures", 0))
+        e["total_ms"] += float(x.get("total_response_time", 0.0) or 0.0)
+        e["max_ms"] = max(e["max_ms"], float(x.get("max_response_time", 0.0) or 0.0))
+    for e in out.values():
+        total = e.pop("total_ms")
+        e["mean_ms"] = round(total / e["requests"], 3) if e["requests"] else None
+        e["max_ms"] = round(e["max_ms"], 3)
+    return dict(sorted(out.items()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,14 +300,19 @@ def unsupported_reason(settings: LocustLoad, scenario_dir: Path | None) -> str |
         if not resources.files("novamig.workload").joinpath("locustfiles", f"{builtin}.py").is_file():
             return f"no builtin locustfile {builtin!r} in novamig/workload/locustfiles"
         return None
-    if settings.where == "guest":
-        return (
-            f"locustfile {name!r}: guest-side Locust runs only builtin locustfiles (the guest's "
-            "control endpoint has no way to receive a file); use where: runner for your own file"
-        )
     path = Path(name) if scenario_dir is None else (scenario_dir / name)
     if not path.is_file():
         return f"locustfile {path} does not exist"
+    if settings.where == "guest":
+        try:
+            size = len(path.read_text(encoding="utf-8").encode())
+        except (OSError, UnicodeDecodeError) as e:
+            return f"locustfile {path} cannot be read as UTF-8 text: {e}"
+        if size > USER_LOCUSTFILE_MAX_BYTES:
+            return (
+                f"locustfile {path} is {size} bytes; a guest-side locustfile travels in one "
+                f"request to the guest and may be at most {USER_LOCUSTFILE_MAX_BYTES} bytes"
+            )
     return None
 
 
@@ -364,7 +392,9 @@ class LocustProbe:
         try:
             while time.monotonic() < deadline:
                 try:
-                    if web.request("GET", "/health")[0] == 200:
+                    status, body = web.request("GET", "/health")
+                    if status == 200:
+                        self._check_web_version(srv, body)
                         return
                 except OSError as e:
                     last = f"{type(e).__name__}: {e}"
@@ -372,6 +402,22 @@ class LocustProbe:
         finally:
             web.close()
         srv.error = f"web application at {srv.info.address}:{self.port} not answering ({last})"
+
+    def _check_web_version(self, srv: _Server, health: bytes) -> None:
+        """Guest-side Locust needs the web application this novamig was built with (the record
+        format and the start request changed with versions); say so rather than misread."""
+        if self.settings.where != "guest":
+            return
+        try:
+            version = json.loads(health).get("version")
+        except (ValueError, AttributeError):
+            version = None
+        if str(version) != WEB_APP_VERSION:
+            srv.error = (
+                f"the guest's web application is version {version}, this novamig needs "
+                f"{WEB_APP_VERSION}: rebuild the image (novamig image build full) or upload it "
+                "again (novamig image upload full --replace)"
+            )
 
     def _start_guest(self, srv: _Server) -> None:
         assert srv.info.address
@@ -392,6 +438,8 @@ class LocustProbe:
             "run_time_s": math.ceil(run_time) if run_time is not None else GUEST_RUN_TIME_S,
             "locustfile": self.settings.locustfile,
         }
+        if not self.settings.locustfile.startswith("builtin:"):
+            params["locustfile_text"] = self._locustfile().read_text(encoding="utf-8")
         try:
             web.json("POST", "/_novamig/locust/start", params)
             deadline = time.monotonic() + self.ready_timeout_s
@@ -484,12 +532,12 @@ class LocustProbe:
     def _map_guest_records(self, srv: _Server, csv: str) -> None:
         assert srv.sampler is not None and self._clock is not None
         rows: list[tuple[float, float, bool]] = []
-        for line in csv.splitlines():
+        for line in csv.splitlines():  # mono_ns,response_time_ms,ok,host,name (locust_hook.py)
             parts = line.split(",", 4)
-            if len(parts) < 4:
-                continue
+            if len(parts) != 5:
+                continue  # a line cut short by a kill
             with contextlib.suppress(ValueError):
-                rows.append((int(parts[0]) / 1e9, float(parts[2]), parts[3] == "1"))
+                rows.append((int(parts[0]) / 1e9, float(parts[1]), parts[2] == "1"))
         rows.sort()
         cmap = ClockMap(srv.sampler.samples)
         if not cmap.usable:

@@ -3,9 +3,9 @@ guest's web application.
 
 Why its own process: Locust is gevent, and gevent's monkey-patching in a process that imported
 openstacksdk breaks ssl (FACTS). Why ``ip netns exec``: on the embedded cloud the guests' addresses
-exist only inside the guest network namespace. Why the hook file (``locust_hook.py``) beside the
-locustfile: it writes per-request records on this machine's CLOCK_MONOTONIC — the case clock's
-source — so they need no clock mapping, and it spreads users over the guests. The process leads
+exist only inside the guest network namespace. Why the hook file (``novamig/workload/locust_hook.py``)
+beside the locustfile: it writes per-request records on this machine's CLOCK_MONOTONIC — the case
+clock's source — so they need no clock mapping, and it spreads users over the guests. The process leads
 its own session and is ended by its process group (SIGTERM: Locust writes its statistics and
 exits; SIGKILL when it does not within the timeout).
 """
@@ -20,10 +20,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-HOOK = Path(__file__).with_name("locust_hook.py")
+HOOK = Path(str(resources.files("novamig.workload").joinpath("locust_hook.py")))
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,8 @@ class RunnerLocust:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         env = dict(os.environ)
-        env["NOVAMIG_LOCUST_RUNNER_RECORDS"] = str(self.records_path)
+        env["NOVAMIG_LOCUST_RECORDS"] = str(self.records_path)
         env["NOVAMIG_LOCUST_HOSTS"] = " ".join(self.hosts)
-        env.pop("NOVAMIG_LOCUST_RECORDS", None)  # builtin:web's own records: the hook writes ours
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,

@@ -13,7 +13,9 @@ Why it looks like this:
   dirties guest memory the way a real service would (the migration has to send those pages again).
 * ``/_novamig/locust/*`` starts and reports a headless Locust run inside the guest (the guest has
   no other remote control for it): the runner starts it when the case's workload starts and
-  collects Locust's statistics and per-request records after the case.
+  collects Locust's statistics and per-request records after the case. The start request names a
+  builtin locustfile or carries the text of the user's own (``locustfile_text``); either way
+  Locust also loads ``locust_hook.py`` from this file's folder, which writes the records.
 * ``/_novamig/clock`` answers the guest's CLOCK_MONOTONIC (the clock of the per-request records
   and of the agent's heartbeats) at once: the runner maps guest times to its own clock from the
   midpoints of such round trips, and sees from them whether the guest's clock stood still while
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-VERSION = "1"
+VERSION = "2"  # 2: records from locust_hook.py (mono_ns,response_time_ms,ok,host,name); locustfile_text
 DEFAULT_PORT = 8080
 PAGE = 4096
 MAX_BODY = 1 << 20
@@ -49,6 +51,10 @@ MAX_HEADER = 16384
 LOCUST_BIN = os.environ.get("NOVAMIG_LOCUST_BIN", "/opt/novamig/venv/bin/locust")
 LOCUSTFILE_DIR = os.environ.get("NOVAMIG_LOCUSTFILE_DIR", "/opt/novamig/locustfiles")
 LOCUST_RUN_DIR = os.environ.get("NOVAMIG_LOCUST_RUN_DIR", "/run/novamig/locust")
+#: Loaded beside every locustfile: the per-request records (the image puts it beside this file).
+LOCUST_HOOK = os.environ.get("NOVAMIG_LOCUST_HOOK", str(Path(__file__).with_name("locust_hook.py")))
+#: The file a user's locustfile text is written to (Locust imports it by this module name).
+USER_LOCUSTFILE = "user_locustfile.py"
 
 REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
            409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error"}  # fmt: skip
@@ -114,7 +120,20 @@ class LocustRun:
     def log_path(self) -> Path:
         return self.run_dir / "locust.log"
 
-    def _locustfile(self, name: str) -> str:
+    def _locustfile(self, name: str, text: Any) -> str:
+        """The locustfile to run: a builtin, or the user's text written to the run folder."""
+        if not Path(LOCUST_HOOK).is_file():
+            raise HttpError(500, f"no {LOCUST_HOOK}: this image cannot record Locust's requests")
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise HttpError(400, "locustfile_text must be the locustfile's Python source")
+            try:
+                compile(text, name or USER_LOCUSTFILE, "exec")
+            except SyntaxError as e:
+                raise HttpError(400, f"locustfile {name!r} does not compile: {e}") from e
+            path = self.run_dir / USER_LOCUSTFILE
+            path.write_text(text, encoding="utf-8")
+            return str(path)
         if name.startswith("builtin:"):
             name = name.removeprefix("builtin:")
             if not name.replace("_", "").isalnum():
@@ -138,19 +157,22 @@ class LocustRun:
             raise HttpError(400, f"bad parameter: {e}") from e
         if users < 1 or spawn_rate <= 0 or run_time_s < 1:
             raise HttpError(400, "users ≥ 1, spawn_rate > 0 and run_time_s ≥ 1 are required")
-        locustfile = self._locustfile(str(params.get("locustfile", "builtin:web")))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        name = str(params.get("locustfile", "builtin:web"))
+        locustfile = self._locustfile(name, params.get("locustfile_text"))
         for p in (self.records_path, self.stats_path, self.log_path):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         argv = [
-            LOCUST_BIN, "-f", locustfile, "--headless", "-u", str(users), "-r", str(spawn_rate),
+            LOCUST_BIN, "-f", f"{locustfile},{LOCUST_HOOK}", "--headless",
+            "-u", str(users), "-r", str(spawn_rate),
             "-t", f"{run_time_s}s", "--host", host, "--only-summary", "--loglevel", "WARNING",
             "--json-file", str(self.stats_path.with_suffix("")), "--stop-timeout", "2",
             "--exit-code-on-error", "0", "--skip-log-setup",
         ]  # fmt: skip
         env = dict(os.environ)
         env["NOVAMIG_LOCUST_RECORDS"] = str(self.records_path)
+        env.pop("NOVAMIG_LOCUST_HOSTS", None)  # every user loads --host
         env.pop("PYTHONPATH", None)
         log = self.log_path.open("wb")
         try:
@@ -163,7 +185,7 @@ class LocustRun:
         finally:
             log.close()
         self.params = {"users": users, "spawn_rate": spawn_rate, "run_time_s": run_time_s,
-                       "host": host, "locustfile": locustfile}  # fmt: skip
+                       "host": host, "locustfile": name}  # fmt: skip
         self.state, self.exit_code, self.error = "running", None, ""
         self.started_mono, self.started_wall = time.monotonic(), time.time()
         asyncio.get_running_loop().create_task(self._reap(self.proc))
@@ -199,7 +221,7 @@ class LocustRun:
             else None,
             # when the first request completed, relative to the start request: Locust's import
             # time under TCG dominates the start of a run
-            "first_request_s": round(first - self.started_wall, 3) if first and self.started_wall else None,
+            "first_request_s": round(first - self.started_mono, 3) if first and self.started_mono else None,
             "error": self.error,
         }
 
@@ -213,13 +235,14 @@ class LocustRun:
 
 
 def _first_record(path: Path) -> float | None:
+    """CLOCK_MONOTONIC (s) when the first request completed, from the first record."""
     try:
         with path.open() as f:
             line = f.readline()
     except OSError:
         return None
     try:
-        return float(line.split(",")[1])
+        return int(line.split(",")[0]) / 1e9
     except (IndexError, ValueError):
         return None
 
@@ -292,7 +315,7 @@ class App:
         if action == "result":
             return _json(self.locust.result())
         if action == "records":
-            # guest_mono_ns,wall_time,response_time_ms,ok,name per completed request
+            # mono_ns,response_time_ms,ok,host,name per completed request (locust_hook.py)
             try:
                 return 200, "text/csv", self.locust.records_path.read_bytes()
             except OSError:

@@ -181,6 +181,9 @@ def test_web_app_endpoints(host_web_app: int) -> None:
     assert _http(_loopback(port), "GET", "/nope")[0] == 404
     assert _http(_loopback(port), "GET", "/echo")[0] == 405
     assert _http(_loopback(port), "POST", "/_novamig/locust/start", b"[1]")[0] == 400
+    bad = {"locustfile": "mine.py", "locustfile_text": "def broken(:\n"}
+    status, body = _http(_loopback(port), "POST", "/_novamig/locust/start", json.dumps(bad).encode())
+    assert status == 400 and b"does not compile" in body, body
     # keep-alive: two requests on one connection, and the Nagle switch is off on the server side
     with _loopback(port) as s:
         s.settimeout(10)
@@ -200,9 +203,14 @@ class LocustOutcome:
     records: list[list[str]]
 
 
-def _run_locust(connect: Any, users: int, run_time_s: int, timeout: float) -> LocustOutcome:
+def _run_locust(
+    connect: Any, users: int, run_time_s: int, timeout: float, locustfile_text: str | None = None
+) -> LocustOutcome:
     """Start a Locust run through the web application's control endpoints and wait for it."""
-    params = {"users": users, "spawn_rate": users, "run_time_s": run_time_s, "locustfile": "builtin:web"}
+    params: dict[str, Any] = {"users": users, "spawn_rate": users, "run_time_s": run_time_s,
+                              "locustfile": "builtin:web"}  # fmt: skip
+    if locustfile_text is not None:
+        params.update(locustfile="mine.py", locustfile_text=locustfile_text)
     status, body = _http(connect(), "POST", "/_novamig/locust/start", json.dumps(params).encode())
     assert status == 202, body
     deadline = time.monotonic() + timeout
@@ -218,7 +226,9 @@ def _run_locust(connect: Any, users: int, run_time_s: int, timeout: float) -> Lo
     return LocustOutcome(state, result, records)
 
 
-def _check_locust(outcome: LocustOutcome, run_time_s: int) -> dict[str, int]:
+def _check_locust(
+    outcome: LocustOutcome, run_time_s: int, names: frozenset[str] = frozenset({"/", "/api/items"})
+) -> dict[str, int]:
     result = outcome.result
     assert result["state"] == "finished" and result["exit_code"] == 0, result
     stats = result["stats"]
@@ -227,10 +237,12 @@ def _check_locust(outcome: LocustOutcome, run_time_s: int) -> dict[str, int]:
     requests = sum(s["num_requests"] for s in stats)
     failures = sum(s["num_failures"] for s in stats)
     assert requests > 0 and failures == 0, by_name
-    assert {"/", "/api/items"} <= set(by_name), sorted(by_name)
-    # one record per request, in order of completion, all successful
+    assert names <= set(by_name), sorted(by_name)
+    # one record per request (mono_ns,response_time_ms,ok,host,name), in order of completion,
+    # all successful
     assert len(outcome.records) == requests
-    assert all(r[3] == "1" for r in outcome.records)
+    assert all(len(r) == 5 and r[2] == "1" for r in outcome.records), outcome.records[:3]
+    assert {r[4].split(" ", 1)[1] for r in outcome.records} == set(by_name) - {"Aggregated"}
     mono = [int(r[0]) for r in outcome.records]
     assert mono == sorted(mono)
     assert result["first_request_s"] is not None and result["first_request_s"] > 0
@@ -238,6 +250,30 @@ def _check_locust(outcome: LocustOutcome, run_time_s: int) -> dict[str, int]:
     span_s = (mono[-1] - mono[0]) / 1e9
     assert span_s >= 0.4 * run_time_s, f"requests spanned only {span_s:.2f} s of a {run_time_s} s run"
     return {"requests": requests, "failures": failures}
+
+
+USER_LOCUSTFILE = """
+from locust import HttpUser, constant, task
+
+
+class Mine(HttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    def health(self):
+        self.client.get("/health", name="mine-health")
+"""
+
+
+@pytest.mark.slow
+def test_user_locustfile_text_on_the_host(host_web_app: int) -> None:
+    """A locustfile the image does not carry, sent as text: it runs, and the hook beside it
+    records its requests like builtin:web's."""
+    outcome = _run_locust(
+        lambda: _loopback(host_web_app), users=1, run_time_s=3, timeout=60, locustfile_text=USER_LOCUSTFILE
+    )
+    _check_locust(outcome, 3, names=frozenset({"mine-health"}))
+    assert outcome.result["params"]["locustfile"] == "mine.py"
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """The Locust probe: the figure math on synthetic records, the clock map on a guest clock that
 stands still, and the probe end to end with real Locust — against the web application on
 loopback (a process paused with SIGSTOP is a blackout of known length), and on the embedded cloud
-over real live migrations of a novamig-full server, guest-side and runner-side."""
+over real live migrations of a novamig-full server, guest-side (with a user's own locustfile,
+which the image does not carry) and runner-side."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
 from novamig.measure.locust import (
+    USER_LOCUSTFILE_MAX_BYTES,
     Gap,
     LocustProbe,
     LocustUnsupported,
@@ -131,13 +133,20 @@ def test_clock_map_puts_a_stopped_guest_clock_back_at_the_switchover() -> None:
     assert max(gaps) == pytest.approx(0.41) and sorted(gaps)[-2] < 0.02
 
 
-def test_guest_side_refuses_a_user_locustfile(tmp_path: Path) -> None:
+def test_user_locustfiles_are_checked_before_the_case(tmp_path: Path) -> None:
     (tmp_path / "mine.py").write_text("from locust import User\n")
-    with pytest.raises(LocustUnsupported, match="guest-side Locust runs only builtin locustfiles"):
-        LocustProbe(LocustLoad(where="guest", locustfile="mine.py"), None, tmp_path, tmp_path)
-    LocustProbe(LocustLoad(where="runner", locustfile="mine.py"), None, tmp_path, tmp_path)
-    with pytest.raises(LocustUnsupported, match="does not exist"):
-        LocustProbe(LocustLoad(where="runner", locustfile="other.py"), None, tmp_path, tmp_path)
+    for where in ("guest", "runner"):
+        LocustProbe(LocustLoad(where=where, locustfile="mine.py"), None, tmp_path, tmp_path)
+        with pytest.raises(LocustUnsupported, match="does not exist"):
+            LocustProbe(LocustLoad(where=where, locustfile="other.py"), None, tmp_path, tmp_path)
+    # a guest-side file travels in one request: too big, or not text, is refused up front
+    (tmp_path / "big.py").write_text("#" * (USER_LOCUSTFILE_MAX_BYTES + 1))
+    with pytest.raises(LocustUnsupported, match="at most"):
+        LocustProbe(LocustLoad(where="guest", locustfile="big.py"), None, tmp_path, tmp_path)
+    LocustProbe(LocustLoad(where="runner", locustfile="big.py"), None, tmp_path, tmp_path)
+    (tmp_path / "bin.py").write_bytes(b"\xff\xfe")
+    with pytest.raises(LocustUnsupported, match="UTF-8"):
+        LocustProbe(LocustLoad(where="guest", locustfile="bin.py"), None, tmp_path, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -332,6 +341,23 @@ def _over_a_migration(
     return migration, mid, quiet, noise_end
 
 
+USER_LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+
+
+class Mine(FastHttpUser):
+    wait_time = constant(0)
+
+    @task(3)
+    def health(self):
+        self.client.get("/health", name="mine /health")
+
+    @task
+    def items(self):
+        self.client.get("/api/items?n=5", name="mine /api/items")
+"""
+
+
 @pytest.mark.qemu
 @pytest.mark.slow
 def test_guest_side_locust_over_a_live_migration(
@@ -339,14 +365,22 @@ def test_guest_side_locust_over_a_live_migration(
 ) -> None:
     _, server = full_server
     clock = CaseClock()
+    (tmp_path / "mine.py").write_text(USER_LOCUSTFILE)
     probe = LocustProbe(
-        LocustLoad(users=3, spawn_rate=3, where="guest"), embedded_cloud.guest_netns, tmp_path
+        LocustLoad(users=3, spawn_rate=3, where="guest", locustfile="mine.py"),
+        embedded_cloud.guest_netns,
+        tmp_path,
+        tmp_path,
     )
     migration, mid, quiet, noise_end = _over_a_migration(probe, embedded_conn, server, clock)
     stats = probe.case_stats()
     assert stats is not None and stats["servers"][server.id]["error"] is None, stats
     entry = stats["servers"][server.id]
     assert entry["requests"] > 50 and entry["locust_reported"]["requests"] > 50, entry
+    assert stats["locustfile"] == "mine.py"
+    by_name = entry["locust_reported"]["by_name"]
+    assert set(by_name) == {"GET mine /health", "GET mine /api/items"}, by_name
+    assert all(e["requests"] > 0 and e["failures"] == 0 and e["mean_ms"] > 0 for e in by_name.values())
     fig = _check_migration_figure(probe, migration, server)
     qemu = _qemu_figures(embedded_cloud, migration, mid)
     floor = probe.noise_floor(quiet, noise_end)

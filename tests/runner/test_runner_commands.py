@@ -80,15 +80,14 @@ def test_every_shipped_scenario_plans(tmp_path: Path) -> None:
                 assert plan.host_options.get("live_migration_permit_post_copy") is True
 
 
-def test_locust_in_the_guest_with_a_user_locustfile_is_refused_before_anything_runs(
+def test_locust_in_the_guest_with_a_missing_user_locustfile_is_refused_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "mine.py").write_text("from locust import HttpUser\n")
     body = (
         SCENARIO.replace("fleet: {count: 1}", "fleet: {count: 1, image: novamig-full}")
         + "workload: {kind: locust, locust: {where: guest, locustfile: mine.py}}\n"
     )
     assert cmd_run(scenario(tmp_path, body), None, str(tmp_path / "out"), []) == 2
     err = capsys.readouterr().err
-    assert "mine.py" in err
+    assert "mine.py" in err and "does not exist" in err
     assert not (tmp_path / "out").exists()

@@ -332,6 +332,8 @@ def _guest_sources(cloud: bool = False) -> dict[str, bytes]:
         "sbin/novamig-init": _resource("novamig.guest.full", "init.sh"),
         "usr/local/lib/novamig/udhcpc.sh": _resource("novamig.guest.full", "udhcpc.sh"),
         f"{GUEST_LIB.lstrip('/')}/guest_web_app.py": _resource("novamig.workload", "guest_web_app.py"),
+        # beside the web app, which loads it next to every locustfile (the per-request records)
+        f"{GUEST_LIB.lstrip('/')}/locust_hook.py": _resource("novamig.workload", "locust_hook.py"),
     }
     locustfiles = resources.files("novamig.workload").joinpath("locustfiles")
     for entry in sorted(locustfiles.iterdir(), key=lambda e: e.name):

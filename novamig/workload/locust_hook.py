@@ -1,23 +1,28 @@
-"""Loaded into the runner-side Locust process next to the scenario's locustfile
-(``locust -f USER_FILE,locust_hook.py``): per-request records on the runner's clock, and users
-spread over every guest.
+"""Loaded into every Locust process novamig starts, next to the scenario's locustfile
+(``locust -f LOCUSTFILE,locust_hook.py``): on the runner and inside the full guest, where the image
+carries it beside the web application. It writes one record per completed request and, on the
+runner, spreads users over the guests.
 
 Why a hook and not the locustfile's own records: a user's locustfile knows nothing about novamig,
-and the records must be on the runner's CLOCK_MONOTONIC (the case clock's source; ``ip netns exec``
-changes the network namespace, not the clock), so they need no mapping. Why here and not in
-novamig: this file runs inside Locust's gevent process, which must not import openstacksdk (see
-FACTS: gevent's monkey-patching breaks ssl there), so it imports nothing from novamig.
+so the same records come from builtin and user locustfiles alike. The record's clock is the
+CLOCK_MONOTONIC of the machine Locust runs on: on the runner the case clock's source (``ip netns
+exec`` changes the network namespace, not the clock), in a guest the clock of the agent's
+heartbeats, which the runner maps to its own. This file runs inside Locust's gevent process, which
+must not import openstacksdk (see FACTS: gevent's monkey-patching breaks ssl there), and inside
+the guest, which has no novamig package: it imports nothing from novamig.
 
 Environment:
 
-* ``NOVAMIG_LOCUST_RUNNER_RECORDS`` — the record file: one line per completed request,
-  ``mono_ns,response_time_ms,ok,host,name`` (``mono_ns`` = CLOCK_MONOTONIC at completion).
+* ``NOVAMIG_LOCUST_RECORDS`` — the record file: one line per completed request,
+  ``mono_ns,response_time_ms,ok,host,name`` (``mono_ns`` = CLOCK_MONOTONIC at completion; ``host``
+  the request URL's host, empty when Locust gives no URL; commas in the name become ``;``).
 * ``NOVAMIG_LOCUST_HOSTS`` — base URLs separated by spaces; each new user gets the next one
-  (round robin), so one Locust process loads every guest.
+  (round robin), so one Locust process loads every guest. Unset: Locust's ``--host``.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import time
@@ -27,7 +32,7 @@ from urllib.parse import urlsplit
 
 from locust import events
 
-RECORDS = os.environ.get("NOVAMIG_LOCUST_RUNNER_RECORDS", "")
+RECORDS = os.environ.get("NOVAMIG_LOCUST_RECORDS", "")
 HOSTS = os.environ.get("NOVAMIG_LOCUST_HOSTS", "").split()
 
 
@@ -83,10 +88,11 @@ def _spread_users(environment: Any, **_kwargs: Any) -> None:
 
 
 def _refresh_loop_clock(**_kwargs: Any) -> None:
-    """As in builtin:web: Locust arms ``--run-time`` from gevent's cached loop time; refresh it."""
-    import importlib
-
-    importlib.import_module("gevent").get_hub().loop.update_now()
+    """Locust arms its ``--run-time`` timer from gevent's cached loop time, which is only updated
+    when the hub runs: under TCG, Locust's start-up takes 15-20 s before the hub first runs, so
+    the timer would fire at once and a 10 s run would last a fraction of a second. Refresh the
+    clock when Locust is initialised, just before it arms the timer."""
+    importlib.import_module("gevent").get_hub().loop.update_now()  # (no type stubs for gevent)
 
 
 _records = _Records(RECORDS)
