@@ -1,8 +1,9 @@
 """The network vantage point: downtime as a client on the guests' network sees it.
 
-`NetworkProbe` runs the UDP echo prober (`novamig.measure.echo`) as a process of its own, aimed at
-every server's fixed address (the guest agent answers UDP echo on port 7), and turns its reply
-records into per-migration figures. Every time is CLOCK_MONOTONIC in ns, the clock of the runner's
+`NetworkProbe` runs the echo prober (`novamig.measure.echo`) as a process of its own, aimed at
+every server's fixed address — UDP echo to the guest agent (port 7), or ICMP echo, which the guest's
+kernel answers whatever the image (``measure.network_protocol``) — and turns its reply records into
+per-migration figures. Every time is CLOCK_MONOTONIC in ns, the clock of the runner's
 `time.monotonic()` and of `CaseClock`.
 
 Definitions (per server; docs/measurement.md, "network", says the same for readers of results):
@@ -44,7 +45,7 @@ from typing import Any
 
 from novamig.hypervisor.heartbeat import Gap, percentile
 from novamig.measure import gaps
-from novamig.measure.echo import Replies, read_records
+from novamig.measure.echo import PROTOCOLS, Replies, read_records
 from novamig.measure.spawned_probe import SpawnedProbe
 
 _WORDS = gaps.Wording("reply", "replies", "prober", "the server had not answered again")
@@ -120,7 +121,8 @@ def quiet_longest_gap_ms(replies: Replies, start_ns: int, end_ns: int) -> float 
 
 
 class NetworkProbe(SpawnedProbe[int, Replies, WindowFigure]):
-    """UDP echo from the runner's side to every server's address, ``hz`` probes per second each.
+    """Echo (UDP or ICMP: `protocol`) from the runner's side to every server's address, ``hz``
+    probes per second each.
 
     `netns`: the namespace the guests' addresses live in (the embedded cloud's ``guest_netns``), or
     None when the runner reaches them directly. `workdir`: where each run's files go (one new
@@ -143,15 +145,25 @@ class NetworkProbe(SpawnedProbe[int, Replies, WindowFigure]):
     _stem = "echo"
 
     def __init__(
-        self, hz: int, netns: str | None, workdir: Path, *, sched: str = "fifo", port: int = 7
+        self,
+        hz: int,
+        netns: str | None,
+        workdir: Path,
+        *,
+        sched: str = "fifo",
+        port: int = 7,
+        protocol: str = "udp",
     ) -> None:
         if hz <= 0:
             raise ValueError(f"network probe rate must be positive, got {hz}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"network probe protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.port = port
+        self.protocol = protocol
         super().__init__(hz, netns, workdir, sched, window_figure)
 
     def _arguments(self) -> list[str]:
-        argv = ["--hz", str(self.hz), "--port", str(self.port)]
+        argv = ["--hz", str(self.hz), "--port", str(self.port), "--protocol", self.protocol]
         for index, address in self._servers.values():
             argv += ["--target", f"{index}={address}"]
         return argv
@@ -172,6 +184,7 @@ class NetworkProbe(SpawnedProbe[int, Replies, WindowFigure]):
     ) -> dict[str, Any]:
         return {
             "address": address,
+            "protocol": self.protocol,
             **window,
             "replies": w.replies,
             "lost": w.lost,
@@ -185,7 +198,8 @@ class NetworkProbe(SpawnedProbe[int, Replies, WindowFigure]):
     def _cost_note(self, st: dict[str, Any]) -> tuple[str, float | None]:
         sent, received = sum(st["sent"]), sum(st["received"])
         note = (
-            f"{len(st['targets'])} target(s) at {self.hz} Hz, sched {st['sched']}; "
+            f"{len(st['targets'])} target(s) at {self.hz} Hz, {st.get('socket', self.protocol)}, "
+            f"sched {st['sched']}; "
             f"replies {received}/{sent}; skipped slots {st['skipped']}; "
             f"send lateness max {st['late_max_us']} µs"
         )

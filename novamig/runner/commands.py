@@ -262,7 +262,9 @@ def _run(
                 elif probe in ("hypervisor", "guest") and embedded is not None:
                     out.append(EmbeddedMigrationFigures(embedded.workdir, probe))
                 elif probe == "network":
-                    out.append(NetworkProbe(plan.measure.network_probe_hz, netns, case_dir / "network"))
+                    m = plan.measure
+                    hz, protocol = m.network_probe_hz, m.network_protocol
+                    out.append(NetworkProbe(hz, netns, case_dir / "network", protocol=protocol))
                 elif probe == "locust" and plan.workload == "locust":
                     out.append(
                         LocustProbe(plan.workload_spec.locust, netns, case_dir / "locust", plan.scenario_dir)

@@ -228,6 +228,11 @@ class Measure(_Model):
     """Guest agent heartbeat rate, Hz; the guest downtime's resolution is 1000/heartbeat_hz ms."""
     network_probe_hz: Annotated[int, Field(ge=1, le=10_000)] = 500
     """Network echo probe rate from the runner, Hz."""
+    network_protocol: Literal["udp", "icmp"] = "udp"
+    """What the network probe sends: `udp` — echo to the novamig guest agent (port 7); `icmp` —
+    ICMP echo, which any guest's kernel answers (images without the agent). ICMP needs a ping
+    socket (`net.ipv4.ping_group_range`) or root/CAP_NET_RAW on the runner, and security groups
+    that let ICMP in."""
     probes: Annotated[list[Probe], Field(min_length=1, max_length=4)] = Field(
         default_factory=lambda: list(DEFAULT_PROBES)
     )

@@ -1,12 +1,14 @@
 """The network probe: figure arithmetic on synthetic replies, the real prober process against a
-loopback echo server (outage, rate, stop, death), and real QEMU guests (a QMP pause, a live
-migration between two QEMUs on one bridge)."""
+loopback echo server (outage, rate, stop, death) and loopback ICMP, and real QEMU guests (a QMP
+pause, by UDP and by ICMP through both kinds of ICMP socket; a live migration between two QEMUs on
+one bridge)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.migration import migrate
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.hypervisor.policy import MigrationPolicy
-from novamig.measure.echo import Replies
+from novamig.measure.echo import Replies, icmp_checksum
 from novamig.measure.network import NetworkProbe, quiet_longest_gap_ms, window_figure
 from novamig.runner.clock import CaseClock
 from novamig.runner.probes import Probe, ServerInfo
@@ -126,6 +128,42 @@ def test_noise_floor_counts_only_gaps_wholly_inside_the_window() -> None:
 
 
 # ------------------------------------------------------------------------ the prober process, loopback
+
+
+def test_icmp_checksum_is_rfc_1071() -> None:
+    # RFC 1071's worked example: the one's complement sum of these words is 0xddf2
+    assert icmp_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0xFFFF - 0xDDF2
+    assert icmp_checksum(b"\x01") == 0xFFFF - 0x0100  # an odd length is padded with a zero byte
+
+
+def test_icmp_to_loopback_answers_at_the_asked_rate(tmp_path: Path) -> None:
+    """The kernel answers ICMP echo on loopback: a steady run, nothing lost, the socket kind named."""
+    probe = NetworkProbe(500, None, tmp_path, protocol="icmp")
+    clock = CaseClock()
+    probe.start([ServerInfo("id-1", "one", "h", "127.0.0.1")], clock)
+    try:
+        quiet = (clock.now() + 0.2, clock.now() + 1.2)
+        time.sleep(0.6)
+        window_ns = time.monotonic_ns()
+        time.sleep(0.8)
+    finally:
+        probe.stop()
+    cost = probe.cost()
+    assert cost is not None and cost.note is not None, cost
+    if "failed" in cost.note or cost.rate_hz is None:
+        pytest.fail(f"the ICMP prober did not run: {cost}")
+    assert "icmp-dgram" in cost.note or "icmp-raw" in cost.note, cost.note
+    assert "replies 0/" not in cost.note and "stray" not in cost.note, cost.note
+    floor = probe.noise_floor(*quiet)
+    assert floor is not None and 2.0 * 0.9 <= floor < 100, floor
+    fig = probe.figure(_record(clock, window_ns, window_ns + 100 * MS), "id-1", None)
+    assert fig.downtime_ms is not None and fig.downtime_ms < 100 and fig.details is not None, fig
+    assert fig.details["protocol"] == "icmp" and fig.details["lost"] == 0, fig.details
+
+
+def test_unknown_protocol_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="protocol"):
+        NetworkProbe(500, None, tmp_path, protocol="tcp")
 
 
 def test_probe_implements_the_runner_protocol(tmp_path: Path) -> None:
@@ -240,22 +278,34 @@ needs_netns = pytest.mark.skipif(netns_supported() is not None, reason=str(netns
 
 @pytest.mark.qemu
 @needs_netns
+@pytest.mark.parametrize(
+    ("protocol", "socket_kind"), [("udp", "udp"), ("icmp", "icmp-raw"), ("icmp", "icmp-dgram")]
+)
 def test_qmp_pause_is_measured_within_period_plus_noise_floor(
-    machines: MachineFactory, image: GuestImage, tmp_path: Path
+    machines: MachineFactory, image: GuestImage, tmp_path: Path, protocol: str, socket_kind: str
 ) -> None:
     """A 300 ms QMP stop/cont, three times: the reply gap against QEMU's STOP→RESUME timestamps.
 
     The stated error of the figure is one period plus the noise floor (module docstring of
     novamig.measure.network); the median of the three errors must be inside it, as must every
-    attempt's lower side (a gap can never be much shorter than the pause).
+    attempt's lower side (a gap can never be much shorter than the pause). ICMP is answered by
+    the guest's kernel instead of the agent; the namespace's ping_group_range decides whether
+    the prober gets a ping socket or (as root) a raw one.
     """
+    if socket_kind == "icmp-raw" and os.geteuid() != 0:
+        pytest.skip("a raw ICMP socket needs root")
     with GuestNetwork() as net:
+        group_range = "0 2147483647" if socket_kind == "icmp-dgram" else "1 0"  # "1 0": nobody
+        subprocess.run(
+            ["ip", "netns", "exec", net.name, "sysctl", "-qw", f"net.ipv4.ping_group_range={group_range}"],
+            check=True, timeout=10,
+        )  # fmt: skip
         addr = net.new_address()
         spec = GuestSpec(
             name="np", image=image, memory_mib=128, kernel_args=addr.kernel_args(), network=net.attach(addr)
         )
         vm = machines(spec)
-        probe = NetworkProbe(500, net.name, tmp_path)
+        probe = NetworkProbe(500, net.name, tmp_path, protocol=protocol)
         clock = CaseClock()
         probe.start([ServerInfo("id-np", "np", "h", addr.ip)], clock)
         try:
@@ -277,7 +327,9 @@ def test_qmp_pause_is_measured_within_period_plus_noise_floor(
         errors.append(round(fig.downtime_ms - p.stop_resume_ms, 2))
         assert fig.brownout_ms is not None
     tolerance = 2.0 + floor
-    print(f"pause errors {errors} ms, noise floor {floor} ms, tolerance {tolerance} ms")
+    cost = probe.cost()
+    assert cost is not None and cost.note is not None and f"{socket_kind}," in cost.note, cost
+    print(f"{socket_kind}: pause errors {errors} ms, noise floor {floor} ms, tolerance {tolerance} ms")
     assert abs(statistics.median(errors)) <= tolerance, (errors, floor)
     assert min(errors) >= -tolerance, (errors, floor)
 

@@ -36,6 +36,20 @@ def test_validate_shipped_scenarios_function() -> None:
     assert out.getvalue().splitlines() == [f"{p}: ok" for p in SHIPPED]
 
 
+def test_readme_scenario_example_validates(tmp_path: Path) -> None:
+    """The README's "## Scenarios" shape is a scenario `novamig validate` accepts (docs that
+    match the code: a renamed or removed key fails here)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Scenarios") :]
+    block = section[
+        section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", section.index("```yaml"))
+    ]
+    path = tmp_path / "readme.yaml"
+    path.write_text(block, encoding="utf-8")
+    out = io.StringIO()
+    assert cmd_validate([str(path)], [], out) == 0, out.getvalue()
+
+
 def test_validate_shipped_scenarios_command() -> None:
     novamig = Path(sys.executable).parent / "novamig"
     done = subprocess.run(
