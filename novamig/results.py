@@ -121,6 +121,13 @@ class ProbeCost(_Model):
     cpu_percent: float = Field(description="cpu_s / wall_s × 100, of one core")
     rate_hz: float | None = Field(default=None, description="probe rate achieved (sent per second)")
     note: str | None = None
+    budget_percent: float | None = Field(
+        default=None, description="measure.probe_cpu_budget_percent; null: not budgeted (the Locust load)"
+    )
+    over_budget: bool | None = Field(
+        default=None,
+        description="cpu_percent above the budget: the probe may have disturbed what it measured",
+    )
 
 
 class CaseResult(_Model):

@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -302,6 +303,20 @@ def _newc_entry(
     out += data
     out += b"\0" * (-len(out) % 4)
     return out
+
+
+#: The line of an init script that the shared fw_cfg user-data snippet replaces.
+INCLUDE_USER_DATA = b"#@include user-data.sh\n"
+
+
+def init_script(script: bytes) -> bytes:
+    """An image's init with ``novamig/guest/agent/user-data.sh`` put in place of its include line:
+    both images run user-data the same way from one source, and the init inside a guest stays one
+    self-contained script. The result is what the image's cache key hashes."""
+    if script.count(INCLUDE_USER_DATA) != 1:
+        raise ValueError("an init script must include user-data.sh exactly once")
+    snippet = resources.files("novamig.guest").joinpath("agent", "user-data.sh").read_bytes()
+    return script.replace(INCLUDE_USER_DATA, snippet)
 
 
 def build_cpio(dirs: Sequence[str], files: dict[str, tuple[bytes, int]], symlinks: dict[str, str],

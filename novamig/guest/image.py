@@ -32,6 +32,7 @@ from novamig.guest.build import (
     build_cpio,
     cached_build,
     fetch_deb,
+    init_script,
     iter_deb_files,
     resolve_debs,
     run_step,
@@ -250,7 +251,7 @@ def build_tiny_image(
     t_start = time.monotonic()
 
     kdeb, bdeb, cc_version = _resolve_inputs(root, kernel_package, busybox_package, say)
-    agent_c, init_sh = _agent_source("agent.c"), _agent_source("init.sh")
+    agent_c, init_sh = _agent_source("agent.c"), init_script(_agent_source("init.sh"))
 
     inputs = {
         "build_script_version": BUILD_SCRIPT_VERSION,

@@ -109,7 +109,7 @@ def run_case(
                 for server_id, migration_id, record in records:
                     apply_figures(record, server_id, migration_id, probes)
                 _noise_floors(probes, noise_window, noise_floor)  # those that needed the figures
-                _case_figures(probes, costs, locust)
+                _case_figures(probes, costs, locust, plan.measure.probe_cpu_budget_percent)
                 view.message("deleting servers")
     except (CloudError, TargetError, CaseAborted, RuntimeError) as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -184,12 +184,27 @@ def _noise_floors(
             log.exception("probe %s: noise floor failed", probe.name)
 
 
-def _case_figures(probes: Sequence[Probe], costs: dict[str, ProbeCost], locust: dict[str, Any]) -> None:
-    """Case-level figures of each probe; a probe that fails here loses its figure, not the case."""
+#: Probes whose CPU is the point, not a side effect: the load generator.
+UNBUDGETED_PROBES = frozenset({"locust"})
+
+
+def _case_figures(
+    probes: Sequence[Probe], costs: dict[str, ProbeCost], locust: dict[str, Any], budget_percent: float
+) -> None:
+    """Case-level figures of each probe; a probe that fails here loses its figure, not the case.
+    Each measuring probe's CPU is held to the budget: over it, the cost says so and the log warns."""
     for probe in probes:
         try:
             cost = probe.cost()
             if cost is not None:
+                if probe.name not in UNBUDGETED_PROBES:
+                    over = cost.cpu_percent > budget_percent
+                    cost = cost.model_copy(update={"budget_percent": budget_percent, "over_budget": over})
+                    if over:
+                        log.warning(
+                            "probe %s used %.1f %% of a core, over its budget of %g %%: its figures "
+                            "may include its own disturbance", probe.name, cost.cpu_percent, budget_percent,
+                        )  # fmt: skip
                 costs[probe.name] = cost
             stats = probe.case_stats()
             if stats is not None and probe.name == "locust":

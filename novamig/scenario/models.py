@@ -237,6 +237,11 @@ class Measure(_Model):
         default_factory=lambda: list(DEFAULT_PROBES)
     )
     """Vantage points that measure downtime; `locust` needs `workload.kind: locust`."""
+    probe_cpu_budget_percent: Annotated[float, Field(gt=0, le=1_000)] = 20
+    """CPU a measuring probe may use on the runner, % of one core (the network prober, the UDP
+    heartbeat collector; measured: 5 % per guest at 500 Hz, 10 % at 1 kHz). Above it the case's
+    `probe_cost` marks the probe `over_budget` and the run warns: the probe may have disturbed
+    what it measured. Runner-side Locust is the load, not a probe: reported, never budgeted."""
     noise_floor_s: Annotated[float, Field(ge=0, le=3_600)] = 10
     """Seconds measured with no migration before the first one, to report the noise floor; 0 → skip."""
     heartbeat_collector: Annotated[str, Field(pattern=HEARTBEAT_COLLECTOR_PATTERN)] | None = None

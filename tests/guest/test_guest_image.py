@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,23 @@ def test_manifest_records_inputs(tiny_image: GuestImage) -> None:
     assert manifest["inputs"]["kernel_deb"].startswith("linux-image-")
     assert "virtio_console" in manifest["modules"] and "e1000" in manifest["modules"]
     assert shutil.which("qemu-system-x86_64")
+
+
+@pytest.mark.parametrize(
+    ("package", "name"), [("novamig.guest", "agent/init.sh"), ("novamig.guest.full", "init.sh")]
+)
+def test_both_inits_get_the_one_user_data_snippet_and_parse(package: str, name: str, tmp_path: Path) -> None:
+    from importlib import resources
+
+    from novamig.guest.build import INCLUDE_USER_DATA, init_script
+
+    source = resources.files(package).joinpath(name).read_bytes()
+    composed = init_script(source)
+    assert INCLUDE_USER_DATA not in composed
+    assert composed.count(b"run_fw_cfg_user_data() {") == 1 and composed.count(b"run_fw_cfg_user_data\n") == 1
+    script = tmp_path / "init"
+    script.write_bytes(composed)
+    done = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr  # busybox sh reads what dash accepts here
+    with pytest.raises(ValueError, match="exactly once"):
+        init_script(source.replace(INCLUDE_USER_DATA, b""))

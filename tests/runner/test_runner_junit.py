@@ -113,3 +113,10 @@ def test_index_html_shows_noise_floor_cost_brownout_integrity_and_locust() -> No
     assert "1234" in html and "0.0041" in html and "88.2" in html
     assert "321.5" in html
     assert "<td>yes</td>" in html
+    assert "over its budget" not in html
+    case.probe_cost["network"] = case.probe_cost["network"].model_copy(
+        update={"cpu_percent": 31.0, "budget_percent": 20.0, "over_budget": True}
+    )
+    html = render_index(r)
+    assert "31.00 % of a core at 500 Hz" in html
+    assert "over its budget of 20 %: may have disturbed the measurement" in html

@@ -17,6 +17,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 
 say() { echo "novamig-init: $*"; }
+BB=""  # busybox's applets are on PATH (user-data.sh prefixes its commands with $BB)
 
 # Modules, in the order that works for virtio-net, virtio-serial and e1000 (one name a line; the
 # image build writes the list, leaving out what the kernel has built in).
@@ -57,36 +58,10 @@ if [ -n "$IP" ]; then
     fi
 fi
 
-# User-data. On the embedded cloud the server's user-data reaches the guest through QEMU's fw_cfg
-# (no metadata service, no cloud-init in this image): copy it to /run/novamig/user-data and, if it
-# is a script, run it now, before the agent starts, so that the settings it writes
-# (/run/novamig/agent.conf, see novamig.workload.userdata) are in effect from the agent's start.
-# Bounded: a user-data script that hangs must not keep the guest from ever starting its agent.
-USER_DATA_FW=/sys/firmware/qemu_fw_cfg/by_name/opt/org.novamig/user-data/raw
-USER_DATA_TIMEOUT_S=30
-mkdir -p /run/novamig
-if [ -r "$USER_DATA_FW" ]; then
-    if cat "$USER_DATA_FW" > /run/novamig/user-data; then
-        size=$(wc -c < /run/novamig/user-data)
-        if [ "$(head -c 2 /run/novamig/user-data)" = "#!" ]; then
-            chmod 0700 /run/novamig/user-data
-            say "user-data: running /run/novamig/user-data ($size bytes, at most $USER_DATA_TIMEOUT_S s)"
-            timeout "$USER_DATA_TIMEOUT_S" /run/novamig/user-data < /dev/null
-            rc=$?
-            if [ "$rc" = 0 ]; then
-                say "user-data: done"
-            else
-                say "user-data: exited with status $rc (143: ended after $USER_DATA_TIMEOUT_S s)"
-            fi
-        else
-            say "user-data: $size bytes, not a script (no #!): kept in /run/novamig/user-data, not run"
-        fi
-    else
-        say "user-data: could not read $USER_DATA_FW"
-    fi
-else
-    say "user-data: none (no fw_cfg opt/org.novamig/user-data)"
-fi
+# User-data from QEMU fw_cfg (no metadata service, no cloud-init in this image), run before the
+# agent starts; the function comes from novamig/guest/agent/user-data.sh, inlined here by the build.
+#@include user-data.sh
+run_fw_cfg_user_data
 
 say "up: kernel $(uname -r), ip=${IP:-none} dev=${IFACE:-none}; starting the agent"
 # PID 1 never exits (that would panic the guest): keep the agent running.

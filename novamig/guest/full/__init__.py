@@ -50,6 +50,7 @@ from novamig.guest.build import (
     build_cpio,
     cached_build,
     fetch_deb,
+    init_script,
     iter_deb_files,
     read_newc,
     remove_tree,
@@ -329,7 +330,7 @@ def _resource(package: str, name: str) -> bytes:
 def _guest_sources(cloud: bool = False) -> dict[str, bytes]:
     """Files the image carries from this package, by their path inside the guest."""
     files = {
-        "sbin/novamig-init": _resource("novamig.guest.full", "init.sh"),
+        "sbin/novamig-init": init_script(_resource("novamig.guest.full", "init.sh")),
         "usr/local/lib/novamig/udhcpc.sh": _resource("novamig.guest.full", "udhcpc.sh"),
         f"{GUEST_LIB.lstrip('/')}/guest_web_app.py": _resource("novamig.workload", "guest_web_app.py"),
         # beside the web app, which loads it next to every locustfile (the per-request records)

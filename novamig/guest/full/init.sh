@@ -92,37 +92,16 @@ elif [ -n "$IP" ]; then
     fi
 fi
 
-# User-data. The embedded form gets the server's user-data through QEMU's fw_cfg: copy it to
-# /run/novamig/user-data and, if it is a script, run it now, before the agent starts, so that the
-# settings it writes (/run/novamig/agent.conf, see novamig.workload.userdata) are in effect from the
-# agent's start. Bounded: a hanging script must not keep the agent from starting. The Glance form
-# (novamig.cloud_init=1) leaves user-data to cloud-init, which gets it from the metadata service or
-# config drive and runs it after boot (the script then restarts the running agent).
-USER_DATA_FW=/sys/firmware/qemu_fw_cfg/by_name/opt/org.novamig/user-data/raw
-USER_DATA_TIMEOUT_S=30
+# User-data. The embedded form gets the server's user-data through QEMU's fw_cfg and runs it
+# before the agent starts (the function comes from novamig/guest/agent/user-data.sh, inlined here
+# by the build). The Glance form (novamig.cloud_init=1) leaves user-data to cloud-init, which gets
+# it from the metadata service or config drive and runs it after boot (the script then restarts
+# the running agent).
+#@include user-data.sh
 if [ "$CLOUD_INIT" = 1 ]; then
     say "user-data: left to cloud-init"
-elif [ -r "$USER_DATA_FW" ]; then
-    if $BB cat "$USER_DATA_FW" > /run/novamig/user-data; then
-        size=$($BB wc -c < /run/novamig/user-data)
-        if [ "$($BB head -c 2 /run/novamig/user-data)" = "#!" ]; then
-            $BB chmod 0700 /run/novamig/user-data
-            say "user-data: running /run/novamig/user-data ($size bytes, at most $USER_DATA_TIMEOUT_S s)"
-            $BB timeout "$USER_DATA_TIMEOUT_S" /run/novamig/user-data < /dev/null
-            rc=$?
-            if [ "$rc" = 0 ]; then
-                say "user-data: done"
-            else
-                say "user-data: exited with status $rc (143: ended after $USER_DATA_TIMEOUT_S s)"
-            fi
-        else
-            say "user-data: $size bytes, not a script (no #!): kept in /run/novamig/user-data, not run"
-        fi
-    else
-        say "user-data: could not read $USER_DATA_FW"
-    fi
 else
-    say "user-data: none (no fw_cfg opt/org.novamig/user-data)"
+    run_fw_cfg_user_data
 fi
 
 say "up: kernel $(uname -r), ip=${IP:-none} dev=${IFACE:-none}; starting the agent and the web application"
