@@ -157,6 +157,45 @@ def test_locust_web_scenario_gives_locust_statistics_and_four_figures(tmp_path: 
     assert rc == (0 if case.passed else 1)
 
 
+USER_LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+
+
+class Mine(FastHttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    def health(self):
+        self.client.get("/health", name="mine /health")
+"""
+
+
+def test_user_locustfile_in_the_guest_beside_the_memory_dirtier(tmp_path: Path, cloud: str) -> None:
+    """`where: guest` with the user's own locustfile (a path relative to the scenario file), memory
+    dirtier asked for too (memory + locust together): the file reaches the guest, its requests
+    give the Locust figure, and Locust's own statistics carry its request names."""
+    (tmp_path / "load").mkdir()
+    (tmp_path / "load" / "mine.py").write_text(USER_LOCUSTFILE)
+    body = (ROOT / "scenarios" / "locust-web.yaml").read_text()
+    overrides = (
+        "fleet.count=1", "migration.count=1", "migration.interval_s=0", "measure.noise_floor_s=3",
+        "workload.locust.locustfile=load/mine.py", "workload.memory.dirty_rate_mib_s=8",
+        "workload.memory.working_set_mib=16",
+    )  # fmt: skip
+    rc, results = run(tmp_path, cloud, body, *overrides)
+    case = results.cases[0]
+    assert case.error is None, case.error
+    (m,) = migrations(results)
+    assert m.status == "completed", m.events
+    assert m.downtime_ms.locust is not None and m.resolution_ms.locust is not None, m.events
+    assert case.locust is not None and case.locust["locustfile"] == "load/mine.py", case.locust
+    [server] = case.locust["servers"].values()
+    assert server["error"] is None, server
+    assert set(server["locust_reported"]["by_name"]) == {"GET mine /health"}, server["locust_reported"]
+    assert server["requests"] > 50 and server["failures"] == 0, server
+    assert rc == (0 if case.passed else 1)
+
+
 def test_guest_heartbeat_over_udp_when_a_collector_is_named(tmp_path: Path, cloud: str) -> None:
     """measure.heartbeat_collector: the DevStack path of the guest figure (the agent's beats as UDP
     datagrams to a runner-side collector), run here with the collector on the guests' gateway
