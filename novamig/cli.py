@@ -36,6 +36,12 @@ def _image_build(args: argparse.Namespace) -> int:
     return cmd_image_build(args.kind, args.format, args.force)
 
 
+def _image_prune(args: argparse.Namespace) -> int:
+    from novamig.guest.commands import cmd_image_prune
+
+    return cmd_image_prune(args.keep, args.dry_run)
+
+
 def _image_upload(args: argparse.Namespace) -> int:
     from novamig.guest.commands import cmd_image_upload
 
@@ -167,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--replace", action="store_true", help="replace an image of that name from another build")
     u.add_argument("--force", action="store_true", help="rebuild the image even when cached")
     u.set_defaults(handler=_image_upload)
+    r = image_sub.add_parser(
+        "prune", help="remove old builds from the image cache (keeps the newest of each kind)"
+    )
+    r.add_argument("--keep", type=int, default=1, metavar="N", help="newest builds kept per kind (default 1)")
+    r.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    r.set_defaults(handler=_image_prune)
 
     p = sub.add_parser("selfcheck", help="check that this machine can run novamig and measures right")
     p.add_argument("--json", action="store_true", help="print one JSON object")

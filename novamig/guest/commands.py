@@ -1,5 +1,6 @@
-"""``novamig image build`` and ``novamig image upload``: the command-line face of the guest image
-builders and of the upload to a cloud's Image service (``novamig.guest.upload``).
+"""``novamig image build``, ``upload`` and ``prune``: the command-line face of the guest image
+builders, of the upload to a cloud's Image service (``novamig.guest.upload``) and of the cache's
+clean-up (``novamig.guest.prune``).
 
 Kept apart from the builders so the CLI module stays thin and the builders stay free of printing.
 """
@@ -174,6 +175,31 @@ def cmd_image_upload(
         print(f"replaced {old} with: {result.image_id} (cloud {cloud_name}, digest {source.digest})")
     else:
         print(f"uploaded: {result.image_id} (cloud {cloud_name}, digest {source.digest})")
+    return int(ExitCode.OK)
+
+
+def cmd_image_prune(keep: int, dry_run: bool) -> int:
+    """Remove old builds from the image cache (``novamig.guest.prune``), saying what goes and what
+    stays. Exit status: 0 done (also when there was nothing to remove); 2 a negative --keep."""
+    from novamig.guest.image import cache_dir
+    from novamig.guest.prune import prune
+
+    if keep < 0:
+        print(f"novamig image prune: --keep must be 0 or more, got {keep}", file=sys.stderr)
+        return int(ExitCode.BAD_INPUT)
+    images = cache_dir() / "images"
+    outcome = prune(images, keep, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for image in outcome.removed:
+        print(f"{verb}: {image.path} ({image.kind}, built {image.built_at or 'at an unknown time'}, "
+              f"{image.size_bytes / 2**20:.0f} MiB)")  # fmt: skip
+    for path in outcome.leftovers:
+        print(f"{verb}: {path} (left by an interrupted build)")
+    for image in outcome.in_use:
+        print(f"kept, in use by a running process: {image.path}")
+    for image in outcome.kept:
+        print(f"kept: {image.path} ({image.kind}, newest {keep})")
+    print(f"{verb} {len(outcome.removed)} image(s), {outcome.freed_bytes / 2**20:.0f} MiB, from {images}")
     return int(ExitCode.OK)
 
 
