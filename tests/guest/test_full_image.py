@@ -667,7 +667,9 @@ def test_cloud_image_boots_by_itself_with_dhcp_and_cloud_init(
     assert len(recv) > 2 * hz and span_s > 2, (len(recv), span_s)
     rate = (len(recv) - 1) / span_s
     print(f"UDP heartbeats at the collector: {len(recv)} over {span_s:.1f} s = {rate:.0f}/s (asked {hz})")
-    assert 0.8 * hz <= rate <= 1.05 * hz, rate
+    # the rate the user-data set, not the agent's default of 1000 Hz (the upper bound); the lower
+    # bound is loose because under TCG cloud-init may still be finishing beside the agent
+    assert 0.5 * hz <= rate <= 1.05 * hz, rate
 
 
 def _wait_http(port: int, timeout: float) -> dict[str, Any]:
