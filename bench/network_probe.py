@@ -64,9 +64,9 @@ def _late_p99_us(hist: list[int]) -> str:
 
 
 def _run(
-    servers: list[ServerInfo], netns: str, hz: int, *, sched: str, seconds: float, work: Path
+    servers: list[ServerInfo], netns: str, hz: int, *, sched: str, seconds: float, work: Path, protocol: str
 ) -> dict[str, Any]:
-    probe = NetworkProbe(hz, netns, work, sched=sched)
+    probe = NetworkProbe(hz, netns, work, sched=sched, protocol=protocol)
     clock = CaseClock()
     probe.start(servers, clock)
     try:
@@ -129,9 +129,10 @@ def _accuracy(
     migrations: int,
     work: Path,
     table: Table,
+    protocol: str,
 ) -> QemuMachine:
     """Known pauses and live migrations of `vm` under the probe; returns the guest's current QEMU."""
-    probe = NetworkProbe(hz, net.name, work)
+    probe = NetworkProbe(hz, net.name, work, protocol=protocol)
     clock = CaseClock()
     server = ServerInfo("id-acc", vm.name, "local", addr.ip)
     probe.start([server], clock)
@@ -185,6 +186,7 @@ def main() -> None:
     ap.add_argument("--guests", default="1,2")
     ap.add_argument("--pauses", type=int, default=5, help="300 ms QMP pauses per rate (accuracy)")
     ap.add_argument("--migrations", type=int, default=3, help="live migrations per rate (accuracy)")
+    ap.add_argument("--protocol", choices=["udp", "icmp"], default="udp", help="what the prober sends")
     args = ap.parse_args()
     rates = [int(x) for x in args.rates.split(",")]
     scheds = args.sched.split(",")
@@ -198,7 +200,8 @@ def main() -> None:
         f"machine: {platform.node()} {cpu}, {os.cpu_count()} cores, QEMU {qemu_version()}, "
         f"{verdict.accelerator}; guests: tiny, 128 MiB, idle, 1 kHz heartbeat"
     )
-    table = Table(title=f"UDP echo prober, {args.seconds:g} s steady state per run (after {WARMUP_S:g} s)")
+    what = "UDP echo" if args.protocol == "udp" else "ICMP echo"
+    table = Table(title=f"{what} prober, {args.seconds:g} s steady state per run (after {WARMUP_S:g} s)")
     for col in (
         "guests",
         "Hz",
@@ -236,7 +239,10 @@ def main() -> None:
         for count in counts:
             for hz in rates:
                 for sched in scheds:
-                    r = _run(servers[:count], net.name, hz, sched=sched, seconds=args.seconds, work=work)
+                    r = _run(
+                        servers[:count], net.name, hz, sched=sched, seconds=args.seconds, work=work,
+                        protocol=args.protocol,
+                    )  # fmt: skip
                     st, cost = r["final"], r["cost"]
                     table.add_row(
                         str(count),
@@ -279,6 +285,7 @@ def main() -> None:
                     migrations=args.migrations,
                     work=work,
                     table=acc,
+                    protocol=args.protocol,
                 )
                 console.print(f"done: accuracy at {hz} Hz")
             console.print(acc)
