@@ -182,12 +182,15 @@ def cmd_image_prune(keep: int, dry_run: bool) -> int:
     """Remove old builds from the image cache (``novamig.guest.prune``), saying what goes and what
     stays. Exit status: 0 done (also when there was nothing to remove); 2 a negative --keep."""
     from novamig.guest.image import cache_dir
-    from novamig.guest.prune import prune
+    from novamig.guest.build import lock_busy
+    from novamig.guest.prune import KINDS, prune
 
     if keep < 0:
         print(f"novamig image prune: --keep must be 0 or more, got {keep}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     images = cache_dir() / "images"
+    if any(lock_busy(images / f".{kind}.lock") for kind in KINDS):
+        print("novamig image prune: waiting for a running image build to finish", file=sys.stderr)
     outcome = prune(images, keep, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for image in outcome.removed:
