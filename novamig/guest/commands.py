@@ -181,8 +181,8 @@ def cmd_image_upload(
 def cmd_image_prune(keep: int, dry_run: bool) -> int:
     """Remove old builds from the image cache (``novamig.guest.prune``), saying what goes and what
     stays. Exit status: 0 done (also when there was nothing to remove); 2 a negative --keep."""
-    from novamig.guest.image import cache_dir
     from novamig.guest.build import lock_busy
+    from novamig.guest.image import cache_dir
     from novamig.guest.prune import KINDS, prune
 
     if keep < 0:
