@@ -24,13 +24,13 @@ from novamig.cloud.errors import CloudError
 from novamig.cloud.host_policy import HostPolicyApplier, applied
 from novamig.results import CaseResult, Event, MigrationRecord, PerProbe, ProbeCost
 from novamig.runner.clock import CaseClock
-from novamig.runner.live import LiveView
+from novamig.runner.migration_watcher import FAST_POLL_S, POLL_S, MigrationApi, MigrationWatcher
 from novamig.runner.plan import CasePlan
 from novamig.runner.probes import CapturesEachMigration, Probe, ServerInfo, apply_figures
+from novamig.runner.progress_display import LiveView
 from novamig.runner.signals import StopRequest
 from novamig.runner.sla import evaluate
 from novamig.runner.targets import TargetChooser, TargetError
-from novamig.runner.watch import FAST_POLL_S, POLL_S, MigrationApi, MigrationWatcher
 
 log = logging.getLogger(__name__)
 

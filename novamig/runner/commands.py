@@ -133,8 +133,8 @@ def _run(
     from novamig.cloud.resources import choose_networks
     from novamig.results import Environment
     from novamig.runner.fleet import CloudFleet
-    from novamig.runner.live import LiveView
     from novamig.runner.probes import EmbeddedMigrationFigures, Probe, Unavailable
+    from novamig.runner.progress_display import LiveView
     from novamig.runner.run import new_run_id, run_plans, utc_now
     from novamig.runner.signals import StopRequest, stop_on_signals
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from novamig.cloud.host_policy import libvirt_options
 from novamig.cloud.microversions import BlockMigration
 from novamig.cloud.resources import FlavorSpec
+from novamig.runner.migration_watcher import Policy
 from novamig.runner.sla import SlaSpec
 from novamig.runner.targets import Target
-from novamig.runner.watch import Policy
 from novamig.scenario.models import Measure, Workload
 
 if TYPE_CHECKING:

@@ -21,11 +21,11 @@ from novamig.report.render import write_index
 from novamig.results import Environment, Results, write_results
 from novamig.runner.case import Fleet, run_case
 from novamig.runner.junit import write_junit
-from novamig.runner.live import LiveView
+from novamig.runner.migration_watcher import MigrationApi
 from novamig.runner.plan import CasePlan
 from novamig.runner.probes import Probe
+from novamig.runner.progress_display import LiveView
 from novamig.runner.signals import StopRequest
-from novamig.runner.watch import MigrationApi
 
 log = logging.getLogger(__name__)
 

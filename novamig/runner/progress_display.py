@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
 
-from novamig.runner.watch import Progress
+from novamig.runner.migration_watcher import Progress
 
 LOG_PROGRESS_EVERY_S = 10.0
 
