@@ -2,7 +2,7 @@
 guest's web application.
 
 Why its own process: Locust is gevent, and gevent's monkey-patching in a process that imported
-openstacksdk breaks ssl (FACTS). Why ``ip netns exec``: on the embedded cloud the guests' addresses
+openstacksdk breaks ssl. Why ``ip netns exec``: on the embedded cloud the guests' addresses
 exist only inside the guest network namespace. Why the hook file (``novamig/workload/locust_hook.py``)
 beside the locustfile: it writes per-request records on this machine's CLOCK_MONOTONIC — the case
 clock's source — so they need no clock mapping, and it spreads users over the guests. The process leads

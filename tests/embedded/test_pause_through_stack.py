@@ -92,7 +92,7 @@ def test_a_nova_pause_is_measured_by_the_guest_and_network_probes(
     assert beat_noise is not None, known
     # Within its resolution plus the worse noise floor, plus a known offset: under TCG the first
     # beat after `cont` comes 9–18 ms after the command returned (5 runs, quiet and loaded; the
-    # noise floors then were 3–55 ms) while the echo thread answers within 1–7 ms. FACTS.md
+    # noise floors then were 3–55 ms) while the echo thread answers within 1–7 ms. Earlier runs
     # measured the same offset after a migration's RESUME (18–99 ms, the destination also
     # translating the guest's code afresh). Allowed here: 25 ms.
     floor = max(noise, beat_noise)

@@ -315,7 +315,7 @@ def test_auto_converge_stalls_the_guest_not_the_switchover(tmp_path: Path, cloud
     # and the delivery jitter an idle guest's beats show (its noise floor) — either on the source
     # before the stop or, if the stop fell into a sleep, in the switchover gap. The guest downtime
     # is the worst of those: with QEMU's downtime within 400 ms, over twice QEMU's at the very
-    # least (measured 991–992 ms against 6–12 ms; FACTS.md: 1080 vs 27 ms).
+    # least (measured 991–992 ms against 6–12 ms; an earlier host: 1080 vs 27 ms).
     sleep_ms = THROTTLE_MAX / (100 - THROTTLE_MAX) * THROTTLE_SLICE_MS
     assert g >= sleep_ms - res_g - floor_g, why
     assert g > 2 * h, why
