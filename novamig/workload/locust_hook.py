@@ -8,8 +8,8 @@ so the same records come from builtin and user locustfiles alike. The record's c
 CLOCK_MONOTONIC of the machine Locust runs on: on the runner the case clock's source (``ip netns
 exec`` changes the network namespace, not the clock), in a guest the clock of the agent's
 heartbeats, which the runner maps to its own. This file runs inside Locust's gevent process, which
-must not import openstacksdk (importing gevent into a process that has imported openstacksdk breaks ssl with a RecursionError), and inside
-the guest, which has no novamig package: it imports nothing from novamig.
+must not import openstacksdk (gevent in a process that has imported openstacksdk breaks ssl: a
+RecursionError), and inside the guest, which has no novamig package: it imports nothing from novamig.
 
 Environment:
 
