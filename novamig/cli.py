@@ -111,39 +111,67 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="check scenario files; errors as FILE:LINE:COL: key.path: message")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="scenario YAML files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="scenario YAML files (one or more)")
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override a scenario value (validated like the file); repeatable",
+        help="override a scenario value (validated like the file); repeatable (default: none)",
     )
     p.set_defaults(handler=_validate)
 
     p = sub.add_parser("schema", help="print the scenario JSON Schema (for editors)")
     p.set_defaults(handler=_schema)
 
-    p = sub.add_parser("run", help="run every case of a scenario and write results, HTML and JUnit")
-    p.add_argument("scenario", metavar="SCENARIO")
-    p.add_argument("--cloud", metavar="NAME")
-    p.add_argument("--out", metavar="DIR")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p = sub.add_parser(
+        "run",
+        help="run every case of a scenario and write results, HTML and JUnit",
+        description="Run every case of a scenario (each matrix cell × repeat) and write results.json, "
+        "index.html, junit.xml and logs. Exit 0 every SLA met, 1 an SLA or a migration failed, "
+        "2 bad input, 3 infrastructure error, 130 interrupted (cleaned up, partial results written).",
+    )
+    p.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file (see `novamig schema`)")
+    p.add_argument(
+        "--cloud",
+        metavar="NAME",
+        help="clouds.yaml entry to run on (default: the scenario's `cloud:`, else OS_CLOUD, else the "
+        "embedded cloud started for this run)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: reports/<scenario name>-<UTC timestamp>/)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a scenario value, YAML syntax, validated like the file; repeatable (default: none)",
+    )
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("report", help="re-render the HTML report from results.json")
-    p.add_argument("results", metavar="RESULTS.json")
-    p.add_argument("--out", metavar="FILE")
+    p.add_argument("results", metavar="RESULTS.json", help="a run's results.json")
+    p.add_argument(
+        "--out", metavar="FILE", help="HTML file to write (default: index.html beside RESULTS.json)"
+    )
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("compare", help="regression report between runs")
-    p.add_argument("results", nargs="+", metavar="RESULTS.json")
-    p.add_argument("--out", metavar="FILE")
+    p.add_argument("results", nargs="+", metavar="RESULTS.json", help="the base run first, then newer runs")
+    p.add_argument("--out", metavar="FILE", help="HTML file to write (default: none)")
     p.set_defaults(handler=_not_yet("compare", "the compare/trend report"))
 
     p = sub.add_parser("cleanup", help="remove every cloud resource tagged by novamig")
-    p.add_argument("--cloud", metavar="NAME")
+    p.add_argument(
+        "--cloud",
+        metavar="NAME",
+        help="clouds.yaml entry (default: OS_CLOUD, else the embedded cloud if it is up)",
+    )
     p.add_argument("--yes", action="store_true", help="delete (default: list only)")
     p.set_defaults(handler=_cleanup)
 
@@ -154,14 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("image", help="guest images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     b = image_sub.add_parser("build", help="build a guest image (cached)")
-    b.add_argument("kind", nargs="?", choices=["tiny", "full"], default="tiny")
-    b.add_argument("--format", choices=["initramfs", "qcow2"], default=None)
-    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.add_argument(
+        "kind", nargs="?", choices=["tiny", "full"], default="tiny", help="which image (default: tiny)"
+    )
+    b.add_argument(
+        "--format",
+        choices=["initramfs", "qcow2"],
+        default=None,
+        help="default: the embedded cloud's form (tiny: kernel + initramfs; full: kernel, module initramfs, "
+        "ext4 root); qcow2 (full only): the bootable cloud-init disk for Glance",
+    )
+    b.add_argument("--force", action="store_true", help="rebuild even when cached (default: off)")
     b.set_defaults(handler=_image_build)
     u = image_sub.add_parser(
         "upload", help="build (cached) and upload the Glance form of a guest image to a cloud's Image service"
     )
-    u.add_argument("kind", nargs="?", choices=["tiny", "full"], default="full")
+    u.add_argument(
+        "kind", nargs="?", choices=["tiny", "full"], default="full", help="which image (default: full)"
+    )
     u.add_argument("--cloud", metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD)")
     u.add_argument("--name", metavar="IMAGE", help="image name (default: novamig-full)")
     u.add_argument(
@@ -170,18 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="private",
         help="default private; public needs the admin role",
     )
-    u.add_argument("--replace", action="store_true", help="replace an image of that name from another build")
-    u.add_argument("--force", action="store_true", help="rebuild the image even when cached")
+    u.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an image of that name from another build (default: off, refuse)",
+    )
+    u.add_argument("--force", action="store_true", help="rebuild the image even when cached (default: off)")
     u.set_defaults(handler=_image_upload)
     r = image_sub.add_parser(
         "prune", help="remove old builds from the image cache (keeps the newest of each kind)"
     )
     r.add_argument("--keep", type=int, default=1, metavar="N", help="newest builds kept per kind (default 1)")
-    r.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    r.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing (default: off)")
     r.set_defaults(handler=_image_prune)
 
     p = sub.add_parser("selfcheck", help="check that this machine can run novamig and measures right")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
     p.set_defaults(handler=_selfcheck)
     return parser
 
