@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_NAME
 
 

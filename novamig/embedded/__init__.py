@@ -1,23 +1,15 @@
 """The embedded cloud: real Keystone, Placement and Nova on this machine, reached like DevStack.
 
-``EmbeddedCloud`` (``novamig.embedded.cloud``) starts one; ``novamig cloud up|down|status``
-(``novamig.embedded.commands``) drives one from the shell; ``novamig.embedded.pytest_fixtures``
-offers one per test session. Importing this package imports neither Nova nor openstacksdk.
+Two sides, never mixed in one process:
+
+- the client side, in this package: ``novamig.embedded.controller.EmbeddedCloud`` starts, reaches
+  and stops a cloud; ``novamig cloud up|down|status`` (``novamig.embedded.commands``) drives one
+  from the shell; ``novamig.embedded.pytest_fixtures`` offers one per test session. It imports
+  neither Nova nor openstacksdk at import time, and never ``novamig.embedded.service``;
+- the service side, ``novamig.embedded.service``: what runs inside the cloud's own processes
+  (Nova, Placement, Keystone, novamig's virt driver), started by the client as
+  ``python -m novamig.embedded.service.main WORKDIR``.
+
+The modules both sides read (``layout``, ``host_policy``, ``lifeline``) are here, with the client.
+This package re-exports nothing, so importing a submodule never runs another one first.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from novamig.embedded.cloud import CloudStartError, EmbeddedCloud
-
-__all__ = ["CloudStartError", "EmbeddedCloud"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from novamig.embedded import cloud
-
-        return getattr(cloud, name)
-    raise AttributeError(name)

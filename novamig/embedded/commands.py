@@ -13,7 +13,7 @@ import sys
 from typing import TextIO
 
 from novamig.embedded import clouds_yaml
-from novamig.embedded.cloud import CloudStartError, EmbeddedCloud, default_workdir
+from novamig.embedded.controller import CloudStartError, EmbeddedCloud, default_workdir
 from novamig.embedded.layout import CloudLayout
 from novamig.exitcodes import ExitCode
 

@@ -142,7 +142,7 @@ class EmbeddedCloud:
         if self.die_with_parent:
             env.update(lifeline.env_for_child())
         proc = subprocess.Popen(
-            [sys.executable, "-m", "novamig.embedded.cloud_service", str(layout.workdir)],
+            [sys.executable, "-m", "novamig.embedded.service.main", str(layout.workdir)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

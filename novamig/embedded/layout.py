@@ -27,6 +27,9 @@ SERVICE_USER = "nova"
 SERVICE_PROJECT = "service"
 TINY_IMAGE_NAME = "novamig-tiny"
 FULL_IMAGE_NAME = "novamig-full"
+# Stable image IDs: a user's scenario (or Tempest's config) may name them; the driver boots them by id.
+TINY_IMAGE_ID = "6e0fd6b5-6f5e-4a59-9d8e-6e6f7661000a"
+FULL_IMAGE_ID = "6e0fd6b5-6f5e-4a59-9d8e-6e6f7661000b"
 
 
 def free_loopback_port() -> int:

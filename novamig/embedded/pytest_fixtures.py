@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from novamig.embedded import config
-from novamig.embedded.layout import ADMIN_PROJECT, ADMIN_USER, REGION
-from novamig.embedded.stand_ins import TINY_IMAGE_ID
+from novamig.embedded.layout import ADMIN_PROJECT, ADMIN_USER, REGION, TINY_IMAGE_ID
 
 
 def tempest_sections(cloud: Any, lock_path: Path) -> config.Sections:

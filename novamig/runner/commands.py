@@ -310,7 +310,7 @@ def _run(
 
 
 def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> Any:
-    from novamig.embedded import EmbeddedCloud
+    from novamig.embedded.controller import EmbeddedCloud
 
     cloud = EmbeddedCloud(driver=os.environ.get("NOVAMIG_EMBEDDED_DRIVER", "novamig"))
 
@@ -347,7 +347,7 @@ def _attach_embedded(cloud_name: str) -> Any:
         return None  # connect() reports the error with its exit code
     if workdir is None or not (Path(workdir) / "cloud.json").exists():
         return None
-    from novamig.embedded import EmbeddedCloud
+    from novamig.embedded.controller import EmbeddedCloud
 
     return EmbeddedCloud.attach(Path(workdir))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_NAME
 from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from openstack import connection, exceptions
 
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_NAME
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from novamig.embedded import processes
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 
 from .conftest import wait_for_migration_end, wait_for_status
 

@@ -11,7 +11,7 @@ from typing import Any
 import openstack.exceptions
 import pytest
 
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import FULL_IMAGE_NAME
 from novamig.guest.full import WEB_PORT
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from novamig.embedded import processes
-from novamig.embedded.cloud import CloudStartError, EmbeddedCloud
+from novamig.embedded.controller import CloudStartError, EmbeddedCloud
 
 
 def _cloud_cmd(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

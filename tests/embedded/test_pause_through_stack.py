@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.measure.network import NetworkProbe
 from novamig.results import MigrationRecord
 from novamig.runner.clock import CaseClock

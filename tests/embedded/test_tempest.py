@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.tempest_conf import write_tempest_conf
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]

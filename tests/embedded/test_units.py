@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from novamig.embedded import clouds_yaml, config, host_policy
-from novamig.embedded.image_api import ImageApi, to_v2
-from novamig.embedded.layout import CloudLayout, Ports, Secrets
-from novamig.embedded.stand_ins import TINY_IMAGE_ID, tiny_image_meta
+from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
+from novamig.embedded.service.image_api import ImageApi, to_v2
+from novamig.embedded.service.stand_ins import tiny_image_meta
 
 
 def layout(tmp_path: Path) -> CloudLayout:
@@ -77,7 +77,7 @@ def test_host_policy_defaults_are_novas_and_unknown_options_are_refused(tmp_path
 
 
 def test_migration_policy_follows_libvirt_rules() -> None:
-    from novamig.embedded.migration_monitor import migration_policy
+    from novamig.embedded.service.migration_monitor import migration_policy
 
     both = host_policy.HostPolicy(
         live_migration_permit_post_copy=True, live_migration_permit_auto_converge=True
@@ -136,7 +136,7 @@ class _Neutron:
 
 
 def test_network_api_filters_like_neutron_and_shows_the_active_binding() -> None:
-    from novamig.embedded.network_api import NetworkApi
+    from novamig.embedded.service.network_api import NetworkApi
 
     app: Any = NetworkApi(_Neutron(), "http://127.0.0.1:1")
     assert [n["id"] for n in _get(app, "/v2.0/networks", "name=novamig-net")[1]["networks"]] == ["n1"]
@@ -172,7 +172,7 @@ def test_downtime_steps_are_novas() -> None:
     import subprocess
     import sys
 
-    from novamig.embedded.migration_monitor import downtime_steps, live_migration_data_gb
+    from novamig.embedded.service.migration_monitor import downtime_steps, live_migration_data_gb
 
     cases = [(500, 10, 75, 2.0), (400, 10, 30, 3.0), (1500, 3, 3, 2.0), (100, 3, 3, 2.0), (777, 7, 11, 2.5)]
     out = subprocess.run(
@@ -197,7 +197,7 @@ def test_downtime_steps_are_novas() -> None:
 
 
 def test_downtime_ramp_applies_each_step_once_when_its_time_is_past() -> None:
-    from novamig.embedded.migration_monitor import DowntimeRamp
+    from novamig.embedded.service.migration_monitor import DowntimeRamp
 
     ramp = DowntimeRamp([(0, 50), (6, 95), (12, 140)])
     assert ramp.due(0.0) is None  # libvirt: a step applies once elapsed is strictly past its time

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from novamig.embedded import processes
-from novamig.embedded.cloud import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import FULL_IMAGE_NAME
 from novamig.scenario.models import Measure, MemoryLoad, ScriptLoad, Workload
 from novamig.workload.userdata import INTEGRITY_MIB, GuestSetup, render_user_data

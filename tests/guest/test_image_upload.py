@@ -20,11 +20,10 @@ import pytest
 from openstack import exceptions
 
 from novamig.cli import main
-from novamig.embedded.cloud import EmbeddedCloud
-from novamig.embedded.image_api import ImageApi
-from novamig.embedded.layout import TINY_IMAGE_NAME
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.layout import TINY_IMAGE_ID, TINY_IMAGE_NAME
 from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
-from novamig.embedded.stand_ins import TINY_IMAGE_ID
+from novamig.embedded.service.image_api import ImageApi
 from novamig.guest.full import find_cloud_image
 from novamig.guest.upload import (
     DIGEST_PROPERTY,

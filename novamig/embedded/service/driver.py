@@ -42,8 +42,10 @@ from nova.compute import power_state
 from nova.objects import migrate_data as migrate_data_obj
 from nova.virt import driver, hardware
 
-from novamig.embedded import driver_registry, guest_network, guests, host_policy, pause_figures, stand_ins
-from novamig.embedded.migration_monitor import ActiveMigration, run_live_migration
+from novamig.embedded import host_policy
+from novamig.embedded.layout import FULL_IMAGE_ID
+from novamig.embedded.service import driver_registry, guest_network, guests, pause_figures, stand_ins
+from novamig.embedded.service.migration_monitor import ActiveMigration, run_live_migration
 
 LOG = logging.getLogger(__name__)
 BOOT_TIMEOUT_S = 120.0
@@ -314,7 +316,7 @@ class NovamigDriver(driver.ComputeDriver):  # type: ignore[misc]
         from novamig.hypervisor.machine import GuestSpec, NetworkAttachment
 
         extra_args: tuple[str, ...] = ()
-        if instance.image_ref == stand_ins.FULL_IMAGE_ID:
+        if instance.image_ref == FULL_IMAGE_ID:
             memory_mb = int(instance.flavor.memory_mb)
             if memory_mb < stand_ins.FULL_IMAGE_MIN_RAM_MB:
                 raise exception.InstanceDeployFailure(

@@ -1,7 +1,7 @@
 """Make novamig's virt driver loadable by Nova, and reach its live instances at shutdown.
 
 Nova imports its compute driver only as ``nova.virt.<compute_driver>``; novamig's driver lives in
-``novamig.embedded.driver``, so ``register`` makes it importable as ``nova.virt.novamig`` (the
+``novamig.embedded.service.driver``, so ``register`` makes it importable as ``nova.virt.novamig`` (the
 ``compute_driver = novamig.NovamigDriver`` of nova.conf). Every driver instance registers itself
 here so the cloud process can stop all guests before it exits.
 """
@@ -29,7 +29,7 @@ _layouts: list[CloudLayout] = []  # the one layout of this process, once registe
 
 def register(layout: CloudLayout) -> None:
     _layouts[:] = [layout]
-    module = importlib.import_module("novamig.embedded.driver")
+    module = importlib.import_module("novamig.embedded.service.driver")
     sys.modules[MODULE_NAME] = module
     import nova.virt
 

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from novamig.embedded.stand_ins import SUBNET_CIDR as SUBNET
+from novamig.embedded.service.stand_ins import SUBNET_CIDR as SUBNET
 
 LOG = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The cloud's Keystone, run as its own process: ``python -m novamig.embedded.keystone_service WORKDIR``.
+"""The cloud's Keystone, in a process of its own: ``python -m novamig.embedded.service.keystone_process``.
 
 Keystone and Nova both keep their settings in a process-global oslo.config object, so Keystone gets
 a process of its own. Start-up does what ``keystone-manage db_sync / fernet_setup / credential_setup
@@ -30,7 +30,7 @@ from novamig.embedded.layout import (
     CloudLayout,
     Secrets,
 )
-from novamig.embedded.wsgi_server import LoopbackServer
+from novamig.embedded.service.wsgi_server import LoopbackServer
 
 READY_NAME = "keystone.ready"
 
@@ -179,7 +179,7 @@ def serve(workdir: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m novamig.embedded.keystone_service WORKDIR", file=sys.stderr)
+        print("usage: python -m novamig.embedded.service.keystone_process WORKDIR", file=sys.stderr)
         return 2
     serve(Path(argv[0]))
     return 0

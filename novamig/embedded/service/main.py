@@ -1,4 +1,4 @@
-"""The embedded cloud's main process: ``python -m novamig.embedded.cloud_service WORKDIR``.
+"""The embedded cloud's main process: ``python -m novamig.embedded.service.main WORKDIR``.
 
 Starts Keystone (a child process), then in this process Placement, Nova's databases, conductor,
 scheduler, the computes and the compute API, each served on its loopback port. Progress is visible
@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from novamig.embedded import lifeline, nova_threading
-from novamig.embedded.keystone_service import READY_NAME as KEYSTONE_READY
-from novamig.embedded.layout import CloudLayout
+from novamig.embedded import lifeline
+from novamig.embedded.layout import FULL_IMAGE_ID, TINY_IMAGE_ID, CloudLayout
+from novamig.embedded.service import nova_threading
+from novamig.embedded.service.keystone_process import READY_NAME as KEYSTONE_READY
 
 KEYSTONE_TIMEOUT_S = 60.0
 
@@ -67,7 +68,7 @@ class CloudProcess:
         self.timings[service] = round(time.monotonic() - started, 3)
 
     def _serve(self, name: str, app: Any, port: int) -> None:
-        from novamig.embedded.wsgi_server import LoopbackServer
+        from novamig.embedded.service.wsgi_server import LoopbackServer
 
         server = LoopbackServer(name, app, port)
         server.start()
@@ -78,7 +79,7 @@ class CloudProcess:
         env = dict(os.environ, PYTHONWARNINGS="ignore", **lifeline.env_for_child())
         log = (self.layout.logs / "keystone.out").open("ab")
         self._keystone = subprocess.Popen(
-            [sys.executable, "-m", "novamig.embedded.keystone_service", str(self.layout.workdir)],
+            [sys.executable, "-m", "novamig.embedded.service.keystone_process", str(self.layout.workdir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -112,12 +113,12 @@ class CloudProcess:
             self.start_keystone()
         with self.stage("nova-config"):
             nova_threading.prepare()
-            from novamig.embedded import nova_setup, sqlite_lock
+            from novamig.embedded.service import nova_setup, sqlite_lock
 
             conf = nova_setup.configure(lay.nova_dir / "nova.conf")
             sqlite_lock.install()
         with self.stage("placement", "placement.log"):
-            from novamig.embedded.placement_service import placement_app
+            from novamig.embedded.service.placement_app import placement_app
 
             app = placement_app(lay.placement_dir / "placement.conf", lay.placement_dir / "placement.sqlite")
             self._serve("placement", app, lay.ports.placement)
@@ -125,9 +126,9 @@ class CloudProcess:
             nova_setup.create_databases(lay, conf)
             nova_setup.create_flavors()
         with self.stage("image-and-network"):
-            from novamig.embedded import stand_ins
-            from novamig.embedded.image_api import ImageApi
-            from novamig.embedded.network_api import NetworkApi
+            from novamig.embedded.service import stand_ins
+            from novamig.embedded.service.image_api import ImageApi
+            from novamig.embedded.service.network_api import NetworkApi
 
             self._fixture_host = stand_ins.FixtureHost(conf)
             full_image = None
@@ -141,21 +142,21 @@ class CloudProcess:
             neutron = stand_ins.install_neutron(self._fixture_host)
             # uploads (novamig image upload, conn.image.create_image) go to <workdir>/images/;
             # the images the cloud registers itself stay undeletable: the driver boots them by id
-            registered = (stand_ins.TINY_IMAGE_ID, stand_ins.FULL_IMAGE_ID)
+            registered = (TINY_IMAGE_ID, FULL_IMAGE_ID)
             image_api = ImageApi(glance, lay.image_url, lay.workdir / "images", undeletable=registered)
             self._serve("image", image_api, lay.ports.image)
             self._serve("network", NetworkApi(neutron, lay.network_url), lay.ports.network)
         if lay.driver == "novamig":
             with self.stage("guest-network"):
-                from novamig.embedded import guest_network
+                from novamig.embedded.service import guest_network
 
                 self._network = guest_network.install(lay.workdir)
             with self.stage("driver"):
-                from novamig.embedded import driver_registry
+                from novamig.embedded.service import driver_registry
 
                 driver_registry.register(lay)
         with self.stage("live-migration-pools"):
-            from novamig.embedded import live_migration_pools
+            from novamig.embedded.service import live_migration_pools
 
             self._pools = live_migration_pools.install(lay.workdir)
         with self.stage("nova-conductor"):
@@ -183,7 +184,7 @@ class CloudProcess:
         tmp.write_text(json.dumps(ready, indent=2) + "\n")
         tmp.rename(lay.ready_file)
         if lay.driver == "novamig":
-            from novamig.embedded.driver import IMAGES
+            from novamig.embedded.service.driver import IMAGES
 
             IMAGES.prefetch()  # find (or build) the guest image before the first server is asked for
 
@@ -209,7 +210,7 @@ class CloudProcess:
             step(f"service:{getattr(svc, 'binary', '?')}@{getattr(svc, 'host', '?')}", svc.kill)
 
         def stop_guests() -> None:
-            from novamig.embedded import driver_registry
+            from novamig.embedded.service import driver_registry
 
             driver_registry.shutdown_all()
 
@@ -238,7 +239,7 @@ class CloudProcess:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m novamig.embedded.cloud_service WORKDIR", file=sys.stderr)
+        print("usage: python -m novamig.embedded.service.main WORKDIR", file=sys.stderr)
         return 2
     lifeline.arm()
     layout = CloudLayout.load(Path(argv[0]))

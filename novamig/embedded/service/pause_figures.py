@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from novamig.stats import gaps, longest_gap
+
 LOG = logging.getLogger(__name__)
 
 BEAT_WAIT_S = 5.0  # for the first beat after cont
@@ -30,8 +32,6 @@ NOISE_WINDOW_NS = 2_000_000_000  # the heartbeat's noise floor: its longest gap 
 
 
 def figures(machine: Any, stopped: tuple[int, int], resumed: tuple[int, int]) -> dict[str, Any]:
-    from novamig.hypervisor.heartbeat import gaps, longest_gap
-
     stop_sent, stop_done = stopped
     cont_sent, cont_done = resumed
     beat_gap = noise = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from novamig.embedded.nova_setup import wal_sqlite
+from novamig.embedded.service.nova_setup import wal_sqlite
 
 
 def placement_app(conf_file: Path, db_file: Path) -> Any:

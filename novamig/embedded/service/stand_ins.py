@@ -22,13 +22,10 @@ import threading
 import uuid
 from typing import Any
 
-from novamig.embedded.layout import FULL_IMAGE_NAME, TINY_IMAGE_NAME
+from novamig.embedded.layout import FULL_IMAGE_ID, FULL_IMAGE_NAME, TINY_IMAGE_ID, TINY_IMAGE_NAME
 
 NETWORK_NAME = "novamig-net"
 SUBNET_CIDR = "192.168.1.0/24"  # the fixture's subnet_1 (gateway 192.168.1.1)
-# Stable IDs: a user's scenario (or Tempest's config) may name them.
-TINY_IMAGE_ID = "6e0fd6b5-6f5e-4a59-9d8e-6e6f7661000a"
-FULL_IMAGE_ID = "6e0fd6b5-6f5e-4a59-9d8e-6e6f7661000b"
 #: The full guest needs this much RAM (root on its disk, see novamig.guest.full): Nova refuses a
 #: smaller flavor for it (the image's ``min_ram``), and the driver checks again.
 FULL_IMAGE_MIN_RAM_MB = 160
