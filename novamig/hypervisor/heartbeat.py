@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from qemu.qmp import EventListener
 
 from novamig.hypervisor import runtime
+from novamig.stats import Gap, gaps, longest_gap, percentile
 
 if TYPE_CHECKING:
     from novamig.hypervisor.agent import AgentChannel, BeatLog
@@ -34,39 +35,9 @@ if TYPE_CHECKING:
     from novamig.hypervisor.migration import MigrationResult
 
 
-@dataclass(frozen=True)
-class Gap:
-    """The interval between two consecutive beats (host arrival times, ns)."""
-
-    before_ns: int
-    after_ns: int
-
-    @property
-    def ms(self) -> float:
-        return (self.after_ns - self.before_ns) / 1e6
-
-
-def gaps(host_ns: Sequence[int], start_ns: int | None = None, end_ns: int | None = None) -> list[Gap]:
-    """Gaps between consecutive beats that overlap [start_ns, end_ns] (whole gaps, not clipped)."""
-    if len(host_ns) < 2:
-        return []
-    lo = 0 if start_ns is None else max(0, bisect.bisect_right(host_ns, start_ns) - 1)
-    hi = len(host_ns) if end_ns is None else min(len(host_ns), bisect.bisect_left(host_ns, end_ns) + 1)
-    return [Gap(host_ns[i], host_ns[i + 1]) for i in range(lo, hi - 1)]
-
-
-def longest_gap(host_ns: Sequence[int], start_ns: int | None = None, end_ns: int | None = None) -> Gap | None:
-    found = gaps(host_ns, start_ns, end_ns)
-    return max(found, key=lambda g: g.ms) if found else None
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (no interpolation: a reported value was really observed)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+def _or_nan(value: float | None) -> float:
+    """A percentile of no gaps as NaN: `NoiseFloor` keeps its float fields (NaN = not measured)."""
+    return math.nan if value is None else value
 
 
 @dataclass(frozen=True)
@@ -91,18 +62,18 @@ def noise_floor(
     found = [
         g.ms for g in gaps(host_ns, start_ns, end_ns) if start_ns <= g.before_ns and g.after_ns <= end_ns
     ]
-    period = percentile(found, 50)
+    period = _or_nan(percentile(found, 50))
     if guest_ns is not None and len(guest_ns) == len(host_ns):
         lo = bisect.bisect_left(host_ns, start_ns)
         hi = bisect.bisect_right(host_ns, end_ns)
         steps = [(guest_ns[i + 1] - guest_ns[i]) / 1e6 for i in range(lo, hi - 1)]
         if steps:
-            period = percentile(steps, 50)
+            period = _or_nan(percentile(steps, 50))
     return NoiseFloor(
         window_s=(end_ns - start_ns) / 1e9,
         beats=len(found) + 1 if found else 0,
         period_ms=period,
-        p99_ms=percentile(found, 99),
+        p99_ms=_or_nan(percentile(found, 99)),
         max_ms=max(found) if found else math.nan,
     )
 

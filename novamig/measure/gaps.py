@@ -17,7 +17,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from novamig.hypervisor.heartbeat import Gap, gaps
+from novamig.stats import Gap, gaps
 
 
 class Trouble(enum.Enum):

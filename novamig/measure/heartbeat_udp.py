@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from novamig.hypervisor.heartbeat import Gap
 from novamig.measure import gaps
 from novamig.measure.heartbeat_udp_collector import Beats, read_records
 from novamig.measure.spawned_probe import SpawnedProbe
+from novamig.stats import Gap
 
 _WORDS = gaps.Wording("beat", "beats", "collector", "the guest had not beaten again")
 

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from novamig.hypervisor.heartbeat import Gap, percentile
 from novamig.measure import gaps
 from novamig.measure.echo import PROTOCOLS, Replies, read_records
 from novamig.measure.spawned_probe import SpawnedProbe
+from novamig.stats import Gap, summarize
 
 _WORDS = gaps.Wording("reply", "replies", "prober", "the server had not answered again")
 
@@ -102,15 +102,16 @@ def window_figure(
         replies.seq[i] for i in range(w.first_in, late) if w.start_ns <= replies.send_ns[i] <= w.end_ns
     )
     lost = (seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0
+    rtt = summarize(rtts)
     return WindowFigure(
         downtime=w.downtime,
         reason=None,
         brownout_ms=w.brownout_ms,
         replies=len(inside),
         lost=lost,
-        rtt_p50_ms=round(percentile(rtts, 50), 3) if rtts else None,
-        rtt_p99_ms=round(percentile(rtts, 99), 3) if rtts else None,
-        rtt_max_ms=round(max(rtts), 3) if rtts else None,
+        rtt_p50_ms=None if rtt is None else round(rtt.p50, 3),
+        rtt_p99_ms=None if rtt is None else round(rtt.p99, 3),
+        rtt_max_ms=None if rtt is None else round(rtt.max, 3),
         brownout_gaps=w.brownout_gaps,
     )
 

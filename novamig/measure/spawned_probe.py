@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import IO, Any, Generic, Protocol, TypeVar
 
 from novamig.hypervisor import runtime
-from novamig.hypervisor.heartbeat import Gap
 from novamig.measure import gaps
 from novamig.results import MigrationRecord, ProbeCost
 from novamig.runner.clock import CaseClock
 from novamig.runner.probes import ProbeFigure, ServerInfo
+from novamig.stats import Gap
 
 log = logging.getLogger(__name__)
 

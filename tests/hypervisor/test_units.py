@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from novamig.hypervisor.heartbeat import (
-    HeartbeatCollector,
-    PauseMeasurement,
-    gaps,
-    longest_gap,
-    noise_floor,
-    percentile,
-)
+from novamig.hypervisor.heartbeat import HeartbeatCollector, PauseMeasurement, noise_floor
 from novamig.hypervisor.migration import MigrationResult
 from novamig.hypervisor.policy import UNLIMITED_BANDWIDTH_BYTES_S, MigrationPolicy
 from novamig.hypervisor.selfcheck import pause_tolerance_ms
@@ -61,24 +52,6 @@ def test_policy_from_scenario_mapping() -> None:
     assert p == MigrationPolicy(timeout_s=600)
     with pytest.raises(ValueError, match="unknown migration policy keys: bogus"):
         MigrationPolicy.from_mapping({"bogus": 1})
-
-
-def test_gaps_and_longest_gap() -> None:
-    t = [0, 1 * MS, 2 * MS, 50 * MS, 51 * MS]
-    assert [g.ms for g in gaps(t)] == [1.0, 1.0, 48.0, 1.0]
-    g = longest_gap(t)
-    assert g is not None and g.ms == 48.0 and g.before_ns == 2 * MS
-    # a window inside the long gap still sees the whole gap
-    inside = longest_gap(t, 10 * MS, 20 * MS)
-    assert inside is not None and inside.ms == 48.0
-    assert longest_gap([5]) is None
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 99) == 99.0
-    assert percentile(values, 50) == 50.0
-    assert math.isnan(percentile([], 50))
 
 
 def test_noise_floor() -> None:
@@ -185,7 +158,8 @@ def test_noise_floor_period_comes_from_guest_timestamps_when_arrivals_burst() ->
 
 
 def test_stall_time_counts_whole_gaps_above_the_noise_floor() -> None:
-    from novamig.hypervisor.heartbeat import Gap, stall_time
+    from novamig.hypervisor.heartbeat import stall_time
+    from novamig.stats import Gap
 
     ms = 1_000_000
     found = [Gap(0, 1 * ms), Gap(1 * ms, 31 * ms), Gap(31 * ms, 32 * ms), Gap(32 * ms, 82 * ms)]

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from novamig.guest.image import GuestImage
-from novamig.hypervisor.heartbeat import gaps, inject_pause, longest_gap, noise_floor
+from novamig.hypervisor.heartbeat import inject_pause, noise_floor
 from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe, beat_window, quiet_longest_gap_ms
 from novamig.measure.heartbeat_udp_collector import Beats, parse_beat
 from novamig.runner.clock import CaseClock
 from novamig.runner.probes import Probe, ServerInfo
+from novamig.stats import gaps, longest_gap
 
 from .conftest import MachineFactory, probe_pids
 from .conftest import alive as _alive
