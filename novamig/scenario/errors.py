@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from novamig.scenario.fieldpaths import closest, did_you_mean, model_fields_at
@@ -43,12 +43,9 @@ def describe_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        text = value if len(value) <= 60 else value[:57] + "..."
-        return repr(text)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, dict | list):
+        return "a mapping" if isinstance(value, dict) else "a list"
     return f"a {type(value).__name__}"
 
 
@@ -95,7 +92,7 @@ def _with_value(message: str, path: KeyPath, value: Any) -> str:
     return f"{message}, got {describe_value(value)}"
 
 
-def _problem(err: ErrorDetails, data: Any) -> list[Problem]:
+def _problem(err: ErrorDetails, data: Any, root: type[BaseModel]) -> list[Problem]:
     kind = err["type"]
     path, about_key = _clean_loc(err["loc"], data, missing=kind == "missing")
     ctx = err.get("ctx") or {}
@@ -105,7 +102,7 @@ def _problem(err: ErrorDetails, data: Any) -> list[Problem]:
         return [p.under(prefix) for p in cause.problems]
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else ""
-        hint = did_you_mean(key, model_fields_at(path[:-1]))
+        hint = did_you_mean(key, model_fields_at(root, path[:-1]))
         if is_secret_key(key):
             hint = "; credentials belong in clouds.yaml, never in a scenario"
         return [Problem(path, f"unknown key `{key}`{hint}", at_key=True)]
@@ -126,11 +123,11 @@ def _problem(err: ErrorDetails, data: Any) -> list[Problem]:
     return [Problem(path, message)]
 
 
-def problems_from(exc: ValidationError, data: Any) -> list[Problem]:
-    """Every problem in a validation error of `data`, each at its own key path."""
+def problems_from(exc: ValidationError, data: Any, root: type[BaseModel]) -> list[Problem]:
+    """Every problem in a validation error of `data` as a `root` model, each at its own key path."""
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
-        for problem in _problem(err, data):
+        for problem in _problem(err, data, root):
             if problem not in problems:
                 problems.append(problem)
     return problems

@@ -3,6 +3,9 @@
 `--set` overrides and `matrix` keys name fields by dotted path. Checking them against the model
 (rather than trying the value and seeing what breaks) gives the user an exact message: which
 segment is unknown and which existing key they probably meant.
+
+Every function takes the root model class (`Scenario`) as an argument instead of importing it:
+the model's own validators call into this module, so importing the model here would make a cycle.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
-
-from novamig.scenario.models import Scenario
 
 #: Matrix keys may not vary these: they define the experiment rather than a parameter of it.
 NOT_IN_MATRIX = ("name", "description", "matrix", "repeat")
@@ -71,8 +72,8 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str:
 
 
 @cache
-def all_paths() -> tuple[str, ...]:
-    """Every dotted path to a field of the scenario model, parents before children."""
+def all_paths(root: type[BaseModel]) -> tuple[str, ...]:
+    """Every dotted path to a field of the `root` model, parents before children."""
 
     def walk(model: type[BaseModel], prefix: str) -> Iterator[str]:
         for name, info in model.model_fields.items():
@@ -82,12 +83,12 @@ def all_paths() -> tuple[str, ...]:
                 if _is_model(t):
                     yield from walk(t, f"{path}.")
 
-    return tuple(walk(Scenario, ""))
+    return tuple(walk(root, ""))
 
 
-def model_fields_at(path: Sequence[str | int]) -> list[str]:
-    """Field names of the model(s) found at a key path (for "did you mean" on unknown keys)."""
-    kinds: list[Any] = [Scenario]
+def model_fields_at(root: type[BaseModel], path: Sequence[str | int]) -> list[str]:
+    """Field names of the model(s) found at a key path below `root` (for "did you mean" on unknown keys)."""
+    kinds: list[Any] = [root]
     for segment in path:
         nxt: list[Any] = []
         for t in kinds:
@@ -97,9 +98,9 @@ def model_fields_at(path: Sequence[str | int]) -> list[str]:
     return [name for t in kinds if _is_model(t) for name in t.model_fields]
 
 
-def check_path(segments: Sequence[str]) -> PathError | None:
-    """None when `segments` names a field (or a key of a mapping field), else why not."""
-    kinds: list[Any] = [Scenario]
+def check_path(root: type[BaseModel], segments: Sequence[str]) -> PathError | None:
+    """None when `segments` names a field of `root` (or a key of a mapping field), else why not."""
+    kinds: list[Any] = [root]
     for depth, segment in enumerate(segments):
         models = [t for t in kinds if _is_model(t)]
         dicts = [t for t in kinds if isinstance(t, _DictOf)]
@@ -114,7 +115,7 @@ def check_path(segments: Sequence[str]) -> PathError | None:
             suffix = "." + segment
             prefix = ".".join(segments[:depth])
             elsewhere = sorted(
-                (p for p in all_paths() if p.endswith(suffix) or p == segment),
+                (p for p in all_paths(root) if p.endswith(suffix) or p == segment),
                 key=lambda p: not p.startswith(prefix),
             )
             hint = f"; did you mean `{elsewhere[0]}`?" if elsewhere else did_you_mean(segment, fields)
@@ -128,10 +129,10 @@ def check_path(segments: Sequence[str]) -> PathError | None:
     return None
 
 
-def check_matrix_key(key: str) -> str | None:
-    """None when a matrix key names a field a case may vary, else the message for the user."""
+def check_matrix_key(root: type[BaseModel], key: str) -> str | None:
+    """None when a matrix key names a field of `root` a case may vary, else the message for the user."""
     segments = key.split(".")
     if segments[0] in NOT_IN_MATRIX:
         return f"`{segments[0]}` cannot vary in a matrix"
-    error = check_path(segments)
+    error = check_path(root, segments)
     return None if error is None else f"`{key}` names no scenario field: {error.message}"

@@ -67,7 +67,7 @@ def validate_source(source: Source, overrides: Sequence[str] = ()) -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        issues.extend(locator.issue(p) for p in problems_from(exc, data))
+        issues.extend(locator.issue(p) for p in problems_from(exc, data, Scenario))
     if issues or scenario is None:
         unique = list(dict.fromkeys(issues))
         unique.sort(key=lambda i: (i.file != OVERRIDE_FILE, i.line, i.col))

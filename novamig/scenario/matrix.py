@@ -15,10 +15,12 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from novamig.scenario.datapaths import PathConflict, set_path, split_key_path
-from novamig.scenario.models import Scenario
+
+if TYPE_CHECKING:
+    from novamig.scenario.models import Scenario
 
 #: More cases than this (matrix cells × repeat) is a typo, not an experiment.
 MAX_CASES = 1000
@@ -126,8 +128,12 @@ def cell_data(scenario: Scenario, cell: Cell) -> dict[str, Any]:
 
 
 def expand_cases(scenario: Scenario) -> list[Case]:
-    """Every case of a valid scenario, in run order (repetition outermost, then the matrix)."""
-    per_cell = [(cell, Scenario.model_validate(cell_data(scenario, cell))) for cell in cells(scenario)]
+    """Every case of a valid scenario, in run order (repetition outermost, then the matrix).
+
+    Each cell is validated as the scenario's own class (`type(scenario)`): the model's validators
+    use this module, so it does not import the model at run time.
+    """
+    per_cell = [(cell, type(scenario).model_validate(cell_data(scenario, cell))) for cell in cells(scenario)]
     return [
         Case(f"{cell.name}#r{rep}", dict(cell.params), rep, resolved)
         for rep in range(1, scenario.repeat + 1)

@@ -4,7 +4,8 @@ Units are part of field names (`_ms`, `_s`, `_mib_s`, `_mb`, `_gb`, `_hz`) so a 
 read in the wrong unit. Every model is strict (no silent `"3"` → 3 coercion), rejects unknown keys
 and is frozen: a validated scenario is a value that the runner, the report and results.json share.
 Rules that relate several fields live in `novamig.scenario.rules`; each model's validator only
-calls them, so the rules are listed in one place and each names the exact key it is about.
+calls them, so the rules are listed in one place and each names the exact key it is about (the
+rules module never imports this one at run time, so the import goes one way).
 
 The `host_policy` keys keep Nova's own option names so an operator can copy them to nova.conf.
 """
@@ -15,12 +16,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from novamig.scenario.rules import (
+    check_matrix_entries,
+    check_migration,
+    check_policy,
+    check_scenario,
+    check_sla,
+    check_workload,
+)
+
 Probe = Literal["guest", "network", "locust", "hypervisor"]
 PROBES: tuple[Probe, ...] = ("guest", "network", "locust", "hypervisor")
 DEFAULT_PROBES: tuple[Probe, ...] = ("guest", "network", "hypervisor")
-
-#: Locust files shipped with novamig, usable as `locustfile: builtin:NAME`.
-BUILTIN_LOCUSTFILES: tuple[str, ...] = ("web",)
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$"
@@ -30,9 +37,6 @@ LOCUSTFILE_PATTERN = r"^(builtin:[a-z0-9_-]+|[^\s:][^\n]*\.py)$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 HEARTBEAT_COLLECTOR_PATTERN = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}:{_PORT}$"
-
-#: Guest RAM that the kernel and the agent need besides the dirtied working set.
-GUEST_RAM_OVERHEAD_MIB = 64
 
 
 class _Model(BaseModel):
@@ -45,13 +49,6 @@ class _Model(BaseModel):
         hide_input_in_errors=True,
         allow_inf_nan=False,
     )
-
-
-def _check(model: BaseModel) -> None:
-    """Run the cross-field rules for `model` (imported late: the rules need the models)."""
-    from novamig.scenario.rules import check_model
-
-    check_model(model)
 
 
 class FlavorSpec(_Model):
@@ -140,7 +137,7 @@ class Workload(_Model):
 
     @model_validator(mode="after")
     def _rules(self) -> Workload:
-        _check(self)
+        check_workload(self)
         return self
 
 
@@ -163,7 +160,7 @@ class MigrationPolicy(_Model):
 
     @model_validator(mode="after")
     def _rules(self) -> MigrationPolicy:
-        _check(self)
+        check_policy(self)
         return self
 
 
@@ -188,7 +185,7 @@ class Migration(_Model):
 
     @model_validator(mode="after")
     def _rules(self) -> Migration:
-        _check(self)
+        check_migration(self)
         return self
 
 
@@ -294,7 +291,7 @@ class Sla(_Model):
 
     @model_validator(mode="after")
     def _rules(self) -> Sla:
-        _check(self)
+        check_sla(self)
         return self
 
 
@@ -333,12 +330,10 @@ class Scenario(_Model):
     @field_validator("matrix")
     @classmethod
     def _matrix_entries(cls, matrix: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        from novamig.scenario.rules import check_matrix_entries
-
-        check_matrix_entries(matrix)
+        check_matrix_entries(cls, matrix)
         return matrix
 
     @model_validator(mode="after")
     def _rules(self) -> Scenario:
-        _check(self)
+        check_scenario(self)
         return self

@@ -23,6 +23,7 @@ import yaml
 from novamig.scenario.datapaths import PathConflict, set_path, split_key_path
 from novamig.scenario.fieldpaths import check_matrix_key, check_path
 from novamig.scenario.issues import OVERRIDE_FILE, OVERRIDE_PATH, Issue, KeyPath, format_key_path
+from novamig.scenario.models import Scenario
 from novamig.scenario.redaction import path_has_secret
 
 
@@ -58,12 +59,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> Applied:
         if any(not k for k in keys):
             result.issues.append(_issue(key_text, "empty key in the path (two dots, or a dot at an end)"))
             continue
-        error = check_path(keys) if keys[0] != "matrix" or len(keys) == 1 else None
+        error = check_path(Scenario, keys) if keys[0] != "matrix" or len(keys) == 1 else None
         if error is not None:
             result.issues.append(_issue(format_key_path(keys[: error.depth + 1]), error.message))
             continue
         if keys[0] == "matrix" and len(keys) == 2:
-            message = check_matrix_key(keys[1])
+            message = check_matrix_key(Scenario, keys[1])
             if message is not None:
                 result.issues.append(_issue(format_key_path(keys), message))
                 continue

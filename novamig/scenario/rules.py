@@ -2,32 +2,36 @@
 
 Each rule names the key it is about (and, when that key took its default, the keys to point at
 instead), so `novamig validate` can put the cursor on the line to change. Rules run from the model
-validators (`check_model`), so a `Scenario` that exists is a scenario that passed them, whether it
-came from a file, an override or a matrix cell.
+validators (`check_policy`, `check_scenario`…), so a `Scenario` that exists is a scenario that
+passed them, whether it came from a file, an override or a matrix cell.
+
+This module sits below the models: it imports them only for type checking and reaches a model's
+class through the instance it is given (`type(s)`), so the models can call it at import time
+without an import cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from novamig.scenario.datapaths import PathConflict, split_key_path
+from novamig.scenario.errors import problems_from
+from novamig.scenario.fieldpaths import check_matrix_key
 from novamig.scenario.issues import format_key_path
-from novamig.scenario.models import (
-    BUILTIN_LOCUSTFILES,
-    GUEST_RAM_OVERHEAD_MIB,
-    FlavorSpec,
-    Migration,
-    MigrationPolicy,
-    Scenario,
-    Sla,
-    Workload,
-)
+from novamig.scenario.matrix import MAX_CASES, case_count, cell_data, cells
 from novamig.scenario.problems import Problem, RuleViolations
 
-Rule = Callable[[Any], Iterator[Problem]]
+if TYPE_CHECKING:
+    from novamig.scenario.models import Migration, MigrationPolicy, Scenario, Sla, Workload
+
+#: Locust files shipped with novamig, usable as `locustfile: builtin:NAME`.
+BUILTIN_LOCUSTFILES: tuple[str, ...] = ("web",)
+
+#: Guest RAM that the kernel and the agent need besides the dirtied working set.
+GUEST_RAM_OVERHEAD_MIB = 64
 
 
 def _policy(p: MigrationPolicy) -> Iterator[Problem]:
@@ -125,7 +129,7 @@ def _scenario_fleet(s: Scenario) -> Iterator[Problem]:
             alt_paths=(("fleet", "count"),),
         )
     flavor = s.fleet.flavor
-    if isinstance(flavor, FlavorSpec) and _uses_memory(s):
+    if not isinstance(flavor, str) and _uses_memory(s):  # a size, not an existing flavor's name
         room = flavor.ram_mb - GUEST_RAM_OVERHEAD_MIB
         if s.workload.memory.working_set_mib > room:
             yield Problem(
@@ -200,17 +204,15 @@ def _scenario_host_policy(s: Scenario) -> Iterator[Problem]:
         )
 
 
-def check_matrix_entries(matrix: dict[str, list[Any]]) -> None:
+def check_matrix_entries(root: type[BaseModel], matrix: dict[str, list[Any]]) -> None:
     """Raise `RuleViolations` (paths relative to `matrix`) for unknown keys and repeated values.
 
     This needs no other field, so it runs as the field's own validator and is reported together
-    with every other field's errors.
+    with every other field's errors. `root` is the scenario model whose fields the keys name.
     """
-    from novamig.scenario.fieldpaths import check_matrix_key
-
     problems: list[Problem] = []
     for key, values in matrix.items():
-        message = check_matrix_key(key)
+        message = check_matrix_key(root, key)
         if message is not None:
             problems.append(Problem((key,), message, at_key=True))
         for i, value in enumerate(values):
@@ -222,9 +224,6 @@ def check_matrix_entries(matrix: dict[str, list[Any]]) -> None:
 
 def _matrix(s: Scenario) -> Iterator[Problem]:
     """Every matrix cell is itself a valid scenario (the entries themselves were checked already)."""
-    from novamig.scenario.errors import problems_from
-    from novamig.scenario.matrix import MAX_CASES, case_count, cell_data, cells
-
     if not s.matrix:
         return
     if case_count(s) > MAX_CASES:
@@ -241,9 +240,9 @@ def _matrix(s: Scenario) -> Iterator[Problem]:
             yield Problem(("matrix", exc.key), str(exc), at_key=True)
             return
         try:
-            Scenario.model_validate(data)
+            type(s).model_validate(data)
         except ValidationError as exc:
-            for problem in problems_from(exc, data):
+            for problem in problems_from(exc, data, type(s)):
                 yield _cell_problem(problem, cell.name, keys, cell.indexes)
 
 
@@ -261,24 +260,38 @@ def _cell_problem(
     return Problem(("matrix",), f"in case `{cell_name}`: {format_key_path(problem.path)}: {problem.message}")
 
 
-_RULES: dict[type[BaseModel], Rule] = {
-    MigrationPolicy: _policy,
-    Migration: _migration,
-    Workload: _workload,
-    Sla: _sla,
-}
+def _raise(problems: Iterable[Problem]) -> None:
+    """Raise `RuleViolations` with each distinct problem once, in order; nothing when there is none."""
+    unique = list(dict.fromkeys(problems))
+    if unique:
+        raise RuleViolations(unique)
 
 
-def check_model(model: BaseModel) -> None:
-    """Raise `RuleViolations` with every rule `model` breaks (its key paths relative to `model`)."""
-    problems: list[Problem] = []
-    if isinstance(model, Scenario):
-        problems.extend(_scenario(model))
-        if not problems:
-            problems.extend(_matrix(model))
-    else:
-        rule = _RULES.get(type(model))
-        if rule is not None:
-            problems.extend(rule(model))
-    if problems:
-        raise RuleViolations(list(dict.fromkeys(problems)))
+def check_policy(p: MigrationPolicy) -> None:
+    """Raise `RuleViolations` with every rule a migration policy breaks (paths relative to it)."""
+    _raise(_policy(p))
+
+
+def check_migration(m: Migration) -> None:
+    """Raise `RuleViolations` with every rule a migration section breaks (paths relative to it)."""
+    _raise(_migration(m))
+
+
+def check_workload(w: Workload) -> None:
+    """Raise `RuleViolations` with every rule a workload breaks (paths relative to it)."""
+    _raise(_workload(w))
+
+
+def check_sla(s: Sla) -> None:
+    """Raise `RuleViolations` with every rule an SLA breaks (paths relative to it)."""
+    _raise(_sla(s))
+
+
+def check_scenario(s: Scenario) -> None:
+    """Raise `RuleViolations` with every cross-section rule a scenario breaks.
+
+    Matrix cells are validated only when the scenario itself passes: a cell inherits the
+    scenario's problems, and reporting them once per cell would bury the real one.
+    """
+    problems = list(_scenario(s))
+    _raise(problems or _matrix(s))
