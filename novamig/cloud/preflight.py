@@ -13,7 +13,7 @@ from typing import Any
 from novamig.cloud import microversions as mv
 from novamig.cloud.compute import Compute, ComputeService
 from novamig.cloud.errors import CloudError, PreflightFailed
-from novamig.cloud.resources import TAG, FlavorSpec, find_flavor, find_image
+from novamig.cloud.resources import TAG, FlavorRequest, find_flavor, find_image
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Needs:
 
     servers: int
     images: tuple[str, ...]
-    flavors: tuple[FlavorSpec | str, ...]  # specs to create, or names/ids of existing flavors
+    flavors: tuple[FlavorRequest | str, ...]  # specs to create, or names/ids of existing flavors
     hosts_named: tuple[str, ...] = ()  # hosts the scenario names (target HOST, drain:HOST)
 
 
@@ -73,7 +73,7 @@ def check_quota(limits: dict[str, Any], needs: Needs) -> list[str]:
         return int(total) - int(absolute.get(used_key, 0))
 
     wanted = [("instances", "maxTotalInstances", "totalInstancesUsed", needs.servers)]
-    specs = [f for f in needs.flavors if isinstance(f, FlavorSpec)]
+    specs = [f for f in needs.flavors if isinstance(f, FlavorRequest)]
     if specs:
         vcpus = max(f.vcpus for f in specs)
         ram = max(f.ram_mb for f in specs)

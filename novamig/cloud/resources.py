@@ -43,7 +43,10 @@ def resource_name(run_id: str, *parts: str) -> str:
 
 
 @dataclass(frozen=True)
-class FlavorSpec:
+class FlavorRequest:
+    """A flavor the run creates for itself (`Resources.flavor`), from the scenario's
+    ``fleet.flavor`` figures; an existing flavor is named by a plain string instead."""
+
     vcpus: int
     ram_mb: int
     disk_gb: int
@@ -135,7 +138,7 @@ class Resources:
             self.leftovers.append(f"server {item.name} ({sid}): still present after {DELETE_TIMEOUT_S:.0f} s")
 
     # -- flavors ---------------------------------------------------------------------------------
-    def flavor(self, spec: FlavorSpec) -> str:
+    def flavor(self, spec: FlavorRequest) -> str:
         """A temporary public flavor for this run; its description carries the novamig mark."""
         name = resource_name(self.run_id, "flavor", f"{spec.vcpus}c{spec.ram_mb}m{spec.disk_gb}g")
         body: dict[str, Any] = {

@@ -10,7 +10,7 @@ from typing import Any
 
 from novamig.cloud.compute import Compute
 from novamig.cloud.keys import generate_keypair, write_private_key
-from novamig.cloud.resources import FlavorSpec, Resources, ServerSpec, find_flavor, resource_name
+from novamig.cloud.resources import FlavorRequest, Resources, ServerSpec, find_flavor, resource_name
 from novamig.runner.plan import CasePlan
 from novamig.runner.probes import ServerInfo
 from novamig.runner.signals import StopRequest
@@ -49,9 +49,9 @@ class CloudFleet:
         self.run_resources.delete_all()
         self.leftovers += self.run_resources.leftovers
 
-    def _flavor(self, flavor: FlavorSpec | str) -> str:
+    def _flavor(self, flavor: FlavorRequest | str) -> str:
         if flavor not in self._flavors:
-            if isinstance(flavor, FlavorSpec):
+            if isinstance(flavor, FlavorRequest):
                 self._flavors[flavor] = self.run_resources.flavor(flavor)
             else:
                 self._flavors[flavor] = find_flavor(self.compute, flavor)

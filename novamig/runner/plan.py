@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from novamig.cloud.host_policy import libvirt_options
 from novamig.cloud.microversions import BlockMigration
-from novamig.cloud.resources import FlavorSpec
+from novamig.cloud.resources import FlavorRequest
 from novamig.runner.migration_watcher import Policy
 from novamig.runner.sla import SlaSpec
 from novamig.runner.targets import Target
@@ -28,7 +28,7 @@ class CasePlan:
     params: dict[str, Any]
     repetition: int
     servers: int
-    flavor: FlavorSpec | str
+    flavor: FlavorRequest | str
     image: str
     network: str | None
     workload: str
@@ -55,11 +55,11 @@ class CasePlan:
 def plan_from_case(case: Case, scenario_dir: Path | None = None) -> CasePlan:
     s = case.scenario
     m = s.migration
-    flavor: FlavorSpec | str
+    flavor: FlavorRequest | str
     if isinstance(s.fleet.flavor, str):
         flavor = s.fleet.flavor
     else:
-        flavor = FlavorSpec(s.fleet.flavor.vcpus, s.fleet.flavor.ram_mb, s.fleet.flavor.disk_gb)
+        flavor = FlavorRequest(s.fleet.flavor.vcpus, s.fleet.flavor.ram_mb, s.fleet.flavor.disk_gb)
     host_policy = s.host_policy.model_dump(exclude_none=True) if s.host_policy is not None else {}
     sla = s.sla
     probe = sla.downtime_ms.probe

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from novamig.cloud.compute import ComputeService, migration_from_json, server_from_json
 from novamig.cloud.preflight import Needs, check_hosts, check_quota
-from novamig.cloud.resources import FlavorSpec, resource_name, run_tag
+from novamig.cloud.resources import FlavorRequest, resource_name, run_tag
 
 
 def test_hosts_need_two_enabled_and_up() -> None:
@@ -22,7 +22,7 @@ def test_hosts_need_two_enabled_and_up() -> None:
 
 
 def test_quota_room() -> None:
-    needs = Needs(servers=3, images=("i",), flavors=(FlavorSpec(2, 512, 1),))
+    needs = Needs(servers=3, images=("i",), flavors=(FlavorRequest(2, 512, 1),))
     limits = {
         "absolute": {
             "maxTotalInstances": 10,

@@ -9,7 +9,7 @@ import pytest
 from novamig.cloud import resources
 from novamig.cloud.compute import Compute, ComputeApiError
 from novamig.cloud.microversions import Microversion
-from novamig.cloud.resources import FlavorSpec, Resources, ServerSpec
+from novamig.cloud.resources import FlavorRequest, Resources, ServerSpec
 from novamig.cloud.sweep import delete_found, find_tagged
 
 
@@ -79,7 +79,7 @@ def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def provision(compute: FakeCompute, run_id: str = "abc123") -> Resources:
     res = Resources(compute, run_id)
-    fid = res.flavor(FlavorSpec(1, 256, 1))
+    fid = res.flavor(FlavorRequest(1, 256, 1))
     res.keypair("ssh-ed25519 AAAA test")
     sid = res.server(ServerSpec(resource_name := "novamig-abc123-c1-s0", "img", fid))
     assert resource_name in {s["name"] for s in compute.servers.values()}

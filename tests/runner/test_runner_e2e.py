@@ -365,13 +365,13 @@ def test_cleanup_sweeps_what_a_killed_run_left(cloud: str, capsys: pytest.Captur
     from novamig.cloud.compute import Compute
     from novamig.cloud.connection import connect
     from novamig.cloud.keys import generate_keypair
-    from novamig.cloud.resources import FlavorSpec, Resources, ServerSpec, find_image, resource_name
+    from novamig.cloud.resources import FlavorRequest, Resources, ServerSpec, find_image, resource_name
 
     conn = connect(cloud)
     try:
         compute = Compute(conn)
         left = Resources(compute, "dead01")  # never closed: what a SIGKILLed run leaves behind
-        flavor = left.flavor(FlavorSpec(1, 256, 1))
+        flavor = left.flavor(FlavorRequest(1, 256, 1))
         left.keypair(generate_keypair()[1])
         server = left.server(
             ServerSpec(resource_name("dead01", "c1", "s0"), find_image(conn, "novamig-tiny"), flavor, "auto")
