@@ -111,6 +111,11 @@ class SlaCheck(_Model):
     limit: float | bool | None
     value: float | bool | None
     passed: bool
+    reason: str | None = Field(
+        default=None,
+        description="why value is null (the probe not set up, not measurable on this cloud, no "
+        "migration completed …); null when there is a value",
+    )
 
 
 class ProbeCost(_Model):
