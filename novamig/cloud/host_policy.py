@@ -5,7 +5,8 @@ A scenario's `host_policy` holds nova.conf option names as they are (``live_migr
 as one mapping of ``[libvirt]`` options (`libvirt_options`). Where they are applied depends on the
 cloud, behind one protocol (`HostPolicyApplier`):
 
-* the embedded cloud — through its library API (no restart: its driver reads the policy per migration);
+* the embedded cloud — through its library API (no restart: its driver reads the policy per migration;
+  the runner hands the cloud in as a `HostPolicySettable`, so this package never imports it);
 * DevStack — over SSH: edit ``nova-cpu.conf``, restart the compute service, wait until Nova reports it
   up, and put the original file back afterwards, on failure too (`SshHostPolicy`).
 
@@ -94,27 +95,27 @@ class NoHostPolicy:
         return None
 
 
+class HostPolicySettable(Protocol):
+    """A cloud whose hosts' live-migration options novamig sets through a library API (the
+    embedded cloud's ``EmbeddedCloud``): the cloud package never imports that cloud, the runner
+    hands it in."""
+
+    def get_host_policy(self, host: str) -> Mapping[str, Any]: ...
+
+    def set_host_policy(self, host: str, options: Mapping[str, Any]) -> None: ...
+
+
 class EmbeddedHostPolicy:
     """The embedded cloud's library API: ``set_host_policy(host, options)`` (a whole policy: keys
     left out take Nova's defaults). The policy in force before is read back first and restored,
     so a cloud started with its own host policies gets them back after the case."""
 
-    def __init__(self, cloud: Any) -> None:
+    def __init__(self, cloud: HostPolicySettable) -> None:
         self.cloud = cloud
         self._before: dict[str, dict[str, Any]] = {}
 
-    def _current(self, host: str) -> dict[str, Any]:
-        import dataclasses
-
-        from novamig.embedded import host_policy
-
-        layout = getattr(self.cloud, "layout", None)
-        if layout is None:
-            return {}
-        return dataclasses.asdict(host_policy.read(layout.workdir, host))
-
     def apply(self, host: str, options: Mapping[str, Any]) -> None:
-        before = self._current(host)
+        before = dict(self.cloud.get_host_policy(host))
         self._before.setdefault(host, before)
         self.cloud.set_host_policy(host, {**before, **options})
 

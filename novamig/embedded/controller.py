@@ -13,6 +13,7 @@ SIGKILL). Nova's process-global configuration therefore never lands in the calle
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from novamig.embedded import clouds_yaml, config, lifeline, processes
+from novamig.embedded import clouds_yaml, config, host_policy, lifeline, processes
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
 
 DEFAULT_START_TIMEOUT_S = 120.0
@@ -131,8 +132,6 @@ class EmbeddedCloud:
         config.write_all(layout, secret)
         clouds_yaml.write_own(layout, secret)
         self.layout = layout
-        from novamig.embedded import host_policy
-
         for host, options in self.host_policies.items():
             host_policy.write(layout.workdir, host, options)
 
@@ -272,9 +271,15 @@ class EmbeddedCloud:
         """Set a compute host's live-migration policy (nova.conf ``[libvirt]`` option names and
         ``max_concurrent_live_migrations``). Read by the driver at each migration, so it takes
         effect for the next migration without restarting the cloud."""
-        from novamig.embedded import host_policy
-
         layout = self._layout()
         if host not in layout.hosts:
             raise ValueError(f"unknown compute host {host!r}; this cloud has {', '.join(layout.hosts)}")
         host_policy.write(layout.workdir, host, options)
+
+    def get_host_policy(self, host: str) -> dict[str, Any]:
+        """The live-migration options in force on a compute host (Nova's defaults for any never
+        set), as ``set_host_policy`` takes them: what a runner restores after a case."""
+        layout = self._layout()
+        if host not in layout.hosts:
+            raise ValueError(f"unknown compute host {host!r}; this cloud has {', '.join(layout.hosts)}")
+        return dataclasses.asdict(host_policy.read(layout.workdir, host))

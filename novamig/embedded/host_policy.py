@@ -2,7 +2,9 @@
 
 Stored as ``policies/<host>.json`` in the work directory and read by the driver at each migration,
 so a scenario written for DevStack (where these are ``[libvirt]`` options of each compute's
-nova.conf) means the same here, and a runner can change them between cases.
+nova.conf) means the same here, and a runner can change them between cases. Both sides use this
+module: the client (``EmbeddedCloud.set_host_policy``) writes the file, the cloud process's driver
+and live-migration pools read it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class HostPolicy:
+class LiveMigrationOptions:
+    """One compute host's live-migration options of nova.conf (what a scenario's ``host_policy``
+    sets), named apart from the scenario's ``HostPolicy`` model that asks for them."""
+
     # [libvirt] options, Nova's defaults.
     # The downtime limit is raised to live_migration_downtime in live_migration_downtime_steps
     # steps, one every live_migration_downtime_delay s per GiB of guest RAM (see
@@ -33,7 +38,7 @@ class HostPolicy:
     max_concurrent_live_migrations: int = 1
 
     @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> HostPolicy:
+    def from_mapping(cls, options: Mapping[str, Any]) -> LiveMigrationOptions:
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(options) - set(known))
         if unknown:
@@ -56,11 +61,12 @@ class HostPolicy:
 
 
 def path(workdir: Path, host: str) -> Path:
+    """``policies/<host>.json`` of a work directory."""
     return workdir / "policies" / f"{host}.json"
 
 
-def write(workdir: Path, host: str, options: Mapping[str, Any]) -> HostPolicy:
-    policy = HostPolicy.from_mapping(options)
+def write(workdir: Path, host: str, options: Mapping[str, Any]) -> LiveMigrationOptions:
+    policy = LiveMigrationOptions.from_mapping(options)
     target = path(workdir, host)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
@@ -69,8 +75,8 @@ def write(workdir: Path, host: str, options: Mapping[str, Any]) -> HostPolicy:
     return policy
 
 
-def read(workdir: Path, host: str) -> HostPolicy:
+def read(workdir: Path, host: str) -> LiveMigrationOptions:
     target = path(workdir, host)
     if not target.exists():
-        return HostPolicy()
-    return HostPolicy.from_mapping(json.loads(target.read_text()))
+        return LiveMigrationOptions()
+    return LiveMigrationOptions.from_mapping(json.loads(target.read_text()))

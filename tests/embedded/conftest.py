@@ -1,4 +1,5 @@
-"""Fixtures of the embedded-cloud tests: the session cloud (one per xdist worker) and helpers."""
+"""Fixtures of the embedded-cloud tests: servers booted through the API, and helpers (the session
+cloud itself, `embedded_cloud`/`embedded_conn`, is in tests/conftest.py: other folders use it too)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ import pytest
 
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_NAME
-from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
-
-__all__ = ["embedded_cloud", "embedded_conn"]
 
 BOOT_TIMEOUT_S = 240
 

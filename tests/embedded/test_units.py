@@ -79,12 +79,12 @@ def test_host_policy_defaults_are_novas_and_unknown_options_are_refused(tmp_path
 def test_migration_policy_follows_libvirt_rules() -> None:
     from novamig.embedded.service.migration_monitor import migration_policy
 
-    both = host_policy.HostPolicy(
+    both = host_policy.LiveMigrationOptions(
         live_migration_permit_post_copy=True, live_migration_permit_auto_converge=True
     )
     policy = migration_policy(both)
     assert policy.allow_post_copy and not policy.auto_converge  # libvirt prefers post-copy
-    policy = migration_policy(host_policy.HostPolicy(live_migration_downtime=123, live_migration_bandwidth=5))
+    policy = migration_policy(host_policy.LiveMigrationOptions(live_migration_downtime=123, live_migration_bandwidth=5))
     assert policy.downtime_limit_ms == 123
     assert policy.max_bandwidth_bytes_s == 5 * 1024 * 1024
 
@@ -184,14 +184,14 @@ def test_downtime_steps_are_novas() -> None:
     )
     nova = json.loads(out.stdout)
     for (downtime, steps, delay, data_gb), expected in zip(cases, nova, strict=True):
-        policy = host_policy.HostPolicy(
+        policy = host_policy.LiveMigrationOptions(
             live_migration_downtime=downtime,
             live_migration_downtime_steps=steps,
             live_migration_downtime_delay=delay,
         )
         assert [list(s) for s in downtime_steps(policy, data_gb)] == expected
     # Nova's own docstring example, and libvirt's "at least 2 GiB" of RAM to transfer
-    assert downtime_steps(host_policy.HostPolicy(400, 10, 30), 3.0)[:3] == [(0, 40), (90, 76), (180, 112)]
+    assert downtime_steps(host_policy.LiveMigrationOptions(400, 10, 30), 3.0)[:3] == [(0, 40), (90, 76), (180, 112)]
     assert live_migration_data_gb(256) == 2.0
     assert live_migration_data_gb(4096) == 4.0
 

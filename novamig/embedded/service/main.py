@@ -24,8 +24,25 @@ from typing import Any
 
 from novamig.embedded import lifeline
 from novamig.embedded.layout import FULL_IMAGE_ID, TINY_IMAGE_ID, CloudLayout
-from novamig.embedded.service import nova_threading
+from novamig.embedded.service import (
+    driver_registry,
+    guest_network,
+    live_migration_pools,
+    nova_setup,
+    nova_threading,
+    sqlite_lock,
+    stand_ins,
+)
+from novamig.embedded.service.image_api import ImageApi
 from novamig.embedded.service.keystone_process import READY_NAME as KEYSTONE_READY
+from novamig.embedded.service.network_api import NetworkApi
+from novamig.embedded.service.placement_app import placement_app
+from novamig.embedded.service.wsgi_server import LoopbackServer
+from novamig.guest.full import find_full_image
+
+# The modules above import Nova, Placement and oslo libraries only inside their functions: Nova
+# refuses to run when eventlet came in before its own threading decision (nova_threading.prepare()),
+# which the "nova-config" stage makes after Keystone's process has started.
 
 KEYSTONE_TIMEOUT_S = 60.0
 
@@ -49,6 +66,7 @@ class CloudProcess:
         self._fixture_host: Any = None
         self._network: Any = None
         self._pools: Any = None
+        self._images: Any = None  # the driver's guest images, once the driver is registered
         self._stop = threading.Event()
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -68,8 +86,6 @@ class CloudProcess:
         self.timings[service] = round(time.monotonic() - started, 3)
 
     def _serve(self, name: str, app: Any, port: int) -> None:
-        from novamig.embedded.service.wsgi_server import LoopbackServer
-
         server = LoopbackServer(name, app, port)
         server.start()
         self._servers.append(server)
@@ -108,57 +124,59 @@ class CloudProcess:
             time.sleep(0.05)
 
     def run(self) -> None:
+        """Start every service, one timed stage after another; write ``ready.json`` at the end."""
         lay = self.layout
         with self.stage("keystone", "keystone.log"):
             self.start_keystone()
         with self.stage("nova-config"):
             nova_threading.prepare()
-            from novamig.embedded.service import nova_setup, sqlite_lock
-
             conf = nova_setup.configure(lay.nova_dir / "nova.conf")
             sqlite_lock.install()
         with self.stage("placement", "placement.log"):
-            from novamig.embedded.service.placement_app import placement_app
-
             app = placement_app(lay.placement_dir / "placement.conf", lay.placement_dir / "placement.sqlite")
             self._serve("placement", app, lay.ports.placement)
         with self.stage("nova-databases"):
             nova_setup.create_databases(lay, conf)
             nova_setup.create_flavors()
         with self.stage("image-and-network"):
-            from novamig.embedded.service import stand_ins
-            from novamig.embedded.service.image_api import ImageApi
-            from novamig.embedded.service.network_api import NetworkApi
-
-            self._fixture_host = stand_ins.FixtureHost(conf)
-            full_image = None
-            if lay.driver == "novamig":
-                from novamig.guest.full import find_full_image
-
-                # novamig-full only when already built: building it takes minutes, never here
-                full_image = find_full_image()
-            glance = stand_ins.install_glance(self._fixture_host, full_image)
-            conf.set_override("api_servers", [lay.image_url], group="glance")
-            neutron = stand_ins.install_neutron(self._fixture_host)
-            # uploads (novamig image upload, conn.image.create_image) go to <workdir>/images/;
-            # the images the cloud registers itself stay undeletable: the driver boots them by id
-            registered = (TINY_IMAGE_ID, FULL_IMAGE_ID)
-            image_api = ImageApi(glance, lay.image_url, lay.workdir / "images", undeletable=registered)
-            self._serve("image", image_api, lay.ports.image)
-            self._serve("network", NetworkApi(neutron, lay.network_url), lay.ports.network)
+            self._serve_image_and_network(conf)
         if lay.driver == "novamig":
             with self.stage("guest-network"):
-                from novamig.embedded.service import guest_network
-
                 self._network = guest_network.install(lay.workdir)
             with self.stage("driver"):
-                from novamig.embedded.service import driver_registry
+                # the driver imports Nova at module level: only after nova_threading.prepare()
+                from novamig.embedded.service import driver  # noqa: PLC0415 - Nova after prepare()
 
-                driver_registry.register(lay)
+                driver_registry.register(lay, driver)
+                self._images = driver.IMAGES
         with self.stage("live-migration-pools"):
-            from novamig.embedded.service import live_migration_pools
-
             self._pools = live_migration_pools.install(lay.workdir)
+        self._start_nova_services(conf)
+        with self.stage("keystone-ready", "keystone.log"):
+            self.wait_keystone()
+        self._write_ready()
+        if self._images is not None:
+            self._images.prefetch()  # find (or build) the guest image before the first server is asked for
+
+    def _serve_image_and_network(self, conf: Any) -> None:
+        """Nova's Glance and Neutron stand-ins, and the Image and Network APIs over their stores."""
+        lay = self.layout
+        self._fixture_host = stand_ins.FixtureHost(conf)
+        # novamig-full only when already built: building it takes minutes, never here
+        full_image = find_full_image() if lay.driver == "novamig" else None
+        glance = stand_ins.install_glance(self._fixture_host, full_image)
+        conf.set_override("api_servers", [lay.image_url], group="glance")
+        neutron = stand_ins.install_neutron(self._fixture_host)
+        # uploads (novamig image upload, conn.image.create_image) go to <workdir>/images/;
+        # the images the cloud registers itself stay undeletable: the driver boots them by id
+        registered = (TINY_IMAGE_ID, FULL_IMAGE_ID)
+        image_api = ImageApi(glance, lay.image_url, lay.workdir / "images", undeletable=registered)
+        self._serve("image", image_api, lay.ports.image)
+        self._serve("network", NetworkApi(neutron, lay.network_url), lay.ports.network)
+
+    def _start_nova_services(self, conf: Any) -> None:
+        """Conductor, scheduler, one compute per host, cell discovery, then the compute API."""
+        lay = self.layout
         with self.stage("nova-conductor"):
             self._services.append(nova_setup.start_service("conductor", "controller", conf))
         with self.stage("nova-scheduler"):
@@ -171,8 +189,9 @@ class CloudProcess:
             nova_setup.discover_hosts()
         with self.stage("nova-api"):
             self._serve("nova-api", nova_setup.compute_api_app(lay), lay.ports.compute)
-        with self.stage("keystone-ready", "keystone.log"):
-            self.wait_keystone()
+
+    def _write_ready(self) -> None:
+        lay = self.layout
         ready = {
             "pid": os.getpid(),
             "elapsed_s": round(time.monotonic() - self._t0, 3),
@@ -183,10 +202,6 @@ class CloudProcess:
         tmp = lay.ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n")
         tmp.rename(lay.ready_file)
-        if lay.driver == "novamig":
-            from novamig.embedded.service.driver import IMAGES
-
-            IMAGES.prefetch()  # find (or build) the guest image before the first server is asked for
 
     def wait(self) -> None:
         while not self._stop.wait(1.0):
@@ -209,12 +224,7 @@ class CloudProcess:
         for svc in reversed(self._services):
             step(f"service:{getattr(svc, 'binary', '?')}@{getattr(svc, 'host', '?')}", svc.kill)
 
-        def stop_guests() -> None:
-            from novamig.embedded.service import driver_registry
-
-            driver_registry.shutdown_all()
-
-        step("guests", stop_guests)
+        step("guests", driver_registry.shutdown_all)
         if self._pools is not None:
             step("live-migration-pools", self._pools.shutdown)
         if self._network is not None:

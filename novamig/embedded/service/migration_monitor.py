@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from novamig.embedded.host_policy import HostPolicy
+from novamig.embedded.host_policy import LiveMigrationOptions
 
 LOG = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.4
@@ -45,7 +45,7 @@ def live_migration_data_gb(memory_mb: int) -> float:
     return max(2.0, memory_mb / 1024.0)
 
 
-def downtime_steps(host: HostPolicy, data_gb: float) -> list[tuple[int, int]]:
+def downtime_steps(host: LiveMigrationOptions, data_gb: float) -> list[tuple[int, int]]:
     """(seconds after the start, downtime limit ms) pairs: nova.virt.libvirt.migration.downtime_steps.
 
     A linear ramp from ``downtime / steps`` to ``downtime`` in ``steps`` increments, one every
@@ -85,7 +85,7 @@ class DowntimeRamp:
         return found
 
 
-def migration_policy(host: HostPolicy, downtime_limit_ms: int | None = None) -> Any:
+def migration_policy(host: LiveMigrationOptions, downtime_limit_ms: int | None = None) -> Any:
     """nova.conf [libvirt] options → the hypervisor layer's MigrationPolicy.
 
     `downtime_limit_ms`: the limit to start with (the ramp's first step); by default
@@ -109,7 +109,7 @@ def migration_policy(host: HostPolicy, downtime_limit_ms: int | None = None) -> 
 class ActiveMigration:
     """Requests from Nova's API threads (force-complete, abort) into a running migration."""
 
-    def __init__(self, policy: HostPolicy) -> None:
+    def __init__(self, policy: LiveMigrationOptions) -> None:
         self.policy = policy
         self.job: Any = None
         self.source: Any = None
