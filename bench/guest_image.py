@@ -26,8 +26,8 @@ from novamig.guest.image import GuestImage, build_tiny_image, cache_dir
 from novamig.guest.protocol import IntegrityResult
 from novamig.hypervisor import (
     GuestSpec,
-    MigrationPolicy,
     QemuMachine,
+    QemuMigrationSettings,
     UserModeNetwork,
     accelerator_for,
     migrate,
@@ -126,7 +126,7 @@ def main() -> int:
         survived = 0
         pti = "without pti=on"
         extra = ("pti=off",) if args.pti_off else ()
-        policy = MigrationPolicy(bandwidth_mib_s=1024, timeout_s=120, transport="tcp")
+        policy = QemuMigrationSettings(bandwidth_mib_s=1024, timeout_s=120, transport="tcp")
         for i in range(args.migrations):
             net = UserModeNetwork()
             with QemuMachine(_spec(image, f"src{i}", net, extra=extra), work) as src:

@@ -21,8 +21,8 @@ from novamig.guest.image import build_tiny_image
 from novamig.hypervisor import (
     GuestSpec,
     HeartbeatCollector,
-    MigrationPolicy,
     QemuMachine,
+    QemuMigrationSettings,
     accelerator_for,
     migrate,
     qemu_version,
@@ -85,7 +85,7 @@ def main() -> None:
                         src.agent.dirty(rate, min(128, args.memory_mib // 2))
                     time.sleep(1.0)
                     with QemuMachine(src.spec.for_destination(), Path(tmp)) as dst:
-                        policy = MigrationPolicy(bandwidth_mib_s=GBIT_MIB_S, timeout_s=120, **extra)  # type: ignore[arg-type]
+                        policy = QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=120, **extra)  # type: ignore[arg-type]
                         r = migrate(src, dst, policy)
                         hb = HeartbeatCollector(src.agent, dst.agent).analyse(r)
                 bound_ms = (r.ram_total_bytes or 0) / (GBIT_MIB_S * 2**20) * 1000

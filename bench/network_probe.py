@@ -34,8 +34,8 @@ from novamig.hypervisor import (
     GuestNetwork,
     GuestSpec,
     HeartbeatCollector,
-    MigrationPolicy,
     QemuMachine,
+    QemuMigrationSettings,
     accelerator_for,
     inject_pause,
     migrate,
@@ -147,7 +147,7 @@ def _accuracy(
             time.sleep(1.5)
         for _ in range(migrations):
             dst = stack.enter_context(QemuMachine(vm.spec.for_destination(network=net.attach(addr)), work))
-            result = migrate(vm, dst, MigrationPolicy(timeout_s=60))
+            result = migrate(vm, dst, QemuMigrationSettings(timeout_s=60))
             hb = HeartbeatCollector(vm.agent, dst.agent).analyse(result)
             what = f"migration ({result.status})"
             rows.append(

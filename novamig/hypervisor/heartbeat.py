@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from qemu.qmp import EventListener
 
-from novamig.hypervisor import runtime
+from novamig.hypervisor.runtime import run_sync
 from novamig.stats import Gap, gaps, longest_gap, percentile
 
 if TYPE_CHECKING:
     from novamig.hypervisor.agent import AgentChannel, BeatLog
     from novamig.hypervisor.machine import QemuMachine
-    from novamig.hypervisor.migration import MigrationResult
+    from novamig.hypervisor.migration_result import MigrationResult
 
 
 def _or_nan(value: float | None) -> float:
@@ -170,7 +170,7 @@ def inject_pause(machine: QemuMachine, pause_ms: float, period_ms: float | None 
                 [b.host_ns for b in beats], before - 1_000_000_000, before, [b.guest_ns for b in beats]
             )
             period_ms = floor.period_ms if not math.isnan(floor.period_ms) else 1.0
-    stop_ns, stop_s, resume_ns, resume_s = runtime.run_sync(_pause(machine, pause_ms / 1000), 30.0)
+    stop_ns, stop_s, resume_ns, resume_s = run_sync(_pause(machine, pause_ms / 1000), 30.0)
     log.wait_after(resume_ns, 2.0)
     time.sleep(0.05)
     beats = log.beats()

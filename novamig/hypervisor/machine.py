@@ -30,7 +30,7 @@ from typing import IO, Any, Protocol
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from novamig.guest.protocol import Ready
-from novamig.hypervisor import runtime
+from novamig.hypervisor.accel import AccelVerdict, decide_accelerator
 from novamig.hypervisor.agent import AgentChannel
 from novamig.hypervisor.binary import default_machine_type, qemu_binary, tcg_loses_dirty_pages
 from novamig.hypervisor.errors import (
@@ -40,8 +40,8 @@ from novamig.hypervisor.errors import (
     QemuLaunchError,
     QmpCommandError,
 )
-
-_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; keep a margin
+from novamig.hypervisor.rundir import RunFiles, tail
+from novamig.hypervisor.runtime import run_sync, spawn, track_temp_dir, unregister_process_group
 
 
 class BootImage(Protocol):
@@ -133,8 +133,6 @@ class GuestSpec:
         if spec.machine_type is None:
             spec = replace(spec, machine_type=default_machine_type())
         if spec.accelerator is None:
-            from novamig.hypervisor.accel import accelerator_for
-
             spec = replace(spec, accelerator=accelerator_for(spec.image).accelerator)
         if spec.cpu_model is None:
             spec = replace(spec, cpu_model="host" if spec.accelerator == "kvm" else "qemu64")
@@ -186,61 +184,6 @@ class MachineState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass
-class _Files:
-    """Where one machine's files live. Sockets sit in the run directory whatever its length.
-
-    sun_path holds 108 bytes and run directories under pytest's or Nova's trees are longer. QEMU
-    runs with the run directory as its cwd and gets *relative* socket paths when the absolute ones
-    are too long; novamig reaches the same sockets through `/proc/self/fd/<dirfd>/…` (an fd on the
-    run directory held open for the machine's life). No socket directory is ever made elsewhere,
-    so nothing can be left behind outside the run directory.
-    """
-
-    rundir: Path
-    console: Path
-    qemu_log: Path
-    dirfd: int | None = None
-
-    def qemu_path(self, name: str) -> str:
-        """The socket path as QEMU (cwd = rundir) is given it."""
-        full = str(self.rundir / name)
-        return full if len(full) <= _SOCKET_PATH_MAX else name
-
-    def host_path(self, name: str) -> Path:
-        """The socket path novamig connects to."""
-        full = self.rundir / name
-        if len(str(full)) <= _SOCKET_PATH_MAX:
-            return full
-        if self.dirfd is None:
-            self.dirfd = os.open(self.rundir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        return Path(f"/proc/self/fd/{self.dirfd}/{name}")
-
-    @property
-    def qmp_sock(self) -> Path:
-        return self.host_path("qmp.sock")
-
-    @property
-    def agent_sock(self) -> Path:
-        return self.host_path("agent.sock")
-
-    def close(self) -> None:
-        if self.dirfd is not None:
-            os.close(self.dirfd)
-            self.dirfd = None
-
-
-def tail(path: Path, max_bytes: int = 4000) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 class QemuMachine:
     """A QEMU guest with QMP, console log and agent channel. Use as a context manager.
 
@@ -260,7 +203,7 @@ class QemuMachine:
         self._proc: subprocess.Popen[bytes] | None = None
         self._qmp: QMPClient | None = None
         self._agent: AgentChannel | None = None
-        self._files: _Files | None = None
+        self._files: RunFiles | None = None
         self._log_handle: IO[bytes] | None = None
         self._final_console = ""
         self._final_qemu_log = ""
@@ -289,7 +232,7 @@ class QemuMachine:
         return self._agent
 
     @property
-    def files(self) -> _Files:
+    def files(self) -> RunFiles:
         if self._files is None:
             raise HypervisorError(f"{self.name}: not launched")
         return self._files
@@ -322,13 +265,13 @@ class QemuMachine:
 
     # ------------------------------------------------------------------ launch
 
-    def _make_files(self) -> _Files:
+    def _make_files(self) -> RunFiles:
         self.workdir.mkdir(parents=True, exist_ok=True)
         rundir = Path(tempfile.mkdtemp(prefix=f"novamig-{self.name}-", dir=self.workdir.resolve()))
-        runtime.track_temp_dir(rundir)
-        return _Files(rundir=rundir, console=rundir / "console.log", qemu_log=rundir / "qemu.log")
+        track_temp_dir(rundir)
+        return RunFiles(rundir=rundir, console=rundir / "console.log", qemu_log=rundir / "qemu.log")
 
-    def build_argv(self, spec: GuestSpec, files: _Files) -> list[str]:
+    def build_argv(self, spec: GuestSpec, files: RunFiles) -> list[str]:
         assert spec.machine_type and spec.accelerator and spec.cpu_model
         accel = spec.accelerator
         if accel == "tcg" and spec.tb_size_mib:
@@ -380,7 +323,7 @@ class QemuMachine:
             self.argv = self.build_argv(self.spec, files)
             self._log_handle = files.qemu_log.open("wb")
             netns = self.spec.network.netns if self.spec.network is not None else None
-            self._proc = runtime.spawn(self.argv, stdout=self._log_handle, cwd=files.rundir, netns=netns)
+            self._proc = spawn(self.argv, stdout=self._log_handle, cwd=files.rundir, netns=netns)
             self.launched_ns = time.monotonic_ns()
             self._wait_for_socket(files.qmp_sock, timeout)
             self._qmp = self._connect_qmp(files.qmp_sock, timeout)
@@ -424,11 +367,11 @@ class QemuMachine:
             while True:
                 qmp = QMPClient(self.name)
                 try:
-                    runtime.run_sync(qmp.connect(str(path)), max(0.5, deadline - time.monotonic()))
+                    run_sync(qmp.connect(str(path)), max(0.5, deadline - time.monotonic()))
                     return qmp
                 except (QMPError, OSError, TimeoutError):
                     with contextlib.suppress(Exception):
-                        runtime.run_sync(qmp.disconnect(), 2.0)
+                        run_sync(qmp.disconnect(), 2.0)
                     if self.poll() is not None or time.monotonic() >= deadline:
                         raise
                     time.sleep(0.02)
@@ -500,7 +443,7 @@ class QemuMachine:
 
     def command(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
         """Blocking form of `execute()` for plain threads."""
-        return runtime.run_sync(self.execute(cmd, args, timeout), None)
+        return run_sync(self.execute(cmd, args, timeout), None)
 
     def hmp(self, command_line: str, timeout: float = 10.0) -> str:
         """A human monitor command (hostfwd_add and friends have no QMP equivalent)."""
@@ -527,7 +470,7 @@ class QemuMachine:
         proc = self._proc
         if soft and proc is not None and proc.poll() is None and self._qmp is not None:
             with contextlib.suppress(Exception):
-                runtime.run_sync(self._qmp.execute("quit"), min(timeout, 3.0))
+                run_sync(self._qmp.execute("quit"), min(timeout, 3.0))
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout)
         if self._agent is not None:
@@ -535,7 +478,7 @@ class QemuMachine:
         if self._qmp is not None:
             qmp, self._qmp = self._qmp, None
             with contextlib.suppress(Exception):
-                runtime.run_sync(qmp.disconnect(), 5.0)
+                run_sync(qmp.disconnect(), 5.0)
         if proc is not None:
             for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
                 if proc.poll() is not None:
@@ -548,7 +491,7 @@ class QemuMachine:
             # Stray members of the group (none expected): make sure they go too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            runtime.unregister_process_group(proc.pid)
+            unregister_process_group(proc.pid)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
@@ -569,3 +512,25 @@ class QemuMachine:
 
     def __repr__(self) -> str:
         return f"<QemuMachine {self.name} pid={self.pid} {self.state.value}>"
+
+
+def _boot_under_kvm(image: BootImage, timeout: float) -> None:
+    """Boot `image` under KVM and ping its agent; any `HypervisorError` says KVM cannot run it."""
+    spec = GuestSpec(name="accel-probe", image=image, memory_mib=128, accelerator="kvm", cpu_model="host")
+    with tempfile.TemporaryDirectory(prefix="novamig-accel-") as tmp:
+        vm = QemuMachine(spec, Path(tmp))
+        try:
+            vm.launch(timeout=timeout)
+            vm.wait_ready(timeout)
+            vm.agent.command("ping", timeout=5.0)
+        finally:
+            vm.shutdown(timeout=2.0, soft=False)
+
+
+def accelerator_for(image: BootImage) -> AccelVerdict:
+    """The accelerator this process runs guests with, probing by booting `image` the first time.
+
+    It lives here rather than in `accel` because the probe boots a `QemuMachine`, and a machine
+    whose spec leaves the accelerator open asks for this verdict at launch.
+    """
+    return decide_accelerator(image, _boot_under_kvm)

@@ -20,125 +20,80 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from qemu.qmp import EventListener
 from qemu.qmp.message import Message
 
-from novamig.hypervisor import runtime
 from novamig.hypervisor.errors import HypervisorError, QmpCommandError
 from novamig.hypervisor.machine import QemuMachine
-from novamig.hypervisor.policy import MigrationPolicy
+from novamig.hypervisor.migration_result import (
+    MigrationEvent,
+    MigrationOutcome,
+    MigrationResult,
+    QemuProgress,
+    build_result,
+)
+from novamig.hypervisor.policy import QemuMigrationSettings
+from novamig.hypervisor.runtime import submit
+
+__all__ = [
+    "MigrationControl",
+    "MigrationEngine",
+    "MigrationEvent",
+    "MigrationJob",
+    "MigrationOutcome",
+    "MigrationResult",
+    "MigrationState",
+    "QemuProgress",
+    "migrate",
+    "start_migration",
+]
 
 MIGRATION_EVENTS = ("STOP", "RESUME", "MIGRATION", "MIGRATION_PASS")
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
-
-@dataclass(frozen=True)
-class MigrationEvent:
-    """One QMP event seen during a migration."""
-
-    host_ns: int  # host monotonic arrival time
-    side: str  # "source" | "destination"
-    name: str
-    data: dict[str, Any]
-    qemu_time_s: float  # QEMU's own timestamp (wall clock, seconds)
+_log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ProgressSample:
-    """One `query-migrate` sample of the source."""
+class MigrationState(enum.Enum):
+    """Where the engine is in one migration (modelled on qemu.qmp's `Runstate`).
 
-    t_s: float  # seconds since `migrate` was issued
-    host_ns: int
-    status: str
-    total_bytes: int  # guest RAM size
-    processed_bytes: int  # transferred so far
-    remaining_bytes: int
-    dirty_pages_rate: int  # pages/s, as QEMU measured in the last round
-    dirty_sync_count: int
-    cpu_throttle_percentage: int
-    mbps: float
-    expected_downtime_ms: int | None
+    The engine moves between states only through `MigrationEngine._move`, which checks the move
+    against `_NEXT` and logs it; the loop's behaviour in each state is what the docstrings say.
+    """
+
+    NEW = "new"
+    """Not started."""
+    SETTING_UP = "setting-up"
+    """Capabilities and parameters are being set; `migrate` is not yet issued."""
+    PRECOPY = "pre-copy"
+    """`migrate` issued: every sample may switch to post-copy, cancel, or time out."""
+    POSTCOPY = "post-copy"
+    """`migrate-start-postcopy` issued: the destination takes over the guest; the engine waits for
+    the end (a cancel is still tried while QEMU does not yet report post-copy)."""
+    CANCELLING = "cancelling"
+    """`migrate_cancel` issued (a request, `abort_after_s` or `timeout_s`): waiting for QEMU's end."""
+    ENDED = "ended"
+    """QEMU reported a final state, or the engine stopped waiting for one."""
 
 
-@dataclass(frozen=True)
-class MigrationResult:
-    """Everything measured about one migration; None where QEMU did not report a figure."""
-
-    status: str  # completed | cancelled | failed | timeout
-    error: str | None
-    started_ns: int
-    finished_ns: int
-    total_ms: float | None
-    qemu_downtime_ms: float | None
-    stop_resume_ms: float | None
-    setup_ms: float | None
-    bytes_total: int | None
-    bytes_precopy: int | None
-    bytes_downtime: int | None
-    bytes_postcopy: int | None
-    ram_total_bytes: int | None
-    dirty_sync_count: int | None
-    postcopy: bool
-    postcopy_started_ns: int | None
-    postcopy_blocktime_ms: float | None
-    postcopy_vcpu_blocktime_ms: list[int] | None
-    stop_ns: int | None  # host arrival of the source's STOP
-    resume_ns: int | None  # host arrival of the destination's RESUME
-    source_running_after: bool | None  # for cancelled/timeout: did the source resume?
-    dirty_rate_series: list[tuple[float, int]] = field(default_factory=list)
-    throttle_series: list[tuple[float, int]] = field(default_factory=list)
-    progress: list[ProgressSample] = field(default_factory=list)
-    events: list[MigrationEvent] = field(default_factory=list)
-    final_info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def duration_s(self) -> float:
-        return (self.finished_ns - self.started_ns) / 1e9
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly summary (series included, events as name/side/time)."""
-        return {
-            "status": self.status,
-            "error": self.error,
-            "duration_s": round(self.duration_s, 3),
-            "total_ms": self.total_ms,
-            "qemu_downtime_ms": self.qemu_downtime_ms,
-            "stop_resume_ms": self.stop_resume_ms,
-            "setup_ms": self.setup_ms,
-            "bytes": {
-                "total": self.bytes_total,
-                "precopy": self.bytes_precopy,
-                "downtime": self.bytes_downtime,
-                "postcopy": self.bytes_postcopy,
-                "ram": self.ram_total_bytes,
-            },
-            "dirty_sync_count": self.dirty_sync_count,
-            "postcopy": self.postcopy,
-            "postcopy_blocktime_ms": self.postcopy_blocktime_ms,
-            "dirty_rate_series": self.dirty_rate_series,
-            "throttle_series": self.throttle_series,
-            "progress": [
-                {
-                    "t": round(p.t_s, 3),
-                    "status": p.status,
-                    "memory_total_bytes": p.total_bytes,
-                    "memory_processed_bytes": p.processed_bytes,
-                    "memory_remaining_bytes": p.remaining_bytes,
-                }
-                for p in self.progress
-            ],
-            "events": [
-                {"t": round((e.host_ns - self.started_ns) / 1e9, 4), "side": e.side, "what": e.name, **e.data}
-                for e in self.events
-            ],
-        }
+_NEXT: dict[MigrationState, frozenset[MigrationState]] = {
+    MigrationState.NEW: frozenset({MigrationState.SETTING_UP}),
+    MigrationState.SETTING_UP: frozenset({MigrationState.PRECOPY}),
+    MigrationState.PRECOPY: frozenset(
+        {MigrationState.POSTCOPY, MigrationState.CANCELLING, MigrationState.ENDED}
+    ),
+    MigrationState.POSTCOPY: frozenset({MigrationState.CANCELLING, MigrationState.ENDED}),
+    MigrationState.CANCELLING: frozenset({MigrationState.ENDED}),
+    MigrationState.ENDED: frozenset(),
+}
 
 
 class MigrationControl:
@@ -176,7 +131,7 @@ class MigrationControl:
 
 #: Called with every `query-migrate` sample, on the shared QMP loop thread: it must return quickly
 #: (hand the sample to another thread for anything slow, such as a database write).
-ProgressCallback = Callable[[ProgressSample], None]
+ProgressCallback = Callable[[QemuProgress], None]
 
 
 class _Recorder(EventListener):
@@ -206,28 +161,11 @@ def _free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _caps(policy: MigrationPolicy, *, destination: bool) -> list[dict[str, Any]]:
+def _caps(policy: QemuMigrationSettings, *, destination: bool) -> list[dict[str, Any]]:
     caps = {"events": True, "auto-converge": policy.auto_converge, "postcopy-ram": policy.post_copy_allowed}
     if destination and policy.post_copy_allowed:
         caps["postcopy-blocktime"] = True
     return [{"capability": k, "state": v} for k, v in caps.items()]
-
-
-def _sample(info: dict[str, Any], started_ns: int, now: int) -> ProgressSample:
-    ram = info.get("ram", {})
-    return ProgressSample(
-        t_s=(now - started_ns) / 1e9,
-        host_ns=now,
-        status=str(info.get("status", "unknown")),
-        total_bytes=int(ram.get("total", 0)),
-        processed_bytes=int(ram.get("transferred", 0)),
-        remaining_bytes=int(ram.get("remaining", 0)),
-        dirty_pages_rate=int(ram.get("dirty-pages-rate", 0)),
-        dirty_sync_count=int(ram.get("dirty-sync-count", 0)),
-        cpu_throttle_percentage=int(info.get("cpu-throttle-percentage", 0)),
-        mbps=float(ram.get("mbps", 0.0)),
-        expected_downtime_ms=info.get("expected-downtime"),
-    )
 
 
 class MigrationEngine:
@@ -237,7 +175,7 @@ class MigrationEngine:
         self,
         source: QemuMachine,
         destination: QemuMachine,
-        policy: MigrationPolicy,
+        policy: QemuMigrationSettings,
         *,
         control: MigrationControl | None = None,
         progress: ProgressCallback | None = None,
@@ -248,8 +186,15 @@ class MigrationEngine:
         self.control = control or MigrationControl()
         self.progress_callback = progress
         self.events: list[MigrationEvent] = []
-        self.samples: list[ProgressSample] = []
+        self.samples: list[QemuProgress] = []
         self.notes: list[str] = []
+        self.state = MigrationState.NEW
+        self.started_ns = 0  # host monotonic time `migrate` was issued
+        self.postcopy_started_ns: int | None = None
+        self._verdict: MigrationOutcome | None = None  # the engine's own decision to end it
+        self._error: str | None = None
+        self._last_ram: dict[str, Any] = {}
+        self._dst_exit_noted = False
 
     # ------------------------------------------------------------------ checks
 
@@ -297,7 +242,33 @@ class MigrationEngine:
                     await asyncio.wait_for(self.source.execute("migrate_cancel"), 5.0)
                 raise
 
+    def _move(self, state: MigrationState, why: str) -> None:
+        """The one place the state changes: only along `_NEXT`, and each move is logged."""
+        if state not in _NEXT[self.state]:
+            raise HypervisorError(
+                f"migration engine: no move from {self.state.value} to {state.value} ({why})"
+            )
+        _log.debug(
+            "migration %s -> %s: %s -> %s (%s)",
+            self.source.name,
+            self.destination.name,
+            self.state.value,
+            state.value,
+            why,
+        )
+        self.state = state
+
     async def _run(self, wake: asyncio.Event) -> MigrationResult:
+        self._move(MigrationState.SETTING_UP, "both machines are ready")
+        uri = await self._set_up()
+        self.started_ns = time.monotonic_ns()
+        await self.source.execute("migrate", {"uri": self._source_uri(uri)})
+        self._move(MigrationState.PRECOPY, "migrate issued")
+        info = await self._sample_until_ended(wake)
+        return await self._finish(info)
+
+    async def _set_up(self) -> str:
+        """Capabilities on both sides, parameters on the source, `migrate-incoming`; the URI."""
         src, dst, policy = self.source, self.destination, self.policy
         await src.execute("migrate-set-capabilities", {"capabilities": _caps(policy, destination=False)})
         await dst.execute("migrate-set-capabilities", {"capabilities": _caps(policy, destination=True)})
@@ -312,122 +283,163 @@ class MigrationEngine:
         await src.execute("migrate-set-parameters", params)
         uri = self._uri()
         await dst.execute("migrate-incoming", {"uri": uri})
-        started_ns = time.monotonic_ns()
-        await src.execute("migrate", {"uri": self._source_uri(uri)})
+        return uri
 
-        status: str | None = None  # our verdict, set when we decide to stop
-        error: str | None = None
-        postcopy_started_ns: int | None = None
-        info: dict[str, Any] = {}
-        last_ram: dict[str, Any] = {}
-        dst_exit_noted = False
+    async def _sample_until_ended(self, wake: asyncio.Event) -> dict[str, Any]:
+        """Sample `query-migrate` and steer until the state is ENDED; the last sample's info."""
         while True:
             now = time.monotonic_ns()
-            elapsed = (now - started_ns) / 1e9
-            info = await src.execute("query-migrate")
-            sample = _sample(info, started_ns, now)
-            self.samples.append(sample)
-            if self.progress_callback is not None:
-                try:
-                    self.progress_callback(sample)
-                except Exception as exc:  # a broken callback must not break the migration
-                    self.notes.append(f"progress callback failed: {type(exc).__name__}: {exc}")
-            qstatus = sample.status
-            if qstatus in TERMINAL:
-                break
+            elapsed = (now - self.started_ns) / 1e9
+            info: dict[str, Any] = await self.source.execute("query-migrate")
+            sample = self._record(info, now)
+            if sample.status in TERMINAL:
+                self._move(MigrationState.ENDED, f"QEMU reports {sample.status}")
+                return info
             if "ram" in info:
-                last_ram = info["ram"]
-            if dst.poll() is not None and status is None and not dst_exit_noted:
-                dst_exit_noted = True
-                self.notes.append(f"destination QEMU exited with code {dst.exit_code} during the migration")
-            in_postcopy = qstatus.startswith("postcopy")
-
-            want_cancel: str | None = None
-            aborting = policy.abort_after_s is not None and elapsed >= policy.abort_after_s
-            if self.control.cancel_requested or aborting:
-                want_cancel = "cancelled"
-            elif elapsed >= policy.timeout_s:
-                want_cancel = "timeout"
-            if want_cancel is not None and status is None:
-                if in_postcopy:
-                    if want_cancel == "timeout":
-                        # Nothing safe can be done once the destination owns the guest.
-                        self.notes.append("timeout reached during post-copy; waiting for completion")
-                    else:
-                        self.notes.append("cancel refused: post-copy has started")
-                    self.control.cancel_requested = False
-                else:
-                    status = want_cancel
-                    self.notes.append(
-                        f"timed out after {policy.timeout_s:g} s: migrate_cancel"
-                        if want_cancel == "timeout"
-                        else f"cancelled after {elapsed:.2f} s"
-                    )
-                    await src.execute("migrate_cancel")
-
-            if status is None and postcopy_started_ns is None and qstatus == "active":
-                trigger = None
-                if self.control.postcopy_requested:
-                    trigger = "requested"
-                elif policy.post_copy_after_s is not None and elapsed >= policy.post_copy_after_s:
-                    trigger = f"after {policy.post_copy_after_s}s"
-                elif (
-                    policy.post_copy_after_iterations is not None
-                    and sample.dirty_sync_count >= policy.post_copy_after_iterations
-                ):
-                    trigger = f"after {sample.dirty_sync_count} iterations"
-                if trigger is not None:
-                    if policy.post_copy_allowed:
-                        await src.execute("migrate-start-postcopy")
-                        postcopy_started_ns = time.monotonic_ns()
-                        self.notes.append(f"post-copy started ({trigger})")
-                    else:
-                        self.notes.append("post-copy requested but the policy does not allow it")
-                        self.control.postcopy_requested = False
-
-            if status is not None and elapsed >= policy.timeout_s + 30:
-                error = "source did not reach a final state after migrate_cancel"
-                break
-            if status is None and in_postcopy and elapsed >= policy.timeout_s + 300:
-                status, error = "failed", "post-copy did not complete"
-                break
+                self._last_ram = info["ram"]
+            self._note_destination_exit()
+            await self._steer(sample, elapsed)
+            self._give_up_if_stuck(sample, elapsed)
+            if self.state is MigrationState.ENDED:
+                return info
             wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), policy.sample_interval_s)
+                await asyncio.wait_for(wake.wait(), self.policy.sample_interval_s)
 
-        final_status = str(info.get("status"))
-        if final_status == "completed":
+    def _record(self, info: dict[str, Any], now: int) -> QemuProgress:
+        sample = QemuProgress.from_info(info, self.started_ns, now)
+        self.samples.append(sample)
+        if self.progress_callback is not None:
+            try:
+                self.progress_callback(sample)
+            except Exception as exc:  # a broken callback must not break the migration
+                self.notes.append(f"progress callback failed: {type(exc).__name__}: {exc}")
+        return sample
+
+    def _note_destination_exit(self) -> None:
+        dst = self.destination
+        if (
+            dst.poll() is not None
+            and self.state is not MigrationState.CANCELLING
+            and not self._dst_exit_noted
+        ):
+            self._dst_exit_noted = True
+            self.notes.append(f"destination QEMU exited with code {dst.exit_code} during the migration")
+
+    async def _steer(self, sample: QemuProgress, elapsed: float) -> None:
+        """Apply the policy and the caller's requests to one sample: cancel, or switch to post-copy."""
+        policy = self.policy
+        want: MigrationOutcome | None = None
+        aborting = policy.abort_after_s is not None and elapsed >= policy.abort_after_s
+        if self.control.cancel_requested or aborting:
+            want = MigrationOutcome.CANCELLED
+        elif elapsed >= policy.timeout_s:
+            want = MigrationOutcome.TIMEOUT
+        if want is not None and self.state is not MigrationState.CANCELLING:
+            await self._cancel(want, sample, elapsed)
+        if self.state is MigrationState.PRECOPY and sample.status == "active":
+            await self._maybe_start_postcopy(sample, elapsed)
+
+    async def _cancel(self, want: MigrationOutcome, sample: QemuProgress, elapsed: float) -> None:
+        if sample.status.startswith("postcopy"):
+            if want is MigrationOutcome.TIMEOUT:
+                # Nothing safe can be done once the destination owns the guest.
+                self.notes.append("timeout reached during post-copy; waiting for completion")
+            else:
+                self.notes.append("cancel refused: post-copy has started")
+            self.control.cancel_requested = False
+            return
+        self._verdict = want
+        timed_out = want is MigrationOutcome.TIMEOUT
+        why = (
+            f"timed out after {self.policy.timeout_s:g} s"
+            if timed_out
+            else f"cancelled after {elapsed:.2f} s"
+        )
+        self.notes.append(f"{why}: migrate_cancel" if timed_out else why)
+        self._move(MigrationState.CANCELLING, why)
+        await self.source.execute("migrate_cancel")
+
+    async def _maybe_start_postcopy(self, sample: QemuProgress, elapsed: float) -> None:
+        policy = self.policy
+        trigger = None
+        if self.control.postcopy_requested:
+            trigger = "requested"
+        elif policy.post_copy_after_s is not None and elapsed >= policy.post_copy_after_s:
+            trigger = f"after {policy.post_copy_after_s}s"
+        elif (
+            policy.post_copy_after_iterations is not None
+            and sample.dirty_sync_count >= policy.post_copy_after_iterations
+        ):
+            trigger = f"after {sample.dirty_sync_count} iterations"
+        if trigger is None:
+            return
+        if not policy.post_copy_allowed:
+            self.notes.append("post-copy requested but the policy does not allow it")
+            self.control.postcopy_requested = False
+            return
+        await self.source.execute("migrate-start-postcopy")
+        self.postcopy_started_ns = time.monotonic_ns()
+        self.notes.append(f"post-copy started ({trigger})")
+        self._move(MigrationState.POSTCOPY, f"post-copy started ({trigger})")
+
+    def _give_up_if_stuck(self, sample: QemuProgress, elapsed: float) -> None:
+        """End without a final state from QEMU when it has had far more than enough time."""
+        timeout_s = self.policy.timeout_s
+        if self.state is MigrationState.CANCELLING and elapsed >= timeout_s + 30:
+            self._error = "source did not reach a final state after migrate_cancel"
+            self._move(MigrationState.ENDED, self._error)
+        elif (
+            self.state is not MigrationState.CANCELLING
+            and sample.status.startswith("postcopy")
+            and elapsed >= timeout_s + 300
+        ):
+            self._verdict, self._error = MigrationOutcome.FAILED, "post-copy did not complete"
+            self._move(MigrationState.ENDED, self._error)
+
+    def _outcome(self, info: dict[str, Any]) -> tuple[MigrationOutcome, str | None]:
+        """How the migration ended: QEMU's final word wins, then the engine's own verdict."""
+        final = str(info.get("status"))
+        if final == "completed":
+            return MigrationOutcome.COMPLETED, self._error
+        if final == "failed":
+            return MigrationOutcome.FAILED, str(info.get("error-desc", "migration failed"))
+        outcome = self._verdict
+        if outcome is None:
+            outcome = MigrationOutcome.CANCELLED if final == "cancelled" else MigrationOutcome.FAILED
+        error = self._error
+        if error is None and outcome is MigrationOutcome.FAILED:
+            error = str(info.get("error-desc", f"migration ended in state {final}"))
+        return outcome, error
+
+    async def _finish(self, info: dict[str, Any]) -> MigrationResult:
+        """Settle the figures, make sure the guest runs somewhere, and build the result."""
+        outcome, error = self._outcome(info)
+        if outcome is MigrationOutcome.COMPLETED:
             info = await self._settled_info(info)
-            status = "completed"
             await self._wait_for_event("destination", "RESUME", 5.0)
-        elif final_status == "failed":
-            status = "failed"
-            error = str(info.get("error-desc", "migration failed"))
-        elif status is None:
-            status = final_status if final_status in ("cancelled", "failed") else "failed"
-        if final_status != "completed" and error is None and status == "failed":
-            error = str(info.get("error-desc", f"migration ended in state {final_status}"))
-
         source_running: bool | None = None
-        if status in ("cancelled", "timeout", "failed"):
+        if outcome is not MigrationOutcome.COMPLETED:
             source_running = await self._ensure_source_running()
-
         dst_info: dict[str, Any] = {}
-        if postcopy_started_ns is not None and dst.poll() is None:
+        if self.postcopy_started_ns is not None and self.destination.poll() is None:
             with contextlib.suppress(QmpCommandError):
-                dst_info = await dst.execute("query-migrate")
+                dst_info = await self.destination.execute("query-migrate")
         finished_ns = time.monotonic_ns()
-        if "ram" not in info and last_ram:
-            info = {**info, "ram": last_ram}
-        return self._result(
-            status=status,
+        if "ram" not in info and self._last_ram:
+            info = {**info, "ram": self._last_ram}
+        return build_result(
+            status=outcome,
             error=error,
             info=info,
             dst_info=dst_info,
-            started_ns=started_ns,
+            started_ns=self.started_ns,
             finished_ns=finished_ns,
-            postcopy_started_ns=postcopy_started_ns,
+            postcopy_started_ns=self.postcopy_started_ns,
             source_running=source_running,
+            events=self.events,
+            samples=self.samples,
+            notes=self.notes,
         )
 
     async def _settled_info(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -461,66 +473,6 @@ class MigrationEngine:
             st = await self.source.execute("query-status")
         return bool(st.get("running"))
 
-    def _result(
-        self,
-        *,
-        status: str,
-        error: str | None,
-        info: dict[str, Any],
-        dst_info: dict[str, Any],
-        started_ns: int,
-        finished_ns: int,
-        postcopy_started_ns: int | None,
-        source_running: bool | None,
-    ) -> MigrationResult:
-        ram = info.get("ram", {})
-
-        def num(d: dict[str, Any], key: str) -> int | None:
-            v = d.get(key)
-            return int(v) if v is not None else None
-
-        stop = next((e for e in self.events if e.side == "source" and e.name == "STOP"), None)
-        resume = next((e for e in self.events if e.side == "destination" and e.name == "RESUME"), None)
-        stop_resume_ms = None
-        if status == "completed" and stop is not None and resume is not None:
-            stop_resume_ms = round((resume.qemu_time_s - stop.qemu_time_s) * 1000, 3)
-        total = info.get("total-time")
-        downtime = info.get("downtime")
-        setup = info.get("setup-time")
-        vcpu_bt = dst_info.get("postcopy-vcpu-blocktime")
-        if error is None and self.notes and status != "completed":
-            error = "; ".join(self.notes)
-        return MigrationResult(
-            status=status,
-            error=error,
-            started_ns=started_ns,
-            finished_ns=finished_ns,
-            total_ms=float(total) if status == "completed" and total is not None else None,
-            qemu_downtime_ms=float(downtime) if status == "completed" and downtime is not None else None,
-            stop_resume_ms=stop_resume_ms,
-            setup_ms=float(setup) if setup is not None else None,
-            bytes_total=num(ram, "transferred"),
-            bytes_precopy=num(ram, "precopy-bytes"),
-            bytes_downtime=num(ram, "downtime-bytes"),
-            bytes_postcopy=num(ram, "postcopy-bytes"),
-            ram_total_bytes=num(ram, "total"),
-            dirty_sync_count=num(ram, "dirty-sync-count"),
-            postcopy=postcopy_started_ns is not None,
-            postcopy_started_ns=postcopy_started_ns,
-            postcopy_blocktime_ms=float(dst_info["postcopy-blocktime"])
-            if "postcopy-blocktime" in dst_info
-            else None,
-            postcopy_vcpu_blocktime_ms=[int(x) for x in vcpu_bt] if isinstance(vcpu_bt, list) else None,
-            stop_ns=stop.host_ns if stop is not None else None,
-            resume_ns=resume.host_ns if resume is not None else None,
-            source_running_after=source_running,
-            dirty_rate_series=[(round(s.t_s, 3), s.dirty_pages_rate) for s in self.samples],
-            throttle_series=[(round(s.t_s, 3), s.cpu_throttle_percentage) for s in self.samples],
-            progress=list(self.samples),
-            events=list(self.events),
-            final_info=info,
-        )
-
 
 class MigrationJob:
     """A migration running on the shared loop, controllable from any thread."""
@@ -528,7 +480,12 @@ class MigrationJob:
     def __init__(self, engine: MigrationEngine) -> None:
         self.engine = engine
         self.control = engine.control
-        self._future: concurrent.futures.Future[MigrationResult] = runtime.submit(engine.run())
+        self._future: concurrent.futures.Future[MigrationResult] = submit(engine.run())
+
+    @property
+    def state(self) -> MigrationState:
+        """Where the engine is now (read from any thread; it only ever moves forward)."""
+        return self.engine.state
 
     def switch_to_postcopy(self) -> None:
         self.control.switch_to_postcopy()
@@ -547,7 +504,7 @@ class MigrationJob:
 def start_migration(
     source: QemuMachine,
     destination: QemuMachine,
-    policy: MigrationPolicy,
+    policy: QemuMigrationSettings,
     *,
     progress: ProgressCallback | None = None,
 ) -> MigrationJob:
@@ -558,7 +515,7 @@ def start_migration(
 def migrate(
     source: QemuMachine,
     destination: QemuMachine,
-    policy: MigrationPolicy,
+    policy: QemuMigrationSettings,
     *,
     progress: ProgressCallback | None = None,
 ) -> MigrationResult:

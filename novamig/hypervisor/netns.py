@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from novamig.hypervisor import runtime
 from novamig.hypervisor.errors import NetworkError
 from novamig.hypervisor.machine import NetworkAttachment
+from novamig.hypervisor.runtime import add_exit_hook, libc, remove_exit_hook
 
 if TYPE_CHECKING:
     from novamig.hypervisor.machine import QemuMachine
@@ -81,7 +81,7 @@ def socket_in(netns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_
         try:
             fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if runtime.libc().setns(fd, _CLONE_NEWNET) != 0:
+                if libc().setns(fd, _CLONE_NEWNET) != 0:
                     err = os.strerror(ctypes.get_errno())
                     raise NetworkError(f"setns into {netns} failed: {err}")
             finally:
@@ -143,7 +143,7 @@ class GuestNetwork:
     def create(self) -> None:
         _ip("netns", "add", self.name)
         self.created = True
-        runtime.add_exit_hook(self._hook)
+        add_exit_hook(self._hook)
         try:
             n = self.name
             _ip("-n", n, "link", "set", "lo", "up")
@@ -162,7 +162,7 @@ class GuestNetwork:
         if not self.created:
             return
         self.created = False
-        runtime.remove_exit_hook(self._hook)
+        remove_exit_hook(self._hook)
         _ip("netns", "del", self.name, check=False)
 
     def add_tap(self) -> str:

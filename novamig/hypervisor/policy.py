@@ -1,4 +1,8 @@
-"""How one live migration is run: the knobs Nova and the scenario file expose, typed and checked."""
+"""How QEMU runs one live migration: the knobs Nova and the scenario file expose, typed and checked.
+
+Named `QemuMigrationSettings` (not a policy) to keep it apart from the scenario file's
+`novamig.scenario.models.MigrationPolicy`, whose keys it mirrors for the hypervisor layer.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ UNLIMITED_BANDWIDTH_BYTES_S = 1 << 40
 
 
 @dataclass(frozen=True)
-class MigrationPolicy:
-    """Policy of one live migration (names match the scenario file's `migration.policy`).
+class QemuMigrationSettings:
+    """Settings of one QEMU live migration (names match the scenario file's `migration.policy`).
 
     bandwidth_mib_s = 0 means unlimited (QEMU's own default would be 128 MiB/s). Post-copy is
     *allowed* when either post_copy_after_s or post_copy_after_iterations is set (or
@@ -75,7 +79,7 @@ class MigrationPolicy:
         return int(self.bandwidth_mib_s * 1024 * 1024)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> MigrationPolicy:
+    def from_mapping(cls, data: Mapping[str, Any]) -> QemuMigrationSettings:
         """Build from a scenario's `migration.policy` mapping; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

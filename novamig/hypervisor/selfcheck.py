@@ -19,8 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from novamig.exitcodes import ExitCode
+from novamig.guest.image import build_tiny_image
+from novamig.hypervisor.binary import qemu_version
 from novamig.hypervisor.errors import HypervisorError
+from novamig.hypervisor.heartbeat import HeartbeatCollector, measure_noise_floor, measure_pause
+from novamig.hypervisor.machine import GuestSpec, QemuMachine, accelerator_for
+from novamig.hypervisor.migration import migrate
+from novamig.hypervisor.policy import QemuMigrationSettings
 
 PAUSES_MS = (50.0, 100.0, 500.0)
 
@@ -67,13 +76,6 @@ def _r(x: float | None, nd: int = 1) -> float | None:
 
 def run_selfcheck(progress: Any = None) -> SelfcheckReport:
     """Run every check; never raises for machine problems (they land in the report)."""
-    from novamig.guest.image import build_tiny_image
-    from novamig.hypervisor.accel import accelerator_for
-    from novamig.hypervisor.binary import qemu_version
-    from novamig.hypervisor.heartbeat import HeartbeatCollector, measure_noise_floor, measure_pause
-    from novamig.hypervisor.machine import GuestSpec, QemuMachine
-    from novamig.hypervisor.migration import migrate
-    from novamig.hypervisor.policy import MigrationPolicy
 
     def say(msg: str) -> None:
         if progress is not None:
@@ -157,7 +159,7 @@ def run_selfcheck(progress: Any = None) -> SelfcheckReport:
             dst = QemuMachine(src.spec.for_destination(), work)
             try:
                 dst.launch()
-                result = migrate(src, dst, MigrationPolicy(timeout_s=120))
+                result = migrate(src, dst, QemuMigrationSettings(timeout_s=120))
                 hb = HeartbeatCollector(src.agent, dst.agent).analyse(result)
                 rep.migration = {
                     "status": result.status,
@@ -178,9 +180,6 @@ def run_selfcheck(progress: Any = None) -> SelfcheckReport:
 
 
 def _render(rep: SelfcheckReport) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     head = Table(title="novamig selfcheck", show_header=False)
     head.add_row("QEMU", rep.qemu_version)

@@ -86,14 +86,14 @@ class DowntimeRamp:
 
 
 def migration_policy(host: LiveMigrationOptions, downtime_limit_ms: int | None = None) -> Any:
-    """nova.conf [libvirt] options → the hypervisor layer's MigrationPolicy.
+    """nova.conf [libvirt] options → the hypervisor layer's QemuMigrationSettings.
 
     `downtime_limit_ms`: the limit to start with (the ramp's first step); by default
     ``live_migration_downtime``.
     """
-    from novamig.hypervisor.policy import MigrationPolicy
+    from novamig.hypervisor.policy import QemuMigrationSettings
 
-    return MigrationPolicy(
+    return QemuMigrationSettings(
         downtime_limit_ms=downtime_limit_ms
         if downtime_limit_ms is not None
         else host.live_migration_downtime,
