@@ -488,7 +488,7 @@ def test_guest_migrates_under_locust_with_its_shared_read_only_disk(full_image: 
     the switchover and no request fails."""
     from novamig.hypervisor.machine import QemuMachine
     from novamig.hypervisor.migration import migrate
-    from novamig.hypervisor.policy import MigrationPolicy
+    from novamig.hypervisor.policy import QemuMigrationSettings
 
     with _boot(full_image, "10.77.8.0/24", "full-mig") as src:
         _wait_web(src, 120)
@@ -505,7 +505,7 @@ def test_guest_migrates_under_locust_with_its_shared_read_only_disk(full_image: 
         dst = QemuMachine(dst_spec, src.machine.workdir)
         try:
             dst.launch()
-            result = migrate(src.machine, dst, MigrationPolicy(timeout_s=120))
+            result = migrate(src.machine, dst, QemuMigrationSettings(timeout_s=120))
             assert result.status == "completed", result.error
             moved = BootedGuest(dst, src.net, src.net_address, src.ip, src.port, src.ready, 0.0)
             outcome_state: dict[str, Any] = {}

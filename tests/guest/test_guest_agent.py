@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from novamig.guest.image import GuestImage
-from novamig.hypervisor import AgentChannel, Beat, MigrationPolicy, QemuMachine, UserModeNetwork, migrate
+from novamig.hypervisor import (
+    AgentChannel,
+    Beat,
+    QemuMachine,
+    QemuMigrationSettings,
+    UserModeNetwork,
+    migrate,
+)
 from novamig.hypervisor.binary import tcg_loses_dirty_pages
 
 pytestmark = pytest.mark.qemu
@@ -278,7 +285,7 @@ def test_integrity_holds_across_a_live_migration(tiny_guests: TinyGuests, agent_
     assert ("pti=on" in append) == (src.spec.accelerator == "tcg" and tcg_loses_dirty_pages())
     assert src.agent.integrity_start(16, pass_ms=200).ok
     dst = tiny_guests("mig-dst", agent_net, source=src)
-    result = migrate(src, dst, MigrationPolicy(bandwidth_mib_s=1024, timeout_s=120, transport="tcp"))
+    result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=1024, timeout_s=120, transport="tcp"))
     assert result.status == "completed", result.to_dict()
     t0 = time.monotonic_ns()
     deadline = time.monotonic() + 30

@@ -143,7 +143,7 @@ def test_fw_cfg_user_data_runs_in_the_guest_and_both_ends_of_a_migration_carry_i
     the rate the script set); a live migration to a destination with the same entry completes and
     the guest runs on there."""
     from novamig.hypervisor.migration import migrate
-    from novamig.hypervisor.policy import MigrationPolicy
+    from novamig.hypervisor.policy import QemuMigrationSettings
 
     script = workdir / "user-data"
     script.write_text(USER_DATA)
@@ -161,7 +161,7 @@ def test_fw_cfg_user_data_runs_in_the_guest_and_both_ends_of_a_migration_carry_i
     dst = machines(spec=src.spec.for_destination())
     assert dst.spec.fw_cfg == (entry,)
     assert entry.qemu_arg() in dst.argv
-    result = migrate(src, dst, MigrationPolicy(timeout_s=60))
+    result = migrate(src, dst, QemuMigrationSettings(timeout_s=60))
     assert result.status == "completed", result.error
     now = time.monotonic_ns()
     assert dst.agent.beats.wait_after(now, 5.0), "no heartbeat from the destination"

@@ -13,8 +13,8 @@ from novamig.guest.image import GuestImage
 from novamig.hypervisor.errors import QemuLaunchError
 from novamig.hypervisor.heartbeat import HeartbeatCollector
 from novamig.hypervisor.machine import GuestSpec, QemuMachine
-from novamig.hypervisor.migration import ProgressSample, migrate, start_migration
-from novamig.hypervisor.policy import MigrationPolicy
+from novamig.hypervisor.migration import QemuProgress, migrate, start_migration
+from novamig.hypervisor.policy import QemuMigrationSettings
 
 from .conftest import MachineFactory
 
@@ -49,8 +49,8 @@ def _assert_alive_and_intact(vm: QemuMachine) -> None:
 def test_idle_guest_migrates_with_memory_intact(machines: MachineFactory) -> None:
     src = _source(machines, "idle")
     dst = _destination(machines, src)
-    seen: list[ProgressSample] = []
-    result = migrate(src, dst, MigrationPolicy(timeout_s=60), progress=seen.append)
+    seen: list[QemuProgress] = []
+    result = migrate(src, dst, QemuMigrationSettings(timeout_s=60), progress=seen.append)
 
     assert result.status == "completed", result.error
     assert result.total_ms is not None and result.total_ms > 0
@@ -75,7 +75,7 @@ def test_idle_guest_migrates_with_memory_intact(machines: MachineFactory) -> Non
 def test_50_mib_s_converges_at_1_gbit(machines: MachineFactory) -> None:
     src = _source(machines, "d50", dirty_mib_s=50)
     dst = _destination(machines, src)
-    result = migrate(src, dst, MigrationPolicy(bandwidth_mib_s=GBIT_MIB_S, timeout_s=90))
+    result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=90))
     assert result.status == "completed", result.error
     assert result.dirty_sync_count is not None and result.dirty_sync_count >= 2
     assert any(rate > 0 for _, rate in result.dirty_rate_series), "a dirtying guest shows a dirty rate"
@@ -86,7 +86,7 @@ def test_50_mib_s_converges_at_1_gbit(machines: MachineFactory) -> None:
 def test_200_mib_s_does_not_converge_and_timeout_cancels(machines: MachineFactory) -> None:
     src = _source(machines, "d200t", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
-    result = migrate(src, dst, MigrationPolicy(bandwidth_mib_s=GBIT_MIB_S, timeout_s=5))
+    result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=5))
     assert result.status == "timeout"
     assert result.source_running_after is True
     assert result.total_ms is None and result.qemu_downtime_ms is None
@@ -99,7 +99,7 @@ def test_200_mib_s_does_not_converge_and_timeout_cancels(machines: MachineFactor
 def test_200_mib_s_completes_with_post_copy(machines: MachineFactory, trigger: dict[str, float]) -> None:
     src = _source(machines, "d200p", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
-    result = migrate(src, dst, MigrationPolicy(bandwidth_mib_s=GBIT_MIB_S, timeout_s=90, **trigger))  # type: ignore[arg-type]
+    result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=90, **trigger))  # type: ignore[arg-type]
     assert result.status == "completed", result.error
     assert result.postcopy
     started = result.postcopy_started_ns
@@ -118,7 +118,7 @@ def test_200_mib_s_completes_with_post_copy(machines: MachineFactory, trigger: d
 def test_200_mib_s_completes_with_auto_converge_and_stall_is_reported(machines: MachineFactory) -> None:
     src = _source(machines, "d200a", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
-    policy = MigrationPolicy(
+    policy = QemuMigrationSettings(
         bandwidth_mib_s=GBIT_MIB_S,
         auto_converge=True,
         cpu_throttle_initial=50,
@@ -152,7 +152,7 @@ def test_200_mib_s_completes_with_auto_converge_and_stall_is_reported(machines: 
 def test_abort_mid_migration_leaves_the_source_running(machines: MachineFactory) -> None:
     src = _source(machines, "abort", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
-    job = start_migration(src, dst, MigrationPolicy(bandwidth_mib_s=GBIT_MIB_S, timeout_s=60))
+    job = start_migration(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=60))
     time.sleep(1.5)
     assert not job.done()
     job.cancel()
@@ -166,7 +166,7 @@ def test_abort_after_policy_cancels(machines: MachineFactory) -> None:
     src = _source(machines, "abortp")
     dst = _destination(machines, src)
     # 8 MiB/s makes even an idle 256 MiB guest take several seconds
-    result = migrate(src, dst, MigrationPolicy(bandwidth_mib_s=8, abort_after_s=1.0, timeout_s=60))
+    result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=8, abort_after_s=1.0, timeout_s=60))
     assert result.status == "cancelled"
     assert 1.0 <= result.duration_s < 10
     assert result.source_running_after is True
@@ -177,7 +177,7 @@ def test_switch_to_post_copy_on_request(machines: MachineFactory) -> None:
     src = _source(machines, "force", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
     job = start_migration(
-        src, dst, MigrationPolicy(bandwidth_mib_s=GBIT_MIB_S, allow_post_copy=True, timeout_s=60)
+        src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, allow_post_copy=True, timeout_s=60)
     )
     time.sleep(1.0)
     job.switch_to_postcopy()
@@ -208,7 +208,7 @@ def test_long_run_directories_still_work(image: GuestImage, tmp_path: Path) -> N
         assert len(str(src.rundir / "agent.sock")) > 108
         src.wait_ready(60)
         with QemuMachine(src.spec.for_destination(), deep) as dst:
-            result = migrate(src, dst, MigrationPolicy(timeout_s=60))
+            result = migrate(src, dst, QemuMigrationSettings(timeout_s=60))
             assert result.status == "completed", result.error
             assert dst.agent.ping().ok
         assert set(Path(tempfile.gettempdir()).glob("novamig-sock-*")) - before == set()

@@ -13,7 +13,7 @@ from novamig.hypervisor.errors import NetworkError
 from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.migration import migrate
 from novamig.hypervisor.netns import GuestNetwork, UserModeNetwork, list_novamig_netns, netns_supported
-from novamig.hypervisor.policy import MigrationPolicy
+from novamig.hypervisor.policy import QemuMigrationSettings
 
 from .conftest import MachineFactory
 
@@ -45,7 +45,7 @@ def test_guest_keeps_its_address_across_migration(machines: MachineFactory, imag
         with net.socket() as sock:
             assert _echo(sock, addr.ip, b"before") == b"before"
             dst = machines(spec=src.spec.for_destination(network=net.attach(addr)))
-            result = migrate(src, dst, MigrationPolicy(timeout_s=60))
+            result = migrate(src, dst, QemuMigrationSettings(timeout_s=60))
             assert result.status == "completed", result.error
             assert _echo(sock, addr.ip, b"after") == b"after"
         assert dst.spec.network is not None and src.spec.network is not None
@@ -123,7 +123,7 @@ def test_user_mode_forward_moves_to_the_destination(machines: MachineFactory, im
                 raise
             time.sleep(0.2)
     dst = machines(spec=src.spec.for_destination(network=user.destination_attachment()))
-    result = migrate(src, dst, MigrationPolicy(timeout_s=60))
+    result = migrate(src, dst, QemuMigrationSettings(timeout_s=60))
     assert result.status == "completed", result.error
     user.move_forward(src, dst)
     assert _http_get(user.host_port) == 200

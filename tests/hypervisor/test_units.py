@@ -6,19 +6,19 @@ import pytest
 
 from novamig.hypervisor.heartbeat import HeartbeatCollector, PauseMeasurement, noise_floor
 from novamig.hypervisor.migration import MigrationResult
-from novamig.hypervisor.policy import UNLIMITED_BANDWIDTH_BYTES_S, MigrationPolicy
+from novamig.hypervisor.policy import UNLIMITED_BANDWIDTH_BYTES_S, QemuMigrationSettings
 from novamig.hypervisor.selfcheck import pause_tolerance_ms
 
 MS = 1_000_000
 
 
 def test_policy_defaults_and_bandwidth() -> None:
-    p = MigrationPolicy()
+    p = QemuMigrationSettings()
     assert p.max_bandwidth_bytes_s == UNLIMITED_BANDWIDTH_BYTES_S
     assert not p.post_copy_allowed
-    assert MigrationPolicy(bandwidth_mib_s=125).max_bandwidth_bytes_s == 125 * 1024 * 1024
-    assert MigrationPolicy(post_copy_after_s=0).post_copy_allowed
-    assert MigrationPolicy(post_copy_after_iterations=3).post_copy_allowed
+    assert QemuMigrationSettings(bandwidth_mib_s=125).max_bandwidth_bytes_s == 125 * 1024 * 1024
+    assert QemuMigrationSettings(post_copy_after_s=0).post_copy_allowed
+    assert QemuMigrationSettings(post_copy_after_iterations=3).post_copy_allowed
 
 
 @pytest.mark.parametrize(
@@ -35,11 +35,11 @@ def test_policy_defaults_and_bandwidth() -> None:
 )
 def test_policy_rejects_nonsense(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="invalid migration policy"):
-        MigrationPolicy(**kwargs)  # type: ignore[arg-type]
+        QemuMigrationSettings(**kwargs)  # type: ignore[arg-type]
 
 
 def test_policy_from_scenario_mapping() -> None:
-    p = MigrationPolicy.from_mapping(
+    p = QemuMigrationSettings.from_mapping(
         {
             "downtime_limit_ms": 300,
             "bandwidth_mib_s": 0,
@@ -49,9 +49,9 @@ def test_policy_from_scenario_mapping() -> None:
             "timeout_s": 600,
         }
     )
-    assert p == MigrationPolicy(timeout_s=600)
+    assert p == QemuMigrationSettings(timeout_s=600)
     with pytest.raises(ValueError, match="unknown migration policy keys: bogus"):
-        MigrationPolicy.from_mapping({"bogus": 1})
+        QemuMigrationSettings.from_mapping({"bogus": 1})
 
 
 def test_noise_floor() -> None:

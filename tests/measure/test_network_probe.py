@@ -20,7 +20,7 @@ from novamig.hypervisor.heartbeat import HeartbeatCollector, inject_pause
 from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.migration import migrate
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
-from novamig.hypervisor.policy import MigrationPolicy
+from novamig.hypervisor.policy import QemuMigrationSettings
 from novamig.measure.echo import Replies, icmp_checksum
 from novamig.measure.network import NetworkProbe, quiet_longest_gap_ms, window_figure
 from novamig.runner.clock import CaseClock
@@ -354,7 +354,7 @@ def test_live_migration_switchover_gap_is_seen_and_replies_resume(
             quiet = (clock.now(), clock.now() + 2.0)
             time.sleep(2.1)
             dst = machines(src.spec.for_destination(network=net.attach(addr)))
-            result = migrate(src, dst, MigrationPolicy(timeout_s=60))
+            result = migrate(src, dst, QemuMigrationSettings(timeout_s=60))
             time.sleep(2.0)
         finally:
             probe.stop()
