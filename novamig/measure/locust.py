@@ -13,272 +13,48 @@ Two places Locust can run (``workload.locust.where``):
 * ``runner``: one Locust process on the runner (``locust_runner``), inside the guest network
   namespace when there is one, loading every guest; records on the runner's own clock.
 
-Figure of one migration (all times case seconds):
-
-* window = [requested_at − 0.5 s, finished_at + 1 s] (finished_at is when the runner saw Nova
-  report the end; the switchover is before it);
-* ``downtime_ms`` = the longest interval between consecutive successful completions to that
-  server that overlaps the window (a gap still open at the end of the records counts to the
-  last record, with ``details.open_ended``);
-* ``resolution_ms`` = the median interval between consecutive successful completions to that
-  server over the whole run (how finely the records sample the service), plus, for guest
-  Locust, the uncertainty of the clock step put into the gap;
-* ``brownout_ms`` = slow-but-answering time: baseline = p99 latency of that server's successful
-  requests completing in the 10 s before the window (after Locust's first 3 s); every request
-  in the window slower than that contributes [its start + baseline, its end]; the union of
-  those intervals, clipped to the window, minus the blackout interval itself;
-* ``details``: latency spike (max latency in the window), baseline p99, requests and failures
-  in the window, the blackout interval, the clock step (guest).
+The figure of one migration is computed by `novamig.measure.locust_figure` (what downtime,
+resolution and brownout mean there), the case's statistics by `novamig.measure.locust_summary`;
+this module runs Locust, collects its records and hands them to those two.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import math
-import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from novamig.measure.contract import CaseClock, ProbeFigure, ServerInfo
+from novamig.measure.locust_figure import (
+    Req,
+    figure_from,
+    parse_guest_records,
+    quiet_longest_gap_ms,
+    window_of,
+)
 from novamig.measure.locust_guest import ClockMap, ClockSampler, GuestLocustError, GuestWeb
+from novamig.measure.locust_locustfile import (
+    USER_LOCUSTFILE_MAX_BYTES,
+    LocustUnsupported,
+    locustfile_path,
+    unsupported_reason,
+)
 from novamig.measure.locust_runner import RunnerLocust
+from novamig.measure.locust_summary import summarize_requests
 from novamig.results import MigrationRecord, ProbeCost
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import ProbeFigure, ServerInfo
 from novamig.scenario.models import LocustLoad
 from novamig.workload.guest_web_app import DEFAULT_PORT
 from novamig.workload.guest_web_app import VERSION as WEB_APP_VERSION
 
-WINDOW_BEFORE_S = 0.5
-WINDOW_AFTER_S = 1.0
-BASELINE_S = 10.0
-WARMUP_S = 3.0  # Locust's first requests (imports, connection set-up) are slow, most of all under TCG
-#: A guest-side user locustfile goes to the guest in one JSON request (the app takes ≤ 1 MiB).
-USER_LOCUSTFILE_MAX_BYTES = 512 * 1024
+#: What ``novamig.measure.locust`` offers: the probe, and its preflight for the runner.
+__all__ = ["USER_LOCUSTFILE_MAX_BYTES", "LocustProbe", "LocustUnsupported", "unsupported_reason"]
+
 GUEST_RUN_TIME_S = 86_400  # guest Locust needs a run time; the probe stops it at the end of the case
-
-
-class LocustUnsupported(ValueError):
-    """The scenario asks for a Locust set-up this probe cannot run (the reason says why)."""
-
-
-# ------------------------------------------------------------------------------------------------
-# records and the figure math (pure)
-
-
-@dataclass(frozen=True)
-class Req:
-    t_s: float  # completion, case seconds
-    latency_ms: float
-    ok: bool
-
-
-@dataclass(frozen=True)
-class Gap:
-    start_s: float
-    end_s: float
-    open_ended: bool = False
-
-    @property
-    def ms(self) -> float:
-        return (self.end_s - self.start_s) * 1000.0
-
-
-def longest_gap(reqs: Sequence[Req], start_s: float, end_s: float) -> Gap | None:
-    """The longest interval between consecutive successful completions that overlaps
-    [start_s, end_s]; a gap from the last success to the last record counts when no success
-    follows. None when no record at all overlaps."""
-    if not reqs:
-        return None
-    ok = [r.t_s for r in reqs if r.ok]
-    last_t = reqs[-1].t_s
-    best: Gap | None = None
-    for a, b in itertools.pairwise(ok):
-        if b > start_s and a < end_s and (best is None or b - a > best.end_s - best.start_s):
-            best = Gap(a, b)
-    if ok and ok[-1] < end_s and last_t > ok[-1]:
-        tail = Gap(ok[-1], last_t, open_ended=True)
-        if best is None or tail.ms > best.ms:
-            best = tail
-    if not ok and reqs[0].t_s <= end_s and last_t >= start_s:
-        best = Gap(reqs[0].t_s, last_t, open_ended=True)
-    return best
-
-
-def median_interval_ms(reqs: Sequence[Req]) -> float | None:
-    ok = [r.t_s for r in reqs if r.ok]
-    diffs = [b - a for a, b in itertools.pairwise(ok)]
-    return statistics.median(diffs) * 1000.0 if diffs else None
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile (p in 0..100)."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))
-    return s[k]
-
-
-def _union_length(intervals: list[tuple[float, float]]) -> float:
-    total, cur_a, cur_b = 0.0, None, None
-    for a, b in sorted(intervals):
-        if cur_b is None or a > cur_b:
-            if cur_a is not None and cur_b is not None:
-                total += cur_b - cur_a
-            cur_a, cur_b = a, b
-        else:
-            cur_b = max(cur_b, b)
-    if cur_a is not None and cur_b is not None:
-        total += cur_b - cur_a
-    return total
-
-
-def brownout_ms(
-    reqs: Sequence[Req], start_s: float, end_s: float, baseline_ms: float, blackout: Gap | None
-) -> float:
-    """See the module docstring: union of [start + baseline, end] of the window's slow requests,
-    clipped to the window, minus the blackout."""
-    slow: list[tuple[float, float]] = []
-    for r in reqs:
-        if not r.ok or r.latency_ms <= baseline_ms:
-            continue
-        a = r.t_s - (r.latency_ms - baseline_ms) / 1000.0
-        b = r.t_s
-        a, b = max(a, start_s), min(b, end_s)
-        if blackout is not None:  # cut the blackout out: it is downtime, not brownout
-            pieces = [(a, min(b, blackout.start_s)), (max(a, blackout.end_s), b)]
-        else:
-            pieces = [(a, b)]
-        slow += [(x, y) for x, y in pieces if y > x]
-    return _union_length(slow) * 1000.0
-
-
-def window_of(migration: MigrationRecord, last_t_s: float | None) -> tuple[float, float]:
-    end = migration.finished_at
-    if end is None:
-        end = last_t_s if last_t_s is not None else migration.requested_at
-    return migration.requested_at - WINDOW_BEFORE_S, end + WINDOW_AFTER_S
-
-
-def figure_from(
-    reqs: Sequence[Req], start_s: float, end_s: float, extra_resolution_ms: float = 0.0
-) -> ProbeFigure:
-    """The figure for one server's records (sorted by t_s) and one window."""
-    if not reqs:
-        return ProbeFigure(None, None, "no Locust records for this server")
-    first, last = reqs[0].t_s, reqs[-1].t_s
-    if first > start_s or last < end_s:
-        return ProbeFigure(
-            None, None,
-            f"Locust records cover [{first:.1f}, {last:.1f}] s, not the whole migration window "
-            f"[{start_s:.1f}, {end_s:.1f}] s",
-        )  # fmt: skip
-    gap = longest_gap(reqs, start_s, end_s)
-    if gap is None:
-        return ProbeFigure(None, None, "no successful request around the migration")
-    resolution = median_interval_ms(reqs)
-    in_window = [r for r in reqs if start_s <= r.t_s <= end_s]
-    warm = first + WARMUP_S
-    base = [r.latency_ms for r in reqs if r.ok and max(start_s - BASELINE_S, warm) <= r.t_s < start_s]
-    baseline = percentile(base, 99) if len(base) >= 20 else None
-    details: dict[str, Any] = {
-        "window_s": [round(start_s, 3), round(end_s, 3)],
-        "blackout_s": [round(gap.start_s, 3), round(gap.end_s, 3)],
-        "open_ended": gap.open_ended,
-        "requests_in_window": len(in_window),
-        "failures_in_window": sum(1 for r in in_window if not r.ok),
-        "latency_spike_ms": round(max((r.latency_ms for r in in_window), default=0.0), 3),
-        "baseline_p99_ms": None if baseline is None else round(baseline, 3),
-        "baseline_requests": len(base),
-    }
-    brown = None if baseline is None else round(brownout_ms(in_window, start_s, end_s, baseline, gap), 3)
-    return ProbeFigure(
-        round(gap.ms, 3),
-        None if resolution is None else round(resolution + extra_resolution_ms, 3),
-        None,
-        details,
-        brown,
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-# case statistics (typed inside, plain JSON out)
-
-
-@dataclass
-class Timeline:
-    t0_s: float
-    step_s: float
-    requests: list[int]
-    failures: list[int]
-
-
-@dataclass
-class Summary:
-    requests: int
-    failures: int
-    failure_ratio: float | None
-    latency_ms: dict[str, float | None]
-    rps: Timeline | None
-    locust_reported: dict[str, Any] | None = None  # Locust's own statistics: totals, by_name
-
-
-def summarize(reqs: Sequence[Req], reported: list[dict[str, Any]] | None = None) -> Summary:
-    lat = [r.latency_ms for r in reqs if r.ok]
-    failures = sum(1 for r in reqs if not r.ok)
-    latency: dict[str, float | None] = {
-        f"p{p}": (None if (v := percentile(lat, p)) is None else round(v, 3)) for p in (50, 90, 95, 99)
-    }
-    latency["max"] = round(max(lat), 3) if lat else None
-    latency["mean"] = round(statistics.fmean(lat), 3) if lat else None
-    timeline = None
-    if reqs:
-        t0 = math.floor(min(r.t_s for r in reqs))
-        n = int(math.floor(max(r.t_s for r in reqs)) - t0) + 1
-        counts, fails = [0] * n, [0] * n
-        for r in reqs:
-            i = int(math.floor(r.t_s) - t0)
-            counts[i] += 1
-            fails[i] += 0 if r.ok else 1
-        timeline = Timeline(float(t0), 1.0, counts, fails)
-    own = None
-    if reported is not None:
-        own = {
-            "requests": sum(int(x.get("num_requests", 0)) for x in reported),
-            "failures": sum(int(x.get("num_failures", 0)) for x in reported),
-            "by_name": _by_name(reported),
-        }
-    return Summary(len(reqs), failures, round(failures / len(reqs), 6) if reqs else None, latency,
-                   timeline, own)  # fmt: skip
-
-
-def _by_name(reported: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Locust's per-request-name statistics (its ``--json-file`` entries), merged over servers:
-    what the locustfile's own endpoints saw, beside novamig's per-request records."""
-    out: dict[str, dict[str, Any]] = {}
-    for x in reported:
-        key = f"{x.get('method') or ''} {x.get('name') or ''}".strip()
-        e = out.setdefault(key, {"requests": 0, "failures": 0, "total_ms": 0.0, "max_ms": 0.0})
-        e["requests"] += int(x.get("num_requests", 0))
-        e["failures"] += int(x.get("num_failures", 0))
-        e["total_ms"] += float(x.get("total_response_time", 0.0) or 0.0)
-        e["max_ms"] = max(e["max_ms"], float(x.get("max_response_time", 0.0) or 0.0))
-    for e in out.values():
-        total = e.pop("total_ms")
-        e["mean_ms"] = round(total / e["requests"], 3) if e["requests"] else None
-        e["max_ms"] = round(e["max_ms"], 3)
-    return dict(sorted(out.items()))
-
-
-# ------------------------------------------------------------------------------------------------
-# the probe
 
 
 @dataclass
@@ -292,32 +68,8 @@ class _Server:
     step_uncertainty_ms: float = 0.0
 
 
-def unsupported_reason(settings: LocustLoad, scenario_dir: Path | None) -> str | None:
-    """Why this probe cannot run these settings, or None. For the runner's preflight."""
-    name = settings.locustfile
-    if name.startswith("builtin:"):
-        builtin = name.removeprefix("builtin:")
-        if not resources.files("novamig.workload").joinpath("locustfiles", f"{builtin}.py").is_file():
-            return f"no builtin locustfile {builtin!r} in novamig/workload/locustfiles"
-        return None
-    path = Path(name) if scenario_dir is None else (scenario_dir / name)
-    if not path.is_file():
-        return f"locustfile {path} does not exist"
-    if settings.where == "guest":
-        try:
-            size = len(path.read_text(encoding="utf-8").encode())
-        except (OSError, UnicodeDecodeError) as e:
-            return f"locustfile {path} cannot be read as UTF-8 text: {e}"
-        if size > USER_LOCUSTFILE_MAX_BYTES:
-            return (
-                f"locustfile {path} is {size} bytes; a guest-side locustfile travels in one "
-                f"request to the guest and may be at most {USER_LOCUSTFILE_MAX_BYTES} bytes"
-            )
-    return None
-
-
 class LocustProbe:
-    """``Probe`` (novamig.runner.probes) for ``downtime_ms.locust`` and the case's ``locust``."""
+    """``Probe`` (novamig.measure.contract) for ``downtime_ms.locust`` and the case's ``locust``."""
 
     name = "locust"
 
@@ -350,16 +102,8 @@ class LocustProbe:
         self._stopped = False
         self._runner_stats: list[dict[str, Any]] | None = None
 
-    # -- locustfile
-
     def _locustfile(self) -> Path:
-        name = self.settings.locustfile
-        if name.startswith("builtin:"):
-            ref = resources.files("novamig.workload").joinpath(
-                "locustfiles", f"{name.removeprefix('builtin:')}.py"
-            )
-            return Path(str(ref))
-        return Path(name) if self.scenario_dir is None else (self.scenario_dir / name).resolve()
+        return locustfile_path(self.settings, self.scenario_dir)
 
     # -- start
 
@@ -531,14 +275,7 @@ class LocustProbe:
 
     def _map_guest_records(self, srv: _Server, csv: str) -> None:
         assert srv.sampler is not None and self._clock is not None
-        rows: list[tuple[float, float, bool]] = []
-        for line in csv.splitlines():  # mono_ns,response_time_ms,ok,host,name (locust_hook.py)
-            parts = line.split(",", 4)
-            if len(parts) != 5:
-                continue  # a line cut short by a kill
-            with contextlib.suppress(ValueError):
-                rows.append((int(parts[0]) / 1e9, float(parts[1]), parts[2] == "1"))
-        rows.sort()
+        rows = parse_guest_records(csv)
         cmap = ClockMap(srv.sampler.samples)
         if not cmap.usable:
             srv.error = srv.error or "no usable clock samples: guest times cannot be mapped"
@@ -546,35 +283,8 @@ class LocustProbe:
         runner_t = cmap.map([g for g, _, _ in rows])
         srv.reqs = [Req(self._clock.at(t), lat, ok) for t, (_, lat, ok) in zip(runner_t, rows, strict=True)]
         srv.reqs.sort(key=lambda r: r.t_s)
-        kept = cmap.kept
-        lost = sum(s.lost_s for s in cmap.steps)
-        span = kept[-1].runner_s - kept[0].runner_s if len(kept) > 1 else 0.0
-        drift = (kept[-1].offset_s - kept[0].offset_s + lost) / span * 1e6 if span > 0 else None
-        srv.step_uncertainty_ms = max((s.uncertainty_s * 1000 for s in cmap.steps), default=0.0)
-        srv.clock = {
-            "samples": len(cmap.all),
-            "kept": len(kept),
-            "sample_errors": srv.sampler.errors,
-            "median_rtt_ms": round(statistics.median(s.rtt_s for s in kept) * 1000, 3),
-            "offset_start_s": round(kept[0].offset_s, 6),
-            "offset_end_s": round(kept[-1].offset_s, 6),
-            "uncertainty_ms": round(cmap.uncertainty_s() * 1000, 3),
-            "drift_ppm": None if drift is None else round(drift, 1),
-            "steps": [
-                {
-                    "lost_ms": round(s.lost_s * 1000, 3),
-                    "uncertainty_ms": round(s.uncertainty_s * 1000, 3),
-                    "between_s": [
-                        round(self._clock.at(s.runner_from_s), 3),
-                        round(self._clock.at(s.runner_to_s), 3),
-                    ],
-                    "placed_at_s": None
-                    if s.at_guest_s is None
-                    else round(self._clock.at(s.at_guest_s - (s.guest_from_s - s.runner_from_s)), 3),
-                }
-                for s in cmap.steps
-            ],
-        }
+        srv.step_uncertainty_ms = cmap.step_uncertainty_ms()
+        srv.clock = cmap.report(self._clock.at, srv.sampler.errors)
 
     # -- figures
 
@@ -609,16 +319,8 @@ class LocustProbe:
 
     def noise_floor(self, start_s: float, end_s: float) -> float | None:
         try:
-            worst: float | None = None
-            for srv in self._servers.values():
-                if not srv.reqs or srv.reqs[0].t_s > start_s or srv.reqs[-1].t_s < end_s:
-                    continue
-                inside = [r for r in srv.reqs if start_s <= r.t_s < end_s]
-                ok = [r.t_s for r in inside if r.ok]
-                if len(ok) < 2:
-                    continue
-                gap = max(b - a for a, b in itertools.pairwise(ok)) * 1000.0
-                worst = gap if worst is None else max(worst, gap)
+            found = [quiet_longest_gap_ms(srv.reqs, start_s, end_s) for srv in self._servers.values()]
+            worst = max((g for g in found if g is not None), default=None)
             return None if worst is None else round(worst, 3)
         except Exception:
             return None
@@ -647,15 +349,15 @@ class LocustProbe:
                 "locustfile": self.settings.locustfile,
                 "users": self.settings.users,
                 "spawn_rate": self.settings.spawn_rate,
-                "total": asdict(summarize(everything, runner_stats)),
+                "total": asdict(summarize_requests(everything, runner_stats)),
                 "servers": {},
                 "errors": list(self._errors),
             }
             if self.settings.where == "guest":
                 reported = [x for s in self._servers.values() for x in (s.stats or [])]
-                out["total"]["locust_reported"] = asdict(summarize([], reported))["locust_reported"]
+                out["total"]["locust_reported"] = asdict(summarize_requests([], reported))["locust_reported"]
             for sid, srv in self._servers.items():
-                entry = asdict(summarize(srv.reqs, srv.stats))
+                entry = asdict(summarize_requests(srv.reqs, srv.stats))
                 entry["name"] = srv.info.name
                 entry["address"] = srv.info.address
                 entry["error"] = srv.error

@@ -20,12 +20,14 @@ import contextlib
 import http.client
 import json
 import socket
-import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from novamig.hypervisor.netns import socket_in
+from novamig.stats import percentile
 from novamig.workload.guest_web_app import DEFAULT_PORT
 
 SAMPLE_PERIOD_S = 0.25
@@ -41,8 +43,6 @@ class _Connection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         if self.netns:
-            from novamig.hypervisor.netns import socket_in
-
             sock = socket_in(self.netns, kind=socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
@@ -153,8 +153,8 @@ class ClockMap:
 
     def __init__(self, samples: list[ClockSample]) -> None:
         self.all = sorted(samples, key=lambda s: s.guest_s)
-        rtts = [s.rtt_s for s in self.all]
-        limit = max(0.02, 3 * statistics.median(rtts)) if rtts else 0.0
+        median_rtt = percentile([s.rtt_s for s in self.all], 50)
+        limit = 0.0 if median_rtt is None else max(0.02, 3 * median_rtt)
         self.kept = [s for s in self.all if s.rtt_s <= limit]
         self.steps: list[ClockStep] = []
         for a, b in zip(self.kept, self.kept[1:], strict=False):
@@ -169,9 +169,50 @@ class ClockMap:
     def usable(self) -> bool:
         return bool(self.kept)
 
+    def median_rtt_s(self) -> float:
+        """The median (nearest rank) round trip of the kept samples; NaN with none kept."""
+        median = percentile([s.rtt_s for s in self.kept], 50)
+        return float("nan") if median is None else median
+
     def uncertainty_s(self) -> float:
         """Half the median round trip of the kept samples: how far any mapped time may be off."""
-        return statistics.median(s.rtt_s for s in self.kept) / 2 if self.kept else float("nan")
+        return self.median_rtt_s() / 2
+
+    def step_uncertainty_ms(self) -> float:
+        """The largest uncertainty of a step: what a gap holding a step may be off by."""
+        return max((s.uncertainty_s * 1000 for s in self.steps), default=0.0)
+
+    def report(self, at: Callable[[float], float], sample_errors: int) -> dict[str, Any]:
+        """The map as results.json's ``locust.servers.<id>.clock`` (times through `at`, case s).
+
+        Call after `map`: the steps' places (``placed_at_s``) are found there. The drift is the
+        rate difference of the two clocks over the run with the steps' lost time put back (ppm).
+        """
+        kept = self.kept
+        lost = sum(s.lost_s for s in self.steps)
+        span = kept[-1].runner_s - kept[0].runner_s if len(kept) > 1 else 0.0
+        drift = (kept[-1].offset_s - kept[0].offset_s + lost) / span * 1e6 if span > 0 else None
+        return {
+            "samples": len(self.all),
+            "kept": len(kept),
+            "sample_errors": sample_errors,
+            "median_rtt_ms": round(self.median_rtt_s() * 1000, 3),
+            "offset_start_s": round(kept[0].offset_s, 6),
+            "offset_end_s": round(kept[-1].offset_s, 6),
+            "uncertainty_ms": round(self.uncertainty_s() * 1000, 3),
+            "drift_ppm": None if drift is None else round(drift, 1),
+            "steps": [
+                {
+                    "lost_ms": round(s.lost_s * 1000, 3),
+                    "uncertainty_ms": round(s.uncertainty_s * 1000, 3),
+                    "between_s": [round(at(s.runner_from_s), 3), round(at(s.runner_to_s), 3)],
+                    "placed_at_s": None
+                    if s.at_guest_s is None
+                    else round(at(s.at_guest_s - (s.guest_from_s - s.runner_from_s)), 3),
+                }
+                for s in self.steps
+            ],
+        }
 
     def map(self, guest_times: list[float]) -> list[float]:
         """Runner times for sorted guest times."""

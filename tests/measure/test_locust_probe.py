@@ -20,19 +20,18 @@ from typing import Any, Literal
 import pytest
 
 from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
-from novamig.measure.locust import (
-    USER_LOCUSTFILE_MAX_BYTES,
-    Gap,
-    LocustProbe,
-    LocustUnsupported,
+from novamig.measure.locust import USER_LOCUSTFILE_MAX_BYTES, LocustProbe, LocustUnsupported
+from novamig.measure.locust_figure import (
     Req,
+    RequestGap,
     brownout_ms,
     figure_from,
-    longest_gap,
-    percentile,
-    summarize,
+    longest_request_gap,
+    parse_guest_records,
+    quiet_longest_gap_ms,
 )
 from novamig.measure.locust_guest import ClockMap, ClockSample
+from novamig.measure.locust_summary import summarize_requests
 from novamig.results import MigrationRecord
 from novamig.runner.clock import CaseClock
 from novamig.runner.probes import ServerInfo
@@ -87,8 +86,8 @@ def test_a_window_the_records_do_not_cover_has_no_figure_but_a_reason() -> None:
 
 def test_a_server_that_never_answers_again_gives_an_open_ended_gap() -> None:
     reqs = [*_steady(0.0, 5.0, 0.1), Req(6.0, 0.0, False), Req(9.0, 0.0, False)]
-    gap = longest_gap(reqs, 4.0, 8.0)
-    assert gap == Gap(5.0, 9.0, open_ended=True)
+    gap = longest_request_gap(reqs, 4.0, 8.0)
+    assert gap == RequestGap(5.0, 9.0, open_ended=True)
 
 
 def test_brownout_union_does_not_double_count_overlaps() -> None:
@@ -97,13 +96,31 @@ def test_brownout_union_does_not_double_count_overlaps() -> None:
     assert brownout_ms(reqs, 0.0, 2.0, 100.0, None) == pytest.approx(500.0)
 
 
-def test_percentile_and_summary() -> None:
-    assert percentile([1, 2, 3, 4], 50) == 2
-    assert percentile(list(range(1, 101)), 99) == 99
-    s = summarize([Req(0.2, 1.0, True), Req(0.7, 3.0, False), Req(1.5, 2.0, True)])
+def test_request_summary() -> None:
+    s = summarize_requests([Req(0.2, 1.0, True), Req(0.7, 3.0, False), Req(1.5, 2.0, True)])
     assert (s.requests, s.failures, s.failure_ratio) == (3, 1, pytest.approx(1 / 3, abs=1e-5))
     assert s.rps is not None and s.rps.requests == [2, 1] and s.rps.failures == [1, 0]
-    assert s.latency_ms["max"] == 2.0
+    assert s.latency_ms == {"p50": 1.0, "p90": 2.0, "p95": 2.0, "p99": 2.0, "max": 2.0, "mean": 1.5}
+    empty = summarize_requests([])
+    assert (empty.requests, empty.failure_ratio, empty.rps) == (0, None, None)
+    assert set(empty.latency_ms.values()) == {None}
+
+
+def test_resolution_is_an_observed_interval() -> None:
+    """The median interval is nearest rank: with an even count it is one of the two middle
+    intervals, not their mean (every figure shown was really observed)."""
+    reqs = [Req(t, 1.0, True) for t in (0.0, 0.01, 0.03, 0.06, 0.10)]  # intervals 10, 20, 30, 40 ms
+    fig = figure_from(reqs, 0.0, 0.1)
+    assert fig.resolution_ms == pytest.approx(20.0)
+
+
+def test_guest_records_parse_and_noise_floor() -> None:
+    csv = "3000000000,2.5,1,h,/\n1000000000,1.0,0,h,/a\n2000000000,x,1,h,/\ncut,short\n"
+    assert parse_guest_records(csv) == [(1.0, 1.0, False), (3.0, 2.5, True)]
+    reqs = [Req(t, 1.0, ok) for t, ok in ((0.0, True), (0.1, True), (0.4, False), (0.5, True), (2.0, True))]
+    assert quiet_longest_gap_ms(reqs, 0.0, 1.0) == pytest.approx(400.0)
+    assert quiet_longest_gap_ms(reqs, 0.0, 3.0) is None, "records do not cover the window"
+    assert quiet_longest_gap_ms(reqs, 0.6, 1.9) is None, "fewer than two successes inside"
 
 
 def test_clock_map_puts_a_stopped_guest_clock_back_at_the_switchover() -> None:
