@@ -141,26 +141,26 @@ def _run(
     run_id = new_run_id()
     stop = StopRequest()
     choice = choose_cloud(flag, scenario_cloud)
+    print(f"novamig: run {run_id}: {choice.reason}", file=sys.stderr)  # before the cloud is touched
     started_at = utc_now()
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
         embedded: Any = None
-        extra_files: list[str] = []
+        own_clouds_yaml: Path | None = None  # the run's own cloud: its clouds.yaml and nothing else
         if choice.name is None:
-            print(f"novamig: run {run_id}: no cloud named; starting the embedded cloud …", file=sys.stderr)
             try:
                 embedded = _start_embedded(stack, out_dir)
             except Exception as exc:  # the embedded cloud's start errors are infrastructure
                 _err(f"the embedded cloud did not start: {exc}")
                 return int(ExitCode.INFRASTRUCTURE)
             cloud_name = embedded.cloud_name
-            extra_files = [str(embedded.clouds_yaml)]
+            own_clouds_yaml = embedded.clouds_yaml
         else:
             cloud_name = choice.name
             embedded = _attach_embedded(cloud_name)
         if stop.is_set():
             return int(ExitCode.INTERRUPTED)
         try:
-            conn = connect(cloud_name, extra_files)
+            conn = connect(cloud_name, own_clouds_yaml)
             stack.callback(conn.close)
             compute = Compute(conn)
             hosts_named = tuple(sorted({h for p in plans for h in p.target.named_hosts}))
