@@ -85,6 +85,12 @@ def _report(args: argparse.Namespace) -> int:
     return cmd_report(args.results, args.out)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from novamig.report.compare import cmd_compare
+
+    return cmd_compare(args.results, args.factor, args.html)
+
+
 def _not_yet(command: str, needs: str) -> Handler:
     """A command promised by the CLI contract whose machinery has not landed yet.
 
@@ -161,10 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_report)
 
-    p = sub.add_parser("compare", help="regression report between runs")
+    p = sub.add_parser(
+        "compare",
+        help="regression report between runs",
+        description="Compare each NEW run with BASE, per case and metric: ratio of medians and a verdict "
+        "(Mann-Whitney U test, p < 0.01, and a ratio beyond --factor). Exit 0 no regression, "
+        "1 a metric regressed, 2 bad input.",
+    )
     p.add_argument("results", nargs="+", metavar="RESULTS.json", help="the base run first, then newer runs")
-    p.add_argument("--out", metavar="FILE", help="HTML file to write (default: none)")
-    p.set_defaults(handler=_not_yet("compare", "the compare/trend report"))
+    p.add_argument(
+        "--factor",
+        type=float,
+        default=1.1,
+        metavar="X",
+        help="a change counts when NEW/BASE is beyond X or below 1/X (default: 1.1)",
+    )
+    p.add_argument("--html", metavar="FILE", help="also write the comparison as an HTML page (default: none)")
+    p.set_defaults(handler=_compare)
 
     p = sub.add_parser("cleanup", help="remove every cloud resource tagged by novamig")
     p.add_argument(

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 from novamig.exitcodes import ExitCode
+from novamig.report.render import write_index
+from novamig.results import ResultsError, load_results
 
 
 def cmd_report(results: str, out: str | None) -> int:
-    from novamig.report.render import write_index
-    from novamig.results import ResultsError, load_results
-
     try:
         loaded = load_results(Path(results))
     except ResultsError as exc:

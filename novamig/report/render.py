@@ -12,7 +12,7 @@ import jinja2
 
 from novamig.results import Results
 
-_ENV = jinja2.Environment(
+ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("novamig.report", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]),
     undefined=jinja2.StrictUndefined,
@@ -31,11 +31,11 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-_ENV.filters["fmt"] = _fmt
+ENV.filters["fmt"] = _fmt
 
 
 def render_index(results: Results) -> str:
-    return _ENV.get_template("index.html.j2").render(r=results)
+    return ENV.get_template("index.html.j2").render(r=results)
 
 
 def write_index(results: Results, path: Path) -> None:
