@@ -7,8 +7,9 @@ the same thing (docs/measurement.md, "Statistics").
 **Percentile** is the *nearest rank*: the p-th percentile of n values is the smallest value with
 at least p % of the values at or below it (numpy's ``method="inverted_cdf"``). There is no
 interpolation, so a reported percentile is always a value that was really observed — a downtime
-that some migration really had — and, for an SLA limit, it is never below the interpolated figure
-(conservative). With fewer than 20 values the p95 is the maximum.
+that some migration really had. For an SLA it is conservative: a p95 is at or above the linearly
+interpolated one except for counts that are multiples of 20 (there by less than 5 % of one step),
+and with fewer than 20 values the p95 is the maximum.
 
 A leaf module: the standard library only, no novamig import, so every layer may use it.
 """
