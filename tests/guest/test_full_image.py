@@ -28,6 +28,7 @@ import pytest
 from novamig.guest.build import build_cpio as _build_cpio
 from novamig.guest.build import locked as _locked
 from novamig.guest.build import read_newc as _read_newc
+from novamig.guest.full import variants as full_variants
 from novamig.guest.full import (
     DISK_MODULES,
     CloudImage,
@@ -352,10 +353,9 @@ def test_failed_build_names_the_package_and_leaves_nothing_behind(
 ) -> None:
     """A package apt cannot find: the error names the step, the package and apt's complaint, and
     neither a temporary build directory nor an image directory is left in the cache."""
-    from novamig.guest import full
-
     images = full_image.disk.parent.parent
-    monkeypatch.setattr(full, "PACKAGES", ("python3", "novamig-no-such-package"))
+    # the cache key and the build read the package list where the variants are assembled
+    monkeypatch.setattr(full_variants, "PACKAGES", ("python3", "novamig-no-such-package"))
     with pytest.raises(ImageBuildError) as exc:
         build_full_image()
     err = exc.value
