@@ -88,13 +88,13 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class Event:
+class AgentEvent:
     """``E <text>``: an event or log line from the agent."""
 
     text: str
 
 
-Message = Heartbeat | Ready | Reply | Event
+Message = Heartbeat | Ready | Reply | AgentEvent
 
 
 def _parse_fields(tokens: list[str], line: str) -> dict[str, str]:
@@ -141,7 +141,7 @@ def parse_line(line: str | bytes) -> Message:
             fields["msg"] = line[line.index(" msg=") + 5 :] if " msg=" in line else fields["msg"]
         return Reply(tokens[1], tokens[2] == "ok", fields)
     if line == "E" or line.startswith("E "):
-        return Event(line[2:])
+        return AgentEvent(line[2:])
     raise ProtocolError("unknown message", line)
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from novamig.guest import protocol
 from novamig.guest.protocol import (
+    AgentEvent,
     DirtyStats,
-    Event,
     Heartbeat,
     IntegrityResult,
     ProtocolError,
@@ -68,8 +68,8 @@ def test_malformed_reply(line: str) -> None:
 
 
 def test_event_and_unknown() -> None:
-    assert parse_line("E dirtier started rate=5") == Event("dirtier started rate=5")
-    assert parse_line("E") == Event("")
+    assert parse_line("E dirtier started rate=5") == AgentEvent("dirtier started rate=5")
+    assert parse_line("E") == AgentEvent("")
     for bad in ["", "X 1", "HELLO", "Hx 1 2", "READYX"]:
         with pytest.raises(ProtocolError):
             parse_line(bad)
