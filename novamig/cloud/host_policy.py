@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import yaml
+
+from novamig.cloud.errors import CloudConfigInvalid
 from novamig.cloud.ssh import HostSsh
 
 log = logging.getLogger(__name__)
@@ -228,10 +231,6 @@ enables host policies on an external (DevStack) cloud."""
 
 def ssh_policy_from_file(path: str, compute: Any) -> SshHostPolicy:
     """An `SshHostPolicy` for the hosts in `path`, waiting on Nova's service list for "up"."""
-    import yaml
-
-    from novamig.cloud.errors import CloudConfigInvalid
-
     try:
         data = yaml.safe_load(open(path, encoding="utf-8").read())  # noqa: SIM115
     except (OSError, yaml.YAMLError) as exc:

@@ -27,6 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import openstack.config
+import openstack.connection
+
 from novamig.embedded import clouds_yaml, config, host_policy, lifeline, processes
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
 
@@ -258,9 +261,6 @@ class EmbeddedCloud:
 
     def connection(self, member: bool = False) -> Any:
         """An openstacksdk Connection authenticated with a password through Keystone."""
-        import openstack.config
-        import openstack.connection
-
         name = f"{self.cloud_name}-member" if member else self.cloud_name
         region = openstack.config.OpenStackConfig(
             config_files=[str(self.clouds_yaml)], vendor_files=[]

@@ -14,6 +14,7 @@ import pytest
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import FULL_IMAGE_NAME
 from novamig.guest.full import WEB_PORT
+from novamig.hypervisor.netns import socket_in
 
 from .conftest import BOOT_TIMEOUT_S, wait_for_migration_end, wait_for_status
 
@@ -22,8 +23,6 @@ pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 def _http_get(netns: str, address: str, path: str) -> tuple[int, bytes]:
     """One HTTP/1.0 GET to the guest's web application, from inside the guest network namespace."""
-    from novamig.hypervisor.netns import socket_in
-
     sock = socket_in(netns, kind=socket.SOCK_STREAM)
     sock.settimeout(10)
     try:

@@ -11,6 +11,7 @@ import pytest
 
 from novamig.embedded import processes
 from novamig.embedded.controller import EmbeddedCloud
+from novamig.hypervisor.netns import socket_in
 
 from .conftest import wait_for_migration_end, wait_for_status
 
@@ -61,8 +62,6 @@ def test_two_servers_get_distinct_addresses(boot_server: Callable[..., Any]) -> 
 
 def _echo(netns: str, address: str, count: int = 3) -> int:
     """UDP echo (the agent's port 7) from inside the guest network namespace; replies received."""
-    from novamig.hypervisor.netns import socket_in
-
     sock = socket_in(netns)
     sock.settimeout(1.0)
     replies = 0

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,8 +118,6 @@ def test_stop_after_the_cloud_process_was_killed_still_ends_keystone(tmp_path: P
         if not processes.alive(ready["keystone_pid"]):
             deadline_ok = True
             break
-        import time
-
         time.sleep(0.05)
     assert deadline_ok, "keystone outlived the cloud process"
     cloud.stop()

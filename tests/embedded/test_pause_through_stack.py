@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from novamig.embedded.controller import EmbeddedCloud
+from novamig.measure.contract import CaseClock, ServerInfo
 from novamig.measure.network import NetworkProbe
 from novamig.results import MigrationRecord
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import ServerInfo
 
 from .conftest import wait_for_status
 

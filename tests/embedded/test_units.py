@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,10 @@ import yaml
 
 from novamig.embedded import clouds_yaml, config, host_policy
 from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
+from novamig.embedded.service.downtime_ramp import DowntimeRamp, downtime_steps, live_migration_data_gb
 from novamig.embedded.service.image_api import ImageApi, to_v2
+from novamig.embedded.service.migration_monitor import migration_policy
+from novamig.embedded.service.network_api import NetworkApi
 from novamig.embedded.service.stand_ins import tiny_image_meta
 
 
@@ -77,14 +82,14 @@ def test_host_policy_defaults_are_novas_and_unknown_options_are_refused(tmp_path
 
 
 def test_migration_policy_follows_libvirt_rules() -> None:
-    from novamig.embedded.service.migration_monitor import migration_policy
-
     both = host_policy.LiveMigrationOptions(
         live_migration_permit_post_copy=True, live_migration_permit_auto_converge=True
     )
     policy = migration_policy(both)
     assert policy.allow_post_copy and not policy.auto_converge  # libvirt prefers post-copy
-    policy = migration_policy(host_policy.LiveMigrationOptions(live_migration_downtime=123, live_migration_bandwidth=5))
+    policy = migration_policy(
+        host_policy.LiveMigrationOptions(live_migration_downtime=123, live_migration_bandwidth=5)
+    )
     assert policy.downtime_limit_ms == 123
     assert policy.max_bandwidth_bytes_s == 5 * 1024 * 1024
 
@@ -136,8 +141,6 @@ class _Neutron:
 
 
 def test_network_api_filters_like_neutron_and_shows_the_active_binding() -> None:
-    from novamig.embedded.service.network_api import NetworkApi
-
     app: Any = NetworkApi(_Neutron(), "http://127.0.0.1:1")
     assert [n["id"] for n in _get(app, "/v2.0/networks", "name=novamig-net")[1]["networks"]] == ["n1"]
     assert _get(app, "/v2.0/networks", "shared=true")[1]["networks"][0]["id"] == "n1"
@@ -169,11 +172,6 @@ print(json.dumps(out))
 def test_downtime_steps_are_novas() -> None:
     """The ramp equals nova.virt.libvirt.migration.downtime_steps (run in its own process: Nova's
     global configuration must not leak into this one)."""
-    import subprocess
-    import sys
-
-    from novamig.embedded.service.migration_monitor import downtime_steps, live_migration_data_gb
-
     cases = [(500, 10, 75, 2.0), (400, 10, 30, 3.0), (1500, 3, 3, 2.0), (100, 3, 3, 2.0), (777, 7, 11, 2.5)]
     out = subprocess.run(
         [sys.executable, "-c", _NOVA_STEPS, json.dumps(cases)],
@@ -191,14 +189,16 @@ def test_downtime_steps_are_novas() -> None:
         )
         assert [list(s) for s in downtime_steps(policy, data_gb)] == expected
     # Nova's own docstring example, and libvirt's "at least 2 GiB" of RAM to transfer
-    assert downtime_steps(host_policy.LiveMigrationOptions(400, 10, 30), 3.0)[:3] == [(0, 40), (90, 76), (180, 112)]
+    assert downtime_steps(host_policy.LiveMigrationOptions(400, 10, 30), 3.0)[:3] == [
+        (0, 40),
+        (90, 76),
+        (180, 112),
+    ]
     assert live_migration_data_gb(256) == 2.0
     assert live_migration_data_gb(4096) == 4.0
 
 
 def test_downtime_ramp_applies_each_step_once_when_its_time_is_past() -> None:
-    from novamig.embedded.service.migration_monitor import DowntimeRamp
-
     ramp = DowntimeRamp([(0, 50), (6, 95), (12, 140)])
     assert ramp.due(0.0) is None  # libvirt: a step applies once elapsed is strictly past its time
     assert ramp.due(0.1) == (0, 0, 50)

@@ -1,6 +1,6 @@
-"""Fixtures for the guest image and agent tests: one image per session (from the user's cache,
-so repeated runs do not rebuild), one booted guest per test module, and a check that every QEMU
-these tests started is gone when a module ends.
+"""Fixtures for the guest image and agent tests: one booted guest per test module (of the session's
+`tiny_image`, tests/conftest.py), and a check that every QEMU these tests started is gone when a
+module ends.
 
 Guests run on novamig's hypervisor layer (`QemuMachine`) with user-mode networking
 (`UserModeNetwork`): the agent's HTTP port 80 and UDP echo port 7 forwarded to loopback ports.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from novamig.guest.image import GuestImage, build_tiny_image
+from novamig.guest.image import GuestImage
 from novamig.hypervisor import GuestSpec, QemuMachine, UserModeNetwork
 
 #: Seconds a booting tiny guest gets to send READY (two shared cores under TCG).
@@ -50,13 +50,6 @@ def no_qemu_left_behind() -> Iterator[None]:
     yield
     left = _qemu_children()
     assert not left, f"QEMU processes still running after the module: {left}"
-
-
-@pytest.fixture(scope="session")
-def tiny_image() -> GuestImage:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
-    return build_tiny_image()
 
 
 def agent_network() -> UserModeNetwork:

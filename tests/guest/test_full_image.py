@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web_app_client import check_locust as _check_locust
+from web_app_client import http as _http
+from web_app_client import loopback as _loopback
+from web_app_client import run_locust as _run_locust
 
 from novamig.guest.build import build_cpio as _build_cpio
 from novamig.guest.build import locked as _locked
@@ -38,8 +41,6 @@ from novamig.guest.full import (
     build_full_image,
     debian_mirror,
 )
-
-WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "novamig" / "workload"
 
 # ------------------------------------------------------------------------------------------------
 # unit tests: no root, no QEMU
@@ -101,186 +102,6 @@ def test_drive_args_share_the_base_read_only_and_overlays_writable(tmp_path: Pat
     assert image.command_line(ip="10.0.0.2/24") == "console=ttyS0 novamig.ip=10.0.0.2/24"
     with pytest.raises(ValueError):
         image.command_line(ip="a b")
-
-
-# ------------------------------------------------------------------------------------------------
-# the web application and builtin:web on the host (no guest): the same code the guest runs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _http(
-    sock: socket.socket, method: str, path: str, body: bytes = b"", timeout: float = 30
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 request on an already connected socket (closed afterwards)."""
-    with sock as s:
-        s.settimeout(timeout)
-        head = f"{method} {path} HTTP/1.1\r\nHost: guest\r\nConnection: close\r\n"
-        head += f"Content-Length: {len(body)}\r\n\r\n"
-        s.sendall(head.encode() + body)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    header, _, payload = data.partition(b"\r\n\r\n")
-    return int(header.split(b" ", 2)[1]), payload
-
-
-def _loopback(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=10)
-
-
-@pytest.fixture
-def host_web_app(tmp_path: Path) -> Iterator[int]:
-    port = _free_port()
-    locust_bin = Path(sys.executable).with_name("locust")
-    if not locust_bin.exists():
-        pytest.skip("locust is not installed next to this Python")
-    env = {
-        **os.environ,
-        "NOVAMIG_LOCUST_BIN": str(locust_bin),
-        "NOVAMIG_LOCUSTFILE_DIR": str(WORKLOAD_DIR / "locustfiles"),
-        "NOVAMIG_LOCUST_RUN_DIR": str(tmp_path / "run"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKLOAD_DIR / "guest_web_app.py"), "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                _http(_loopback(port), "GET", "/health")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield port
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(10)
-
-
-def test_web_app_endpoints(host_web_app: int) -> None:
-    port = host_web_app
-    status, body = _http(_loopback(port), "GET", "/health")
-    assert status == 200 and json.loads(body)["status"] == "ok"
-    status, body = _http(_loopback(port), "GET", "/memory?kib=64")
-    assert status == 200 and json.loads(body)["pages"] == 16
-    status, body = _http(_loopback(port), "POST", "/echo", b"abc")
-    assert (status, body) == (200, b"abc")
-    status, body = _http(_loopback(port), "GET", "/api/items?n=3")
-    assert status == 200 and len(json.loads(body)["items"]) == 3
-    assert _http(_loopback(port), "GET", "/nope")[0] == 404
-    assert _http(_loopback(port), "GET", "/echo")[0] == 405
-    assert _http(_loopback(port), "POST", "/_novamig/locust/start", b"[1]")[0] == 400
-    bad = {"locustfile": "mine.py", "locustfile_text": "def broken(:\n"}
-    status, body = _http(_loopback(port), "POST", "/_novamig/locust/start", json.dumps(bad).encode())
-    assert status == 400 and b"does not compile" in body, body
-    # keep-alive: two requests on one connection, and the Nagle switch is off on the server side
-    with _loopback(port) as s:
-        s.settimeout(10)
-        req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-        s.sendall(req + req)
-        data = b""
-        while data.count(b"HTTP/1.1 200") < 2:
-            chunk = s.recv(65536)
-            assert chunk, f"connection closed after {data!r}"
-            data += chunk
-
-
-@dataclass
-class LocustOutcome:
-    status: dict[str, Any]
-    result: dict[str, Any]
-    records: list[list[str]]
-
-
-def _run_locust(
-    connect: Any, users: int, run_time_s: int, timeout: float, locustfile_text: str | None = None
-) -> LocustOutcome:
-    """Start a Locust run through the web application's control endpoints and wait for it."""
-    params: dict[str, Any] = {"users": users, "spawn_rate": users, "run_time_s": run_time_s,
-                              "locustfile": "builtin:web"}  # fmt: skip
-    if locustfile_text is not None:
-        params.update(locustfile="mine.py", locustfile_text=locustfile_text)
-    status, body = _http(connect(), "POST", "/_novamig/locust/start", json.dumps(params).encode())
-    assert status == 202, body
-    deadline = time.monotonic() + timeout
-    while True:
-        state = json.loads(_http(connect(), "GET", "/_novamig/locust/status")[1])
-        if state["state"] not in ("running", "stopping"):
-            break
-        assert time.monotonic() < deadline, f"Locust still {state['state']} after {timeout} s: {state}"
-        time.sleep(1)
-    result = json.loads(_http(connect(), "GET", "/_novamig/locust/result")[1])
-    records_csv = _http(connect(), "GET", "/_novamig/locust/records")[1].decode()
-    records = [line.split(",", 4) for line in records_csv.splitlines() if line]
-    return LocustOutcome(state, result, records)
-
-
-def _check_locust(
-    outcome: LocustOutcome, run_time_s: int, names: frozenset[str] = frozenset({"/", "/api/items"})
-) -> dict[str, int]:
-    result = outcome.result
-    assert result["state"] == "finished" and result["exit_code"] == 0, result
-    stats = result["stats"]
-    assert stats, f"no statistics: {result}"
-    by_name = {s["name"]: s for s in stats}
-    requests = sum(s["num_requests"] for s in stats)
-    failures = sum(s["num_failures"] for s in stats)
-    assert requests > 0 and failures == 0, by_name
-    assert names <= set(by_name), sorted(by_name)
-    # one record per request (mono_ns,response_time_ms,ok,host,name), in order of completion,
-    # all successful
-    assert len(outcome.records) == requests
-    assert all(len(r) == 5 and r[2] == "1" for r in outcome.records), outcome.records[:3]
-    assert {r[4].split(" ", 1)[1] for r in outcome.records} == set(by_name) - {"Aggregated"}
-    mono = [int(r[0]) for r in outcome.records]
-    assert mono == sorted(mono)
-    assert result["first_request_s"] is not None and result["first_request_s"] > 0
-    # the run lasted about the requested time (not cut short by a stale --run-time timer)
-    span_s = (mono[-1] - mono[0]) / 1e9
-    assert span_s >= 0.4 * run_time_s, f"requests spanned only {span_s:.2f} s of a {run_time_s} s run"
-    return {"requests": requests, "failures": failures}
-
-
-USER_LOCUSTFILE = """
-from locust import HttpUser, constant, task
-
-
-class Mine(HttpUser):
-    wait_time = constant(0.01)
-
-    @task
-    def health(self):
-        self.client.get("/health", name="mine-health")
-"""
-
-
-@pytest.mark.slow
-def test_user_locustfile_text_on_the_host(host_web_app: int) -> None:
-    """A locustfile the image does not carry, sent as text: it runs, and the hook beside it
-    records its requests like builtin:web's."""
-    outcome = _run_locust(
-        lambda: _loopback(host_web_app), users=1, run_time_s=3, timeout=60, locustfile_text=USER_LOCUSTFILE
-    )
-    _check_locust(outcome, 3, names=frozenset({"mine-health"}))
-    assert outcome.result["params"]["locustfile"] == "mine.py"
-
-
-@pytest.mark.slow
-def test_builtin_web_locust_on_the_host(host_web_app: int) -> None:
-    outcome = _run_locust(lambda: _loopback(host_web_app), users=2, run_time_s=3, timeout=60)
-    _check_locust(outcome, 3)
 
 
 # ------------------------------------------------------------------------------------------------

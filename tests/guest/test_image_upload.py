@@ -22,7 +22,6 @@ from openstack import exceptions
 from novamig.cli import main
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_ID, TINY_IMAGE_NAME
-from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
 from novamig.embedded.service.image_api import ImageApi
 from novamig.guest.full import find_cloud_image
 from novamig.guest.upload import (
@@ -33,8 +32,6 @@ from novamig.guest.upload import (
     source_from_cloud_image,
     upload_image,
 )
-
-__all__ = ["embedded_cloud", "embedded_conn"]
 
 
 @pytest.fixture

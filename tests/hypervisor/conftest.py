@@ -1,11 +1,10 @@
-"""Fixtures for the hypervisor tests: the tiny guest image, guests that are always shut down, and a
-session-wide check that nothing (QEMU process, network namespace, temporary directory) outlives the
-tests."""
+"""Fixtures for the hypervisor tests: guests of the session's `tiny_image` (tests/conftest.py) that
+are always shut down, and a session-wide check that nothing (QEMU process, network namespace,
+temporary directory) outlives the tests."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,15 +43,6 @@ def hypervisor_nothing_left_behind() -> Iterator[None]:
     assert not dirs, f"temporary directories left behind: {dirs}"
 
 
-@pytest.fixture(scope="session")
-def image() -> GuestImage:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
-    from novamig.guest.image import build_tiny_image
-
-    return build_tiny_image()
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
@@ -62,7 +52,7 @@ MachineFactory = Callable[..., QemuMachine]
 
 
 @pytest.fixture
-def machines(image: GuestImage, workdir: Path) -> Iterator[MachineFactory]:
+def machines(tiny_image: GuestImage, workdir: Path) -> Iterator[MachineFactory]:
     """Factory of launched guests (`machines("src", memory_mib=256)`), all shut down afterwards."""
     made: list[QemuMachine] = []
 
@@ -71,7 +61,7 @@ def machines(image: GuestImage, workdir: Path) -> Iterator[MachineFactory]:
     ) -> QemuMachine:
         if spec is None:
             kw.setdefault("memory_mib", 192)
-            spec = GuestSpec(name=name, image=image, **kw)  # type: ignore[arg-type]
+            spec = GuestSpec(name=name, image=tiny_image, **kw)  # type: ignore[arg-type]
         vm = QemuMachine(spec, workdir)
         made.append(vm)
         vm.launch()

@@ -51,8 +51,8 @@ def test_hard_shutdown_kills_the_process_group(machines: MachineFactory) -> None
     assert not _alive(pid)
 
 
-def test_bad_option_names_the_command_line_and_qemu_complaint(image: GuestImage, workdir: Path) -> None:
-    spec = GuestSpec(name="bad", image=image, extra_args=("-device", "no-such-device-xyz"))
+def test_bad_option_names_the_command_line_and_qemu_complaint(tiny_image: GuestImage, workdir: Path) -> None:
+    spec = GuestSpec(name="bad", image=tiny_image, extra_args=("-device", "no-such-device-xyz"))
     vm = QemuMachine(spec, workdir)
     with pytest.raises(QemuLaunchError) as info:
         vm.launch()
@@ -65,12 +65,12 @@ def test_bad_option_names_the_command_line_and_qemu_complaint(image: GuestImage,
     assert not any(workdir.glob("novamig-bad-*")), "run directory of a failed launch must be removed"
 
 
-def test_machine_started_from_a_short_lived_thread_survives_it(image: GuestImage, workdir: Path) -> None:
+def test_machine_started_from_a_short_lived_thread_survives_it(tiny_image: GuestImage, workdir: Path) -> None:
     """PDEATHSIG fires when the forking *thread* exits; the launcher thread avoids that trap."""
     box: list[QemuMachine] = []
 
     def start() -> None:
-        vm = QemuMachine(GuestSpec(name="thread", image=image, memory_mib=128), workdir)
+        vm = QemuMachine(GuestSpec(name="thread", image=tiny_image, memory_mib=128), workdir)
         box.append(vm)
         vm.launch()
 
@@ -86,7 +86,7 @@ def test_machine_started_from_a_short_lived_thread_survives_it(image: GuestImage
         vm.shutdown()
 
 
-def test_qemu_dies_with_the_harness_killed_by_sigkill(image: GuestImage, workdir: Path) -> None:
+def test_qemu_dies_with_the_harness_killed_by_sigkill(tiny_image: GuestImage, workdir: Path) -> None:
     """The harness gets SIGKILL (no cleanup code runs): PDEATHSIG must still take QEMU down."""
     code = textwrap.dedent(
         f"""
@@ -94,7 +94,9 @@ def test_qemu_dies_with_the_harness_killed_by_sigkill(image: GuestImage, workdir
         from pathlib import Path
         from novamig.guest.image import GuestImage
         from novamig.hypervisor.machine import GuestSpec, QemuMachine
-        img = GuestImage(Path({str(image.kernel)!r}), Path({str(image.initrd)!r}), {image.append!r}, "", "")
+        img = GuestImage(
+            Path({str(tiny_image.kernel)!r}), Path({str(tiny_image.initrd)!r}), {tiny_image.append!r}, "", ""
+        )
         spec = GuestSpec(name="orphan", image=img, memory_mib=128, accelerator="tcg")
         vm = QemuMachine(spec, Path({str(workdir)!r}))
         vm.launch()
@@ -137,7 +139,7 @@ echo "novamig.hb_hz=333" > /run/novamig/agent.conf
 
 
 def test_fw_cfg_user_data_runs_in_the_guest_and_both_ends_of_a_migration_carry_it(
-    machines: MachineFactory, image: GuestImage, workdir: Path
+    machines: MachineFactory, tiny_image: GuestImage, workdir: Path
 ) -> None:
     """The guest's init finds the fw_cfg file and runs it before the agent (which then beats at
     the rate the script set); a live migration to a destination with the same entry completes and
@@ -148,7 +150,7 @@ def test_fw_cfg_user_data_runs_in_the_guest_and_both_ends_of_a_migration_carry_i
     script = workdir / "user-data"
     script.write_text(USER_DATA)
     entry = FwCfgFile("opt/org.novamig/user-data", script)
-    src = machines("fwcfg", spec=GuestSpec(name="fwcfg", image=image, memory_mib=192, fw_cfg=(entry,)))
+    src = machines("fwcfg", spec=GuestSpec(name="fwcfg", image=tiny_image, memory_mib=192, fw_cfg=(entry,)))
     assert src.agent.ready is not None and src.agent.ready.fields["hb_hz"] == "333"
     console = src.console_log()
     assert "novamig-init: user-data: running /run/novamig/user-data" in console

@@ -199,12 +199,12 @@ def test_destination_that_fails_to_start_leaves_the_source_untouched(machines: M
     _assert_alive_and_intact(src)
 
 
-def test_long_run_directories_still_work(image: GuestImage, tmp_path: Path) -> None:
+def test_long_run_directories_still_work(tiny_image: GuestImage, tmp_path: Path) -> None:
     """Unix socket paths are limited to 108 bytes; deep run directories (Nova's, pytest's) must work
     without putting sockets anywhere else."""
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     before = set(Path(tempfile.gettempdir()).glob("novamig-sock-*"))
-    with QemuMachine(GuestSpec(name="deep", image=image, memory_mib=128), deep) as src:
+    with QemuMachine(GuestSpec(name="deep", image=tiny_image, memory_mib=128), deep) as src:
         assert len(str(src.rundir / "agent.sock")) > 108
         src.wait_ready(60)
         with QemuMachine(src.spec.for_destination(), deep) as dst:

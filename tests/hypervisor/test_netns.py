@@ -33,12 +33,16 @@ def _echo(sock: socket.socket, ip: str, payload: bytes) -> bytes:
 
 
 @pytest.mark.skipif(netns_supported() is not None, reason=str(netns_supported()))
-def test_guest_keeps_its_address_across_migration(machines: MachineFactory, image: GuestImage) -> None:
+def test_guest_keeps_its_address_across_migration(machines: MachineFactory, tiny_image: GuestImage) -> None:
     with GuestNetwork() as net:
         assert net.name in list_novamig_netns()
         addr = net.new_address()
         spec = GuestSpec(
-            name="net", image=image, memory_mib=128, kernel_args=addr.kernel_args(), network=net.attach(addr)
+            name="net",
+            image=tiny_image,
+            memory_mib=128,
+            kernel_args=addr.kernel_args(),
+            network=net.attach(addr),
         )
         src = machines(spec=spec)
         assert src.agent.ready is not None and src.agent.ready.ip == addr.ip
@@ -103,11 +107,11 @@ def _http_get(port: int) -> int:
         conn.close()
 
 
-def test_user_mode_forward_moves_to_the_destination(machines: MachineFactory, image: GuestImage) -> None:
+def test_user_mode_forward_moves_to_the_destination(machines: MachineFactory, tiny_image: GuestImage) -> None:
     user = UserModeNetwork(guest_port=80)
     spec = GuestSpec(
         name="usernet",
-        image=image,
+        image=tiny_image,
         memory_mib=128,
         kernel_args=user.kernel_args(),
         network=user.source_attachment(),

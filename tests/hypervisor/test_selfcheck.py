@@ -12,7 +12,7 @@ from novamig.hypervisor.selfcheck import cmd_selfcheck
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 
-def test_selfcheck_json(capsys: pytest.CaptureFixture[str], image: GuestImage) -> None:
+def test_selfcheck_json(capsys: pytest.CaptureFixture[str], tiny_image: GuestImage) -> None:
     code = cmd_selfcheck(as_json=True)
     out = json.loads(capsys.readouterr().out)
     if out["problems"] and all("too loaded" in p for p in out["problems"]):

@@ -1,12 +1,11 @@
-"""Fixtures for the measurement tests: the tiny guest image, guests on a fresh guest network, a
-loopback echo server that can go dark on demand, a session-wide check that no echo prober
-outlives the tests, and the helpers the probe tests share."""
+"""Fixtures for the measurement tests: guests on a fresh guest network, a loopback echo server
+that can go dark on demand, a session-wide check that no echo prober outlives the tests, and the
+helpers the probe tests share."""
 
 from __future__ import annotations
 
 import os
 import select
-import shutil
 import socket
 import threading
 import time
@@ -15,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from novamig.guest.image import GuestImage
 from novamig.hypervisor.machine import GuestSpec, QemuMachine
+from novamig.measure.contract import CaseClock
 from novamig.results import MigrationRecord
-from novamig.runner.clock import CaseClock
 
 PROBER_MODULE = b"novamig.measure.echo"
 
@@ -72,15 +70,6 @@ def no_prober_left_behind() -> Iterator[None]:
     yield
     left = prober_pids()
     assert not left, f"echo prober processes left running: {sorted(left)}"
-
-
-@pytest.fixture(scope="session")
-def image() -> GuestImage:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
-    from novamig.guest.image import build_tiny_image
-
-    return build_tiny_image()
 
 
 MachineFactory = Callable[..., QemuMachine]

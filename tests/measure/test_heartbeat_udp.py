@@ -20,10 +20,9 @@ from novamig.guest.image import GuestImage
 from novamig.hypervisor.heartbeat import inject_pause, noise_floor
 from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
+from novamig.measure.contract import CaseClock, Probe, ServerInfo
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe, beat_window, quiet_longest_gap_ms
 from novamig.measure.heartbeat_udp_collector import Beats, parse_beat
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import Probe, ServerInfo
 from novamig.stats import gaps, longest_gap
 
 from .conftest import MachineFactory, probe_pids
@@ -268,7 +267,7 @@ HZ = 250
 @pytest.mark.slow
 @needs_netns
 def test_guest_beats_over_udp_and_a_qmp_pause_agrees_with_virtio_serial(
-    machines: MachineFactory, image: GuestImage, tmp_path: Path
+    machines: MachineFactory, tiny_image: GuestImage, tmp_path: Path
 ) -> None:
     """A tiny guest on a guest network with ``novamig.hb_udp`` aimed at the bridge's address.
 
@@ -281,7 +280,9 @@ def test_guest_beats_over_udp_and_a_qmp_pause_agrees_with_virtio_serial(
     with GuestNetwork() as net:
         addr = net.new_address()
         args = (*addr.kernel_args(), f"novamig.hb_hz={HZ}", f"novamig.hb_udp={net.host_ip}:{port}")
-        spec = GuestSpec(name="hbu", image=image, memory_mib=128, kernel_args=args, network=net.attach(addr))
+        spec = GuestSpec(
+            name="hbu", image=tiny_image, memory_mib=128, kernel_args=args, network=net.attach(addr)
+        )
         probe = UdpHeartbeatProbe(HZ, (net.host_ip, port), net.name, tmp_path)
         clock = CaseClock()
         probe.start([ServerInfo("id-hbu", "hbu", "h", addr.ip)], clock)
@@ -343,7 +344,7 @@ def test_guest_beats_over_udp_and_a_qmp_pause_agrees_with_virtio_serial(
 @pytest.mark.qemu
 @needs_netns
 def test_udp_beats_go_on_while_the_host_does_not_read_virtio_serial(
-    machines: MachineFactory, image: GuestImage, tmp_path: Path
+    machines: MachineFactory, tiny_image: GuestImage, tmp_path: Path
 ) -> None:
     """The DevStack situation in small: nobody reads the virtio-serial port (the host side closed),
     the beats over UDP still arrive at the beat rate, without a send error."""
@@ -351,7 +352,9 @@ def test_udp_beats_go_on_while_the_host_does_not_read_virtio_serial(
     with GuestNetwork() as net:
         addr = net.new_address()
         args = (*addr.kernel_args(), f"novamig.hb_hz={HZ}", f"novamig.hb_udp={net.host_ip}:{port}")
-        spec = GuestSpec(name="hbc", image=image, memory_mib=128, kernel_args=args, network=net.attach(addr))
+        spec = GuestSpec(
+            name="hbc", image=tiny_image, memory_mib=128, kernel_args=args, network=net.attach(addr)
+        )
         probe = UdpHeartbeatProbe(HZ, (net.host_ip, port), net.name, tmp_path)
         probe.start([ServerInfo("id-hbc", "hbc", "h", addr.ip)], CaseClock())
         try:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import pytest
 
-from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
+from novamig.measure.contract import CaseClock, ServerInfo
 from novamig.measure.locust import USER_LOCUSTFILE_MAX_BYTES, LocustProbe, LocustUnsupported
 from novamig.measure.locust_figure import (
     Req,
@@ -33,11 +33,7 @@ from novamig.measure.locust_figure import (
 from novamig.measure.locust_guest import ClockMap, ClockSample
 from novamig.measure.locust_summary import summarize_requests
 from novamig.results import MigrationRecord
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import ServerInfo
 from novamig.scenario.models import LocustLoad
-
-__all__ = ["embedded_cloud", "embedded_conn"]
 
 WORKLOAD = Path(__file__).resolve().parents[2] / "novamig" / "workload"
 
@@ -320,7 +316,7 @@ def _migrate(conn: Any, server_id: str, clock: CaseClock) -> tuple[MigrationReco
 
 
 def _qemu_figures(embedded_cloud: Any, migration: MigrationRecord, migration_id: int) -> dict[str, Any]:
-    from novamig.runner.probes import EmbeddedMigrationFigures
+    from novamig.measure.embedded_figures import EmbeddedMigrationFigures
 
     fig = EmbeddedMigrationFigures(embedded_cloud.workdir).figure(migration, "", migration_id)
     guest = EmbeddedMigrationFigures(embedded_cloud.workdir, "guest").figure(migration, "", migration_id)

@@ -21,10 +21,9 @@ from novamig.hypervisor.machine import GuestSpec
 from novamig.hypervisor.migration import migrate
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.hypervisor.policy import QemuMigrationSettings
+from novamig.measure.contract import CaseClock, Probe, ServerInfo
 from novamig.measure.echo import Replies, icmp_checksum
 from novamig.measure.network import NetworkProbe, quiet_longest_gap_ms, window_figure
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import Probe, ServerInfo
 
 from .conftest import LoopbackEcho, MachineFactory
 from .conftest import alive as _alive
@@ -282,7 +281,7 @@ needs_netns = pytest.mark.skipif(netns_supported() is not None, reason=str(netns
     ("protocol", "socket_kind"), [("udp", "udp"), ("icmp", "icmp-raw"), ("icmp", "icmp-dgram")]
 )
 def test_qmp_pause_is_measured_within_period_plus_noise_floor(
-    machines: MachineFactory, image: GuestImage, tmp_path: Path, protocol: str, socket_kind: str
+    machines: MachineFactory, tiny_image: GuestImage, tmp_path: Path, protocol: str, socket_kind: str
 ) -> None:
     """A 300 ms QMP stop/cont, three times: the reply gap against QEMU's STOP→RESUME timestamps.
 
@@ -302,7 +301,11 @@ def test_qmp_pause_is_measured_within_period_plus_noise_floor(
         )  # fmt: skip
         addr = net.new_address()
         spec = GuestSpec(
-            name="np", image=image, memory_mib=128, kernel_args=addr.kernel_args(), network=net.attach(addr)
+            name="np",
+            image=tiny_image,
+            memory_mib=128,
+            kernel_args=addr.kernel_args(),
+            network=net.attach(addr),
         )
         vm = machines(spec)
         probe = NetworkProbe(500, net.name, tmp_path, protocol=protocol)
@@ -338,12 +341,16 @@ def test_qmp_pause_is_measured_within_period_plus_noise_floor(
 @pytest.mark.slow
 @needs_netns
 def test_live_migration_switchover_gap_is_seen_and_replies_resume(
-    machines: MachineFactory, image: GuestImage, tmp_path: Path
+    machines: MachineFactory, tiny_image: GuestImage, tmp_path: Path
 ) -> None:
     with GuestNetwork() as net:
         addr = net.new_address()
         spec = GuestSpec(
-            name="nm", image=image, memory_mib=128, kernel_args=addr.kernel_args(), network=net.attach(addr)
+            name="nm",
+            image=tiny_image,
+            memory_mib=128,
+            kernel_args=addr.kernel_args(),
+            network=net.attach(addr),
         )
         src = machines(spec)
         probe = NetworkProbe(500, net.name, tmp_path)

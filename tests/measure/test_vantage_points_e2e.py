@@ -8,55 +8,20 @@ must agree the way the physics of a live migration says they do.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from novamig.embedded.layout import FULL_IMAGE_NAME
-from novamig.embedded.pytest_fixtures import embedded_cloud
 from novamig.results import CaseResult, MigrationRecord, Results, load_results
 from novamig.runner.commands import cmd_run
-
-__all__ = ["embedded_cloud"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
 HEARTBEAT_HZ = 1000  # the scenario default: the guest figure's resolution is 1 ms
 NETWORK_HZ = 500
 RESUME_ORDER_MS = 50  # how much later than its heartbeat a resumed guest may answer echo (below)
-
-
-@pytest.fixture
-def cloud(embedded_cloud: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The session cloud's name (as tests/runner/test_runner_e2e.py); afterwards none of its QEMU
-    processes may remain — every server a run creates is deleted, so its guests must be gone."""
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(embedded_cloud.clouds_yaml))
-    monkeypatch.delenv("OS_CLOUD", raising=False)
-    name: str = embedded_cloud.cloud_name
-    yield name
-    workdir = Path(embedded_cloud.workdir).resolve()
-    deadline = time.monotonic() + 30
-    while _qemu_of(workdir) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _qemu_of(workdir), f"QEMU processes of deleted servers: {sorted(_qemu_of(workdir))}"
-
-
-def _qemu_of(workdir: Path) -> set[int]:
-    """PIDs of the QEMU processes of the cloud in `workdir`."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and b"qemu-system" in argv[0] and str(workdir).encode() in b" ".join(argv):
-            found.add(int(entry.name))
-    return found
 
 
 def run(tmp_path: Path, cloud: str, body: str) -> tuple[int, Results]:

@@ -17,11 +17,8 @@ from typing import Any
 
 import pytest
 
-from novamig.embedded.pytest_fixtures import embedded_cloud
 from novamig.results import Results, load_results
 from novamig.runner.commands import cmd_cleanup, cmd_run
-
-__all__ = ["embedded_cloud"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
@@ -30,21 +27,6 @@ TINY = "fleet: {count: %d, flavor: {vcpus: 1, ram_mb: 256, disk_gb: 1}, image: n
 HYPERVISOR_ONLY = "measure: {probes: [hypervisor], noise_floor_s: 0}\n"
 # 1 MiB/s: a 256 MiB guest cannot finish for minutes, so abort/timeout/post-copy policies get to act.
 SLOW_HOSTS = "host_policy: {live_migration_bandwidth: 1}\n"
-
-
-@pytest.fixture
-def cloud(embedded_cloud: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The session cloud's name; afterwards, none of its QEMU processes may remain (every server
-    a run creates is deleted, so every guest process must be gone too)."""
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(embedded_cloud.clouds_yaml))
-    monkeypatch.delenv("OS_CLOUD", raising=False)
-    name: str = embedded_cloud.cloud_name
-    yield name
-    workdir = Path(embedded_cloud.workdir).resolve()
-    deadline = time.monotonic() + 30
-    while _qemu_of(workdir) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _qemu_of(workdir), f"QEMU processes of deleted servers: {sorted(_qemu_of(workdir))}"
 
 
 Spawn = Callable[[list[str], dict[str, str]], "subprocess.Popen[str]"]
@@ -77,25 +59,6 @@ def run(tmp_path: Path, cloud: str, body: str, *overrides: str) -> tuple[int, Re
 
 def migrations(results: Results) -> list[Any]:
     return [m for c in results.cases for m in c.migrations]
-
-
-def _qemu_of(workdir: Path, incoming_only: bool = False) -> dict[int, float]:
-    """PID → start time (clock ticks) of the QEMU processes of the cloud in `workdir`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            started = float((entry / "stat").read_text().rsplit(")", 1)[1].split()[19])
-        except (OSError, IndexError, ValueError):
-            continue
-        if not argv or b"qemu-system" not in argv[0] or str(workdir).encode() not in b" ".join(argv):
-            continue
-        if incoming_only and b"-incoming" not in argv:
-            continue
-        found[int(entry.name)] = started
-    return found
 
 
 def assert_nothing_left(cloud: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -427,7 +390,11 @@ def test_sigint_with_the_run_s_own_embedded_cloud(tmp_path: Path, spawn: Spawn) 
 
 
 def test_destination_failure_is_an_error_and_the_run_continues(
-    tmp_path: Path, cloud: str, embedded_cloud: Any, capsys: pytest.CaptureFixture[str], spawn: Spawn
+    tmp_path: Path,
+    cloud: str,
+    embedded_qemu: Callable[..., dict[int, float]],
+    capsys: pytest.CaptureFixture[str],
+    spawn: Spawn,
 ) -> None:
     scenario = tmp_path / "destfail.yaml"
     scenario.write_text(
@@ -443,7 +410,7 @@ def test_destination_failure_is_an_error_and_the_run_continues(
         "import sys; from novamig.runner.commands import cmd_run; "
         f"sys.exit(cmd_run({str(scenario)!r}, {cloud!r}, {str(out)!r}, []))"
     )
-    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(embedded_cloud.clouds_yaml))
+    env = dict(os.environ)  # `cloud` pointed OS_CLIENT_CONFIG_FILE at the session cloud
     proc = spawn([sys.executable, "-c", code], env)
     assert proc.stderr is not None
     lines = []
@@ -451,8 +418,7 @@ def test_destination_failure_is_an_error_and_the_run_continues(
         lines.append(line)
         if ": running" in line:
             break
-    workdir = Path(embedded_cloud.workdir).resolve()
-    incoming = _qemu_of(workdir, incoming_only=True)
+    incoming = embedded_qemu(incoming_only=True)
     assert incoming, "".join(lines)
     victim = max(incoming, key=lambda pid: incoming[pid])  # the newest: this migration's destination
     os.kill(victim, signal.SIGKILL)  # the destination hypervisor dies mid-migration

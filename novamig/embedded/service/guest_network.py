@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from novamig.embedded.service.stand_ins import SUBNET_CIDR as SUBNET
+from novamig.hypervisor.machine import NetworkAttachment
+from novamig.hypervisor.netns import GuestNetwork, netns_supported
 
 LOG = logging.getLogger(__name__)
 
@@ -37,8 +39,6 @@ class CloudNetwork:
         return self._net.name if self._net is not None else None
 
     def start(self) -> None:
-        from novamig.hypervisor.netns import GuestNetwork, netns_supported
-
         why = netns_supported()
         if why is not None:
             self.reason = why
@@ -51,8 +51,6 @@ class CloudNetwork:
 
     def attach(self, mac: str) -> Any:
         """A NetworkAttachment for one QEMU: a new tap in the namespace, or user-mode networking."""
-        from novamig.hypervisor.machine import NetworkAttachment
-
         with self._lock:
             if self._net is None:
                 return NetworkAttachment(mac=mac)

@@ -133,6 +133,22 @@ def to_v2(image: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_field(key: str, value: Any) -> None:
+    """Refuse a field Glance's schema refuses (403 read-only, 400 invalid value)."""
+    if key in _READ_ONLY:
+        raise _HttpError(403, f"Attribute '{key}' is read-only.")
+    if key == "visibility" and value not in VISIBILITIES:
+        raise _HttpError(400, f"invalid visibility {value!r}")
+    if key == "disk_format" and value is not None and value not in DISK_FORMATS:
+        raise _HttpError(400, f"invalid disk_format {value!r}")
+    if key == "container_format" and value is not None and value not in CONTAINER_FORMATS:
+        raise _HttpError(400, f"invalid container_format {value!r}")
+    if key in ("min_ram", "min_disk") and (not isinstance(value, int) or value < 0):
+        raise _HttpError(400, f"{key} must be a non-negative integer")
+    if key == "tags" and (not isinstance(value, list) or not all(isinstance(t, str) for t in value)):
+        raise _HttpError(400, "tags must be a list of strings")
+
+
 class ImageApi:
     """The WSGI application. ``store`` is Nova's ``GlanceFixture``; ``data_dir`` None = read-only."""
 
@@ -171,30 +187,40 @@ class ImageApi:
         if parts[:2] != ["v2", "images"]:
             raise _HttpError(404, f"not found: {path}")
         if len(parts) == 2:
-            if method == "POST":
-                return self._reply(start_response, 201, to_v2(self._create(self._json(environ))))
-            self._allow(method, "GET", "HEAD")
-            return self._reply(start_response, 200, self._list(environ))
+            return self._reply(start_response, *self._on_images(environ, method))
         image_id = parts[2]
         rest = parts[3:]
-        if not rest:
-            if method == "DELETE":
-                self._delete(image_id)
-                return self._reply(start_response, 204, None)
-            if method == "PATCH":
-                return self._reply(start_response, 200, to_v2(self._patch(image_id, self._json(environ))))
-            self._allow(method, "GET", "HEAD")
-            return self._reply(start_response, 200, to_v2(self._get(image_id)))
         if rest == ["file"]:
             if method == "PUT":
                 self._upload(image_id, environ)
                 return self._reply(start_response, 204, None)
             self._allow(method, "GET", "HEAD")
             return self._download(image_id, start_response)
+        return self._reply(start_response, *self._on_image(environ, method, image_id, rest, path))
+
+    def _on_images(self, environ: dict[str, Any], method: str) -> tuple[int, Any]:
+        """``/v2/images``: create (POST) or list; (status, JSON body)."""
+        if method == "POST":
+            return 201, to_v2(self._create(self._json(environ)))
+        self._allow(method, "GET", "HEAD")
+        return 200, self._list(environ)
+
+    def _on_image(
+        self, environ: dict[str, Any], method: str, image_id: str, rest: list[str], path: str
+    ) -> tuple[int, Any]:
+        """``/v2/images/{id}`` and its ``tags/{tag}``; (status, JSON body)."""
+        if not rest:
+            if method == "DELETE":
+                self._delete(image_id)
+                return 204, None
+            if method == "PATCH":
+                return 200, to_v2(self._patch(image_id, self._json(environ)))
+            self._allow(method, "GET", "HEAD")
+            return 200, to_v2(self._get(image_id))
         if len(rest) == 2 and rest[0] == "tags":
             self._allow(method, "PUT", "DELETE")
             self._tag(image_id, rest[1], add=method == "PUT")
-            return self._reply(start_response, 204, None)
+            return 204, None
         raise _HttpError(404, f"not found: {path}")
 
     def _allow(self, method: str, *allowed: str) -> None:
@@ -284,19 +310,8 @@ class ImageApi:
     def _apply(self, record: dict[str, Any], fields: dict[str, Any]) -> None:
         """Validate and set top-level fields and extra properties, as Glance's schema does."""
         for key, value in fields.items():
-            if key in _READ_ONLY:
-                raise _HttpError(403, f"Attribute '{key}' is read-only.")
-            if key == "visibility" and value not in VISIBILITIES:
-                raise _HttpError(400, f"invalid visibility {value!r}")
-            if key == "disk_format" and value is not None and value not in DISK_FORMATS:
-                raise _HttpError(400, f"invalid disk_format {value!r}")
-            if key == "container_format" and value is not None and value not in CONTAINER_FORMATS:
-                raise _HttpError(400, f"invalid container_format {value!r}")
-            if key in ("min_ram", "min_disk") and (not isinstance(value, int) or value < 0):
-                raise _HttpError(400, f"{key} must be a non-negative integer")
+            _check_field(key, value)
             if key == "tags":
-                if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-                    raise _HttpError(400, "tags must be a list of strings")
                 record["tags"] = list(dict.fromkeys(value))
             elif key in _SETTABLE:
                 record[key] = value

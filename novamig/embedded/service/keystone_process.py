@@ -5,6 +5,9 @@ a process of its own. Start-up does what ``keystone-manage db_sync / fernet_setu
 / bootstrap`` do on DevStack, in one interpreter (one import of Keystone instead of four), then adds
 the users, projects and catalog a DevStack-like cloud has, and serves the identity API with cheroot.
 When it serves, it writes ``keystone.ready`` into the work directory.
+
+Keystone is imported inside the functions that run in Keystone's own process: the cloud process
+imports this module too (for ``READY_NAME``), and must not load Keystone's process-global settings.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ def _prepare_database(db_path: Path) -> None:
 
 
 def _setup_keys(conf: Any) -> None:
-    from keystone.common import fernet_utils
-    from keystone.credential.providers import fernet as credential_fernet
+    from keystone.common import fernet_utils  # noqa: PLC0415 - Keystone, see the module docstring
+    from keystone.credential.providers import fernet as credential_fernet  # noqa: PLC0415 - Keystone, see the module docstring
 
     for group, max_keys in (
         ("fernet_tokens", conf.fernet_tokens.max_active_keys),
@@ -68,8 +71,8 @@ def _catalog_entries(layout: CloudLayout) -> list[tuple[str, str, str]]:
 
 def _bootstrap(layout: CloudLayout, secret: Secrets) -> None:
     """What ``keystone-manage bootstrap`` does, plus the member and service accounts and catalog."""
-    from keystone.cmd import bootstrap
-    from keystone.common import provider_api
+    from keystone.cmd import bootstrap  # noqa: PLC0415 - Keystone, see the module docstring
+    from keystone.common import provider_api  # noqa: PLC0415 - Keystone, see the module docstring
 
     providers: Any = provider_api.ProviderAPIs
     boot = bootstrap.Bootstrapper()
@@ -147,11 +150,11 @@ def serve(workdir: Path) -> None:
     conf_file = layout.keystone_dir / "keystone.conf"
     _prepare_database(layout.keystone_dir / "keystone.sqlite")
 
-    import keystone.conf
-    from keystone.common import sql
-    from keystone.common.sql import upgrades
-    from keystone.server.flask import application
-    from keystone.server.flask import core as flask_core
+    import keystone.conf  # noqa: PLC0415 - Keystone, see the module docstring
+    from keystone.common import sql  # noqa: PLC0415 - Keystone, see the module docstring
+    from keystone.common.sql import upgrades  # noqa: PLC0415 - Keystone, see the module docstring
+    from keystone.server.flask import application  # noqa: PLC0415 - Keystone, see the module docstring
+    from keystone.server.flask import core as flask_core  # noqa: PLC0415 - Keystone, see the module docstring
 
     # keystone.server.configure() without reading our command line (oslo.config would parse argv).
     keystone.conf.configure()

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from oslo_context import context as common_context
+
 from novamig.embedded import host_policy
 
 UNLIMITED = 1000  # Nova: 0 means unlimited
@@ -30,7 +32,7 @@ class HostPools:
         self._pools: dict[str, tuple[int, Any]] = {}
 
     def executor(self, host: str) -> Any:
-        import futurist
+        import futurist  # noqa: PLC0415 - imports eventlet: only after nova_threading.prepare()
 
         limit = host_policy.read(self._workdir, host).max_concurrent_live_migrations
         size = limit if limit > 0 else UNLIMITED
@@ -54,8 +56,7 @@ class HostPools:
 
 def install(workdir: Path) -> HostPools:
     """Route Nova's LIVE_MIGRATION tasks to per-host pools (call before computes start)."""
-    from nova import thread_pool_factory
-    from oslo_context import context as common_context
+    from nova import thread_pool_factory  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     pools = HostPools(workdir)
     original: Callable[..., Any] = thread_pool_factory.spawn_on

@@ -8,8 +8,7 @@ timeout and its action, honour force-complete (post-copy if permitted, else paus
 abort, and finally call Nova's ``post_method`` or ``recover_method`` exactly as libvirt does.
 
 Host policy: the source host's ``[libvirt]`` options (see ``host_policy``). The downtime limit is
-raised in steps as libvirt's monitor does (``downtime_steps``, ``DowntimeRamp``): a migration that
-converges early does so with a small downtime, one that does not gets a larger limit as time passes.
+raised in steps as libvirt's monitor does (``downtime_ramp``).
 
 After a completed migration of a guest that runs an integrity region (agent ``info``:
 ``integrity=1``) the destination's agent checks it (``integrity-check``) and the result goes into
@@ -23,10 +22,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from novamig.embedded.host_policy import LiveMigrationOptions
+from novamig.embedded.service.downtime_ramp import (
+    DowntimeRamp,
+    apply_downtime_step,
+    downtime_steps,
+    live_migration_data_gb,
+    with_downtime_steps,
+)
+from novamig.hypervisor.errors import AgentError
+from novamig.hypervisor.heartbeat import HeartbeatCollector
+from novamig.hypervisor.migration import start_migration
+from novamig.hypervisor.policy import QemuMigrationSettings
 
 LOG = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.4
@@ -39,60 +50,12 @@ AGENT_INFO_TIMEOUT_S = 10.0
 INTEGRITY_CHECK_TIMEOUT_S = 120.0
 
 
-def live_migration_data_gb(memory_mb: int) -> float:
-    """GiB to transfer, as the libvirt driver's ``_live_migration_data_gb`` counts it: the flavor's
-    RAM, at least 2 (no disk is copied: the tiny guest has none, the full guest's is shared)."""
-    return max(2.0, memory_mb / 1024.0)
-
-
-def downtime_steps(host: LiveMigrationOptions, data_gb: float) -> list[tuple[int, int]]:
-    """(seconds after the start, downtime limit ms) pairs: nova.virt.libvirt.migration.downtime_steps.
-
-    A linear ramp from ``downtime / steps`` to ``downtime`` in ``steps`` increments, one every
-    ``delay × data_gb`` seconds; the integer truncations are Nova's. (Nova's example: 400 ms,
-    10 steps, 30 s, 3 GiB → 40 ms at 0 s, 76 ms at 90 s, … 400 ms at 900 s.)
-    """
-    downtime = host.live_migration_downtime
-    steps = host.live_migration_downtime_steps
-    delay = int(host.live_migration_downtime_delay * data_gb)
-    base = downtime / steps
-    offset = (downtime - base) / steps
-    # QEMU needs a limit of at least 1 ms; Nova's minimum downtime (100 ms) never truncates to 0.
-    return [(int(delay * i), max(1, int(base + offset * i))) for i in range(steps + 1)]
-
-
-class DowntimeRamp:
-    """Which step is due at a given elapsed time, as ``nova.virt.libvirt.migration.update_downtime``.
-
-    A step applies once ``elapsed`` is strictly past its time, so step 0 applies as soon as the
-    migration runs (libvirt's monitor sets it on its first pass); `due` returns a step only when
-    it changes the limit. Each applied step is kept in `applied` for the figures' events.
-    """
-
-    def __init__(self, steps: list[tuple[int, int]]) -> None:
-        self.steps = steps
-        self.current: int | None = None
-        self.applied: list[dict[str, Any]] = []
-
-    def due(self, elapsed: float) -> tuple[int, int, int] | None:
-        """(index, step time s, limit ms) of the step to set now, or None."""
-        found: tuple[int, int, int] | None = None
-        for index, (at, limit) in enumerate(self.steps):
-            if elapsed > at:
-                found = (index, at, limit)
-        if found is None or found[2] == self.current:
-            return None
-        return found
-
-
 def migration_policy(host: LiveMigrationOptions, downtime_limit_ms: int | None = None) -> Any:
     """nova.conf [libvirt] options → the hypervisor layer's QemuMigrationSettings.
 
     `downtime_limit_ms`: the limit to start with (the ramp's first step); by default
     ``live_migration_downtime``.
     """
-    from novamig.hypervisor.policy import QemuMigrationSettings
-
     return QemuMigrationSettings(
         downtime_limit_ms=downtime_limit_ms
         if downtime_limit_ms is not None
@@ -153,6 +116,82 @@ def save_progress(instance: Any, migration: Any, sample: Any) -> None:
     instance.save()
 
 
+@dataclass
+class _Monitor:
+    """The loop of ``LibvirtDriver._live_migration_monitor``, one pass every ``POLL_S`` until the
+    migration job ends: progress saved, downtime steps, abort, completion timeout, force-complete."""
+
+    job: Any
+    active: ActiveMigration
+    instance: Any
+    migration: Any
+    source_machine: Any
+    ramp: DowntimeRamp
+    writer: ProgressWriter
+    completion_timeout: float
+    started: float
+    last_saved: float = 0.0
+    timeout_fired: bool = False
+
+    def run(self) -> None:
+        while not self.job.done():
+            time.sleep(POLL_S)
+            self.tick(time.monotonic())
+
+    def tick(self, now: float) -> None:
+        sample = self.writer.take()
+        if sample is not None and now - self.last_saved >= PROGRESS_INTERVAL_S:
+            try:
+                save_progress(self.instance, self.migration, sample)
+            except Exception:  # a failed progress write must not kill the migration
+                LOG.warning("could not save migration progress", exc_info=True)
+            self.last_saved = now
+        step = self.ramp.due(now - self.started)
+        if step is not None:
+            apply_downtime_step(self.source_machine, self.instance, self.ramp, step)
+        if self.active.abort_requested.is_set():
+            self.job.cancel()
+        if (
+            self.completion_timeout
+            and not self.timeout_fired
+            and now - self.started > self.completion_timeout
+        ):
+            self.timeout_fired = True
+            self._timed_out()
+        if self.active.force_requested.is_set():
+            self.active.force_requested.clear()
+            _force(self.active)
+
+    def _timed_out(self) -> None:
+        """``live_migration_timeout_action``: force-complete, or abort (Nova's default)."""
+        if self.active.policy.live_migration_timeout_action == "force_complete":
+            self.active.force_complete()
+            return
+        LOG.warning(
+            "live migration of %s exceeded %.0f s: aborting", self.instance.uuid, self.completion_timeout
+        )
+        self.job.cancel()
+
+
+def _start_ramp(policy: LiveMigrationOptions, data_gb: float) -> DowntimeRamp:
+    """The migration's ramp with step 0 applied: it goes in with the migration's other parameters,
+    before ``migrate`` (libvirt's monitor sets it on its first pass, within its first half
+    second), so nothing of the migration runs under QEMU's default limit in either case."""
+    ramp = DowntimeRamp(downtime_steps(policy, data_gb))
+    first_at, first_limit = ramp.steps[0]
+    ramp.current = first_limit
+    ramp.applied.append(
+        {
+            "ns": None,
+            "step": 0,
+            "after_s": first_at,
+            "downtime_limit_ms": first_limit,
+            "qemu_downtime_limit_ms": None,
+        }
+    )
+    return ramp
+
+
 def run_live_migration(
     *,
     context: Any,
@@ -169,62 +208,26 @@ def run_live_migration(
     on_failed: Callable[[Any], None],
     record_dir: Path,
 ) -> None:
-    from novamig.hypervisor.migration import start_migration
-
     policy = active.policy
     data_gb = live_migration_data_gb(int(instance.flavor.memory_mb))
-    ramp = DowntimeRamp(downtime_steps(policy, data_gb))
-    # Step 0 goes in with the migration's other parameters, before `migrate`: libvirt's monitor
-    # sets it on its first pass, within its first half second, so nothing of the migration runs
-    # under QEMU's default limit in either case.
-    first_at, first_limit = ramp.steps[0]
-    mig_policy = migration_policy(policy, first_limit)
-    ramp.current = first_limit
-    ramp.applied.append(
-        {
-            "ns": None,
-            "step": 0,
-            "after_s": first_at,
-            "downtime_limit_ms": first_limit,
-            "qemu_downtime_limit_ms": None,
-        }
-    )
+    ramp = _start_ramp(policy, data_gb)
     writer = ProgressWriter()
     migration = migrate_data.migration
-    completion_timeout = policy.live_migration_completion_timeout * data_gb
+    settings = migration_policy(policy, ramp.steps[0][1])
     started = time.monotonic()
-    last_saved = 0.0
-    timeout_fired = False
-
-    job = start_migration(source_machine, dest_machine, mig_policy, progress=writer)
+    job = start_migration(source_machine, dest_machine, settings, progress=writer)
     active.job, active.source = job, source_machine
-    while not job.done():
-        time.sleep(POLL_S)
-        now = time.monotonic()
-        sample = writer.take()
-        if sample is not None and now - last_saved >= PROGRESS_INTERVAL_S:
-            try:
-                save_progress(instance, migration, sample)
-            except Exception:  # a failed progress write must not kill the migration
-                LOG.warning("could not save migration progress", exc_info=True)
-            last_saved = now
-        step = ramp.due(now - started)
-        if step is not None:
-            _apply_downtime_step(source_machine, instance, ramp, step)
-        if active.abort_requested.is_set():
-            job.cancel()
-        if completion_timeout and not timeout_fired and now - started > completion_timeout:
-            timeout_fired = True
-            if policy.live_migration_timeout_action == "force_complete":
-                active.force_complete()
-            else:
-                LOG.warning(
-                    "live migration of %s exceeded %.0f s: aborting", instance.uuid, completion_timeout
-                )
-                job.cancel()
-        if active.force_requested.is_set():
-            active.force_requested.clear()
-            _force(active)
+    _Monitor(
+        job,
+        active,
+        instance,
+        migration,
+        source_machine,
+        ramp,
+        writer,
+        completion_timeout=policy.live_migration_completion_timeout * data_gb,
+        started=started,
+    ).run()
 
     try:
         result = job.result(timeout=30)
@@ -237,14 +240,9 @@ def run_live_migration(
     figures = result.to_dict()
     figures["heartbeat"] = _heartbeat(source_machine, dest_machine, result)
     figures["downtime_steps"] = [list(step) for step in ramp.steps]
-    figures["events"] = _with_downtime_steps(figures.get("events") or [], ramp, result.started_ns)
+    figures["events"] = with_downtime_steps(figures.get("events") or [], ramp, result.started_ns)
     if result.status == "completed":
-        last = result.progress[-1] if result.progress else None
-        if last is not None:
-            try:
-                save_progress(instance, migration, last)
-            except Exception:
-                LOG.warning("could not save final migration progress", exc_info=True)
+        _save_final_progress(instance, migration, result)
         on_completed(figures)  # the destination runs from here on (resumed if it was paused for us)
         _check_guest(dest_machine, figures)
         _write_record(record_dir, migration, figures)
@@ -260,55 +258,14 @@ def run_live_migration(
         recover_method(context, instance, dest, migrate_data)
 
 
-def _apply_downtime_step(
-    source_machine: Any, instance: Any, ramp: DowntimeRamp, step: tuple[int, int, int]
-) -> None:
-    """Set QEMU's downtime-limit to the step's value and read it back (the figures show both).
-
-    A failure is logged and the step is taken as applied, as libvirt's update_downtime does: the
-    migration may just have ended between the check and the command.
-    """
-    index, at, limit = step
-    ramp.current = limit
-    ns = time.monotonic_ns()
-    readback: int | None = None
+def _save_final_progress(instance: Any, migration: Any, result: Any) -> None:
+    last = result.progress[-1] if result.progress else None
+    if last is None:
+        return
     try:
-        source_machine.command("migrate-set-parameters", {"downtime-limit": limit}, timeout=5.0)
-        params = source_machine.command("query-migrate-parameters", timeout=5.0)
-        readback = (
-            int(params["downtime-limit"]) if isinstance(params, dict) and "downtime-limit" in params else None
-        )
-        LOG.info(
-            "live migration of %s: downtime limit raised to %d ms (step %d, after %d s)",
-            instance.uuid, limit, index, at,
-        )  # fmt: skip
-    except Exception as exc:
-        LOG.warning("live migration of %s: could not set downtime limit %d ms: %s", instance.uuid, limit, exc)
-    ramp.applied.append(
-        {
-            "ns": ns,
-            "step": index,
-            "after_s": at,
-            "downtime_limit_ms": limit,
-            "qemu_downtime_limit_ms": readback,
-        }
-    )
-
-
-def _with_downtime_steps(
-    events: list[dict[str, Any]], ramp: DowntimeRamp, started_ns: int
-) -> list[dict[str, Any]]:
-    """The QMP events plus one ``downtime-step`` event per applied step, in time order."""
-    steps = [
-        {
-            "t": 0.0 if a["ns"] is None else round((a["ns"] - started_ns) / 1e9, 4),
-            "side": "source",
-            "what": "downtime-step",
-            **{k: v for k, v in a.items() if k != "ns"},
-        }
-        for a in ramp.applied
-    ]
-    return sorted([*events, *steps], key=lambda e: float(e.get("t") or 0.0))
+        save_progress(instance, migration, last)
+    except Exception:
+        LOG.warning("could not save final migration progress", exc_info=True)
 
 
 def _check_guest(dest_machine: Any, figures: dict[str, Any]) -> None:
@@ -321,8 +278,6 @@ def _check_guest(dest_machine: Any, figures: dict[str, Any]) -> None:
     failure (``ok`` false, ``error``): memory that cannot be read back is not shown intact. A
     guest that is not running (paused) is not asked, and the key stays absent (= not checked).
     """
-    from novamig.hypervisor.errors import AgentError
-
     try:
         status = dest_machine.command("query-status", timeout=5.0)
         if not isinstance(status, dict) or status.get("status") != "running":
@@ -362,8 +317,6 @@ def _check_guest(dest_machine: Any, figures: dict[str, Any]) -> None:
 def _heartbeat(source_machine: Any, dest_machine: Any, result: Any) -> dict[str, Any] | None:
     """The guest's own view of the migration (heartbeat gaps), or None if it cannot be read."""
     try:
-        from novamig.hypervisor.heartbeat import HeartbeatCollector
-
         beat = HeartbeatCollector(source_machine.agent, dest_machine.agent).analyse(result)
     except Exception:
         LOG.warning("heartbeat figures unavailable", exc_info=True)

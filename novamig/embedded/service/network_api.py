@@ -69,26 +69,28 @@ class NetworkApi:
                     ]
                 },
             )
+        return self._reply(start_response, *self._v2(path, environ.get("QUERY_STRING", "")))
+
+    def _v2(self, path: str, query: str) -> tuple[int, Any]:
+        """(status, JSON body) of a ``/v2.0/...`` read: extensions, a collection or one item."""
         parts = path.strip("/").split("/")
         if parts[0] != "v2.0" or len(parts) < 2:
-            return self._reply(start_response, 404, {"NeutronError": {"message": f"not found: {path}"}})
+            return 404, {"NeutronError": {"message": f"not found: {path}"}}
         if parts[1] == "extensions" and len(parts) == 2:
-            return self._reply(start_response, 200, self._store.list_extensions())
+            return 200, self._store.list_extensions()
         if parts[1] not in _COLLECTIONS or len(parts) > 3:
-            return self._reply(start_response, 404, {"NeutronError": {"message": f"not found: {path}"}})
+            return 404, {"NeutronError": {"message": f"not found: {path}"}}
         singular, attr = _COLLECTIONS[parts[1]]
         items: dict[str, Any] = getattr(self._store, attr, {})
         view = self._port_view if parts[1] == "ports" else copy.deepcopy
         if len(parts) == 3:
             item = items.get(parts[2])
             if item is None:
-                return self._reply(
-                    start_response, 404, {"NeutronError": {"message": f"no {singular} {parts[2]}"}}
-                )
-            return self._reply(start_response, 200, {singular: view(item)})
-        filters = parse_qs(environ.get("QUERY_STRING", ""))
+                return 404, {"NeutronError": {"message": f"no {singular} {parts[2]}"}}
+            return 200, {singular: view(item)}
+        filters = parse_qs(query)
         found = [view(i) for i in list(items.values()) if _matches(view(i), filters)]
-        return self._reply(start_response, 200, {parts[1].replace("-", "_"): found})
+        return 200, {parts[1].replace("-", "_"): found}
 
     @staticmethod
     def _reply(start_response: StartResponse, status: int, body: Any) -> Iterable[bytes]:

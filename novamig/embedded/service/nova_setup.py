@@ -1,5 +1,8 @@
 """Nova's start-up, the way DevStack's ``nova-manage`` steps and service binaries do it, in one process.
 
+The cloud process imports this module before it sets Nova's threading mode (``nova_threading``),
+so Nova itself is imported inside each function, which runs after.
+
 ``configure`` parses the rendered nova.conf; ``create_databases`` does ``api_db sync``,
 ``cell_v2 map_cell0``, ``db sync`` and ``cell_v2 create_cell``; ``start_services`` starts conductor,
 scheduler and the computes (one after another, each under its own host name) and then runs
@@ -11,6 +14,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+from oslo_log import log as logging
+from paste import deploy  # type: ignore[import-untyped]
 
 from novamig.embedded.layout import CloudLayout
 
@@ -36,9 +42,8 @@ def wal_sqlite(path: Path) -> None:
 
 def configure(conf_file: Path) -> Any:
     """Parse nova.conf (not our command line), set up Nova's logging and objects."""
-    import nova.conf
-    from nova import config, objects
-    from oslo_log import log as logging
+    import nova.conf  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+    from nova import config, objects  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     config.parse_args(["novamig-cloud", "--config-file", str(conf_file)])
     logging.setup(nova.conf.CONF, "nova")
@@ -47,8 +52,8 @@ def configure(conf_file: Path) -> Any:
 
 
 def create_databases(layout: CloudLayout, conf: Any) -> None:
-    from nova import context, objects
-    from nova.db import migration
+    from nova import context, objects  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+    from nova.db import migration  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     ndir = layout.nova_dir
     cell0_path = ndir / "nova_cell0.sqlite"
@@ -79,7 +84,7 @@ def create_databases(layout: CloudLayout, conf: Any) -> None:
 
 
 def create_flavors() -> None:
-    from nova import context, objects
+    from nova import context, objects  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     ctxt = context.get_admin_context()
     for flavorid, name, ram, vcpus, disk in FLAVORS:
@@ -100,8 +105,8 @@ def create_flavors() -> None:
 
 def start_service(binary: str, host: str, conf: Any) -> Any:
     """Create and start one Nova service under ``host`` (what ``nova-<binary>`` does)."""
-    from nova import service
-    from nova.compute import rpcapi as compute_rpcapi
+    from nova import service  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+    from nova.compute import rpcapi as compute_rpcapi  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     conf.set_override("host", host)
     kwargs: dict[str, Any] = {"host": host, "binary": f"nova-{binary}", "topic": binary}
@@ -114,7 +119,7 @@ def start_service(binary: str, host: str, conf: Any) -> Any:
 
 
 def discover_hosts() -> list[str]:
-    from nova import context, objects
+    from nova import context, objects  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     mappings = objects.host_mapping.discover_hosts(context.get_admin_context())
     return [m.host for m in mappings]
@@ -122,8 +127,6 @@ def discover_hosts() -> list[str]:
 
 def compute_api_app(layout: CloudLayout) -> Any:
     """The osapi_compute WSGI application, behind keystonemiddleware's auth_token (as on DevStack)."""
-    from paste import deploy  # type: ignore[import-untyped]
-
     paste_ini = layout.nova_dir / "api-paste.ini"
     paste_ini.write_text(API_PASTE_INI)
     return deploy.loadapp(f"config:{paste_ini}", name="osapi_compute")

@@ -12,6 +12,6 @@ import os
 
 def prepare() -> None:
     os.environ["OS_NOVA_DISABLE_EVENTLET_PATCHING"] = "1"
-    from nova import monkey_patch
+    from nova import monkey_patch  # noqa: PLC0415 - Nova's import of itself must follow the env var
 
     monkey_patch.patch(backend="threading")

@@ -9,13 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from oslo_config import cfg
+
 from novamig.embedded.service.nova_setup import wal_sqlite
 
 
 def placement_app(conf_file: Path, db_file: Path) -> Any:
-    from oslo_config import cfg
-    from placement import conf as placement_conf
-    from placement import db_api, deploy
+    # Placement registers its options on import; the cloud process imports this module before it
+    # has set Nova's threading mode (nova_threading), so Placement comes in here, when called.
+    from placement import conf as placement_conf  # noqa: PLC0415 - Placement, see above
+    from placement import db_api, deploy  # noqa: PLC0415 - Placement, see above
 
     wal_sqlite(db_file)
     conf = cfg.ConfigOpts()

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from oslo_db.sqlalchemy import enginefacade  # type: ignore[import-untyped]
+
 _state = {"installed": False}
 
 
 def install() -> None:
     if _state["installed"]:
         return
-    from oslo_db.sqlalchemy import enginefacade  # type: ignore[import-untyped]
-
     guard = threading.Lock()
     locks: collections.defaultdict[str, threading.RLock] = collections.defaultdict(threading.RLock)
     original = enginefacade._TransactionContextManager._transaction_scope

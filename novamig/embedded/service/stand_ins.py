@@ -22,6 +22,8 @@ import threading
 import uuid
 from typing import Any
 
+import fixtures
+
 from novamig.embedded.layout import FULL_IMAGE_ID, FULL_IMAGE_NAME, TINY_IMAGE_ID, TINY_IMAGE_NAME
 
 NETWORK_NAME = "novamig-net"
@@ -44,8 +46,6 @@ class FixtureHost:
         return fixture
 
     def stub_out(self, old: str, new: Any) -> None:
-        import fixtures
-
         self.useFixture(fixtures.MonkeyPatch(old, new))
 
     def flags(self, **kw: Any) -> None:
@@ -105,7 +105,7 @@ def full_image_meta(image: Any) -> dict[str, Any]:
 
 def install_glance(host: FixtureHost, full_image: Any = None) -> Any:
     """The image store: ``novamig-tiny``, plus ``novamig-full`` when ``full_image`` is given."""
-    from nova.tests.fixtures import GlanceFixture
+    from nova.tests.fixtures import GlanceFixture  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     glance = host.useFixture(GlanceFixture(host))
     glance.images.clear()
@@ -116,7 +116,7 @@ def install_glance(host: FixtureHost, full_image: Any = None) -> Any:
 
 
 def install_neutron(host: FixtureHost) -> Any:
-    from nova.tests.fixtures import NeutronFixture
+    from nova.tests.fixtures import NeutronFixture  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     class NovamigNeutron(NeutronFixture):  # type: ignore[misc]
         """One shared IPv4 network; every new port gets a distinct MAC and address."""

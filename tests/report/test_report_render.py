@@ -1,0 +1,58 @@
+"""The HTML report: self-contained, escaped, re-rendered from results.json by `novamig report`, and
+showing every figure a case carries (noise floor, probe cost and budget, brownout, integrity, Locust)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from novamig.report.commands import cmd_report
+from novamig.report.render import render_index
+from novamig.results import PerProbe, ProbeCost, Results, write_results
+
+
+def test_index_html_is_self_contained_and_escaped(three_case_results: Results) -> None:
+    html = render_index(three_case_results)
+    assert "a=2#r1" in html and "FAILED" in html
+    assert "&lt;no host&gt;" in html  # escaped
+    for external in ("<script", "<link", "src=", "http://", "https://"):
+        assert external not in html
+
+
+def test_report_command_rerenders_from_results(
+    three_case_results: Results, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_results(three_case_results, tmp_path / "results.json")
+    assert cmd_report(str(tmp_path / "results.json"), None) == 0
+    assert "a=2#r1" in (tmp_path / "index.html").read_text()
+    (tmp_path / "bad.json").write_text("{}")
+    assert cmd_report(str(tmp_path / "bad.json"), None) == 2
+    assert "unsupported schema" in capsys.readouterr().err
+
+
+def test_index_html_shows_noise_floor_cost_brownout_integrity_and_locust(three_case_results: Results) -> None:
+    r = three_case_results
+    case = r.cases[0]
+    case.noise_floor_ms = PerProbe(guest=14.25, network=3.5)
+    case.probe_cost = {"network": ProbeCost(cpu_s=1.2, wall_s=60.0, cpu_percent=2.0, rate_hz=500.0)}
+    case.locust = {
+        "where": "guest",
+        "total": {"requests": 1234, "failures": 5, "failure_ratio": 0.00412, "latency_ms": {"p99": 88.25}},
+    }
+    m = case.migrations[0]
+    m.brownout_ms = PerProbe(guest=321.5)
+    m.memory_integrity = True
+    html = render_index(r)
+    assert "14.2" in html and "3.5" in html  # noise floor per probe
+    assert "2.00 % of a core at 500 Hz" in html
+    assert "1234" in html and "0.0041" in html and "88.2" in html
+    assert "321.5" in html
+    assert "<td>yes</td>" in html
+    assert "over its budget" not in html
+    case.probe_cost["network"] = case.probe_cost["network"].model_copy(
+        update={"cpu_percent": 31.0, "budget_percent": 20.0, "over_budget": True}
+    )
+    html = render_index(r)
+    assert "31.00 % of a core at 500 Hz" in html
+    assert "over its budget of 20 %: may have disturbed the measurement" in html
