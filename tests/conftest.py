@@ -8,14 +8,25 @@ the same machine never count.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import pwd
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.pytest_fixtures import embedded_cloud, embedded_conn
+from novamig.guest.image import GuestImage, build_tiny_image
+from novamig.hypervisor.binary import qemu_binary
+from novamig.hypervisor.errors import MachineUnusable
+from novamig.results import CaseResult, Environment, MigrationRecord, Results, SlaCheck
+
+__all__ = ["embedded_cloud", "embedded_conn"]
 
 SESSION_MARKER = f"NOVAMIG_TEST_SESSION={uuid.uuid4().hex}".encode()
 os.environ["NOVAMIG_TEST_SESSION"] = SESSION_MARKER.split(b"=", 1)[1].decode()
@@ -67,6 +78,114 @@ def nothing_left_behind() -> Iterator[None]:
     leaked_netns = {n for n in novamig_netns() - netns_before if _orphaned_or_ours(n)}
     assert not leaked_qemu, f"QEMU processes left running: {sorted(leaked_qemu)}"
     assert not leaked_netns, f"network namespaces left behind: {sorted(leaked_netns)}"
+
+
+# -- shared fixtures: QEMU, the tiny guest image, the embedded cloud, a results document -----------
+
+
+@pytest.fixture(scope="session")
+def qemu_path() -> str:
+    """qemu-system-x86_64 found the way novamig finds it (`NOVAMIG_QEMU`, else PATH): a test that
+    needs QEMU on a machine without it is skipped, saying why, rather than failing."""
+    try:
+        return qemu_binary()
+    except MachineUnusable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def tiny_image(qemu_path: str) -> GuestImage:
+    """The tiny guest image, built once per session (a cache hit in the user's image cache)."""
+    return build_tiny_image()
+
+
+#: `embedded_qemu(incoming_only=False)`: PID → start time (clock ticks since boot) of the QEMU
+#: processes the session's embedded cloud runs now.
+EmbeddedQemu = Callable[..., dict[int, float]]
+
+
+@pytest.fixture
+def embedded_qemu(embedded_cloud: EmbeddedCloud) -> EmbeddedQemu:
+    """The session cloud's QEMU processes, found by its work directory on their command line (so
+    other clouds' and other tests' guests never count); `incoming_only` keeps the migration
+    destinations (`-incoming`), the start time tells the newest."""
+    workdir = str(Path(embedded_cloud.workdir).resolve()).encode()
+
+    def find(incoming_only: bool = False) -> dict[int, float]:
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                started = float((entry / "stat").read_text().rsplit(")", 1)[1].split()[19])
+            except (OSError, IndexError, ValueError):
+                continue
+            if not argv or b"qemu-system" not in argv[0] or workdir not in b" ".join(argv):
+                continue
+            if incoming_only and b"-incoming" not in argv:
+                continue
+            found[int(entry.name)] = started
+        return found
+
+    return find
+
+
+@pytest.fixture
+def cloud(
+    embedded_cloud: EmbeddedCloud, embedded_qemu: EmbeddedQemu, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The session cloud's name, its clouds.yaml the only one openstacksdk reads; afterwards none
+    of its QEMU processes may remain: every server a run creates is deleted, so every guest process
+    must be gone too (Nova deletes asynchronously: polled for up to 30 s)."""
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(embedded_cloud.clouds_yaml))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    yield embedded_cloud.cloud_name
+    deadline = time.monotonic() + 30
+    while embedded_qemu() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = embedded_qemu()
+    assert not left, f"QEMU processes of deleted servers: {sorted(left)}"
+
+
+@pytest.fixture
+def three_case_results() -> Results:
+    """A results document with one case of each kind: passed, failed (an SLA missed, a migration
+    in error), and broken (an error text with characters HTML must escape)."""
+    ok = CaseResult(
+        id="a=1#r1",
+        passed=True,
+        sla=[SlaCheck(name="duration_s.max", limit=10, value=2.5, passed=True)],
+        migrations=[
+            MigrationRecord(
+                server="s0",
+                source_host="h1",
+                dest_host="h2",
+                status="completed",
+                requested_at=1.0,
+                finished_at=3.5,
+                duration_s=2.5,
+            )
+        ],
+    )
+    bad = CaseResult(
+        id="a=2#r1",
+        passed=False,
+        sla=[SlaCheck(name="duration_s.max", limit=1, value=2.5, passed=False)],
+        migrations=[
+            MigrationRecord(
+                server="s0",
+                source_host="h1",
+                dest_host=None,
+                status="error",
+                requested_at=1.0,
+                finished_at=2.0,
+            )
+        ],
+    )
+    broken = CaseResult(id="a=3#r1", passed=False, error="BootFailure: server went to ERROR: <no host>")
+    env = Environment(cloud="c", novamig_version="0", started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    return Results(scenario={"name": "demo"}, environment=env, cases=[ok, bad, broken], passed=False)
 
 
 # -- the user's own OpenStack configuration: nobody here reads it, nobody changes it --------------
