@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from novamig.cloud.host_policy import EmbeddedHostPolicy
 from novamig.embedded import clouds_yaml, config, host_policy
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
 from novamig.embedded.service.downtime_ramp import DowntimeRamp, downtime_steps, live_migration_data_gb
 from novamig.embedded.service.image_api import ImageApi, to_v2
@@ -79,6 +81,28 @@ def test_host_policy_defaults_are_novas_and_unknown_options_are_refused(tmp_path
         host_policy.write(tmp_path, "compute1", {"live_migration_downtme": 100})
     with pytest.raises(ValueError, match="timeout_action"):
         host_policy.write(tmp_path, "compute1", {"live_migration_timeout_action": "explode"})
+
+
+def test_the_runner_s_host_policy_applier_restores_the_policy_in_force_before(tmp_path: Path) -> None:
+    """cloud.host_policy.EmbeddedHostPolicy reaches the policy files through EmbeddedCloud's
+    get/set_host_policy (the cloud package never imports the embedded one)."""
+    cloud = EmbeddedCloud(tmp_path)
+    cloud.layout = layout(tmp_path)  # a cloud's files without its processes: policies need no more
+    host_policy.write(tmp_path, "compute1", {"live_migration_downtime": 300})
+    before = cloud.get_host_policy("compute1")
+    assert before["live_migration_downtime"] == 300
+    assert before["live_migration_permit_post_copy"] is False
+
+    applier = EmbeddedHostPolicy(cloud)
+    applier.apply("compute1", {"live_migration_permit_post_copy": True})
+    during = host_policy.read(tmp_path, "compute1")
+    assert during.live_migration_permit_post_copy is True
+    assert during.live_migration_downtime == 300  # the rest of the policy in force is kept
+
+    applier.restore("compute1")
+    assert cloud.get_host_policy("compute1") == before
+    with pytest.raises(ValueError, match="unknown compute host"):
+        cloud.get_host_policy("compute9")
 
 
 def test_migration_policy_follows_libvirt_rules() -> None:
