@@ -11,9 +11,14 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from novamig.runner.migration_watcher import Progress
 
@@ -34,15 +39,24 @@ class Row:
 
 
 class LiveView:
-    def __init__(self, stream: IO[str] | None = None, *, interactive: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        interactive: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` (monotonic seconds) paces the plain stream's repeated progress lines; a test
+        hands in its own to step through `LOG_PROGRESS_EVERY_S` without waiting for it."""
         self.stream = stream or sys.stderr
+        self._clock = clock
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.rows: dict[str, Row] = {}
         self.case = ""
         self.headline = ""
         self._lock = threading.Lock()
         self._live: Any = None
-        self._started = time.monotonic()
+        self._started = clock()
 
     # -- updates (any thread) ----------------------------------------------------------------------
     def start_case(self, case_id: str, index: int, total: int) -> None:
@@ -67,7 +81,7 @@ class LiveView:
             self._say(f"  {name}: {status}")
 
     def progress(self, p: Progress) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             row = self.rows.setdefault(p.server, Row(self.case, p.server, ""))
             changed = row.status != p.status or now - row.said_at >= LOG_PROGRESS_EVERY_S
@@ -85,8 +99,6 @@ class LiveView:
             print(line, file=self.stream, flush=True)
 
     def render(self) -> Any:
-        from rich.table import Table
-
         table = Table(title=self.headline or "novamig", expand=False)
         for col in ("server", "migration", "status", "progress", "elapsed", "route"):
             table.add_column(col, no_wrap=True)
@@ -105,9 +117,6 @@ class LiveView:
 
     def __enter__(self) -> LiveView:
         if self.interactive:
-            from rich.console import Console
-            from rich.live import Live
-
             self._live = Live(
                 get_renderable=self.render,
                 console=Console(file=self.stream),

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from rich.console import Console
 
 from novamig.runner.migration_watcher import Progress
-from novamig.runner.progress_display import LiveView
+from novamig.runner.progress_display import LOG_PROGRESS_EVERY_S, LiveView
 
 
 def test_plain_stream_gets_one_line_per_status_change() -> None:
@@ -36,15 +35,12 @@ def test_table_shows_case_server_status_progress_elapsed() -> None:
         assert expected in text, text
 
 
-def test_plain_stream_repeats_a_long_status_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    from novamig.runner import progress_display
-
+def test_plain_stream_repeats_a_long_status_every_interval() -> None:
     clock = [100.0]
-    monkeypatch.setattr(progress_display.time, "monotonic", lambda: clock[0])
     out = io.StringIO()
-    view = LiveView(out, interactive=False)
+    view = LiveView(out, interactive=False, clock=lambda: clock[0])
     view.progress(Progress("s0", "running", 6.0, 0.9, "h1", "h2"))
-    clock[0] += progress_display.LOG_PROGRESS_EVERY_S - 1
+    clock[0] += LOG_PROGRESS_EVERY_S - 1
     view.progress(Progress("s0", "running", 40.0, 9.9, "h1", "h2"))  # too soon: nothing
     clock[0] += 1
     view.progress(Progress("s0", "running", 45.0, 10.9, "h1", "h2"))
