@@ -1,4 +1,4 @@
-"""``novamig image upload``: put the Glance form of a guest image into a cloud's Image service.
+"""Putting the Glance form of a guest image into a cloud's Image service (``novamig image upload``).
 
 Why: a DevStack (or any OpenStack) cloud must boot the same guest, with the same workload, as the
 embedded cloud, so results compare. The full image's Glance form (``build_cloud_image()``, a
@@ -16,6 +16,9 @@ than the delete takes, and a failed upload leaves the old image in place.
 Errors carry the CLI's exit code (README, "Exit codes"): `UploadRefused` is bad input (2: an
 image of that name is in the way, a protected image, a visibility the cloud does not allow this
 user); `UploadFailed` is infrastructure (3: the upload or a check after it failed).
+
+It lives with the cloud layer because it talks to a cloud through openstacksdk; the guest layer
+only builds images and knows nothing of clouds.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openstack import exceptions
+
 from novamig import __version__
+from novamig.guest.full import CloudImage
 
 #: Default image name: the name scenarios use (``fleet.image: novamig-full``).
 DEFAULT_NAME = "novamig-full"
@@ -83,8 +89,8 @@ class UploadResult:
     seconds: float = 0.0
 
 
-def source_from_cloud_image(image: Any) -> UploadSource:
-    """The upload of a ``novamig.guest.full.CloudImage``, with properties that say what it is.
+def source_from_cloud_image(image: CloudImage) -> UploadSource:
+    """The upload of the full guest's Glance form, with properties that say what it is.
 
     ``hw_rng_model=virtio`` and ``hw_qemu_guest_agent=yes`` change what Nova gives the guest (a
     virtio-rng device; a guest-agent channel that Nova then trusts for quiesced snapshots), so
@@ -185,8 +191,6 @@ def check_name(conn: Any, name: str, *, replace: bool) -> None:
     that novamig did not upload (it carries no digest, so it can never match) without ``replace``,
     or a protected one with it. `upload_image` makes the full decision once the digest is known.
     """
-    from openstack import exceptions
-
     try:
         existing = list(conn.image.images(name=name))
     except exceptions.SDKException as exc:
@@ -225,8 +229,6 @@ def upload_image(
     Every HTTP call is bounded by the connection's ``api_timeout`` (``novamig.cloud.connection``).
     Raises `UploadRefused` (exit 2) or `UploadFailed` (exit 3); returns what was done.
     """
-    from openstack import exceptions
-
     tell = say or (lambda _msg: None)
     if visibility not in VISIBILITIES:
         raise UploadRefused(f"visibility {visibility!r} is not one of {', '.join(VISIBILITIES)}")
@@ -237,6 +239,28 @@ def upload_image(
         existing = list(conn.image.images(name=name))
     except exceptions.SDKException as exc:
         raise UploadFailed(f"cannot list images named {name!r}: {_short(exc)}") from None
+    there = _already_there(existing, source, name, replace=replace)
+    if there is not None:
+        return there
+
+    tell(f"hashing {source.path}")
+    md5, sha256 = file_hashes(source.path)
+    reader = ProgressReader(source.path, progress)
+    size = reader.total
+    tell(f"uploading {size} bytes as {name!r} ({source.disk_format}/{source.container_format}, {visibility})")
+    new_id = _create(
+        conn, source, reader, name=name, visibility=visibility, hashes=(md5, sha256), existing=existing
+    )
+    _check_uploaded(conn, new_id, size, md5)
+    replaced = _delete_replaced(conn, existing, name, new_id)
+    action = "replaced" if replaced else "uploaded"
+    return UploadResult(new_id, action, size, tuple(replaced), round(time.monotonic() - t0, 1))
+
+
+def _already_there(
+    existing: list[Any], source: UploadSource, name: str, *, replace: bool
+) -> UploadResult | None:
+    """The result when this build is already active under `name`; refuses what must not be replaced."""
     for image in existing:
         if _prop(image, DIGEST_PROPERTY) == source.digest and image.status == "active":
             return UploadResult(str(image.id), "already uploaded", int(image.size or 0))
@@ -249,18 +273,27 @@ def upload_image(
     protected = [i for i in existing if getattr(i, "is_protected", False)]
     if protected:
         raise UploadRefused(_protected_message(name, protected))
+    return None
 
-    tell(f"hashing {source.path}")
-    md5, sha256 = file_hashes(source.path)
-    reader = ProgressReader(source.path, progress)
-    size = reader.total
+
+def _create(
+    conn: Any,
+    source: UploadSource,
+    reader: ProgressReader,
+    *,
+    name: str,
+    visibility: str,
+    hashes: tuple[str, str],
+    existing: list[Any],
+) -> str:
+    """Send the image; its new id. Ctrl-C mid-upload removes the half-uploaded image."""
+    md5, sha256 = hashes
     before = {str(i.id) for i in existing}
-    tell(f"uploading {size} bytes as {name!r} ({source.disk_format}/{source.container_format}, {visibility})")
     try:
         image = conn.image.create_image(
             name,
             data=reader,
-            size=size,
+            size=reader.total,
             md5=md5,
             sha256=sha256,
             disk_format=source.disk_format,
@@ -268,7 +301,7 @@ def upload_image(
             tags=[TAG],
             visibility=visibility,
             min_ram=source.min_ram_mb,
-            allow_duplicates=True,  # idempotency is decided above, by digest
+            allow_duplicates=True,  # idempotency is decided before, by digest
             **source.properties,
         )
     except exceptions.ForbiddenException as exc:
@@ -281,8 +314,11 @@ def upload_image(
         raise
     finally:
         reader.close()
-    new_id = str(image.id)
-    _check_uploaded(conn, new_id, size, md5)
+    return str(image.id)
+
+
+def _delete_replaced(conn: Any, existing: list[Any], name: str, new_id: str) -> list[str]:
+    """Delete the images the new one replaces (only once it checked out); their ids."""
     replaced: list[str] = []
     failures: list[str] = []
     for old in existing:
@@ -296,14 +332,11 @@ def upload_image(
             f"uploaded {name!r} as {new_id}, but could not delete the image(s) it replaces: "
             + "; ".join(failures)
         )
-    action = "replaced" if replaced else "uploaded"
-    return UploadResult(new_id, action, size, tuple(replaced), round(time.monotonic() - t0, 1))
+    return replaced
 
 
 def _check_uploaded(conn: Any, image_id: str, size: int, md5: str) -> None:
     """The cloud has all the bytes, unchanged; else the new image is deleted and UploadFailed."""
-    from openstack import exceptions
-
     try:
         image = conn.image.get_image(image_id)
     except exceptions.SDKException as exc:

@@ -20,11 +20,7 @@ import pytest
 from openstack import exceptions
 
 from novamig.cli import main
-from novamig.embedded.controller import EmbeddedCloud
-from novamig.embedded.layout import TINY_IMAGE_ID, TINY_IMAGE_NAME
-from novamig.embedded.service.image_api import ImageApi
-from novamig.guest.full import find_cloud_image
-from novamig.guest.upload import (
+from novamig.cloud.image_upload import (
     DIGEST_PROPERTY,
     TAG,
     UploadRefused,
@@ -32,6 +28,10 @@ from novamig.guest.upload import (
     source_from_cloud_image,
     upload_image,
 )
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.layout import TINY_IMAGE_ID, TINY_IMAGE_NAME
+from novamig.embedded.service.image_api import ImageApi
+from novamig.guest.full import find_cloud_image
 
 
 @pytest.fixture
