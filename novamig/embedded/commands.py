@@ -1,27 +1,37 @@
 """``novamig cloud up|down|status``: the embedded cloud for other tools (openstack CLI, Tempest, ...).
 
 ``up`` starts the cloud in ``$NOVAMIG_EMBEDDED_DIR`` (default ``~/.local/state/novamig/
-novamig-embedded``), returns to the shell with it running, and merges the clouds.yaml entries
-``novamig-embedded`` (admin) and ``novamig-embedded-member`` into ``$OS_CLIENT_CONFIG_FILE`` or
-``~/.config/openstack/clouds.yaml``. ``down`` stops every process and guest, removes the work
-directory and those entries. ``status`` says what runs. Exit codes: 0 done, 3 infrastructure error.
+novamig-embedded``), returns to the shell with it running, and adds the clouds.yaml entries
+``novamig-embedded`` (admin) and ``novamig-embedded-member`` to one clouds.yaml: ``--clouds-yaml
+PATH``, else ``$NOVAMIG_CLOUDS_YAML``, else ``$OS_CLIENT_CONFIG_FILE``, else
+``~/.config/openstack/clouds.yaml`` (edited in place, everything else in it kept: see
+`novamig.embedded.clouds_yaml`). It refuses before starting anything when that file already has an
+entry of that name novamig did not write. ``down`` takes the entries out of the file ``up`` put them
+in, stops every process and guest and removes the work directory. ``status`` says what runs.
+Exit codes: 0 done, 2 the clouds.yaml cannot take the entries, 3 infrastructure error.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from novamig.embedded import clouds_yaml
 from novamig.embedded.controller import CloudStartError, EmbeddedCloud, default_workdir
-from novamig.embedded.layout import CloudLayout
+from novamig.embedded.layout import DEFAULT_CLOUD_NAME, CloudLayout
 from novamig.exitcodes import ExitCode
 
 
-def cmd_cloud(action: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def cmd_cloud(
+    action: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr, *, clouds_yaml_path: str | None = None
+) -> int:
+    """`clouds_yaml_path`: ``--clouds-yaml`` (None: see `clouds_yaml.target`; for ``down``, the file
+    ``up`` wrote to)."""
     workdir = default_workdir()
     if action == "up":
-        return _up(out, err)
+        return _up(clouds_yaml_path, out, err)
     if not (workdir / "cloud.json").exists():
         if action == "status":
             print(f"novamig-embedded: not running (no cloud in {workdir})", file=out)
@@ -32,21 +42,20 @@ def cmd_cloud(action: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -
     if action == "status":
         return _status(cloud, out)
     if action == "down":
-        layout = CloudLayout.load(workdir)
-        cloud.stop()
-        removed = clouds_yaml.remove_from(clouds_yaml.user_clouds_yaml(), layout)
-        print(
-            f"novamig-embedded: stopped; removed {workdir}"
-            + (f" and clouds.yaml entries {', '.join(removed)}" if removed else ""),
-            file=out,
-        )
-        return int(ExitCode.OK)
+        return _down(cloud, clouds_yaml_path, out, err)
     print(f"novamig cloud: unknown action {action!r} (up, down, status)", file=err)
     return int(ExitCode.BAD_INPUT)
 
 
-def _up(out: TextIO, err: TextIO) -> int:
+def _up(flag: str | None, out: TextIO, err: TextIO) -> int:
     workdir = default_workdir()
+    target, why = clouds_yaml.target(flag)
+    names = [DEFAULT_CLOUD_NAME, f"{DEFAULT_CLOUD_NAME}-member"]
+    try:
+        clouds_yaml.check_free(target, names, workdir.resolve())
+    except clouds_yaml.CloudsYamlError as exc:
+        print(f"novamig cloud up: nothing started: {exc}", file=err)
+        return int(ExitCode.BAD_INPUT)
     cloud = EmbeddedCloud(workdir, die_with_parent=False)
     try:
         ready = cloud.start()
@@ -57,15 +66,46 @@ def _up(out: TextIO, err: TextIO) -> int:
         )
         return int(ExitCode.INFRASTRUCTURE)
     layout = CloudLayout.load(workdir)
-    target = clouds_yaml.user_clouds_yaml()
-    clouds_yaml.merge_into(target, layout, layout.load_secrets())
+    try:
+        clouds_yaml.merge_into(target, layout, layout.load_secrets())
+    except (clouds_yaml.CloudsYamlError, OSError) as exc:
+        cloud.stop()  # a cloud nobody can find by name is no use: `up` leaves nothing behind
+        print(f"novamig cloud up: stopped the cloud again: {target} not updated: {exc}", file=err)
+        bad_file = isinstance(exc, clouds_yaml.CloudsYamlError)
+        return int(ExitCode.BAD_INPUT if bad_file else ExitCode.INFRASTRUCTURE)
     print(
         f"novamig-embedded: ready in {ready['elapsed_s']:.1f} s; pid {ready['pid']}; "
         f"identity {layout.keystone_url}; computes {', '.join(layout.hosts)}; "
-        f"clouds.yaml entries {layout.cloud_name}, {layout.cloud_name}-member in {target}; "
-        f"work dir {workdir}",
+        f"clouds.yaml entries {', '.join(names)} in {target} ({why}); work dir {workdir}",
         file=out,
     )
+    if why != "the per-user default" and os.environ.get("OS_CLIENT_CONFIG_FILE") != str(target):
+        print(
+            f"novamig-embedded: openstacksdk does not look in {target} by itself: "
+            f"`export OS_CLIENT_CONFIG_FILE={target}` for the openstack command and `novamig run --cloud`",
+            file=out,
+        )
+    return int(ExitCode.OK)
+
+
+def _down(cloud: EmbeddedCloud, flag: str | None, out: TextIO, err: TextIO) -> int:
+    """Entries first (their record is in the work directory), then the cloud, whatever the file says."""
+    layout = CloudLayout.load(cloud.workdir)
+    target = (
+        Path(flag) if flag else clouds_yaml.recorded_target(layout.workdir) or clouds_yaml.target(None)[0]
+    )
+    removed: list[str] = []
+    problem = None
+    try:
+        removed = clouds_yaml.remove_from(target, layout)
+    except (clouds_yaml.CloudsYamlError, OSError) as exc:
+        problem = exc
+    cloud.stop()
+    entries = f" and clouds.yaml entries {', '.join(removed)} from {target}" if removed else ""
+    print(f"novamig-embedded: stopped; removed {cloud.workdir}{entries}", file=out)
+    if problem is not None:
+        print(f"novamig cloud down: its clouds.yaml entries are still in {target}: {problem}", file=err)
+        return int(ExitCode.INFRASTRUCTURE)
     return int(ExitCode.OK)
 
 
