@@ -74,7 +74,7 @@ def _cleanup(args: argparse.Namespace) -> int:
 def _cloud(args: argparse.Namespace) -> int:
     from novamig.embedded.commands import cmd_cloud
 
-    return cmd_cloud(args.action)
+    return cmd_cloud(args.action, clouds_yaml_path=args.clouds_yaml)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -192,8 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="delete (default: list only)")
     p.set_defaults(handler=_cleanup)
 
-    p = sub.add_parser("cloud", help="the embedded cloud: up, down, status")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p = sub.add_parser(
+        "cloud",
+        help="the embedded cloud: up, down, status",
+        description="Start the embedded cloud for other tools and leave it running (up), say what runs "
+        "(status), stop it (down). Exit 0 done, 2 the clouds.yaml cannot take the entries (nothing "
+        "started), 3 infrastructure error.",
+    )
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="up: start it in $NOVAMIG_EMBEDDED_DIR (default: ~/.local/state/novamig/novamig-embedded) "
+        "and add the clouds.yaml entries novamig-embedded and novamig-embedded-member; down: remove "
+        "those entries, stop it and remove its work directory; status: what runs",
+    )
+    p.add_argument(
+        "--clouds-yaml",
+        metavar="PATH",
+        help="the clouds.yaml up adds the entries to, everything else in it kept (default: "
+        "$NOVAMIG_CLOUDS_YAML, else $OS_CLIENT_CONFIG_FILE, else ~/.config/openstack/clouds.yaml); "
+        "down takes them out of it (default: the file up used)",
+    )
     p.set_defaults(handler=_cloud)
 
     p = sub.add_parser("image", help="guest images")
