@@ -282,28 +282,8 @@ def build_tiny_image(
 _default_cache_dir = cache_dir
 
 
-def _build_into(
-    *,
-    tmp: Path,
-    final: Path,
-    digest: str,
-    inputs: dict[str, str],
-    kdeb: Deb,
-    bdeb: Deb,
-    agent_c: bytes,
-    init_sh: bytes,
-    root: Path,
-    say: Progress,
-    compress: bool,
-    t_start: float,
-) -> GuestImage:
-    """Fill ``tmp`` with the tiny image (kernel, initramfs, manifest); return it as it will be
-    found at ``final`` once cached_build() has renamed ``tmp`` into place."""
-    downloads = root / "downloads"
-    kpath = fetch_deb(kdeb, downloads, say)
-    bpath = fetch_deb(bdeb, downloads, say)
-
-    # kernel and modules
+def _kernel_and_modules(kpath: Path, kdeb: Deb, say: Progress) -> tuple[bytes, str, dict[str, bytes]]:
+    """The uncompressed kernel (PVH boots vmlinux), its version, and the modules in MODULE_ORDER."""
     step = f"extract kernel and modules from {kdeb.package}"
     say(f"extracting kernel and modules from {kpath.name}")
     vmlinuz: bytes | None = None
@@ -334,7 +314,11 @@ def _build_into(
     say("extracting the uncompressed kernel (vmlinux) for PVH boot")
     vmlinux = _extract_vmlinux(vmlinuz, f"extract vmlinux from vmlinuz-{kernel_version}")
 
-    # busybox
+    return vmlinux, kernel_version, modules
+
+
+def _busybox(bpath: Path, bdeb: Deb, say: Progress) -> bytes:
+    """The busybox binary from its Debian package."""
     step = f"extract busybox from {bdeb.package}"
     say(f"extracting busybox from {bpath.name}")
     busybox: bytes | None = None
@@ -345,6 +329,33 @@ def _build_into(
             busybox = f.read()
     if busybox is None:
         raise ImageBuildError(step, f"no bin/busybox in {bpath.name}")
+
+    return busybox
+
+
+def _build_into(
+    *,
+    tmp: Path,
+    final: Path,
+    digest: str,
+    inputs: dict[str, str],
+    kdeb: Deb,
+    bdeb: Deb,
+    agent_c: bytes,
+    init_sh: bytes,
+    root: Path,
+    say: Progress,
+    compress: bool,
+    t_start: float,
+) -> GuestImage:
+    """Fill ``tmp`` with the tiny image (kernel, initramfs, manifest); return it as it will be
+    found at ``final`` once cached_build() has renamed ``tmp`` into place."""
+    downloads = root / "downloads"
+    kpath = fetch_deb(kdeb, downloads, say)
+    bpath = fetch_deb(bdeb, downloads, say)
+
+    vmlinux, kernel_version, modules = _kernel_and_modules(kpath, kdeb, say)
+    busybox = _busybox(bpath, bdeb, say)
 
     # agent
     say("compiling the agent (gcc -static)")

@@ -15,6 +15,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,73 @@ def _r(x: float | None, nd: int = 1) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def _check_pauses(src: QemuMachine, rep: SelfcheckReport, say: Callable[[str], None]) -> None:
+    """Inject each pause in `PAUSES_MS` and compare the heartbeat's figure with STOP→RESUME."""
+    for ms in PAUSES_MS:
+        say(f"injecting a {ms:.0f} ms pause")
+        est = measure_pause(src, ms, repeats=5)
+        p = est.median
+        if p is None:
+            rep.pauses.append(
+                {
+                    "injected_ms": ms,
+                    "stop_resume_ms": None,
+                    "measured_ms": None,
+                    "error_ms": None,
+                    "within_tolerance": False,
+                    "attempts": len(est.attempts),
+                    "clean": 0,
+                }
+            )
+            worst = max((a.starved_ms or 0.0) for a in est.attempts)
+            rep.problems.append(
+                f"pause {ms:.0f} ms: the host starved the guest around every attempt (up to "
+                f"{worst:.0f} ms by the guest's own clock): this machine is too loaded to measure"
+            )
+            continue
+        err = p.error_ms
+        ok = err is not None and abs(err) <= pause_tolerance_ms(p.stop_resume_ms)
+        rep.pauses.append(
+            {
+                "injected_ms": ms,
+                "stop_resume_ms": _r(p.stop_resume_ms, 2),
+                "measured_ms": _r(p.measured_ms, 2),
+                "error_ms": _r(err, 2),
+                "within_tolerance": ok,
+                "attempts": len(est.attempts),
+                "clean": len(est.clean),
+                "errors_ms": [_r(r.error_ms, 2) for r in est.clean],
+            }
+        )
+        if not ok:
+            tol = pause_tolerance_ms(p.stop_resume_ms)
+            rep.problems.append(
+                f"pause {ms:.0f} ms: heartbeat measured {p.measured_ms} ms vs STOP→RESUME "
+                f"{p.stop_resume_ms:.1f} ms (tolerance ±{tol:.1f} ms)"
+            )
+
+
+def _check_migration(src: QemuMachine, work: Path, rep: SelfcheckReport, say: Callable[[str], None]) -> None:
+    """Migrate the idle guest to a second QEMU and record QEMU's and the heartbeat's figures."""
+    say("migrating the idle guest")
+    dst = QemuMachine(src.spec.for_destination(), work)
+    try:
+        dst.launch()
+        result = migrate(src, dst, QemuMigrationSettings(timeout_s=120))
+        hb = HeartbeatCollector(src.agent, dst.agent).analyse(result)
+        rep.migration = {
+            "status": str(result.status),
+            "total_ms": result.total_ms,
+            "qemu_downtime_ms": result.qemu_downtime_ms,
+            "stop_resume_ms": _r(result.stop_resume_ms, 2),
+            "heartbeat_gap_ms": _r(hb.switchover_gap_ms, 2),
+        }
+        if result.status != "completed":
+            rep.problems.append(f"migration {result.status}: {result.error}")
+    finally:
+        dst.shutdown()
+
+
 def run_selfcheck(progress: Any = None) -> SelfcheckReport:
     """Run every check; never raises for machine problems (they land in the report)."""
 
@@ -113,65 +181,8 @@ def run_selfcheck(progress: Any = None) -> SelfcheckReport:
             floor = measure_noise_floor(src.agent, 2.0)
             rep.noise_floor_ms = _r(floor.max_ms, 2)
             rep.noise_floor_p99_ms = _r(floor.p99_ms, 2)
-            for ms in PAUSES_MS:
-                say(f"injecting a {ms:.0f} ms pause")
-                est = measure_pause(src, ms, repeats=5)
-                p = est.median
-                if p is None:
-                    rep.pauses.append(
-                        {
-                            "injected_ms": ms,
-                            "stop_resume_ms": None,
-                            "measured_ms": None,
-                            "error_ms": None,
-                            "within_tolerance": False,
-                            "attempts": len(est.attempts),
-                            "clean": 0,
-                        }
-                    )
-                    worst = max((a.starved_ms or 0.0) for a in est.attempts)
-                    rep.problems.append(
-                        f"pause {ms:.0f} ms: the host starved the guest around every attempt (up to "
-                        f"{worst:.0f} ms by the guest's own clock): this machine is too loaded to measure"
-                    )
-                    continue
-                err = p.error_ms
-                ok = err is not None and abs(err) <= pause_tolerance_ms(p.stop_resume_ms)
-                rep.pauses.append(
-                    {
-                        "injected_ms": ms,
-                        "stop_resume_ms": _r(p.stop_resume_ms, 2),
-                        "measured_ms": _r(p.measured_ms, 2),
-                        "error_ms": _r(err, 2),
-                        "within_tolerance": ok,
-                        "attempts": len(est.attempts),
-                        "clean": len(est.clean),
-                        "errors_ms": [_r(r.error_ms, 2) for r in est.clean],
-                    }
-                )
-                if not ok:
-                    tol = pause_tolerance_ms(p.stop_resume_ms)
-                    rep.problems.append(
-                        f"pause {ms:.0f} ms: heartbeat measured {p.measured_ms} ms vs STOP→RESUME "
-                        f"{p.stop_resume_ms:.1f} ms (tolerance ±{tol:.1f} ms)"
-                    )
-            say("migrating the idle guest")
-            dst = QemuMachine(src.spec.for_destination(), work)
-            try:
-                dst.launch()
-                result = migrate(src, dst, QemuMigrationSettings(timeout_s=120))
-                hb = HeartbeatCollector(src.agent, dst.agent).analyse(result)
-                rep.migration = {
-                    "status": result.status,
-                    "total_ms": result.total_ms,
-                    "qemu_downtime_ms": result.qemu_downtime_ms,
-                    "stop_resume_ms": _r(result.stop_resume_ms, 2),
-                    "heartbeat_gap_ms": _r(hb.switchover_gap_ms, 2),
-                }
-                if result.status != "completed":
-                    rep.problems.append(f"migration {result.status}: {result.error}")
-            finally:
-                dst.shutdown()
+            _check_pauses(src, rep, say)
+            _check_migration(src, work, rep, say)
         except HypervisorError as exc:
             rep.problems.append(str(exc))
         finally:
