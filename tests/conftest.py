@@ -260,3 +260,16 @@ def users_openstack_config_untouched(tmp_path_factory: pytest.TempPathFactory) -
     changed = {p: (before.get(p, "absent"), after.get(p, "absent")) for p in before.keys() | after.keys()}
     changed = {p: ba for p, ba in changed.items() if ba[0] != ba[1]}
     assert not changed, f"the tests changed the user's OpenStack configuration (before, after): {changed}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, *, interval: float = 0.02) -> None:
+    """Poll `predicate` until it holds; fail the test naming `what` when `timeout` seconds pass.
+
+    Tests synchronise on something observable (a sample, a heartbeat, a port) this way, never by
+    sleeping for a guessed time and hoping it has happened.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
