@@ -3,32 +3,84 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
 from novamig.guest.image import GuestImage
-from novamig.hypervisor.selfcheck import cmd_selfcheck
+from novamig.hypervisor.selfcheck import cmd_selfcheck, pause_tolerance_ms
+
+MAX_STARVED_MS = 2.0  # measure_pause's default: a starved attempt is set aside
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 
+class SchedulingJitter:
+    """The load on this host while something else runs: a thread asks for a 1 ms wake-up again and
+    again and keeps the worst lateness. A stall of the host's scheduler shows here as it does in a
+    guest's vCPU and in the thread that reads its heartbeat."""
+
+    PERIOD_S = 0.001
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jitter", daemon=True)
+
+    def _run(self) -> None:
+        asked = time.monotonic()
+        while not self._stop.wait(self.PERIOD_S):
+            now = time.monotonic()
+            self.worst_ms = max(self.worst_ms, (now - asked - self.PERIOD_S) * 1000)
+            asked = now
+
+    def __enter__(self) -> SchedulingJitter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def test_selfcheck_json(capsys: pytest.CaptureFixture[str], tiny_image: GuestImage) -> None:
-    code = cmd_selfcheck(as_json=True)
+    """The report's contract, and its figures held to bounds that account for the load measured
+    in the same run, so the test runs (and can fail) on a busy host as on a quiet one."""
+    with SchedulingJitter() as jitter:
+        code = cmd_selfcheck(as_json=True)
     out = json.loads(capsys.readouterr().out)
-    if out["problems"] and all("too loaded" in p for p in out["problems"]):
-        pytest.skip(f"host too loaded to measure: {out['problems']}")
-    assert code == 0, out.get("problems")
     assert out["accelerator"] in ("tcg", "kvm")
     assert out["qemu_version"][0].isdigit()
-    assert out["noise_floor_ms"] > 0
+    floor = out["noise_floor_ms"]
+    assert floor > 0
     assert [p["injected_ms"] for p in out["pauses"]] == [50, 100, 500]
+    # The load of this run: the worst heartbeat gap with nothing injected (the noise floor, measured
+    # by selfcheck before the pauses) and the worst scheduling stall seen by this process across
+    # the whole selfcheck.
+    load_ms = max(floor, jitter.worst_ms)
     for p in out["pauses"]:
-        assert p["measured_ms"] >= p["injected_ms"] - 5
+        if p["measured_ms"] is None:
+            # Every attempt was set aside as starved (the guest's own clock ran more than
+            # MAX_STARVED_MS beyond one beat across the gap). That claim must be backed by load
+            # measured independently: on a host whose worst stall stayed below that limit no
+            # attempt can have been starved, and the verdict would hide a broken measurement.
+            assert p["clean"] == 0 and p["attempts"] > 0, p
+            assert load_ms > MAX_STARVED_MS, (p, floor, jitter.worst_ms)
+            continue
+        assert p["measured_ms"] >= p["injected_ms"] - 5, p
+        # The method's own bound (max(5 ms, 5 %) of STOP→RESUME), widened by the noise floor: a
+        # clean attempt rules out a starved guest, but the host thread that timestamps the beats can
+        # still be late by up to what the floor measured, on either side of the gap.
+        bound = pause_tolerance_ms(p["stop_resume_ms"]) + floor
+        assert abs(p["error_ms"]) <= bound, (p, floor)
     mig = out["migration"]
-    assert mig["status"] == "completed"
+    assert mig["status"] == "completed", out["problems"]
     for key in ("total_ms", "qemu_downtime_ms", "stop_resume_ms", "heartbeat_gap_ms"):
         assert isinstance(mig[key], (int, float)), key
     assert mig["heartbeat_gap_ms"] >= mig["qemu_downtime_ms"] - 1
+    # The exit code says what the report says: 0 exactly when it lists no problem.
+    assert (code == 0) == (not out["problems"]), (code, out["problems"])
 
 
 def test_selfcheck_exit_3_when_qemu_is_missing(
