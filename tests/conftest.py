@@ -262,14 +262,24 @@ def users_openstack_config_untouched(tmp_path_factory: pytest.TempPathFactory) -
     assert not changed, f"the tests changed the user's OpenStack configuration (before, after): {changed}"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, *, interval: float = 0.02) -> None:
-    """Poll `predicate` until it holds; fail the test naming `what` when `timeout` seconds pass.
-
-    Tests synchronise on something observable (a sample, a heartbeat, a port) this way, never by
-    sleeping for a guessed time and hoping it has happened.
-    """
+def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(0.02)
+
+
+#: `wait_until(predicate, timeout, what)`: the type of the `wait_until` fixture.
+WaitUntil = Callable[[Callable[[], bool], float, str], None]
+
+
+@pytest.fixture
+def wait_until() -> WaitUntil:
+    """Poll `predicate` until it holds; fail the test naming `what` when `timeout` seconds pass.
+
+    Tests synchronise on something observable (a sample, a heartbeat, a port) this way, never by
+    sleeping for a guessed time and hoping it has happened. A fixture rather than an import: the
+    test directories each have a conftest module, so `import conftest` would be ambiguous.
+    """
+    return _wait_until
