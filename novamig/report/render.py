@@ -1,16 +1,23 @@
-"""index.html from results: a single self-contained page (inline CSS, no scripts, no fetches).
+"""index.html from results: a single self-contained page (inline CSS and SVG, no script, no fetch).
 
-Rendered from `Results` only. This is the minimal page written by every run; the full report
-(charts, timelines, comparisons) replaces the template, not the contract: `render_index(results)`.
+Rendered from `Results` only, so any results.json renders the same page: a finished run, an
+interrupted one, one where every migration failed, one with no case at all, one where only some
+vantage points measured. The view model is built here (figures, charts, reasons for missing
+figures) and the template only lays it out.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
-from novamig.results import Results
+from novamig.report.charts import MAX_BAR_GROUPS, downtime_bars, strip_plot, timeline
+from novamig.report.summary import PROBES, MetricSummary, case_summaries, measured_probes, null_reason
+from novamig.results import CaseResult, MigrationRecord, Results, SlaCheck
 
 ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("novamig.report", "templates"),
@@ -19,6 +26,9 @@ ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+TIMELINES_OPEN = 8
+"""A case with at most this many migrations shows their timelines unfolded."""
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -34,8 +44,94 @@ def _fmt(value: object, digits: int = 3) -> str:
 ENV.filters["fmt"] = _fmt
 
 
+@dataclass
+class CaseView:
+    case: CaseResult
+    anchor: str
+    summaries: list[MetricSummary]
+    bars: Markup | None
+    bars_note: str
+    timelines: list[tuple[int, MigrationRecord, Markup | None]]
+    null_figures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SlaRow:
+    case: str
+    anchor: str
+    check: SlaCheck
+
+    @property
+    def probe(self) -> str:
+        """The vantage point an SLA is judged on (`downtime_ms.guest.max` → guest), else "—"."""
+        parts = self.check.name.split(".")
+        return parts[1] if len(parts) > 2 and parts[1] in PROBES else "—"
+
+
+def _null_figures(case: CaseResult, measured: set[str]) -> list[str]:
+    """Why figures are missing, one line per (probe, reason) with the migrations it concerns."""
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for i, m in enumerate(case.migrations, 1):
+        if m.status != "completed":
+            grouped[("all figures", f"the migration ended {m.status}")].append(f"#{i}")
+            continue
+        for probe in PROBES:
+            if getattr(m.downtime_ms, probe) is None:
+                grouped[(probe, null_reason(m, probe, measured))].append(f"#{i}")
+    return [f"{probe}: {reason} ({', '.join(which)})" for (probe, reason), which in grouped.items()]
+
+
+def _case_view(index: int, case: CaseResult, measured: set[str]) -> CaseView:
+    completed = sum(m.status == "completed" for m in case.migrations)
+    bars = downtime_bars(case)
+    if bars is None:
+        note = "no downtime figure to draw: " + ("no migration completed" if not completed else "see below")
+    elif completed > MAX_BAR_GROUPS:
+        note = f"the first {MAX_BAR_GROUPS} of {completed} completed migrations; the distributions cover all"
+    else:
+        note = ""
+    return CaseView(
+        case=case,
+        anchor=f"case-{index}",
+        summaries=case_summaries(case, measured),
+        bars=bars,
+        bars_note=note,
+        timelines=[(i, m, timeline(m)) for i, m in enumerate(case.migrations, 1)],
+        null_figures=_null_figures(case, measured),
+    )
+
+
+def _distributions(results: Results) -> list[tuple[str, Markup | None]]:
+    downtimes: dict[str, list[tuple[str, float]]] = {p: [] for p in PROBES}
+    durations: dict[str, list[tuple[str, float]]] = {"duration": []}
+    for case in results.cases:
+        for i, m in enumerate(case.migrations, 1):
+            if m.status != "completed":
+                continue
+            label = f"{case.id} #{i} {m.server}"
+            for probe in PROBES:
+                value = getattr(m.downtime_ms, probe)
+                if value is not None:
+                    downtimes[probe].append((label, value))
+            if m.duration_s is not None:
+                durations["duration"].append((label, m.duration_s))
+    return [
+        ("downtime per vantage point", strip_plot("downtime per vantage point (ms)", "ms", downtimes)),
+        ("duration", strip_plot("migration duration (s)", "s", durations)),
+    ]
+
+
 def render_index(results: Results) -> str:
-    return ENV.get_template("index.html.j2").render(r=results)
+    measured = measured_probes(results)
+    views = [_case_view(i, c, measured) for i, c in enumerate(results.cases, 1)]
+    sla = [SlaRow(v.case.id, v.anchor, s) for v in views for s in v.case.sla]
+    return ENV.get_template("index.html.j2").render(
+        r=results,
+        views=views,
+        sla=sla,
+        distributions=_distributions(results),
+        timelines_open=TIMELINES_OPEN,
+    )
 
 
 def write_index(results: Results, path: Path) -> None:

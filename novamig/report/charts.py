@@ -1,0 +1,223 @@
+"""The report's charts, drawn as inline SVG from `results.json` alone (see `novamig.report.svg`).
+
+- `downtime_bars`: per migration, the four vantage points side by side, each with its resolution as
+  an error bar and the case's noise floor per probe as a dashed line, so the gap between QEMU's
+  figure (source side only) and what the guest saw shows at a glance;
+- `timeline`: one migration over time: memory remaining and processed (from `progress[]`), the
+  status phases as bands, the network probe's blackout as a shaded span, events as markers;
+- `strip_plot`: one metric per vantage point across all migrations of the run, one dot each.
+
+Every chart returns None when it has nothing to draw; the page then says why instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+from novamig.report.summary import PROBES
+from novamig.report.svg import Canvas, Scale
+from novamig.results import CaseResult, MigrationRecord
+from novamig.stats import percentile
+
+COLOURS: dict[str, str] = {
+    "guest": "#1f77b4",
+    "network": "#e8710a",
+    "locust": "#2a9d3a",
+    "hypervisor": "#8e44ad",
+}
+PHASE_COLOURS: dict[str, str] = {
+    "accepted": "#f2f2f2",
+    "queued": "#f2f2f2",
+    "preparing": "#fdf3d8",
+    "running": "#e3eefb",
+    "post-copy": "#fbe3e6",
+    "running (post-copy)": "#fbe3e6",
+}
+MAX_BAR_GROUPS = 60
+"""Migrations drawn in one case's bar chart; the distributions below cover all of them."""
+KEY_EVENTS = ("post-copy", "abort", "force-complete", "error", "refused", "timeout")
+MIB = 1024 * 1024
+
+
+def _probes_with_figures(migrations: Sequence[MigrationRecord]) -> list[str]:
+    return [p for p in PROBES if any(getattr(m.downtime_ms, p) is not None for m in migrations)]
+
+
+def downtime_bars(case: CaseResult) -> Markup | None:
+    """Grouped bars: per completed migration, each probe's downtime ± its resolution."""
+    done = [m for m in case.migrations if m.status == "completed"][:MAX_BAR_GROUPS]
+    probes = _probes_with_figures(done)
+    if not probes:
+        return None
+    floors = {p: f for p in probes if (f := getattr(case.noise_floor_ms, p)) is not None}
+    tops = [
+        getattr(m.downtime_ms, p) + (getattr(m.resolution_ms, p) or 0)
+        for m in done
+        for p in probes
+        if getattr(m.downtime_ms, p) is not None
+    ]
+    bar, gap = 14.0, 18.0
+    group = bar * len(probes) + gap
+    left, right, top, bottom = 48.0, 130.0, 22.0, 36.0
+    width = left + group * len(done) + right
+    height = 230.0
+    y = Scale(0, max([*tops, *floors.values()]) * 1.08, height - bottom, top)
+    c = Canvas(width, height, f"downtime per migration, case {case.id}")
+    c.y_axis(y, left, width - right, "downtime (ms)")
+    for i, m in enumerate(done):
+        x0 = left + gap / 2 + i * group
+        for k, probe in enumerate(probes):
+            _bar(c, m, probe, x=x0 + k * bar, w=bar, y=y)
+        c.text(x0 + bar * len(probes) / 2, height - bottom + 14, f"#{i + 1}", anchor="middle", size=10)
+    c.line(left, y(0), width - right, y(0), "#999")
+    label_y = height
+    for probe, floor in sorted(floors.items(), key=lambda item: item[1]):
+        c.line(left, y(floor), width - right, y(floor), COLOURS[probe], extra=' stroke-dasharray="5 3"')
+        label_y = min(y(floor) + 4, label_y - 11)  # stacked upwards, never overlapping
+        c.text(width - right + 4, label_y, f"{probe} noise floor {floor:.1f}", size=9, fill=COLOURS[probe])
+    _legend(c, probes, left, height - 8)
+    return c.markup()
+
+
+def _bar(c: Canvas, m: MigrationRecord, probe: str, *, x: float, w: float, y: Scale) -> None:
+    value: float | None = getattr(m.downtime_ms, probe)
+    if value is None:
+        c.text(x + w / 2, y(0) - 3, "×", anchor="middle", size=10, fill="#999")
+        return
+    resolution: float | None = getattr(m.resolution_ms, probe)
+    tip = f"{m.server} {probe}: {value:.1f} ms" + (f" ± {resolution:g} ms (resolution)" if resolution else "")
+    c.rect(x + 1, y(value), w - 2, y(0) - y(value), COLOURS[probe], tip=tip)
+    if resolution:
+        lo, hi = y(max(0.0, value - resolution)), y(value + resolution)
+        mid = x + w / 2
+        c.line(mid, lo, mid, hi, "#222")
+        c.line(mid - 3, hi, mid + 3, hi, "#222")
+        c.line(mid - 3, lo, mid + 3, lo, "#222")
+
+
+def _legend(c: Canvas, probes: Sequence[str], x: float, y: float) -> None:
+    for probe in probes:
+        c.rect(x, y - 9, 10, 10, COLOURS[probe])
+        c.text(x + 14, y, probe, size=10)
+        x += 24 + 7 * len(probe)
+
+
+@dataclass(frozen=True)
+class _Band:
+    status: str
+    start: float
+    end: float
+
+
+def _bands(m: MigrationRecord, end: float) -> list[_Band]:
+    """Consecutive progress samples of one status, each band lasting until the next status."""
+    bands: list[_Band] = []
+    for sample in m.progress:
+        if bands and bands[-1].status == sample.status:
+            continue
+        if bands:
+            bands[-1] = _Band(bands[-1].status, bands[-1].start, sample.t)
+        bands.append(_Band(sample.status, sample.t, end))
+    return bands
+
+
+def _blackout(m: MigrationRecord) -> tuple[float, float] | None:
+    network: Mapping[str, object] = m.details.get("network") or {}
+    start, stop = network.get("gap_from_s"), network.get("gap_to_s")
+    if isinstance(start, int | float) and isinstance(stop, int | float):
+        return float(start), float(stop)
+    return None
+
+
+def timeline(m: MigrationRecord) -> Markup | None:
+    """Memory remaining and processed over time, phases as bands, events as markers."""
+    end = m.finished_at if m.finished_at is not None else max([m.requested_at, *(s.t for s in m.progress)])
+    if end <= m.requested_at and not m.progress:
+        return None
+    width, height = 680.0, 200.0
+    left, right, top, bottom = 56.0, 16.0, 30.0, 40.0
+    x = Scale(m.requested_at, max(end, m.requested_at + 0.001), left, width - right)
+    totals = [s.memory_total_bytes for s in m.progress if s.memory_total_bytes]
+    processed = [s.memory_processed_bytes for s in m.progress if s.memory_processed_bytes]
+    peak = max([*totals, *processed, MIB]) / MIB
+    y = Scale(0, peak * 1.05, height - bottom, top)
+    c = Canvas(width, height, f"timeline of {m.server}")
+    for band in _bands(m, end):
+        colour = PHASE_COLOURS.get(band.status, "#f7f7f7")
+        tip = f"{band.status}: {band.start:.3f}–{band.end:.3f} s"
+        c.rect(x(band.start), top, x(band.end) - x(band.start), height - bottom - top, colour, tip=tip)
+        if x(band.end) - x(band.start) > 6 * len(band.status) + 6:
+            c.text(x(band.start) + 3, top + 11, band.status, size=9, fill="#777")
+    blackout = _blackout(m)
+    if blackout:
+        tip = f"network blackout {blackout[0]:.3f}–{blackout[1]:.3f} s"
+        c.rect(
+            x(blackout[0]),
+            top,
+            max(2.0, x(blackout[1]) - x(blackout[0])),
+            height - bottom - top,
+            "#333",
+            tip=tip,
+            extra=' fill-opacity="0.35"',
+        )
+    c.y_axis(y, left, width - right, "memory (MiB)")
+    c.x_axis(x, height - bottom, "seconds since case start")
+    for key, colour in (("memory_remaining_bytes", "#1f77b4"), ("memory_processed_bytes", "#e8710a")):
+        points = [(x(s.t), y(v / MIB)) for s in m.progress if (v := getattr(s, key)) is not None]
+        c.polyline(points, colour, tip=key.removeprefix("memory_").removesuffix("_bytes"))
+        for px, py in points:
+            c.circle(px, py, 2, colour)
+    _events(c, m, x, top)
+    c.text(width - right, 12, "— remaining", anchor="end", size=10, fill="#1f77b4")
+    c.text(width - right - 80, 12, "— processed", anchor="end", size=10, fill="#e8710a")
+    return c.markup()
+
+
+def _events(c: Canvas, m: MigrationRecord, x: Scale, top: float) -> None:
+    for event in m.events:
+        key = any(word in event.what.lower() for word in KEY_EVENTS)
+        colour = "#b00020" if key else "#888"
+        c.line(x(event.t), top - 8, x(event.t), top, colour, extra=' stroke-width="2"' if key else "")
+        c.rect(x(event.t) - 3, top - 10, 6, 10, "transparent", tip=f"{event.t:.3f} s: {event.what}")
+
+
+def _jitter(seed: str) -> float:
+    """A stable vertical offset in [-1, 1] so the same run always draws the same picture."""
+    return int(hashlib.blake2s(seed.encode(), digest_size=2).hexdigest(), 16) / 32767.5 - 1
+
+
+def strip_plot(title: str, unit: str, values: Mapping[str, Sequence[tuple[str, float]]]) -> Markup | None:
+    """One row per vantage point (or metric), one dot per migration, the median as a bar."""
+    rows = {k: v for k, v in values.items() if v}
+    if not rows:
+        return None
+    width, row_h = 680.0, 34.0
+    left, right, top, bottom = 90.0, 16.0, 22.0, 40.0
+    height = top + row_h * len(rows) + bottom
+    hi = max(v for points in rows.values() for _, v in points)
+    x = Scale(0, hi * 1.05 or 1, left, width - right)
+    c = Canvas(width, height, title)
+    c.text(left, 12, title, size=10, fill="#666")
+    for i, (name, points) in enumerate(rows.items()):
+        mid = top + row_h * (i + 0.5)
+        colour = COLOURS.get(name, "#555")
+        c.text(left - 6, mid + 4, name, anchor="end", size=11)
+        c.line(left, mid, width - right, mid, "#eee")
+        for label, v in points:
+            c.circle(
+                x(v),
+                mid + _jitter(f"{name}{label}") * row_h * 0.3,
+                3,
+                colour,
+                tip=f"{label}: {v:g} {unit}",
+                extra=' fill-opacity="0.6"',
+            )
+        median = percentile([v for _, v in points], 50)
+        assert median is not None  # rows without points were dropped above
+        c.line(x(median), mid - row_h * 0.4, x(median), mid + row_h * 0.4, "#000", extra=' stroke-width="2"')
+    c.x_axis(x, height - bottom, f"{unit} (bar: median)")
+    return c.markup()

@@ -1,0 +1,216 @@
+"""index.html's charts and per-case figures, from a real run's results.json and from hand-made ones
+(empty run, all failed, interrupted, only some vantage points, figures below their probe's limits)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+
+from novamig.measure.contract import not_measured_event
+from novamig.report.render import render_index
+from novamig.report.svg import nice_ticks
+from novamig.results import (
+    CaseResult,
+    Environment,
+    Event,
+    MigrationRecord,
+    PerProbe,
+    ProgressSample,
+    Results,
+    SlaCheck,
+    load_results,
+)
+
+SMOKE = Path(__file__).parent / "data" / "smoke-results.json"
+"""A real `novamig run scenarios/smoke.yaml` on the embedded cloud: 2 tiny guests, 4 migrations."""
+
+MIB = 1024 * 1024
+
+
+def _svgs(html: str) -> list[str]:
+    return re.findall(r"<svg.*?</svg>", html, re.S)
+
+
+def _self_contained(html: str) -> None:
+    for external in ("<script", "<link", "src=", "http:", "https:", "url("):
+        assert external not in html
+
+
+def _results(
+    cases: list[CaseResult], *, interrupted: bool = False, probes: list[str] | None = None
+) -> Results:
+    scenario: dict[str, object] = {"name": "hand-made"}
+    if probes is not None:
+        scenario["measure"] = {"probes": probes}
+    return Results(
+        scenario=scenario,
+        environment=Environment(
+            cloud="c", novamig_version="0", started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        ),
+        cases=cases,
+        passed=all(c.passed for c in cases) and not interrupted,
+        interrupted=interrupted,
+    )
+
+
+def _post_copy_migration() -> MigrationRecord:
+    """A migration switched to post-copy by force-complete, with the network probe's blackout."""
+    progress = [
+        ProgressSample(t=10.2, status="accepted"),
+        ProgressSample(t=10.5, status="preparing"),
+        *(
+            ProgressSample(
+                t=11.0 + k,
+                status="running",
+                memory_total_bytes=1024 * MIB,
+                memory_processed_bytes=(200 + 300 * k) * MIB,
+                memory_remaining_bytes=(900 - 100 * k) * MIB,
+            )
+            for k in range(4)
+        ),
+        ProgressSample(t=15.0, status="running (post-copy)", memory_remaining_bytes=300 * MIB),
+        ProgressSample(t=16.0, status="completed"),
+    ]
+    return MigrationRecord(
+        server="web-<b>0</b>",
+        source_host="compute1",
+        dest_host="compute2",
+        status="completed",
+        requested_at=10.0,
+        finished_at=16.0,
+        duration_s=6.0,
+        downtime_ms=PerProbe(guest=0.6, network=12.0, locust=420.0, hypervisor=30.0),
+        resolution_ms=PerProbe(guest=1.0, network=2.0, locust=5.0, hypervisor=1.0),
+        progress=progress,
+        events=[
+            Event(t=10.0, what="live-migrate requested: compute1 → compute2"),
+            Event(t=14.6, what="force-complete sent (post_copy_after_s=4.5)"),
+            Event(t=15.0, what="migration: running → running (post-copy)"),
+        ],
+        details={"network": {"gap_from_s": 15.01, "gap_to_s": 15.03}},
+    )
+
+
+def test_a_real_run_renders_every_chart() -> None:
+    results = load_results(SMOKE)
+    html = render_index(results)
+    _self_contained(html)
+    svgs = _svgs(html)
+    # 2 distributions, 1 downtime chart for the case, 1 timeline per migration
+    assert len(svgs) == 2 + 1 + len(results.cases[0].migrations)
+    assert all("<rect" in s or "<circle" in s for s in svgs)
+    assert "locust: not among the scenario&#39;s probes (measure.probes) (#1, #2, #3, #4)" in html
+    m = results.cases[0].migrations[0]
+    assert m.downtime_ms.guest is not None
+    assert f"{m.server} guest: {m.downtime_ms.guest:.1f} ms ± 1 ms (resolution)" in html
+
+
+def test_timeline_shows_phases_memory_blackout_and_events() -> None:
+    case = CaseResult(id="pc#r1", passed=True, migrations=[_post_copy_migration()])
+    html = render_index(_results([case]))
+    _self_contained(html)
+    chart = next(s for s in _svgs(html) if "timeline of" in s)
+    for phase in ("accepted", "preparing", "running", "running (post-copy)"):
+        assert f"<title>{phase}: " in chart
+    assert "<title>network blackout 15.010–15.030 s</title>" in chart
+    assert chart.count("<polyline") == 2  # remaining and processed
+    assert "force-complete sent" in chart and 'stroke="#b00020"' in chart  # a key event, in red
+    assert "web-&lt;b&gt;0&lt;/b&gt;" in chart and "<b>0" not in html
+
+
+def test_figures_below_resolution_or_noise_floor_are_bounds() -> None:
+    case = CaseResult(
+        id="b#r1",
+        passed=True,
+        migrations=[_post_copy_migration()],
+        noise_floor_ms=PerProbe(guest=18.5, network=13.4),
+    )
+    html = render_index(_results([case]))
+    assert "&lt; 1.0 (resolution)" in html  # guest 0.6 ms at a 1 ms resolution
+    assert "≤ 13.4 (noise floor)" in html  # network 12 ms under its 13.4 ms floor
+    assert "420.0" in html and "30.0" in html  # locust and hypervisor: exact
+    bars = next(s for s in _svgs(html) if "downtime per migration" in s)
+    assert "guest noise floor 18.5" in bars and "stroke-dasharray" in bars
+
+
+def test_empty_interrupted_run() -> None:
+    html = render_index(_results([], interrupted=True))
+    _self_contained(html)
+    assert "No case ran: the run was interrupted before its first case ended." in html
+    assert "no completed migration, nothing to plot" in html
+    assert _svgs(html) == []
+
+
+def test_every_migration_failed() -> None:
+    failed = MigrationRecord(
+        server="s0",
+        source_host="h1",
+        status="error",
+        requested_at=1.0,
+        finished_at=4.0,
+        progress=[ProgressSample(t=1.5, status="accepted"), ProgressSample(t=4.0, status="error")],
+        events=[Event(t=4.0, what="server went to ERROR after the migration: boom")],
+    )
+    case = CaseResult(
+        id="f#r1",
+        passed=False,
+        migrations=[failed],
+        sla=[SlaCheck(name="migrations.failed", limit=0, value=1, passed=False)],
+    )
+    html = render_index(_results([case]))
+    _self_contained(html)
+    assert "1 of 1 case(s) failed; 1 SLA check(s) missed." in html
+    assert "no downtime figure to draw: no migration completed" in html
+    assert "all figures: the migration ended error (#1)" in html
+    assert html.count("no migration completed") >= 5  # duration and the four downtimes
+    timelines = [s for s in _svgs(html) if "timeline of" in s]
+    assert len(timelines) == 1 and "<title>error: " in timelines[0]
+
+
+def test_only_some_vantage_points_say_why_the_others_are_missing() -> None:
+    """A DevStack-style run: guest and network measured, no Locust, and the hypervisor's figure
+    missing for a reason the runner recorded."""
+    m = MigrationRecord(
+        server="s0",
+        source_host="h1",
+        dest_host="h2",
+        status="completed",
+        requested_at=1.0,
+        finished_at=3.0,
+        duration_s=2.0,
+        downtime_ms=PerProbe(guest=120.0, network=140.0),
+        resolution_ms=PerProbe(guest=1.0, network=2.0),
+        events=[Event(t=3.0, what=not_measured_event("hypervisor", "libvirt over SSH refused the key"))],
+    )
+    case = CaseResult(
+        id="d#r1",
+        passed=True,
+        migrations=[m],
+        sla=[SlaCheck(name="downtime_ms.network.max", limit=500, value=140.0, passed=True)],
+    )
+    html = render_index(_results([case], probes=["guest", "network", "hypervisor"]))
+    assert "hypervisor: libvirt over SSH refused the key (#1)" in html
+    assert "locust: not among the scenario&#39;s probes (measure.probes) (#1)" in html
+    bars = next(s for s in _svgs(html) if "downtime per migration" in s)
+    assert ">guest<" in bars and ">network<" in bars and ">hypervisor<" not in bars
+    # the SLA table names the probe an SLA is judged on
+    assert re.search(r"<td>downtime_ms\.network\.max</td><td>network</td>", html)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "count", "expected"),
+    [
+        (0, 100, 5, [0, 20, 40, 60, 80, 100]),
+        (0, 94.9, 5, [0, 20, 40, 60, 80]),
+        (10.0157, 13.5, 8, [10.5, 11, 11.5, 12, 12.5, 13, 13.5]),
+        (0, 0.9, 4, [0, 0.25, 0.5, 0.75]),
+        (5, 5, 5, [5]),
+    ],
+)
+def test_ticks_are_round_and_inside_the_range(
+    lo: float, hi: float, count: int, expected: list[float]
+) -> None:
+    assert nice_ticks(lo, hi, count) == expected
