@@ -18,7 +18,17 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 SCHEMA = "novamig.results/1"
 
@@ -63,6 +73,235 @@ class Event(_Model):
     what: str
 
 
+# ------------------------------------------------------------------------------------------------
+# figure blocks: what probes write beside their figures (details, hypervisor, locust)
+
+#: A figure as a probe wrote it: a count stays an int, a measured value a float (``int | float``
+#: keeps the JSON number as it was; ``float`` alone would turn ``0`` into ``0.0``).
+Number = int | float
+
+
+class FigureBlock(BaseModel):
+    """A block of figures written by a probe: typed where readers rely on a key, open for the rest.
+
+    Probes add keys of their own (``extra="allow"``), and results.json must read back exactly as it
+    was written, by this novamig or an older one: so a block keeps its keys in the order they came,
+    a key never written stays absent (not null) and a key written as null stays null. Readers use
+    the typed attributes; mapping access (``block["key"]``, ``.get``, ``in``) reads the same keys by
+    their results.json names, for keys a probe added.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    _order: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data: Any, handler: ModelWrapValidatorHandler[FigureBlock]) -> FigureBlock:
+        block = handler(data)
+        if isinstance(data, dict):
+            block._order = [str(k) for k in data]
+        return block
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        present = self.model_fields_set | set(self.model_extra or {})
+        keys = [k for k in self._order if k in present]
+        keys += [k for k in data if k in present and k not in keys]
+        return {k: data[k] for k in keys if k in data}
+
+    def _written(self, key: str) -> bool:
+        return key in self.model_fields_set or key in (self.model_extra or {})
+
+    def __getitem__(self, key: str) -> Any:
+        if not self._written(key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+        if key not in self._order:
+            self._order.append(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._written(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if self._written(key) else default
+
+
+class EchoDetails(FigureBlock):
+    """``details.network``: the echo prober's view of one migration's window (novamig.measure.network)."""
+
+    address: str | None = None
+    protocol: str | None = None
+    gap_from_s: Number | None = None  # the blackout: last reply before it, first after it (case s)
+    gap_to_s: Number | None = None
+    window_s: list[Number] | None = None
+    replies: int | None = None  # replies that arrived inside the window
+    lost: int | None = None  # requests sent inside the window never answered
+    rtt_p50_ms: Number | None = None  # nearest-rank percentiles of the window's round trips
+    rtt_p99_ms: Number | None = None
+    rtt_max_ms: Number | None = None
+    brownout_threshold_ms: Number | None = None
+    brownout_gaps: int | None = None
+
+
+class BeatDetails(FigureBlock):
+    """``details.guest`` from the UDP heartbeat collector (novamig.measure.heartbeat_udp)."""
+
+    via: str | None = None
+    address: str | None = None
+    gap_from_s: Number | None = None
+    gap_to_s: Number | None = None
+    guest_gap_ms: Number | None = None  # the guest's own clock across the blackout
+    window_s: list[Number] | None = None
+    beats: int | None = None
+    lost: int | None = None
+    brownout_threshold_ms: Number | None = None
+    brownout_gaps: int | None = None
+
+
+class LocustDetails(FigureBlock):
+    """``details.locust``: Locust's view of one migration's window (novamig.measure.locust_figure)."""
+
+    window_s: list[Number] | None = None
+    blackout_s: list[Number] | None = None
+    open_ended: bool | None = None  # no success followed the blackout before the records ended
+    requests_in_window: int | None = None
+    failures_in_window: int | None = None
+    latency_spike_ms: Number | None = None
+    baseline_p99_ms: Number | None = None
+    baseline_requests: int | None = None
+    where: Literal["guest", "runner"] | None = None
+    guest_clock_lost_ms: Number | None = None
+    note: str | None = None
+
+
+class ProbeDetails(FigureBlock):
+    """``details``: per probe (not the hypervisor: see ``hypervisor``), its further figures.
+
+    Keyed by probe name; a probe without a model here (libvirt on a DevStack, a future probe) keeps
+    its block as plain JSON.
+    """
+
+    guest: BeatDetails | None = None
+    network: EchoDetails | None = None
+    locust: LocustDetails | None = None
+
+
+class MigratedBytes(FigureBlock):
+    total: int | None = None
+    precopy: int | None = None
+    downtime: int | None = None  # sent while the guest was stopped
+    postcopy: int | None = None
+    ram: int | None = None
+
+
+class HeartbeatFigures(FigureBlock):
+    """The agent heartbeat's figures of one migration on the embedded cloud (novamig.hypervisor.heartbeat)."""
+
+    switchover_gap_ms: Number | None = None
+    source_longest_gap_ms: Number | None = None
+    destination_longest_gap_ms: Number | None = None
+    guest_downtime_ms: Number | None = None
+    source_beats: int | None = None
+    destination_beats: int | None = None
+    noise_floor_ms: Number | None = None
+    brownout_ms: Number | None = None
+    stalls: int | None = None
+    hz: int | None = None
+
+
+class IntegrityCheck(FigureBlock):
+    """The guest's integrity region checked on the destination (values the agent sent as text stay text)."""
+
+    ok: bool | None = None
+    pages: int | str | None = None
+    generation: int | str | None = None
+    check_ms: int | str | None = None
+    error: str | None = None
+
+
+class HypervisorFigures(FigureBlock):
+    """``hypervisor``: the hypervisor's own figures of one migration.
+
+    On the embedded cloud, QEMU's (bytes, STOP→RESUME, the agent heartbeat, the integrity check);
+    on a DevStack, libvirt's job statistics, whose keys (``time_elapsed_ms``, ``total_downtime_ms``
+    …) stay as written.
+    """
+
+    migration_uuid: str | None = None
+    migration_id: int | None = None
+    status: str | None = None
+    error: str | None = None
+    duration_s: Number | None = None
+    total_ms: Number | None = None
+    qemu_downtime_ms: Number | None = None
+    stop_resume_ms: Number | None = None
+    setup_ms: Number | None = None
+    bytes: MigratedBytes | None = None
+    dirty_sync_count: int | None = None
+    postcopy: bool | None = None
+    postcopy_blocktime_ms: Number | None = None
+    heartbeat: HeartbeatFigures | None = None
+    downtime_steps: list[list[Number]] | None = None  # [after ms, downtime limit ms] of the ramp
+    integrity: IntegrityCheck | None = None
+    throttle_max_percent: Number | None = None
+    dirty_pages_rate_max: Number | None = None
+
+
+class LatencyFigures(FigureBlock):
+    """Nearest-rank percentiles, max and mean of successful requests' latency (ms)."""
+
+    p50: Number | None = None
+    p90: Number | None = None
+    p95: Number | None = None
+    p99: Number | None = None
+    max: Number | None = None
+    mean: Number | None = None
+
+
+class RequestRate(FigureBlock):
+    """Requests and failures completed per ``step_s`` from ``t0_s`` (case seconds)."""
+
+    t0_s: Number | None = None
+    step_s: Number | None = None
+    requests: list[int] | None = None
+    failures: list[int] | None = None
+
+
+class RequestStats(FigureBlock):
+    """Locust's requests of the case (``locust.total``) or of one server (``locust.servers.<id>``)."""
+
+    requests: int | None = None
+    failures: int | None = None
+    failure_ratio: Number | None = None
+    latency_ms: LatencyFigures | None = None
+    rps: RequestRate | None = None
+    locust_reported: dict[str, Any] | None = None  # Locust's own counts and per-name statistics
+    name: str | None = None  # the server's (per server only)
+    address: str | None = None
+    error: str | None = None
+    clock: dict[str, Any] | None = None  # guest Locust: the guest clock's map to the case clock
+
+
+class LocustStats(FigureBlock):
+    """The case's ``locust``: the Locust load's settings and statistics (novamig.measure.locust).
+
+    When the statistics could not be gathered it holds only ``error``.
+    """
+
+    where: Literal["guest", "runner"] | None = None
+    locustfile: str | None = None
+    users: int | None = None
+    spawn_rate: Number | None = None
+    total: RequestStats | None = None
+    servers: dict[str, RequestStats] | None = None
+    errors: list[str] | None = None
+    error: str | None = None
+
+
 class MigrationRecord(_Model):
     server: str
     source_host: str
@@ -78,7 +317,7 @@ class MigrationRecord(_Model):
     resolution_ms: PerProbe = Field(default_factory=PerProbe)
     progress: list[ProgressSample] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
-    hypervisor: dict[str, Any] | None = Field(
+    hypervisor: HypervisorFigures | None = Field(
         default=None, description="the hypervisor's own figures (bytes, iterations, STOP→RESUME …)"
     )
     migration_id: int | None = Field(default=None, description="Nova's id of the migration record")
@@ -95,8 +334,8 @@ class MigrationRecord(_Model):
         description="degraded but not dark (throttling, post-copy page faults): time in stalls "
         "above the noise floor apart from the blackout itself, per probe",
     )
-    details: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
+    details: ProbeDetails = Field(
+        default_factory=ProbeDetails,
         description="per probe (not the hypervisor, see `hypervisor`), its further figures: "
         "network RTT percentiles and lost replies, Locust latency spike …",
     )
@@ -142,7 +381,7 @@ class CaseResult(_Model):
     passed: bool
     sla: list[SlaCheck] = Field(default_factory=list)
     migrations: list[MigrationRecord] = Field(default_factory=list)
-    locust: dict[str, Any] | None = None
+    locust: LocustStats | None = None
     noise_floor_ms: PerProbe = Field(
         default_factory=PerProbe,
         description="per probe, the longest gap seen in the no-migration window before the first migration",

@@ -26,14 +26,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-from pydantic import BaseModel
+from typing import TextIO
 
 from novamig.exitcodes import ExitCode
 from novamig.report.render import ENV
 from novamig.report.utest import mann_whitney_u, min_p_value
-from novamig.results import CaseResult, MigrationRecord, PerProbe, Results, ResultsError, load_results
+from novamig.results import (
+    CaseResult,
+    MigrationRecord,
+    PerProbe,
+    RequestStats,
+    Results,
+    ResultsError,
+    load_results,
+)
 from novamig.stats import percentile
 
 P_THRESHOLD = 0.01
@@ -136,12 +142,10 @@ def case_label(case: CaseResult) -> str:
     return case.id.split("#", 1)[0]
 
 
-def _locust_total(case: CaseResult) -> dict[str, Any]:
-    locust: Any = case.locust
-    if isinstance(locust, BaseModel):
-        locust = locust.model_dump()
-    total = locust.get("total") if isinstance(locust, dict) else None
-    return total if isinstance(total, dict) else {}
+def _locust_total(case: CaseResult) -> RequestStats:
+    """The case's Locust totals; an empty block when the case ran no Locust."""
+    locust = case.locust
+    return locust.total if locust is not None and locust.total is not None else RequestStats()
 
 
 def _number(value: object) -> float | None:
@@ -171,9 +175,8 @@ def collect(results: Results) -> dict[str, Samples]:
             if m.status == "completed":
                 _add_migration(samples, m)
         total = _locust_total(case)
-        _add(samples, "locust.failure_ratio", total.get("failure_ratio"))
-        latency = total.get("latency_ms")
-        _add(samples, "locust.latency_p95", latency.get("p95") if isinstance(latency, dict) else None)
+        _add(samples, "locust.failure_ratio", total.failure_ratio)
+        _add(samples, "locust.latency_p95", total.latency_ms.p95 if total.latency_ms is not None else None)
     return cases
 
 
