@@ -41,11 +41,10 @@ from novamig.hypervisor import (
     migrate,
     qemu_version,
 )
+from novamig.measure.contract import CaseClock, ServerInfo
 from novamig.measure.echo import LATE_BUCKETS_US, read_records
 from novamig.measure.network import NetworkProbe
 from novamig.results import MigrationRecord
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import ServerInfo
 from novamig.stats import gaps, percentile
 
 WARMUP_S = 2.0  # the steady-state window starts after this (interpreter start-up, ARP)

@@ -1,8 +1,8 @@
 """One SSH call to a compute host, shared by everything that reaches DevStack hosts over SSH.
 
-The host policy (`host_policy.SshHostPolicy`) and the hypervisor figure on DevStack
-(`libvirt_jobinfo.LibvirtJobFigures`) both run one remote command per call on the hosts named in the
-``NOVAMIG_SSH_HOSTS`` file. The options live here once so that both behave alike: key-based only
+The host policy (`host_policy.SshHostPolicy`) and the hypervisor figure on DevStack (the probe
+`novamig.measure.libvirt_jobstats.LibvirtJobFigures`) both run one remote command per call on the
+hosts named in the ``NOVAMIG_SSH_HOSTS`` file. The options live here once so that both behave alike: key-based only
 (``BatchMode=yes``: a password prompt would hang a run, so it fails instead), a bounded connect
 (``ConnectTimeout``) and a bounded whole call (``timeout_s``), and one error type for every way the
 call can fail, so callers that must not raise (probes) catch one thing.

@@ -28,9 +28,8 @@ from typing import IO, Any, Generic, Protocol, TypeVar
 
 from novamig.hypervisor import runtime
 from novamig.measure import gaps
+from novamig.measure.contract import CaseClock, ProbeFigure, ServerInfo
 from novamig.results import MigrationRecord, ProbeCost
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import ProbeFigure, ServerInfo
 from novamig.stats import Gap
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class WindowFunction(Protocol[R_contra, W_co]):
 
 
 class SpawnedProbe(Generic[K, R, W]):
-    """A `novamig.runner.probes.Probe` whose records come from a process of its own.
+    """A `novamig.measure.contract.Probe` whose records come from a process of its own.
 
     Subclasses set the wording (`_label`: the probe in logs and reasons; `_process`: its process;
     `_address_use`: what a server's address is needed for; `_unreadable`, `_silent_in_noise`,

@@ -1,8 +1,9 @@
 """One case: host policy → provision → probes → migrate → collect → clean.
 
 `run_case` owns the order and the guarantees; the cloud is reached through two small protocols
-(`Fleet` for servers, `watch.MigrationApi` for migrations), so the same loop is exercised by the
-unit tests with an in-memory cloud and by the end-to-end tests with the embedded one.
+(`ServerProvisioner` for servers, `migration_watcher.MigrationApi` for migrations), so the same
+loop is exercised by the unit tests with an in-memory cloud and by the end-to-end tests with the
+embedded one.
 
 Concurrency: each server's migrations run one after another (a server is in at most one
 migration); up to `concurrency` servers migrate at once, in a bounded thread pool. The main
@@ -22,14 +23,14 @@ from typing import Any, Protocol
 
 from novamig.cloud.errors import CloudError
 from novamig.cloud.host_policy import HostPolicyApplier, applied
+from novamig.measure.contract import CapturesEachMigration, CaseClock, Probe, ServerInfo
+from novamig.measure.sla import evaluate
 from novamig.results import CaseResult, Event, MigrationRecord, PerProbe, ProbeCost
-from novamig.runner.clock import CaseClock
 from novamig.runner.migration_watcher import FAST_POLL_S, POLL_S, MigrationApi, MigrationWatcher
 from novamig.runner.plan import CasePlan
-from novamig.runner.probes import CapturesEachMigration, Probe, ServerInfo, apply_figures
+from novamig.runner.probes import FIGURES, apply_figures, probes_set_up
 from novamig.runner.progress_display import LiveView
 from novamig.runner.signals import StopRequest
-from novamig.runner.sla import evaluate
 from novamig.runner.targets import TargetChooser, TargetError
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ WAIT_TICK_S = 0.2
 PROBE_TAIL_S = 1.0  # probes keep running this long after the last migration ends
 
 
-class Fleet(Protocol):
-    """Boots a case's servers and deletes them when the block ends, whatever happens."""
+class ServerProvisioner(Protocol):
+    """Boots a case's servers and deletes them when the block ends, whatever happens (the cloud's
+    is `fleet.CloudFleet`; the unit tests have an in-memory one)."""
 
     def provision(
         self, plan: CasePlan, case_index: int, boot_host: str | None, stop: StopRequest
@@ -61,7 +63,7 @@ def run_case(
     index: int,
     *,
     api: MigrationApi,
-    fleet: Fleet,
+    fleet: ServerProvisioner,
     hosts: Sequence[str],
     host_policy: HostPolicyApplier,
     probes: Sequence[Probe],
@@ -125,7 +127,7 @@ def run_case(
         migrations,
         abort_expected=plan.abort_expected,
         locust_failure_ratio=float(ratio) if isinstance(ratio, int | float) else None,
-        memory_intact=memory_intact(migrations),
+        probes=probes_set_up(probes),
     )
     result = CaseResult(
         id=plan.case_id,
@@ -141,15 +143,6 @@ def run_case(
         duration_s=clock.now(),
     )
     return CaseOutcome(result, infrastructure)
-
-
-def memory_intact(migrations: Sequence[MigrationRecord]) -> bool | None:
-    """True when every completed migration's integrity check passed; None when one was not checked
-    (an SLA on an unmeasured figure must fail, not pass by default)."""
-    checked = [m.memory_integrity for m in migrations if m.status == "completed"]
-    if not checked or any(c is None for c in checked):
-        return None
-    return all(checked)
 
 
 def _noise_window(
@@ -174,7 +167,7 @@ def _noise_floors(
     if noise_window is None:
         return
     for probe in probes:
-        if probe.name not in ("guest", "network", "locust", "hypervisor"):
+        if probe.name not in FIGURES:
             continue
         if getattr(noise_floor, probe.name) is not None:
             continue

@@ -1,6 +1,6 @@
 """`novamig run` and `novamig cleanup`: argument handling, cloud set-up and exit codes.
 
-Exit codes (DESIGN.md): 0 every SLA met; 1 an SLA or a migration failed; 2 bad input (scenario,
+Exit codes (`novamig.exitcodes`): 0 every SLA met; 1 an SLA or a migration failed; 2 bad input (scenario,
 unknown cloud name); 3 infrastructure (cloud unreachable, preflight, boot failure); 130 stopped by
 SIGINT/SIGTERM after cleaning up and writing what was measured.
 """
@@ -19,6 +19,10 @@ from typing import IO, Any
 
 from novamig import __version__
 from novamig.exitcodes import ExitCode
+from novamig.measure.contract import Probe
+from novamig.measure.libvirt_jobstats import locate_with
+from novamig.measure.registry import CloudCapabilities, probes_for
+from novamig.runner.plan import CasePlan, user_data_for
 
 log = logging.getLogger("novamig.runner")
 
@@ -133,7 +137,6 @@ def _run(
     from novamig.cloud.resources import choose_networks
     from novamig.results import Environment
     from novamig.runner.fleet import CloudFleet
-    from novamig.runner.probes import EmbeddedMigrationFigures, Probe, Unavailable
     from novamig.runner.progress_display import LiveView
     from novamig.runner.run import new_run_id, run_plans, utc_now
     from novamig.runner.signals import StopRequest, stop_on_signals
@@ -219,8 +222,6 @@ def _run(
             if wanted:
                 _err(f"the scenario sets host options ({', '.join(wanted)}) but {applier.why}")
                 return int(ExitCode.BAD_INPUT)
-        from novamig.workload.userdata import user_data_for
-
         fleet = CloudFleet(
             compute,
             user_data=user_data_for,
@@ -232,61 +233,16 @@ def _run(
         )
         stack.callback(fleet.close)
 
-        netns = embedded.guest_netns if embedded is not None else None
-        probe_dir = out_dir.resolve() / "probes"
+        capabilities = CloudCapabilities(
+            probe_dir=out_dir.resolve() / "probes",
+            embedded_workdir=Path(embedded.workdir) if embedded is not None else None,
+            guest_netns=embedded.guest_netns if embedded is not None else None,
+            ssh_hosts=applier.targets if isinstance(applier, SshHostPolicy) else None,
+            locate_domain=locate_with(compute),
+        )
 
-        from novamig.cloud.libvirt_jobinfo import LibvirtJobFigures, locate_with
-
-        libvirt_targets = applier.targets if isinstance(applier, SshHostPolicy) else None
-
-        def probes_for(plan: Any) -> list[Probe]:
-            from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
-            from novamig.measure.locust import LocustProbe
-            from novamig.measure.network import NetworkProbe
-
-            out: list[Probe] = []
-            case_dir = probe_dir / _safe_name(plan.case_id)
-            wanted = list(plan.probes)
-            if plan.workload == "locust" and "locust" not in wanted:
-                wanted.append("locust")  # the Locust probe also drives the load
-            for probe in wanted:
-                if probe in ("network", "locust") and embedded is not None and netns is None:
-                    # the guests' addresses exist only inside the cloud's namespace; sent from
-                    # here, probes would leave this machine
-                    why = "the embedded cloud's guests have no namespace to reach them in (needs root)"
-                    out.append(Unavailable(probe, why))
-                elif probe == "guest" and plan.measure.heartbeat_collector is not None:
-                    host, _, port = plan.measure.heartbeat_collector.rpartition(":")
-                    bind = (host, int(port))
-                    out.append(UdpHeartbeatProbe(plan.measure.heartbeat_hz, bind, netns, case_dir / "guest"))
-                elif probe in ("hypervisor", "guest") and embedded is not None:
-                    out.append(EmbeddedMigrationFigures(embedded.workdir, probe))
-                elif probe == "network":
-                    m = plan.measure
-                    hz, protocol = m.network_probe_hz, m.network_protocol
-                    out.append(NetworkProbe(hz, netns, case_dir / "network", protocol=protocol))
-                elif probe == "locust" and plan.workload == "locust":
-                    out.append(
-                        LocustProbe(plan.workload_spec.locust, netns, case_dir / "locust", plan.scenario_dir)
-                    )
-                elif probe == "locust":
-                    out.append(Unavailable(probe, "the case runs no Locust load"))
-                elif probe == "hypervisor" and libvirt_targets is not None:
-                    out.append(LibvirtJobFigures.over_ssh(libvirt_targets, locate_with(compute)))
-                elif probe == "hypervisor":
-                    why = (
-                        f"libvirt's job statistics are read over SSH: set {SSH_HOSTS_ENV} to a YAML "
-                        "file mapping each compute host to user@address"
-                    )
-                    out.append(Unavailable(probe, why))
-                else:
-                    why = (
-                        "this cloud's hosts are not read by novamig: set measure.heartbeat_collector "
-                        "to an IPV4:PORT of this machine that the guests reach, to collect their "
-                        "heartbeat over UDP"
-                    )
-                    out.append(Unavailable(probe, why))
-            return out
+        def case_probes(plan: CasePlan) -> list[Probe]:
+            return probes_for(plan, capabilities)
 
         with LiveView() as view:
             outcome = run_plans(
@@ -297,7 +253,7 @@ def _run(
                 fleet=fleet,
                 hosts=report.usable_hosts,
                 host_policy=applier,
-                probes_for=probes_for,
+                probes_for=case_probes,
                 stop=stop,
                 view=view,
                 out_dir=out_dir,
@@ -361,7 +317,9 @@ def _summary(results: Any, out_dir: Path, stream: IO[str]) -> None:
             print(f"     error: {case.error}", file=stream)
         for check in case.sla:
             if not check.passed:
-                value = "not measured" if check.value is None else f"value {check.value}"
+                value = f"value {check.value}"
+                if check.value is None:
+                    value = f"not measured ({check.reason})" if check.reason else "not measured"
                 print(f"     SLA {check.name}: {value}, limit {check.limit}", file=stream)
     state = "interrupted" if results.interrupted else ("passed" if results.passed else "failed")
     print(f"novamig: run {state}; results in {out_dir / 'results.json'}", file=stream)
@@ -410,8 +368,3 @@ def cmd_cleanup(cloud: str | None, yes: bool) -> int:
         _err(f"could not delete {left}")
     print(f"deleted {len(found) - len(leftovers)} of {len(found)}")
     return int(ExitCode.INFRASTRUCTURE) if leftovers else int(ExitCode.OK)
-
-
-def _safe_name(case_id: str) -> str:
-    """A case id as one directory name (ids hold '=', ',' and '#')."""
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in case_id) or "case"

@@ -1,4 +1,4 @@
-"""The cloud side of `case.Fleet`: servers booted through Nova, tagged, deleted at the block's end."""
+"""The cloud's `case.ServerProvisioner`: servers booted through Nova, tagged, deleted at the block's end."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 from novamig.cloud.compute import Compute
 from novamig.cloud.keys import generate_keypair, write_private_key
 from novamig.cloud.resources import FlavorRequest, Resources, ServerSpec, find_flavor, resource_name
+from novamig.measure.contract import ServerInfo
 from novamig.runner.plan import CasePlan
-from novamig.runner.probes import ServerInfo
 from novamig.runner.signals import StopRequest
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ def _verdicts(case: CaseResult) -> list[str]:
     lines = []
     for check in case.sla:
         mark = "PASS" if check.passed else "FAIL"
-        lines.append(f"{mark} {check.name}: value {check.value} (limit {check.limit})")
+        why = f" — {check.reason}" if check.reason else ""  # why a value is null
+        lines.append(f"{mark} {check.name}: value {check.value} (limit {check.limit}){why}")
     for m in case.migrations:
         if m.status != "completed":
             lines.append(f"migration of {m.server} {m.source_host} → {m.dest_host or '?'}: {m.status}")

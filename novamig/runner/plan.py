@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from novamig.cloud.host_policy import libvirt_options
 from novamig.cloud.microversions import BlockMigration
 from novamig.cloud.resources import FlavorRequest
+from novamig.measure.sla import SlaSpec
 from novamig.runner.migration_watcher import Policy
-from novamig.runner.sla import SlaSpec
 from novamig.runner.targets import Target
 from novamig.scenario.models import Measure, Workload
+from novamig.workload.userdata import GuestSetup, render_user_data
 
 if TYPE_CHECKING:
     from novamig.scenario import Case
@@ -50,6 +51,21 @@ class CasePlan:
     @property
     def abort_expected(self) -> bool:
         return self.policy.abort_after_s is not None
+
+    def guest_setup(self) -> GuestSetup:
+        """What the case's guests are told at boot through their user-data."""
+        return GuestSetup(
+            self.case_id,
+            self.workload_spec,
+            self.measure,
+            bool(self.sla.memory_integrity),
+            heartbeat_udp=self.measure.heartbeat_collector,
+        )
+
+
+def user_data_for(plan: CasePlan) -> str:
+    """The user-data of every server of `plan` (the fleet's `user_data`)."""
+    return render_user_data(plan.guest_setup())
 
 
 def plan_from_case(case: Case, scenario_dir: Path | None = None) -> CasePlan:

@@ -17,13 +17,13 @@ from typing import Any
 
 from novamig.cloud.host_policy import HostPolicyApplier
 from novamig.exitcodes import ExitCode
+from novamig.measure.contract import Probe
 from novamig.report.render import write_index
 from novamig.results import Environment, Results, write_results
-from novamig.runner.case import Fleet, run_case
+from novamig.runner.case import ServerProvisioner, run_case
 from novamig.runner.junit import write_junit
 from novamig.runner.migration_watcher import MigrationApi
 from novamig.runner.plan import CasePlan
-from novamig.runner.probes import Probe
 from novamig.runner.progress_display import LiveView
 from novamig.runner.signals import StopRequest
 
@@ -71,7 +71,7 @@ def run_plans(
     scenario: dict[str, Any],
     environment: Environment,
     api: MigrationApi,
-    fleet: Fleet,
+    fleet: ServerProvisioner,
     hosts: Sequence[str],
     host_policy: HostPolicyApplier,
     probes_for: Callable[[CasePlan], list[Probe]],

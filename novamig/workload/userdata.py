@@ -23,17 +23,14 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from novamig.scenario.models import Measure, Workload
-
-if TYPE_CHECKING:
-    from novamig.runner.plan import CasePlan
 
 
 @dataclass(frozen=True)
 class GuestSetup:
-    """What of a case the guests are told at boot: all the user-data is made from."""
+    """What of a case the guests are told at boot: all the user-data is made from. The runner
+    fills it from its case plan (`CasePlan.guest_setup`); this package never sees the plan."""
 
     case_id: str
     workload: Workload = field(default_factory=Workload)
@@ -46,16 +43,6 @@ class GuestSetup:
     def __post_init__(self) -> None:
         if self.heartbeat_udp is not None:
             _check_ipv4_port(self.heartbeat_udp)
-
-    @classmethod
-    def of(cls, plan: CasePlan) -> GuestSetup:
-        return cls(
-            plan.case_id,
-            plan.workload_spec,
-            plan.measure,
-            bool(plan.sla.memory_integrity),
-            heartbeat_udp=plan.measure.heartbeat_collector,
-        )
 
 
 #: Size of the integrity region when the SLA asks for memory integrity, MiB. 16 MiB fits the
@@ -99,11 +86,6 @@ def _check_ipv4_port(text: str) -> None:
         ok = False
     if not ok:
         raise ValueError(f"heartbeat_udp must be <ipv4>:<port>, got {text!r}")
-
-
-def user_data_for(plan: CasePlan) -> str:
-    """The runner's entry: the user-data of every server of `plan`."""
-    return render_user_data(GuestSetup.of(plan))
 
 
 def render_user_data(setup: GuestSetup) -> str:

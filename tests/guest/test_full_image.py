@@ -31,7 +31,6 @@ from web_app_client import run_locust as _run_locust
 from novamig.guest.build import build_cpio as _build_cpio
 from novamig.guest.build import locked as _locked
 from novamig.guest.build import read_newc as _read_newc
-from novamig.guest.full import variants as full_variants
 from novamig.guest.full import (
     DISK_MODULES,
     CloudImage,
@@ -41,6 +40,7 @@ from novamig.guest.full import (
     build_full_image,
     debian_mirror,
 )
+from novamig.guest.full import variants as full_variants
 
 # ------------------------------------------------------------------------------------------------
 # unit tests: no root, no QEMU
@@ -398,9 +398,8 @@ def test_cloud_image_boots_by_itself_with_dhcp_and_cloud_init(
     the web application answers through a forwarded port."""
     from guestvm import AgentChannel, free_port, stop_process_group
 
+    from novamig.measure.contract import CaseClock, ServerInfo
     from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
-    from novamig.runner.clock import CaseClock
-    from novamig.runner.probes import ServerInfo
     from novamig.scenario.models import Measure, MemoryLoad, Workload
     from novamig.workload.userdata import GuestSetup, render_user_data
 

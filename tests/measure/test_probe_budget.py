@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from novamig.measure.contract import CaseClock, ServerInfo
 from novamig.measure.network import NetworkProbe
 from novamig.results import ProbeCost
 from novamig.runner.case import _case_figures
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import ServerInfo
 
 
 def test_a_probe_over_its_cpu_budget_is_marked_and_warned(

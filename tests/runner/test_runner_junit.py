@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from novamig.results import Results
+from novamig.results import Results, SlaCheck
 from novamig.runner.junit import junit_xml
 
 
@@ -31,3 +31,13 @@ def test_junit_marks_interrupted_runs_with_properties_first(three_case_results: 
     suite = ET.fromstring(junit_xml(r)).find("testsuite")
     assert suite is not None
     assert suite[0].tag == "properties"
+
+
+def test_a_null_verdict_says_why_in_the_junit_text(three_case_results: Results) -> None:
+    case = three_case_results.cases[1]
+    why = "the network probe cannot measure on this cloud: needs root"
+    case.sla = [SlaCheck(name="downtime_ms.network.max", limit=500, value=None, passed=False, reason=why)]
+    testcase = ET.fromstring(junit_xml(three_case_results)).findall("testsuite/testcase")[1]
+    failure = testcase.find("failure")
+    assert failure is not None and failure.get("message") == "SLA failed: downtime_ms.network.max"
+    assert f"FAIL downtime_ms.network.max: value None (limit 500.0) — {why}" in (failure.text or "")

@@ -1,4 +1,5 @@
-"""Probe figures into migration records: the embedded cloud's per-migration files, and absences."""
+"""Probe figures into migration records: the embedded cloud's per-migration files, and absences
+(null figures whose reasons the SLA verdicts carry)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from novamig.measure.contract import ProbeFigure, Unavailable
+from novamig.measure.embedded_figures import EmbeddedMigrationFigures
+from novamig.measure.sla import SlaSpec, evaluate
 from novamig.results import MigrationRecord, MigrationStatus
-from novamig.runner.probes import EmbeddedMigrationFigures, ProbeFigure, Unavailable, apply_figures
+from novamig.runner.probes import apply_figures, probes_set_up
 
 
 def record(status: MigrationStatus = "completed") -> MigrationRecord:
@@ -124,13 +128,29 @@ def test_a_probe_that_raises_loses_its_figure_not_the_record() -> None:
     assert any("boom" in e.what for e in rec.events)
 
 
-def test_memory_intact_needs_every_completed_migration_checked() -> None:
-    from novamig.runner.case import memory_intact
+def test_a_null_figure_fails_its_sla_with_the_reason_the_probe_gave(workdir: Path) -> None:
+    """The reason a figure is missing travels from the probe, through the migration's events, into
+    the SLA verdict: on this cloud, per migration, or because no migration completed."""
+    spec = SlaSpec(downtime_probe="network", downtime_max_ms=500)
+    why = "the embedded cloud's guests have no namespace to reach them in (needs root)"
+    probes = [EmbeddedMigrationFigures(workdir, "hypervisor"), Unavailable("network", why)]
+    rec = apply_figures(record(), "srv", 7, probes)
+    (check,) = [c for c in evaluate(spec, [rec], probes=probes_set_up(probes)) if c.name.startswith("down")]
+    assert check.value is None and not check.passed
+    assert check.reason == f"the network probe cannot measure on this cloud: {why}"
 
-    ok, bad, unchecked = record(), record(), record()
-    ok.memory_integrity, bad.memory_integrity = True, False
-    failed = record("error")
-    assert memory_intact([ok, failed]) is True
-    assert memory_intact([ok, bad]) is False
-    assert memory_intact([ok, unchecked]) is None
-    assert memory_intact([failed]) is None
+    guest = SlaSpec(downtime_probe="guest", downtime_max_ms=500)
+    ran = [EmbeddedMigrationFigures(workdir, "guest")]  # ran, but migration 8's file has no heartbeat
+    rec8 = apply_figures(record(), "srv", 8, ran)
+    (check,) = [c for c in evaluate(guest, [rec8], probes=probes_set_up(ran)) if c.name.startswith("down")]
+    assert check.reason == (
+        "no completed migration has a guest figure: the embedded cloud could not read the guest heartbeat"
+    )
+
+    hyp = SlaSpec(downtime_probe="hypervisor", downtime_max_ms=500)
+    failed = apply_figures(record("error"), "srv", 8, probes)
+    (check,) = [c for c in evaluate(hyp, [failed], probes=probes_set_up(probes)) if c.name.startswith("down")]
+    assert check.reason == "no migration completed (1 requested)"
+    assert evaluate(hyp, [record()], probes={"guest": None})[-1].reason == (
+        "the hypervisor probe is not set up in this case (measure.probes does not name it)"
+    )

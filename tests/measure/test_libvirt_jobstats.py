@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from novamig.cloud.libvirt_jobinfo import (
+from novamig.measure.contract import CapturesEachMigration, Unavailable
+from novamig.measure.embedded_figures import EmbeddedMigrationFigures
+from novamig.measure.libvirt_jobstats import (
     DomainPlace,
     JobInfoParseError,
     LibvirtJobFigures,
     figure_from_stats,
     parse_domjobinfo,
 )
-from novamig.cloud.ssh import HostSsh, SshError, run_ssh
 from novamig.results import MigrationRecord, MigrationStatus
 
 
@@ -330,26 +331,9 @@ def test_an_old_virsh_is_asked_again_without_the_option_it_refuses(
     assert lines[1] == lines[2] and "--rawstats" not in lines[1] and "--keep-completed" in lines[1]
 
 
-def test_ssh_failures_are_one_error_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "ssh").write_text("#!/bin/sh\nexec sleep 5\n")
-    (bindir / "ssh").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    with pytest.raises(SshError, match=r"timed out after 0\.3 s"):
-        run_ssh("stack@192.0.2.10", "true", timeout_s=0.3)
-    with pytest.raises(SshError, match="no SSH target"):
-        HostSsh({}, 1.0)("compute1", "true")
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(SshError, match="cannot run ssh"):
-        run_ssh("stack@192.0.2.10", "true", timeout_s=1.0)
-
-
 def test_the_runner_captures_libvirt_figures_after_each_migration() -> None:
     """libvirt forgets a domain's completed job at its next one: the runner must call `capture`
     right after every migration, which it does for probes of this protocol only."""
-    from novamig.runner.probes import CapturesEachMigration, EmbeddedMigrationFigures, Unavailable
-
     probe = LibvirtJobFigures.over_ssh(
         {"compute1": "stack@192.0.2.1"}, lambda _sid: DomainPlace("i-1", None, None)
     )

@@ -31,7 +31,8 @@ human format rounds bytes to 0.001 of a KiB/MiB/GiB). Both options are newer tha
 (libvirt 1.2.9): an older virsh that rejects one is asked again without it, and the parser reads
 both formats.
 
-`parse_domjobinfo` is pure; `LibvirtJobFigures` is the runner's Probe (name ``hypervisor``).
+`parse_domjobinfo` is pure; `LibvirtJobFigures` is the probe (name ``hypervisor``). The SSH transport
+it reads through is `novamig.cloud.ssh`.
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from novamig.cloud.ssh import HostSsh, SshError
-from novamig.results import MigrationRecord, ProbeCost
-from novamig.runner.clock import CaseClock
-from novamig.runner.probes import ProbeFigure, ServerInfo
+from novamig.measure.contract import PassiveProbe, ProbeFigure
+from novamig.results import MigrationRecord
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ FULL_OPTIONS = ("--completed", "--keep-completed", "--rawstats")
 _UNSUPPORTED = re.compile(r"doesn't support option --([a-z-]+)")
 
 
-class LibvirtJobFigures:
+class LibvirtJobFigures(PassiveProbe):
     """The ``hypervisor`` probe on a cloud whose compute hosts novamig reaches over SSH.
 
     `ssh(host, command)` runs a command on a Nova compute host and returns its stdout, raising
@@ -306,22 +306,8 @@ class LibvirtJobFigures:
         """The usual construction: the hosts file's targets (`SshHostPolicy.targets`)."""
         return cls(HostSsh(targets, timeout_s), locate)
 
-    # -- Probe protocol ----------------------------------------------------------------------------
-    def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
-
-    def noise_floor(self, start_s: float, end_s: float) -> float | None:
-        return None  # libvirt reports a downtime it measured itself; nothing to sample at rest
-
-    def cost(self) -> ProbeCost | None:
-        return None  # one ssh call per migration, after it
-
-    def case_stats(self) -> dict[str, Any] | None:
-        return None
-
+    # -- Probe protocol: no noise floor (libvirt reports a downtime it measured itself, there is
+    # nothing to sample at rest) and no cost worth counting (one ssh call per migration, after it)
     def capture(self, migration: MigrationRecord, server_id: str, migration_id: int | None) -> None:
         """Read the statistics of `migration` now, while its destination still holds them. Call
         once the migration is over, before the server's next one starts. Never raises."""
@@ -351,17 +337,9 @@ class LibvirtJobFigures:
             place = self.locate(server_id)
         except Exception as exc:  # Nova down, not admin …: the figure's reason, never the run's error
             return ProbeFigure(None, None, f"cannot find the server's libvirt domain: {_brief(exc)}")
-        if check_latest is not None and place.last_migration_id != check_latest:
-            return ProbeFigure(
-                None,
-                None,
-                "a later migration of this server replaced libvirt's statistics, and none were "
-                "captured right after this one",
-            )
-        if place.host is not None and place.host != host:
-            return ProbeFigure(
-                None, None, f"the server is on {place.host} now, no longer on the destination {host}"
-            )
+        stale = _stale(place, host, check_latest)
+        if stale is not None:
+            return ProbeFigure(None, None, stale)
         try:
             text = self._domjobinfo(host, place.instance_name)
         except SshError as exc:
@@ -389,6 +367,19 @@ class LibvirtJobFigures:
                 with self._lock:
                     self._options = options
         return self.ssh(host, domjobinfo_command(instance_name, options))
+
+
+def _stale(place: DomainPlace, host: str, check_latest: int | None) -> str | None:
+    """Why the statistics on `host` now are not this migration's (None: they are): a later
+    migration replaced them (when `check_latest` is the migration's id), or the server moved on."""
+    if check_latest is not None and place.last_migration_id != check_latest:
+        return (
+            "a later migration of this server replaced libvirt's statistics, and none were "
+            "captured right after this one"
+        )
+    if place.host is not None and place.host != host:
+        return f"the server is on {place.host} now, no longer on the destination {host}"
+    return None
 
 
 def figure_from_stats(stats: JobStats, host: str) -> ProbeFigure:

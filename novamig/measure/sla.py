@@ -1,0 +1,243 @@
+"""SLA verdicts of one case, Rally style: one entry per criterion — name, limit, value, passed.
+
+Every criterion is one `Check` in `CHECKS`: its name, the figure it reads, the statistic that turns
+the case's values into one, how the value is held to the limit, and what a null value means. A
+check the scenario does not ask for (no limit) is not judged. A check on a figure that was not
+measured fails with value null and the reason in its ``reason`` — the probe is not set up, it
+cannot measure on this cloud (and why), or no migration completed — because a gate that passes
+without data would be a gate that cannot fail.
+
+Criteria come from the scenario's ``sla`` block, plus one that always applies:
+``migrations.failed`` (limit 0) counts migrations whose outcome was ``error`` or ``timeout``, or
+``cancelled`` when the scenario did not ask for an abort (an expected abort is not a failure).
+``migrations.completed_ratio`` (the scenario's ``migrations_completed_ratio``, 1.0 by default) is
+the share of migrations that ended ``completed``, judged once the case requested any.
+
+Downtime and duration are judged over completed migrations; downtime on the probe the scenario
+names (``downtime_ms.guest.max`` …). Percentiles are `novamig.stats.percentile`'s nearest rank: a
+p95 is a value some migration really had (with fewer than 20 migrations, the largest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from novamig.measure.contract import not_measured_reason
+from novamig.results import MigrationRecord, SlaCheck
+from novamig.stats import percentile
+
+Value = float | bool
+Limit = float | bool
+
+
+@dataclass(frozen=True)
+class SlaSpec:
+    """The scenario's ``sla`` block as the checks read it (None: no limit, not judged)."""
+
+    downtime_probe: str = "guest"
+    downtime_max_ms: float | None = None
+    downtime_p95_ms: float | None = None
+    duration_max_s: float | None = None
+    duration_p95_s: float | None = None
+    locust_failure_ratio_max: float | None = None
+    memory_integrity: bool | None = None
+    migrations_completed_ratio: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class CaseFigures:
+    """What the checks read of one case."""
+
+    migrations: Sequence[MigrationRecord]
+    abort_expected: bool = False
+    locust_failure_ratio: float | None = None  # the case's locust.total.failure_ratio
+    probes: Mapping[str, str | None] | None = None
+    """Figure → None when its probe ran, or the reason it was unavailable; a figure missing from
+    the mapping had no probe set up. None: not known (every figure is taken as set up)."""
+
+    @property
+    def completed(self) -> list[MigrationRecord]:
+        return [m for m in self.migrations if m.status == "completed"]
+
+    def probe_problem(self, figure: str) -> str | None:
+        """Why `figure` has no probe measuring it in this case (None: it has one)."""
+        if self.probes is None:
+            return None
+        if figure not in self.probes:
+            return f"the {figure} probe is not set up in this case (measure.probes does not name it)"
+        unavailable = self.probes[figure]
+        if unavailable is not None:
+            return f"the {figure} probe cannot measure on this cloud: {unavailable}"
+        return None
+
+
+def _count(values: Sequence[Value | None]) -> float | None:
+    return sum(1 for v in values if v is True)
+
+
+def _share(values: Sequence[Value | None]) -> float | None:
+    return round(sum(1 for v in values if v is True) / len(values), 6) if values else None
+
+
+def _all(values: Sequence[Value | None]) -> bool | None:
+    if not values or any(v is None for v in values):
+        return None  # an unchecked migration must fail the check, not pass it by default
+    return all(values)
+
+
+def _only(values: Sequence[Value | None]) -> Value | None:
+    return values[0] if values else None
+
+
+def _numbers(values: Sequence[Value | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and not isinstance(v, bool)]
+
+
+Statistic = Literal["max", "p95", "count", "share", "all", "value"]
+Comparison = Literal["at_most", "at_least", "is"]
+
+STATISTICS: dict[Statistic, Callable[[Sequence[Value | None]], Value | None]] = {
+    "max": lambda values: max(_numbers(values), default=None),  # of the measured values
+    "p95": lambda values: percentile(_numbers(values), 95),  # nearest rank, of the measured values
+    "count": _count,  # how many are true
+    "share": _share,  # the fraction that is true
+    "all": _all,  # every one true (null when one is unknown)
+    "value": _only,  # the case's one value
+}
+
+COMPARISONS: dict[Comparison, Callable[[Value, Limit], bool]] = {
+    "at_most": lambda value, limit: value <= limit,
+    "at_least": lambda value, limit: value >= limit,
+    "is": lambda value, limit: value is limit,
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One SLA criterion."""
+
+    name: str  # the results' entry name; ``{probe}`` is the scenario's downtime probe
+    figure: str  # what it reads, per migration or for the case
+    statistic: Statistic  # how the values become one (STATISTICS)
+    compare: Comparison  # how the value is held to the limit (COMPARISONS)
+    limit: Callable[[SlaSpec], Limit | None]  # None: the scenario does not ask, not judged
+    values: Callable[[CaseFigures, SlaSpec], Sequence[Value | None]]
+    if_null: Callable[[CaseFigures, SlaSpec], str]  # why the value is null
+    needs_migrations: bool = False  # judged only once the case requested a migration
+
+    def judge(self, case: CaseFigures, spec: SlaSpec) -> SlaCheck | None:
+        limit = self.limit(spec)
+        if limit is None or (self.needs_migrations and not case.migrations):
+            return None
+        name = self.name.format(probe=spec.downtime_probe)
+        value = STATISTICS[self.statistic](self.values(case, spec))
+        if value is None:
+            return SlaCheck(name=name, limit=limit, value=None, passed=False, reason=self.if_null(case, spec))
+        if isinstance(value, float):
+            value = round(value, 6)
+        return SlaCheck(name=name, limit=limit, value=value, passed=COMPARISONS[self.compare](value, limit))
+
+
+def _failed(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
+    bad = {"error", "timeout"} | (set() if case.abort_expected else {"cancelled"})
+    return [m.status in bad for m in case.migrations]
+
+
+def _durations(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
+    return [m.duration_s for m in case.completed]
+
+
+def _downtimes(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
+    return [getattr(m.downtime_ms, spec.downtime_probe, None) for m in case.completed]
+
+
+def _no_completed_migration(case: CaseFigures, spec: SlaSpec) -> str:
+    if not case.migrations:
+        return "no migration was requested"
+    if not case.completed:
+        return f"no migration completed ({len(case.migrations)} requested)"
+    return "no completed migration has the figure"
+
+
+def _downtime_null(case: CaseFigures, spec: SlaSpec) -> str:
+    probe = spec.downtime_probe
+    problem = case.probe_problem(probe)
+    if problem is not None:
+        return problem
+    if not case.completed:
+        return _no_completed_migration(case, spec)
+    for m in case.completed:  # the reason recorded for the first migration without a figure
+        why = not_measured_reason(m, probe)
+        if why is not None:
+            return f"no completed migration has a {probe} figure: {why}"
+    return f"no completed migration has a {probe} figure"
+
+
+def _locust_null(case: CaseFigures, spec: SlaSpec) -> str:
+    if case.probes is not None and "locust" not in case.probes:
+        return "the case runs no Locust load"
+    problem = case.probe_problem("locust")
+    return problem or "Locust gave no failure ratio: it recorded no request"
+
+
+def _integrity_null(case: CaseFigures, spec: SlaSpec) -> str:
+    if not case.completed:
+        return _no_completed_migration(case, spec)
+    unchecked = sum(1 for m in case.completed if m.memory_integrity is None)
+    return (
+        f"{unchecked} of {len(case.completed)} completed migrations were not checked (the embedded "
+        "cloud's driver checks the guest's integrity region, with the hypervisor figures)"
+    )
+
+
+def _completed(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
+    return [m.status == "completed" for m in case.migrations]
+
+
+def _locust_ratio(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
+    return [case.locust_failure_ratio]
+
+
+def _integrity(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
+    return [m.memory_integrity for m in case.completed]
+
+
+# Downtime and duration are read of completed migrations, the rest as said; {probe} in a name is
+# sla.downtime_ms.probe. A null value fails with the reason the check's last column gives.
+CHECKS: tuple[Check, ...] = (
+    # name, figure it reads, statistic, comparison, limit (None: not judged), values, why null
+    Check("migrations.failed", "status", "count", "at_most", lambda s: 0, _failed, _no_completed_migration),
+    Check(
+        "migrations.completed_ratio", "status", "share", "at_least",
+        lambda s: s.migrations_completed_ratio, _completed, _no_completed_migration, needs_migrations=True,
+    ),
+    Check("duration_s.max", "duration_s", "max", "at_most", lambda s: s.duration_max_s, _durations,
+          _no_completed_migration),
+    Check("duration_s.p95", "duration_s", "p95", "at_most", lambda s: s.duration_p95_s, _durations,
+          _no_completed_migration),
+    Check("downtime_ms.{probe}.max", "downtime_ms.{probe}", "max", "at_most", lambda s: s.downtime_max_ms,
+          _downtimes, _downtime_null),
+    Check("downtime_ms.{probe}.p95", "downtime_ms.{probe}", "p95", "at_most", lambda s: s.downtime_p95_ms,
+          _downtimes, _downtime_null),
+    Check("locust_failure_ratio.max", "locust.total.failure_ratio", "value", "at_most",
+          lambda s: s.locust_failure_ratio_max, _locust_ratio, _locust_null),
+    Check("memory_integrity", "memory_integrity", "all", "is", lambda s: True if s.memory_integrity else None,
+          _integrity, _integrity_null),
+)  # fmt: skip
+"""Every SLA criterion novamig judges, in the order results list them. Adding one is one row (and,
+for a new limit, its field in `SlaSpec` and the scenario's ``sla`` block)."""
+
+
+def evaluate(
+    spec: SlaSpec,
+    migrations: Sequence[MigrationRecord],
+    *,
+    abort_expected: bool = False,
+    locust_failure_ratio: float | None = None,
+    probes: Mapping[str, str | None] | None = None,
+) -> list[SlaCheck]:
+    """Every check the scenario asks for, in `CHECKS` order."""
+    case = CaseFigures(migrations, abort_expected, locust_failure_ratio, probes)
+    return [verdict for check in CHECKS if (verdict := check.judge(case, spec)) is not None]
