@@ -245,7 +245,7 @@ def cells(row: Row) -> list[str]:
         f"{_fmt(row.base_median, row.metric.digits)}{unit} (n={len(row.base)})",
         f"{_fmt(row.new_median, row.metric.digits)}{unit} (n={len(row.new)})",
         "—" if row.ratio is None else f"×{_fmt(row.ratio, 3)}",
-        "—" if row.p is None else f"{row.p:.4f}",
+        "—" if row.p is None else (f"{row.p:.4f}" if row.p >= 1e-4 else "< 0.0001"),
         row.label,
     ]
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pty
 import random
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -244,3 +247,28 @@ def test_bad_input_exits_2_with_one_line(
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("novamig compare: ")
     assert message in lines[0]
+
+
+def test_colour_only_on_a_terminal(tmp_path: Path) -> None:
+    """Through a pseudo-terminal the regressed row is red; piped (the tests above), plain text."""
+    base = _write(tmp_path, "base.json", _results(seed=1))
+    new = _write(tmp_path, "new.json", _results(seed=2, guest_scale=1.5))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: fd 1 is the terminal (pytest's capture had replaced sys.stdout)
+        sys.stdout = os.fdopen(1, "w", closefd=False)
+        code = main(["compare", base, new])
+        sys.stdout.flush()
+        os._exit(code)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    red_rows = [line for line in out.decode().splitlines() if line.startswith("\033[1;31m")]
+    assert len(red_rows) == 1 and "downtime guest" in red_rows[0] and red_rows[0].endswith("\033[0m")
