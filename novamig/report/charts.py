@@ -126,11 +126,10 @@ def _bands(m: MigrationRecord, end: float) -> list[_Band]:
 
 
 def _blackout(m: MigrationRecord) -> tuple[float, float] | None:
-    network: Mapping[str, object] = m.details.get("network") or {}
-    start, stop = network.get("gap_from_s"), network.get("gap_to_s")
-    if isinstance(start, int | float) and isinstance(stop, int | float):
-        return float(start), float(stop)
-    return None
+    network = m.details.network
+    if network is None or network.gap_from_s is None or network.gap_to_s is None:
+        return None
+    return float(network.gap_from_s), float(network.gap_to_s)
 
 
 def timeline(m: MigrationRecord) -> Markup | None:
