@@ -27,8 +27,8 @@ from typing import Protocol
 from novamig.cloud.compute import ComputeApiError, MigrationState, ServerState
 from novamig.cloud.errors import CloudError, MigrationRequestRefused
 from novamig.cloud.microversions import BlockMigration
+from novamig.measure.contract import CaseClock
 from novamig.results import MigrationRecord, MigrationStatus
-from novamig.runner.clock import CaseClock
 from novamig.runner.timeline import Observation, Timeline
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,20 @@ class Progress:
     elapsed_s: float
     source_host: str | None
     dest_host: str | None
+
+
+@dataclass
+class _PollState:
+    """What one watch carries from poll to poll."""
+
+    polls: int = 0
+    server: ServerState | None = None
+    last_status: str | None = None  # the migration record's status at the last poll
+    dest_host: str | None = None
+    final_status: str | None = None  # the first final status Nova reported, and when
+    final_at: float | None = None
+    failing_since: float | None = None  # polls failing in a row since then
+    failures_noted: bool = False
 
 
 class MigrationWatcher:
@@ -148,106 +162,132 @@ class MigrationWatcher:
 
     # -- the loop ----------------------------------------------------------------------------------
     def _poll(self, timeline: Timeline, known: set[int]) -> MigrationRecord:
-        final_status: str | None = None
-        final_at: float | None = None
-        dest_host: str | None = None
-        server: ServerState | None = None
-        last_status: str | None = None
-        failing_since: float | None = None
-        failures_noted = False
-        polls = 0
+        st = _PollState()
         while True:
-            polls += 1
+            st.polls += 1
             poll_started = self.clock.now()
-            # Before `running` the server cannot have moved: read it only now and then there.
-            early = last_status in EARLY_STATUSES
-            read_server = server is None or not early or polls % SERVER_EVERY_N_EARLY_POLLS == 0
             try:
-                # The two reads run side by side: a busy API answers each slowly, and the poll
-                # period is what bounds every time we record.
-                pending = self._reader.submit(self.api.server, self.server_id) if read_server else None
-                try:
-                    record = self._find_record(known, last_status)
-                finally:
-                    if pending is not None:
-                        server = pending.result()
+                record = self._read(st, known)
             except CloudError as exc:
-                now = self.clock.now()
-                failing_since = now if failing_since is None else failing_since
-                if not failures_noted or now - failing_since >= POLL_FAILURE_LIMIT_S:
-                    timeline.note(now, f"poll failed: {exc}")
-                    failures_noted = True
-                # A cloud that stopped answering must not hold the run (and its cleanup) forever.
-                if now - failing_since >= POLL_FAILURE_LIMIT_S or (
-                    self.stop.is_set() and now - failing_since >= ABORT_GRACE_S / 4
-                ):
-                    timeline.note(now, f"the cloud did not answer for {now - failing_since:.0f} s: giving up")
-                    return self._record(timeline, "error", now, dest_host)
+                given_up = self._poll_failed(timeline, st, exc)
+                if given_up is not None:
+                    return given_up
                 self.sleep(self.poll_s)
                 continue
-            failing_since, failures_noted = None, False
+            st.failing_since, st.failures_noted = None, False
             # The state is known from now on: stamp the observation when the reads finished.
             t = self.clock.now()
-            self._poll_times.append(t)
-            elapsed = t - timeline.requested_at
-            assert server is not None
-            if record is not None:
-                dest_host = record.dest_host or dest_host
-                last_status = record.status
-            status = record.status if record is not None else None
-            obs = Observation(
-                t=t,
-                server_status=server.status,
-                task_state=server.task_state,
-                host=server.host,
-                migration_status=status,
-                dest_host=dest_host,
-                memory_total_bytes=record.memory_total_bytes if record else None,
-                memory_processed_bytes=record.memory_processed_bytes if record else None,
-                memory_remaining_bytes=record.memory_remaining_bytes if record else None,
-            )
-            for change in timeline.observe(obs):
-                log.info("%s t=%.3f %s", self.server_name, t, change)
-            self._report(obs, elapsed)
-
-            # -- outcomes ----------------------------------------------------------------------
-            if obs.arrived():
-                return self._record(timeline, "completed", t, dest_host)
-            if record is not None and record.final and final_status is None:
-                final_status, final_at = record.status, t
-            if final_status is not None and final_at is not None:
-                settled = server.status in ("ACTIVE", "ERROR") and server.task_state is None
-                if final_status == "completed":
-                    if server.status == "ERROR":
-                        timeline.note(t, f"server went to ERROR after the migration: {server.fault or '-'}")
-                        return self._record(timeline, "error", t, dest_host)
-                    if t - final_at > SETTLE_S:
-                        timeline.note(
-                            t,
-                            f"migration completed but the server is not ACTIVE on {dest_host} "
-                            f"after {SETTLE_S:.0f} s",
-                        )
-                        return self._record(timeline, "error", t, dest_host)
-                elif settled or t - final_at > SETTLE_S:
-                    return self._record(timeline, self._outcome(final_status), t, dest_host)
-            if record is None and elapsed > RECORD_APPEAR_S and server.task_state is None:
-                timeline.note(
-                    t,
-                    f"no migration record appeared within {RECORD_APPEAR_S:.0f} s; "
-                    f"server {server.status} on {server.host}",
-                )
-                return self._record(timeline, "error", t, None)
-
-            # -- policy ------------------------------------------------------------------------
-            if final_status is None:
-                self._apply_policy(timeline, t, elapsed, record)
-                if self._abort_sent_at is not None and t - self._abort_sent_at > ABORT_GRACE_S:
-                    timeline.note(t, f"Nova did not confirm the abort within {ABORT_GRACE_S:.0f} s")
-                    outcome: MigrationStatus = "timeout" if self._abort_reason == "timeout" else "error"
-                    return self._record(timeline, outcome, t, dest_host)
+            obs = self._observe(timeline, st, record, t)
+            ended = self._ended(timeline, st, obs, record) or self._policy_step(timeline, st, record, t)
+            if ended is not None:
+                return ended
             # Poll on a fixed period: the time the reads took counts against it.
             period = self.fast_poll_s if timeline.near_end() else self.poll_s
             self.sleep(max(0.0, period - (self.clock.now() - poll_started)))
+
+    def _read(self, st: _PollState, known: set[int]) -> MigrationState | None:
+        """One poll's reads: the migration record, and the server beside it (raises CloudError)."""
+        # Before `running` the server cannot have moved: read it only now and then there.
+        early = st.last_status in EARLY_STATUSES
+        read_server = st.server is None or not early or st.polls % SERVER_EVERY_N_EARLY_POLLS == 0
+        # The two reads run side by side: a busy API answers each slowly, and the poll period is
+        # what bounds every time we record.
+        pending = self._reader.submit(self.api.server, self.server_id) if read_server else None
+        try:
+            return self._find_record(known, st.last_status)
+        finally:
+            if pending is not None:
+                st.server = pending.result()
+
+    def _poll_failed(self, timeline: Timeline, st: _PollState, exc: CloudError) -> MigrationRecord | None:
+        """A poll whose reads failed: noted when failures start and when they have lasted too long;
+        the record (an error) once the cloud has not answered for too long."""
+        now = self.clock.now()
+        st.failing_since = now if st.failing_since is None else st.failing_since
+        if not st.failures_noted or now - st.failing_since >= POLL_FAILURE_LIMIT_S:
+            timeline.note(now, f"poll failed: {exc}")
+            st.failures_noted = True
+        # A cloud that stopped answering must not hold the run (and its cleanup) forever.
+        if now - st.failing_since >= POLL_FAILURE_LIMIT_S or (
+            self.stop.is_set() and now - st.failing_since >= ABORT_GRACE_S / 4
+        ):
+            timeline.note(now, f"the cloud did not answer for {now - st.failing_since:.0f} s: giving up")
+            return self._record(timeline, "error", now, st.dest_host)
+        return None
+
+    def _observe(
+        self, timeline: Timeline, st: _PollState, record: MigrationState | None, t: float
+    ) -> Observation:
+        """The poll's state into the timeline (transitions logged) and the live view."""
+        self._poll_times.append(t)
+        server = st.server
+        assert server is not None
+        if record is not None:
+            st.dest_host = record.dest_host or st.dest_host
+            st.last_status = record.status
+        obs = Observation(
+            t=t,
+            server_status=server.status,
+            task_state=server.task_state,
+            host=server.host,
+            migration_status=record.status if record is not None else None,
+            dest_host=st.dest_host,
+            memory_total_bytes=record.memory_total_bytes if record else None,
+            memory_processed_bytes=record.memory_processed_bytes if record else None,
+            memory_remaining_bytes=record.memory_remaining_bytes if record else None,
+        )
+        for change in timeline.observe(obs):
+            log.info("%s t=%.3f %s", self.server_name, t, change)
+        self._report(obs, t - timeline.requested_at)
+        return obs
+
+    def _ended(
+        self, timeline: Timeline, st: _PollState, obs: Observation, record: MigrationState | None
+    ) -> MigrationRecord | None:
+        """The outcome, once this poll shows one: arrived, failed, settled after a final status, or
+        no record ever appearing."""
+        t, server, dest_host = obs.t, st.server, st.dest_host
+        assert server is not None
+        if obs.arrived():
+            return self._record(timeline, "completed", t, dest_host)
+        if record is not None and record.final and st.final_status is None:
+            st.final_status, st.final_at = record.status, t
+        if st.final_status == "completed" and st.final_at is not None:
+            if server.status == "ERROR":
+                timeline.note(t, f"server went to ERROR after the migration: {server.fault or '-'}")
+                return self._record(timeline, "error", t, dest_host)
+            if t - st.final_at > SETTLE_S:
+                timeline.note(
+                    t,
+                    f"migration completed but the server is not ACTIVE on {dest_host} after {SETTLE_S:.0f} s",
+                )
+                return self._record(timeline, "error", t, dest_host)
+        elif st.final_status is not None and st.final_at is not None:
+            settled = server.status in ("ACTIVE", "ERROR") and server.task_state is None
+            if settled or t - st.final_at > SETTLE_S:
+                return self._record(timeline, self._outcome(st.final_status), t, dest_host)
+        if record is None and t - timeline.requested_at > RECORD_APPEAR_S and server.task_state is None:
+            timeline.note(
+                t,
+                f"no migration record appeared within {RECORD_APPEAR_S:.0f} s; "
+                f"server {server.status} on {server.host}",
+            )
+            return self._record(timeline, "error", t, None)
+        return None
+
+    def _policy_step(
+        self, timeline: Timeline, st: _PollState, record: MigrationState | None, t: float
+    ) -> MigrationRecord | None:
+        """The policy acts while the migration is not final; an abort Nova never confirms ends
+        the watch after `ABORT_GRACE_S`."""
+        if st.final_status is not None:
+            return None
+        self._apply_policy(timeline, t, t - timeline.requested_at, record)
+        if self._abort_sent_at is not None and t - self._abort_sent_at > ABORT_GRACE_S:
+            timeline.note(t, f"Nova did not confirm the abort within {ABORT_GRACE_S:.0f} s")
+            outcome: MigrationStatus = "timeout" if self._abort_reason == "timeout" else "error"
+            return self._record(timeline, outcome, t, st.dest_host)
+        return None
 
     def _find_record(self, known: set[int], last_status: str | None) -> MigrationState | None:
         """The migration we asked for: in-progress list first (it has memory figures), then
