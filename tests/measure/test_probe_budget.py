@@ -4,24 +4,34 @@ at a rate that costs real CPU, held to a budget it exceeds and to one it keeps."
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from novamig.measure.contract import CaseClock, ServerInfo
 from novamig.measure.network import NetworkProbe
+from novamig.measure.spawned_probe import proc_cpu
 from novamig.results import ProbeCost
 from novamig.runner.case import _case_figures
 
+MEASURABLE_CPU_S = 0.1
+WaitUntil = Callable[[Callable[[], bool], float, str], None]  # the `wait_until` fixture
+
 
 def test_a_probe_over_its_cpu_budget_is_marked_and_warned(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, wait_until: WaitUntil
 ) -> None:
     probe = NetworkProbe(5000, None, tmp_path, protocol="icmp", sched="none")  # the kernel answers
     probe.start([ServerInfo("id-1", "one", "h", "127.0.0.1")], CaseClock())
     try:
-        time.sleep(1.5)
+        # Until the prober has spent CPU worth measuring (0.1 s: ten clock ticks, so a rate read
+        # from its own summary is not one tick's rounding); a prober that never gets there fails.
+        pid = probe.pid
+        assert pid is not None, "the prober did not start"
+        wait_until(
+            lambda: (proc_cpu(pid) or (0.0, 0.0))[0] >= MEASURABLE_CPU_S, 30.0, "the prober to use CPU"
+        )
     finally:
         probe.stop()
     measured = probe.cost()
