@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,18 @@ from novamig.guest.image import GuestImage
 from novamig.hypervisor.errors import QemuLaunchError
 from novamig.hypervisor.heartbeat import HeartbeatCollector
 from novamig.hypervisor.machine import GuestSpec, QemuMachine
-from novamig.hypervisor.migration import QemuProgress, migrate, start_migration
+from novamig.hypervisor.migration import (
+    MigrationOutcome,
+    MigrationState,
+    QemuProgress,
+    migrate,
+    start_migration,
+)
 from novamig.hypervisor.policy import QemuMigrationSettings
 
 from .conftest import MachineFactory
+
+WaitUntil = Callable[[Callable[[], bool], float, str], None]  # the `wait_until` fixture
 
 pytestmark = pytest.mark.qemu
 
@@ -24,13 +33,28 @@ GBIT_MIB_S = 1e9 / 8 / 2**20  # 1 Gbit/s in MiB/s
 INTEGRITY_MIB = 16
 
 
-def _source(machines: MachineFactory, name: str, dirty_mib_s: float = 0, wset_mib: int = 96) -> QemuMachine:
-    vm = machines(name, memory_mib=256)
-    vm.agent.integrity_start(INTEGRITY_MIB)
-    if dirty_mib_s:
-        vm.agent.dirty(dirty_mib_s, wset_mib)
-        time.sleep(0.5)
-    return vm
+#: `source(name, dirty_mib_s=0, wset_mib=96)`: a launched source guest with its integrity region.
+SourceFactory = Callable[..., QemuMachine]
+
+
+@pytest.fixture
+def source(machines: MachineFactory, wait_until: WaitUntil) -> SourceFactory:
+    """Source guests; one with a dirtier is returned once the dirtier has written memory."""
+
+    def make(name: str, dirty_mib_s: float = 0, wset_mib: int = 96) -> QemuMachine:
+        vm = machines(name, memory_mib=256)
+        vm.agent.integrity_start(INTEGRITY_MIB)
+        if dirty_mib_s:
+            vm.agent.dirty(dirty_mib_s, wset_mib)
+            wait_until(lambda: vm.agent.dirty_stats().pages > 0, 10.0, f"{name}'s dirtier to write memory")
+        return vm
+
+    return make
+
+
+def _copying(seen: list[QemuProgress]) -> bool:
+    """The migration is in pre-copy and has sent memory (a switch or a cancel now hits a live one)."""
+    return any(s.status == "active" and s.processed_bytes > 0 for s in seen)
 
 
 def _destination(machines: MachineFactory, source: QemuMachine) -> QemuMachine:
@@ -46,13 +70,13 @@ def _assert_alive_and_intact(vm: QemuMachine) -> None:
     assert check.ok, f"{vm.name}: memory integrity failed: {check}"
 
 
-def test_idle_guest_migrates_with_memory_intact(machines: MachineFactory) -> None:
-    src = _source(machines, "idle")
+def test_idle_guest_migrates_with_memory_intact(machines: MachineFactory, source: SourceFactory) -> None:
+    src = source("idle")
     dst = _destination(machines, src)
     seen: list[QemuProgress] = []
     result = migrate(src, dst, QemuMigrationSettings(timeout_s=60), progress=seen.append)
 
-    assert result.status == "completed", result.error
+    assert result.status is MigrationOutcome.COMPLETED, result.error
     assert result.total_ms is not None and result.total_ms > 0
     assert result.qemu_downtime_ms is not None
     assert result.stop_resume_ms is not None and result.stop_resume_ms >= 0
@@ -72,22 +96,24 @@ def test_idle_guest_migrates_with_memory_intact(machines: MachineFactory) -> Non
     assert hb.switchover_gap_ms >= result.qemu_downtime_ms - 1
 
 
-def test_50_mib_s_converges_at_1_gbit(machines: MachineFactory) -> None:
-    src = _source(machines, "d50", dirty_mib_s=50)
+def test_50_mib_s_converges_at_1_gbit(machines: MachineFactory, source: SourceFactory) -> None:
+    src = source("d50", dirty_mib_s=50)
     dst = _destination(machines, src)
     result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=90))
-    assert result.status == "completed", result.error
+    assert result.status is MigrationOutcome.COMPLETED, result.error
     assert result.dirty_sync_count is not None and result.dirty_sync_count >= 2
     assert any(rate > 0 for _, rate in result.dirty_rate_series), "a dirtying guest shows a dirty rate"
     _assert_alive_and_intact(dst)
     assert dst.agent.dirty_stats().running, "the dirtier keeps running on the destination"
 
 
-def test_200_mib_s_does_not_converge_and_timeout_cancels(machines: MachineFactory) -> None:
-    src = _source(machines, "d200t", dirty_mib_s=200, wset_mib=128)
+def test_200_mib_s_does_not_converge_and_timeout_cancels(
+    machines: MachineFactory, source: SourceFactory
+) -> None:
+    src = source("d200t", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
     result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=5))
-    assert result.status == "timeout"
+    assert result.status is MigrationOutcome.TIMEOUT
     assert result.source_running_after is True
     assert result.total_ms is None and result.qemu_downtime_ms is None
     assert result.bytes_total and result.bytes_total > 0
@@ -96,11 +122,13 @@ def test_200_mib_s_does_not_converge_and_timeout_cancels(machines: MachineFactor
 
 
 @pytest.mark.parametrize("trigger", [{"post_copy_after_s": 2.0}, {"post_copy_after_iterations": 3}])
-def test_200_mib_s_completes_with_post_copy(machines: MachineFactory, trigger: dict[str, float]) -> None:
-    src = _source(machines, "d200p", dirty_mib_s=200, wset_mib=128)
+def test_200_mib_s_completes_with_post_copy(
+    machines: MachineFactory, source: SourceFactory, trigger: dict[str, float]
+) -> None:
+    src = source("d200p", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
     result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=90, **trigger))  # type: ignore[arg-type]
-    assert result.status == "completed", result.error
+    assert result.status is MigrationOutcome.COMPLETED, result.error
     assert result.postcopy
     started = result.postcopy_started_ns
     assert started is not None
@@ -115,8 +143,10 @@ def test_200_mib_s_completes_with_post_copy(machines: MachineFactory, trigger: d
 
 
 @pytest.mark.slow
-def test_200_mib_s_completes_with_auto_converge_and_stall_is_reported(machines: MachineFactory) -> None:
-    src = _source(machines, "d200a", dirty_mib_s=200, wset_mib=128)
+def test_200_mib_s_completes_with_auto_converge_and_stall_is_reported(
+    machines: MachineFactory, source: SourceFactory
+) -> None:
+    src = source("d200a", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
     policy = QemuMigrationSettings(
         bandwidth_mib_s=GBIT_MIB_S,
@@ -126,7 +156,7 @@ def test_200_mib_s_completes_with_auto_converge_and_stall_is_reported(machines: 
         timeout_s=120,
     )
     result = migrate(src, dst, policy)
-    assert result.status == "completed", result.error
+    assert result.status is MigrationOutcome.COMPLETED, result.error
     assert result.stop_ns is not None
     hb = HeartbeatCollector(src.agent, dst.agent).analyse(result)
     assert hb.source_longest_gap_ms is not None
@@ -149,46 +179,60 @@ def test_200_mib_s_completes_with_auto_converge_and_stall_is_reported(machines: 
     _assert_alive_and_intact(dst)
 
 
-def test_abort_mid_migration_leaves_the_source_running(machines: MachineFactory) -> None:
-    src = _source(machines, "abort", dirty_mib_s=200, wset_mib=128)
+def test_abort_mid_migration_leaves_the_source_running(
+    machines: MachineFactory, source: SourceFactory, wait_until: WaitUntil
+) -> None:
+    src = source("abort", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
-    job = start_migration(src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=60))
-    time.sleep(1.5)
+    seen: list[QemuProgress] = []
+    job = start_migration(
+        src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, timeout_s=60), progress=seen.append
+    )
+    wait_until(lambda: _copying(seen), 30.0, "the migration to copy memory")
+    assert job.state is MigrationState.PRECOPY
     assert not job.done()
     job.cancel()
     result = job.result(30)
-    assert result.status == "cancelled"
+    assert result.status is MigrationOutcome.CANCELLED
     assert result.source_running_after is True
     _assert_alive_and_intact(src)
 
 
-def test_abort_after_policy_cancels(machines: MachineFactory) -> None:
-    src = _source(machines, "abortp")
+def test_abort_after_policy_cancels(machines: MachineFactory, source: SourceFactory) -> None:
+    src = source("abortp")
     dst = _destination(machines, src)
     # 8 MiB/s makes even an idle 256 MiB guest take several seconds
     result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=8, abort_after_s=1.0, timeout_s=60))
-    assert result.status == "cancelled"
+    assert result.status is MigrationOutcome.CANCELLED
     assert 1.0 <= result.duration_s < 10
     assert result.source_running_after is True
     _assert_alive_and_intact(src)
 
 
-def test_switch_to_post_copy_on_request(machines: MachineFactory) -> None:
-    src = _source(machines, "force", dirty_mib_s=200, wset_mib=128)
+def test_switch_to_post_copy_on_request(
+    machines: MachineFactory, source: SourceFactory, wait_until: WaitUntil
+) -> None:
+    src = source("force", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
+    seen: list[QemuProgress] = []
     job = start_migration(
-        src, dst, QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, allow_post_copy=True, timeout_s=60)
+        src,
+        dst,
+        QemuMigrationSettings(bandwidth_mib_s=GBIT_MIB_S, allow_post_copy=True, timeout_s=60),
+        progress=seen.append,
     )
-    time.sleep(1.0)
+    wait_until(lambda: _copying(seen), 30.0, "the migration to copy memory")
     job.switch_to_postcopy()
     result = job.result(90)
-    assert result.status == "completed", result.error
+    assert result.status is MigrationOutcome.COMPLETED, result.error
     assert result.postcopy
     _assert_alive_and_intact(dst)
 
 
-def test_destination_that_fails_to_start_leaves_the_source_untouched(machines: MachineFactory) -> None:
-    src = _source(machines, "badst", dirty_mib_s=10)
+def test_destination_that_fails_to_start_leaves_the_source_untouched(
+    machines: MachineFactory, source: SourceFactory
+) -> None:
+    src = source("badst", dirty_mib_s=10)
     bad = src.spec.for_destination()
     bad = type(bad)(**{**bad.__dict__, "extra_args": ("-device", "no-such-device-xyz")})
     with pytest.raises(QemuLaunchError) as info:
@@ -209,7 +253,7 @@ def test_long_run_directories_still_work(tiny_image: GuestImage, tmp_path: Path)
         src.wait_ready(60)
         with QemuMachine(src.spec.for_destination(), deep) as dst:
             result = migrate(src, dst, QemuMigrationSettings(timeout_s=60))
-            assert result.status == "completed", result.error
+            assert result.status is MigrationOutcome.COMPLETED, result.error
             assert dst.agent.ping().ok
         assert set(Path(tempfile.gettempdir()).glob("novamig-sock-*")) - before == set()
     assert not any(deep.iterdir())
