@@ -14,15 +14,48 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
 from novamig import __version__
+from novamig.cloud.compute import Compute
+from novamig.cloud.connection import (
+    CloudChoice,
+    choose_cloud,
+    connect,
+    embedded_workdir,
+    known_clouds,
+    quiet_sdk_logs,
+)
+from novamig.cloud.errors import CloudError, PreflightFailed
+from novamig.cloud.host_policy import (
+    SSH_HOSTS_ENV,
+    EmbeddedHostPolicy,
+    HostPolicyApplier,
+    NoHostPolicy,
+    SshHostPolicy,
+    ssh_policy_from_file,
+)
+from novamig.cloud.preflight import Needs, PreflightReport, preflight
+from novamig.cloud.resources import choose_networks
+from novamig.cloud.sweep import delete_found, find_tagged
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 from novamig.exitcodes import ExitCode
 from novamig.measure.contract import Probe
 from novamig.measure.libvirt_jobstats import locate_with
+from novamig.measure.locust import unsupported_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
-from novamig.runner.plan import CasePlan, user_data_for
+from novamig.results import Environment, Results
+from novamig.runner.fleet import CloudFleet
+from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
+from novamig.runner.progress_display import LiveView
+from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now
+from novamig.runner.signals import StopRequest, stop_on_signals
+from novamig.runner.targets import TargetError
+from novamig.scenario import ScenarioInvalid, expand_cases, load_scenario, redacted_dict
 
 log = logging.getLogger("novamig.runner")
 
@@ -45,17 +78,13 @@ def _setup_logging(out_dir: Path) -> logging.Handler:
     root = logging.getLogger("novamig")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    from novamig.cloud.connection import quiet_sdk_logs
-
     quiet_sdk_logs()
     return handler
 
 
-def _workload_problems(plans: list[Any]) -> list[str]:
+def _workload_problems(plans: list[CasePlan]) -> list[str]:
     """What the scenario asks of the Locust workload that this novamig cannot do: said before
     anything is created, not after a case has booted its servers."""
-    from novamig.measure.locust import unsupported_reason
-
     problems: list[str] = []
     for plan in plans:
         if plan.workload == "locust":
@@ -66,11 +95,6 @@ def _workload_problems(plans: list[Any]) -> list[str]:
 
 
 def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[str]) -> int:
-    from novamig.runner.plan import plan_from_case
-    from novamig.runner.run import default_out_dir
-    from novamig.runner.targets import TargetError
-    from novamig.scenario import ScenarioInvalid, expand_cases, load_scenario, redacted_dict
-
     try:
         sc = load_scenario(scenario, overrides)
     except ScenarioInvalid as exc:
@@ -114,132 +138,74 @@ def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[s
         handler.close()
 
 
+class _RunEnds(Exception):
+    """The run cannot go on; what went wrong was said on stderr, `code` is the exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class _Cloud:
+    """The cloud a run measures, connected and preflighted."""
+
+    name: str
+    embedded: EmbeddedCloud | None  # the embedded cloud, started by the run or attached; None: another
+    compute: Compute
+    conn: Any  # openstacksdk's Connection
+    report: PreflightReport
+    networks: str | list[dict[str, str]]
+
+
 def _run(
     *,
     scenario_cloud: str | None,
     scenario_dict: dict[str, Any],
-    plans: Sequence[Any],
+    plans: Sequence[CasePlan],
     flag: str | None,
     out_dir: Path,
 ) -> int:
-    from novamig.cloud.compute import Compute
-    from novamig.cloud.connection import choose_cloud, connect
-    from novamig.cloud.errors import CloudError, PreflightFailed
-    from novamig.cloud.host_policy import (
-        SSH_HOSTS_ENV,
-        EmbeddedHostPolicy,
-        HostPolicyApplier,
-        NoHostPolicy,
-        SshHostPolicy,
-        ssh_policy_from_file,
-    )
-    from novamig.cloud.preflight import Needs, preflight
-    from novamig.cloud.resources import choose_networks
-    from novamig.results import Environment
-    from novamig.runner.fleet import CloudFleet
-    from novamig.runner.progress_display import LiveView
-    from novamig.runner.run import new_run_id, run_plans, utc_now
-    from novamig.runner.signals import StopRequest, stop_on_signals
-
     run_id = new_run_id()
     stop = StopRequest()
     choice = choose_cloud(flag, scenario_cloud)
     print(f"novamig: run {run_id}: {choice.reason}", file=sys.stderr)  # before the cloud is touched
     started_at = utc_now()
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
-        embedded: Any = None
-        own_clouds_yaml: Path | None = None  # the run's own cloud: its clouds.yaml and nothing else
-        if choice.name is None:
-            try:
-                embedded = _start_embedded(stack, out_dir)
-            except Exception as exc:  # the embedded cloud's start errors are infrastructure
-                _err(f"the embedded cloud did not start: {exc}")
-                return int(ExitCode.INFRASTRUCTURE)
-            cloud_name = embedded.cloud_name
-            own_clouds_yaml = embedded.clouds_yaml
-        else:
-            cloud_name = choice.name
-            embedded = _attach_embedded(cloud_name)
-        if stop.is_set():
-            return int(ExitCode.INTERRUPTED)
         try:
-            conn = connect(cloud_name, own_clouds_yaml)
-            stack.callback(conn.close)
-            compute = Compute(conn)
-            hosts_named = tuple(sorted({h for p in plans for h in p.target.named_hosts}))
-            needs = Needs(
-                servers=max(p.servers for p in plans),
-                images=tuple(dict.fromkeys(p.image for p in plans)),
-                flavors=tuple(dict.fromkeys(p.flavor for p in plans)),
-                hosts_named=hosts_named,
+            cloud = _open_cloud(stack, choice, plans, out_dir, stop)
+            print(
+                f"novamig: run {run_id} on {cloud.name}: compute {cloud.report.max_microversion}, "
+                f"hosts {', '.join(cloud.report.usable_hosts)}; {len(plans)} case(s); output {out_dir}",
+                file=sys.stderr,
             )
-            report = preflight(conn, compute, needs)
-            networks = choose_networks(conn, plans[0].network)
-        except PreflightFailed as exc:
-            _err(f"cloud {cloud_name}: preflight failed:")
-            for problem in exc.problems:
-                print(f"  - {problem}", file=sys.stderr)
-            return int(ExitCode.INFRASTRUCTURE)
-        except CloudError as exc:
-            _err(str(exc))
-            return exc.exit_code
-        for note in report.notes:
-            _err(f"note: {note}")
-        print(
-            f"novamig: run {run_id} on {cloud_name}: compute {report.max_microversion}, "
-            f"hosts {', '.join(report.usable_hosts)}; {len(plans)} case(s); output {out_dir}",
-            file=sys.stderr,
-        )
+            applier = _host_policy(cloud, plans)
+        except _RunEnds as end:
+            return end.code
         environment = Environment(
-            cloud=cloud_name,
-            nova_version=_embedded_nova_version() if embedded is not None else None,
-            max_microversion=str(report.max_microversion),
-            compute_hosts=report.usable_hosts,
-            hypervisor_versions=report.hypervisor_versions,
+            cloud=cloud.name,
+            nova_version=_embedded_nova_version() if cloud.embedded is not None else None,
+            max_microversion=str(cloud.report.max_microversion),
+            compute_hosts=cloud.report.usable_hosts,
+            hypervisor_versions=cloud.report.hypervisor_versions,
             novamig_version=__version__,
             started_at=started_at,
         )
-        applier: HostPolicyApplier
-        if embedded is not None:
-            applier = EmbeddedHostPolicy(embedded)
-        elif os.environ.get(SSH_HOSTS_ENV):
-            try:
-                applier = ssh_policy_from_file(os.environ[SSH_HOSTS_ENV], compute)
-            except CloudError as exc:
-                _err(str(exc))
-                return exc.exit_code
-        else:
-            applier = NoHostPolicy(
-                f"on an external cloud, host policies need SSH access to the compute hosts: "
-                f"set {SSH_HOSTS_ENV} to a YAML file mapping each host to user@address"
-            )
         # The run's private SSH key lives outside the report folder (CI uploads that) and goes
         # with the run.
         key_dir = Path(tempfile.mkdtemp(prefix=f"novamig-{run_id}-ssh-"))
         stack.callback(shutil.rmtree, key_dir, True)
-        if isinstance(applier, NoHostPolicy):
-            wanted = sorted({k for p in plans for k in p.host_options})
-            if wanted:
-                _err(f"the scenario sets host options ({', '.join(wanted)}) but {applier.why}")
-                return int(ExitCode.BAD_INPUT)
         fleet = CloudFleet(
-            compute,
+            cloud.compute,
             user_data=user_data_for,
             run_id=run_id,
-            image_ids=report.image_ids,
-            networks=networks,
-            conn=conn,
+            image_ids=cloud.report.image_ids,
+            networks=cloud.networks,
+            conn=cloud.conn,
             key_dir=key_dir,
         )
         stack.callback(fleet.close)
-
-        capabilities = CloudCapabilities(
-            probe_dir=out_dir.resolve() / "probes",
-            embedded_workdir=Path(embedded.workdir) if embedded is not None else None,
-            guest_netns=embedded.guest_netns if embedded is not None else None,
-            ssh_hosts=applier.targets if isinstance(applier, SshHostPolicy) else None,
-            locate_domain=locate_with(compute),
-        )
+        capabilities = _capabilities(cloud, applier, out_dir)
 
         def case_probes(plan: CasePlan) -> list[Probe]:
             return probes_for(plan, capabilities)
@@ -249,9 +215,9 @@ def _run(
                 plans,
                 scenario=scenario_dict,
                 environment=environment,
-                api=compute,
+                api=cloud.compute,
                 fleet=fleet,
-                hosts=report.usable_hosts,
+                hosts=cloud.report.usable_hosts,
                 host_policy=applier,
                 probes_for=case_probes,
                 stop=stop,
@@ -265,9 +231,91 @@ def _run(
         return outcome.exit_code
 
 
-def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> Any:
-    from novamig.embedded.controller import EmbeddedCloud
+def _open_cloud(
+    stack: contextlib.ExitStack,
+    choice: CloudChoice,
+    plans: Sequence[CasePlan],
+    out_dir: Path,
+    stop: StopRequest,
+) -> _Cloud:
+    """The chosen cloud (the run's own embedded cloud when none is named), connected and
+    preflighted for what the plans need; its connection (and an own cloud) closes with `stack`."""
+    embedded: EmbeddedCloud | None
+    own_clouds_yaml: Path | None = None  # the run's own cloud: its clouds.yaml and nothing else
+    if choice.name is None:
+        try:
+            embedded = _start_embedded(stack, out_dir)
+        except Exception as exc:  # the embedded cloud's start errors are infrastructure
+            _err(f"the embedded cloud did not start: {exc}")
+            raise _RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
+        name, own_clouds_yaml = embedded.cloud_name, embedded.clouds_yaml
+    else:
+        name, embedded = choice.name, _attach_embedded(choice.name)
+    if stop.is_set():
+        raise _RunEnds(int(ExitCode.INTERRUPTED))
+    try:
+        conn = connect(name, own_clouds_yaml)
+        stack.callback(conn.close)
+        compute = Compute(conn)
+        needs = Needs(
+            servers=max(p.servers for p in plans),
+            images=tuple(dict.fromkeys(p.image for p in plans)),
+            flavors=tuple(dict.fromkeys(p.flavor for p in plans)),
+            hosts_named=tuple(sorted({h for p in plans for h in p.target.named_hosts})),
+        )
+        report = preflight(conn, compute, needs)
+        networks = choose_networks(conn, plans[0].network)
+    except PreflightFailed as exc:
+        _err(f"cloud {name}: preflight failed:")
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise _RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
+    except CloudError as exc:
+        _err(str(exc))
+        raise _RunEnds(exc.exit_code) from exc
+    for note in report.notes:
+        _err(f"note: {note}")
+    return _Cloud(name, embedded, compute, conn, report, networks)
 
+
+def _host_policy(cloud: _Cloud, plans: Sequence[CasePlan]) -> HostPolicyApplier:
+    """How the run sets the hosts' options: through the embedded cloud, over SSH (the hosts file
+    NOVAMIG_SSH_HOSTS names), or not at all — which a scenario that sets host options cannot run."""
+    applier: HostPolicyApplier
+    if cloud.embedded is not None:
+        applier = EmbeddedHostPolicy(cloud.embedded)
+    elif os.environ.get(SSH_HOSTS_ENV):
+        try:
+            applier = ssh_policy_from_file(os.environ[SSH_HOSTS_ENV], cloud.compute)
+        except CloudError as exc:
+            _err(str(exc))
+            raise _RunEnds(exc.exit_code) from exc
+    else:
+        applier = NoHostPolicy(
+            f"on an external cloud, host policies need SSH access to the compute hosts: "
+            f"set {SSH_HOSTS_ENV} to a YAML file mapping each host to user@address"
+        )
+    if isinstance(applier, NoHostPolicy):
+        wanted = sorted({k for p in plans for k in p.host_options})
+        if wanted:
+            _err(f"the scenario sets host options ({', '.join(wanted)}) but {applier.why}")
+            raise _RunEnds(int(ExitCode.BAD_INPUT))
+    return applier
+
+
+def _capabilities(cloud: _Cloud, applier: HostPolicyApplier, out_dir: Path) -> CloudCapabilities:
+    """What the cloud offers the probes (`novamig.measure.registry.probes_for` picks by it)."""
+    embedded = cloud.embedded
+    return CloudCapabilities(
+        probe_dir=out_dir.resolve() / "probes",
+        embedded_workdir=Path(embedded.workdir) if embedded is not None else None,
+        guest_netns=embedded.guest_netns if embedded is not None else None,
+        ssh_hosts=applier.targets if isinstance(applier, SshHostPolicy) else None,
+        locate_domain=locate_with(cloud.compute),
+    )
+
+
+def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> EmbeddedCloud:
     cloud = EmbeddedCloud(driver=os.environ.get("NOVAMIG_EMBEDDED_DRIVER", "novamig"))
 
     def stop_cloud() -> None:
@@ -284,31 +332,24 @@ def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> Any:
 
 def _embedded_nova_version() -> str | None:
     """The embedded cloud runs the Nova installed here: its version is this package's."""
-    from importlib import metadata
-
     try:
         return metadata.version("nova")
     except metadata.PackageNotFoundError:
         return None
 
 
-def _attach_embedded(cloud_name: str) -> Any:
+def _attach_embedded(cloud_name: str) -> EmbeddedCloud | None:
     """An embedded cloud named in clouds.yaml (``novamig cloud up``), attached; None otherwise."""
-    from novamig.cloud.connection import embedded_workdir
-    from novamig.cloud.errors import CloudError
-
     try:
         workdir = embedded_workdir(cloud_name)
     except CloudError:
         return None  # connect() reports the error with its exit code
     if workdir is None or not (Path(workdir) / "cloud.json").exists():
         return None
-    from novamig.embedded.controller import EmbeddedCloud
-
     return EmbeddedCloud.attach(Path(workdir))
 
 
-def _summary(results: Any, out_dir: Path, stream: IO[str]) -> None:
+def _summary(results: Results, out_dir: Path, stream: IO[str]) -> None:
     for case in results.cases:
         done = sum(1 for m in case.migrations if m.status == "completed")
         verdict = "PASS" if case.passed else "FAIL"
@@ -327,12 +368,6 @@ def _summary(results: Any, out_dir: Path, stream: IO[str]) -> None:
 
 
 def cmd_cleanup(cloud: str | None, yes: bool) -> int:
-    from novamig.cloud.compute import Compute
-    from novamig.cloud.connection import connect, known_clouds
-    from novamig.cloud.errors import CloudError
-    from novamig.cloud.sweep import delete_found, find_tagged
-    from novamig.embedded.layout import DEFAULT_CLOUD_NAME
-
     name = cloud or os.environ.get("OS_CLOUD")
     if not name:
         try:
