@@ -45,13 +45,13 @@ from novamig.stats import percentile
 P_THRESHOLD = 0.01
 """Two-sided p below which two samples are called different.
 
-Why 0.01: downtimes are noisy (a floor plus a long tail: the medians of two runs of 10 differ by
-~15 % on their own), so the factor alone filters little noise; a compare tests ~10 metrics per
-case, and at 0.05 one in three comparisons of two identical setups would flag something. At 0.01 a
-metric of identical setups is flagged ~1.3 % of the time and a ×1.5 downtime over 10 repeats is
-caught ~97 % of the time (docs/reports.md). asv uses a stricter 0.002 on benchmarks it can repeat
-cheaply; that needs 7 samples a side before it can say anything, and a novamig repeat costs
-minutes. At 0.01 the test needs 5 a side (2 / C(10, 5) = 0.008)."""
+Why 0.01: downtimes are noisy (a floor plus a long tail: the medians of two runs of 10 identical
+migrations differ by more than 13 % one time in ten), so the factor alone filters little noise;
+a compare tests ~10 metrics per case, and at 0.05 one in three comparisons of two identical setups
+would flag something. At 0.01 a metric of identical setups is flagged ~1.3 % of the time and a
+×1.5 downtime over 10 repeats is caught ~97 % of the time (docs/reports.md). asv uses a stricter
+0.002 on benchmarks it can repeat cheaply; that needs 7 samples a side before it can say anything,
+and a novamig repeat costs minutes. At 0.01 the test needs 5 a side (2 / C(10, 5) = 0.008)."""
 
 DEFAULT_FACTOR = 1.1
 
