@@ -260,10 +260,15 @@ class EmbeddedCloud:
         return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml), "OS_CLOUD": name}
 
     def connection(self, member: bool = False) -> Any:
-        """An openstacksdk Connection authenticated with a password through Keystone."""
+        """An openstacksdk Connection authenticated with a password through Keystone.
+
+        Read from this cloud's own clouds.yaml only: openstacksdk would otherwise put
+        ``$OS_CLIENT_CONFIG_FILE`` first (and read only the first file that exists) and merge the
+        user's secure.yaml, so a user's or test session's environment could hide or change the entry.
+        """
         name = f"{self.cloud_name}-member" if member else self.cloud_name
         region = openstack.config.OpenStackConfig(
-            config_files=[str(self.clouds_yaml)], vendor_files=[]
+            config_files=[str(self.clouds_yaml)], vendor_files=[], secure_files=[], load_envvars=False
         ).get_one(cloud=name)
         return openstack.connection.Connection(config=region)
 

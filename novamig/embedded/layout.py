@@ -72,6 +72,30 @@ class Secrets:
         return cls(secrets.token_urlsafe(16), secrets.token_urlsafe(16), secrets.token_urlsafe(16))
 
 
+class _InWorkdir:
+    """A file or directory of the work directory, read as an attribute (``layout.logs``).
+
+    Class attributes without annotations, so the dataclass neither stores nor serialises them.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layout: CloudLayout, owner: type | None = None) -> Path:
+        return layout.workdir / self.name
+
+
+class _Loopback:
+    """A service's URL on 127.0.0.1 at its port in ``Ports`` (``layout.keystone_url``)."""
+
+    def __init__(self, service: str, path: str = "") -> None:
+        self.service = service
+        self.path = path
+
+    def __get__(self, layout: CloudLayout, owner: type | None = None) -> str:
+        return f"http://127.0.0.1:{getattr(layout.ports, self.service)}{self.path}"
+
+
 @dataclass(frozen=True)
 class CloudLayout:
     """The shared description of one embedded cloud (serialised as ``cloud.json``)."""
@@ -83,66 +107,22 @@ class CloudLayout:
     host_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     driver: str = "novamig"
 
-    # -- paths -------------------------------------------------------------------------------------
-    @property
-    def logs(self) -> Path:
-        return self.workdir / "logs"
-
-    @property
-    def keystone_dir(self) -> Path:
-        return self.workdir / "keystone"
-
-    @property
-    def nova_dir(self) -> Path:
-        return self.workdir / "nova"
-
-    @property
-    def placement_dir(self) -> Path:
-        return self.workdir / "placement"
-
-    @property
-    def guests_dir(self) -> Path:
-        return self.workdir / "guests"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.workdir / "cloud.pid"
-
-    @property
-    def ready_file(self) -> Path:
-        return self.workdir / "ready.json"
-
-    @property
-    def failure_file(self) -> Path:
-        return self.workdir / "failure.json"
-
-    @property
-    def clouds_yaml(self) -> Path:
-        return self.workdir / "clouds.yaml"
-
-    @property
-    def secrets_file(self) -> Path:
-        return self.workdir / "secrets.json"
-
-    @property
-    def keystone_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.keystone}/v3"
-
-    @property
-    def compute_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.compute}/v2.1"
-
-    @property
-    def image_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.image}"
-
-    @property
-    def network_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.network}"
-
-    @property
-    def placement_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.placement}"
+    # -- paths and URLs (read-only attributes, see _InWorkdir and _Loopback) ----------------------
+    logs = _InWorkdir("logs")
+    keystone_dir = _InWorkdir("keystone")
+    nova_dir = _InWorkdir("nova")
+    placement_dir = _InWorkdir("placement")
+    guests_dir = _InWorkdir("guests")
+    pid_file = _InWorkdir("cloud.pid")
+    ready_file = _InWorkdir("ready.json")
+    failure_file = _InWorkdir("failure.json")
+    clouds_yaml = _InWorkdir("clouds.yaml")
+    secrets_file = _InWorkdir("secrets.json")
+    keystone_url = _Loopback("keystone", "/v3")
+    compute_url = _Loopback("compute", "/v2.1")
+    image_url = _Loopback("image")
+    network_url = _Loopback("network")
+    placement_url = _Loopback("placement")
 
     # -- persistence -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
