@@ -46,54 +46,68 @@ def _count(label: str, value: int, unit: str = "") -> str:
     return "%-17s %-12d\n" % (label, value)  # noqa: UP031
 
 
-PRECOPY = (
-    _s("Job type:", "Completed")
-    + _s("Operation:", "Incoming migration")
-    + _ms("Time elapsed:", 5321)
-    + _ms("Time elapsed w/o network:", 5318)
-    + _size("Data processed:", 1.234, "GiB")
-    + _size("Data remaining:", 0, "B")
-    + _size("Data total:", 2.008, "GiB")
-    + _size("Memory processed:", 1.234, "GiB")
-    + _size("Memory remaining:", 0, "B")
-    + _size("Memory total:", 2.008, "GiB")
-    + _size("Memory bandwidth:", 238.917, "MiB", "/s")
-    + _count("Dirty rate:", 0, "pages/s")
-    + _count("Page size:", 4096, "bytes")
-    + _count("Iteration:", 3)
-    + _count("Postcopy requests:", 0)
-    + _count("Constant pages:", 213453)
-    + _count("Normal pages:", 322714)
-    + _size("Normal data:", 1.231, "GiB")
-    + _ms("Total downtime:", 57)
-    + _ms("Downtime w/o network:", 54)
-    + _ms("Setup time:", 12)
+def _incoming(
+    *,
+    elapsed: tuple[int, int],
+    gib: tuple[float, float, float],
+    bandwidth_mib_s: float,
+    pages: tuple[int, int, int],
+    iteration: int,
+    postcopy_requests: int,
+    downtime: tuple[int, int],
+    setup: int,
+) -> str:
+    """virsh's answer for a completed incoming migration: `elapsed` and `downtime` with and without
+    the network, `gib` processed / total / normal data, `pages` dirty per second / constant /
+    normal — printed in virsh's order, every size as it prints sizes."""
+    processed, total, normal_data = gib
+    dirty, constant, normal = pages
+    return (
+        _s("Job type:", "Completed")
+        + _s("Operation:", "Incoming migration")
+        + _ms("Time elapsed:", elapsed[0])
+        + _ms("Time elapsed w/o network:", elapsed[1])
+        + _size("Data processed:", processed, "GiB")
+        + _size("Data remaining:", 0, "B")
+        + _size("Data total:", total, "GiB")
+        + _size("Memory processed:", processed, "GiB")
+        + _size("Memory remaining:", 0, "B")
+        + _size("Memory total:", total, "GiB")
+        + _size("Memory bandwidth:", bandwidth_mib_s, "MiB", "/s")
+        + _count("Dirty rate:", dirty, "pages/s")
+        + _count("Page size:", 4096, "bytes")
+        + _count("Iteration:", iteration)
+        + _count("Postcopy requests:", postcopy_requests)
+        + _count("Constant pages:", constant)
+        + _count("Normal pages:", normal)
+        + _size("Normal data:", normal_data, "GiB")
+        + _ms("Total downtime:", downtime[0])
+        + _ms("Downtime w/o network:", downtime[1])
+        + _ms("Setup time:", setup)
+    )
+
+
+PRECOPY = _incoming(
+    elapsed=(5321, 5318),
+    gib=(1.234, 2.008, 1.231),
+    bandwidth_mib_s=238.917,
+    pages=(0, 213453, 322714),
+    iteration=3,
+    postcopy_requests=0,
+    downtime=(57, 54),
+    setup=12,
 )
 
-POSTCOPY = (
-    _s("Job type:", "Completed")
-    + _s("Operation:", "Incoming migration")
-    + _ms("Time elapsed:", 14873)
-    + _ms("Time elapsed w/o network:", 14869)
-    + _size("Data processed:", 4.102, "GiB")
-    + _size("Data remaining:", 0, "B")
-    + _size("Data total:", 4.008, "GiB")
-    + _size("Memory processed:", 4.102, "GiB")
-    + _size("Memory remaining:", 0, "B")
-    + _size("Memory total:", 4.008, "GiB")
-    + _size("Memory bandwidth:", 117.301, "MiB", "/s")
-    + _count("Dirty rate:", 20871, "pages/s")
-    + _count("Page size:", 4096, "bytes")
-    + _count("Iteration:", 7)
-    + _count("Postcopy requests:", 1532)
-    + _count("Constant pages:", 902113)
-    + _count("Normal pages:", 1046920)
-    + _size("Normal data:", 3.994, "GiB")
-    + _ms("Total downtime:", 243)
-    + _ms("Downtime w/o network:", 239)
-    + _ms("Setup time:", 31)
-    + "%-17s %-13d\n" % ("Auto converge throttle:", 40)  # noqa: UP031
-)
+POSTCOPY = _incoming(
+    elapsed=(14873, 14869),
+    gib=(4.102, 4.008, 3.994),
+    bandwidth_mib_s=117.301,
+    pages=(20871, 902113, 1046920),
+    iteration=7,
+    postcopy_requests=1532,
+    downtime=(243, 239),
+    setup=31,
+) + "%-17s %-13d\n" % ("Auto converge throttle:", 40)  # noqa: UP031
 
 RAWSTATS = """Job type: 3
 
