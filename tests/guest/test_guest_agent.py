@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from novamig.guest.image import GuestImage
+from novamig.guest.protocol import Ready
 from novamig.hypervisor import (
     AgentChannel,
     Beat,
@@ -29,24 +30,39 @@ from novamig.hypervisor import (
     migrate,
 )
 from novamig.hypervisor.binary import tcg_loses_dirty_pages
+from novamig.hypervisor.errors import AgentTimeout
+from novamig.hypervisor.machine import FwCfgFile, GuestSpec
+from novamig.scenario.models import Measure, MemoryLoad, Workload
+from novamig.workload.userdata import GuestSetup, render_user_data
 
 pytestmark = pytest.mark.qemu
 
 #: The `tiny_guests` fixture (tests/guest/conftest.py).
 TinyGuests = Callable[..., QemuMachine]
+#: The `wait_until(predicate, timeout, what)` fixture (tests/conftest.py).
+WaitUntil = Callable[[Callable[[], bool], float, str], None]
 
 
-def _rate(guest: QemuMachine, seconds: float) -> tuple[float, list[Beat]]:
+def _rate(guest: QemuMachine, count: int, timeout: float = 30.0) -> tuple[float, list[Beat]]:
+    """Beats per second over the next `count` heartbeats: the window ends when the last arrives."""
+    log = guest.agent.beats
     t0 = time.monotonic_ns()
-    time.sleep(seconds)
-    beats = guest.agent.beats.since(t0)
-    return len(beats) / seconds, beats
+    assert log.wait_for(len(log) + count, timeout), f"fewer than {count} heartbeats in {timeout:g} s"
+    beats = log.since(t0)[:count]
+    return len(beats) / ((beats[-1].host_ns - t0) / 1e9), beats
 
 
-def _best_rate(guest: QemuMachine, seconds: float, tries: int = 3) -> tuple[float, list[Beat]]:
+def _best_rate(guest: QemuMachine, count: int, tries: int = 3) -> tuple[float, list[Beat]]:
     """The best of a few windows: a host busy with other guests can starve the vCPU for a whole
     window; whether the agent keeps its rate is what is tested, not how loaded the host is."""
-    return max((_rate(guest, seconds) for _ in range(tries)), key=lambda r: r[0])
+    return max((_rate(guest, count) for _ in range(tries)), key=lambda r: r[0])
+
+
+def _set_rate(guest: QemuMachine, hz: int) -> int:
+    """`hb HZ`; the host time from which every beat is sent at the new rate (beats sent before
+    the reply come before it on the one virtio-serial stream)."""
+    assert guest.agent.command(f"hb {hz}").ok
+    return time.monotonic_ns()
 
 
 def test_ready_carries_configured_fields(guest: QemuMachine) -> None:
@@ -63,9 +79,8 @@ def test_ready_carries_configured_fields(guest: QemuMachine) -> None:
 
 
 def test_heartbeats_increase_at_about_the_configured_rate(guest: QemuMachine) -> None:
-    guest.agent.command("hb 1000")
-    time.sleep(0.3)
-    rate, beats = _best_rate(guest, 2.0)
+    _set_rate(guest, 1000)
+    rate, beats = _best_rate(guest, 2000)
     assert rate > 500, f"heartbeat rate {rate:.0f}/s, configured 1000/s"
     seqs = [b.seq for b in guest.agent.beats.beats()]
     assert all(a < b for a, b in itertools.pairwise(seqs)), "seq not strictly increasing"
@@ -77,13 +92,11 @@ def test_hb_command_changes_the_rate(guest: QemuMachine) -> None:
     try:
         r = guest.agent.command("hb 50")
         assert r.ok and r.fields["hb_hz"] == "50"
-        time.sleep(0.3)
-        rate, _ = _best_rate(guest, 2.0)
+        rate, _ = _best_rate(guest, 100)
         assert 25 < rate < 75, f"rate {rate:.1f}/s after hb 50"
-        assert guest.agent.command("hb 0").ok
-        time.sleep(0.3)
-        rate, _ = _rate(guest, 1.0)
-        assert rate == 0, f"heartbeats still arriving ({rate}/s) after hb 0"
+        stopped_ns = _set_rate(guest, 0)
+        late = guest.agent.beats.wait_after(stopped_ns, 1.0)
+        assert not late, f"heartbeats still arriving after hb 0: {guest.agent.beats.since(stopped_ns)[:5]}"
         assert not guest.agent.command("hb fast", check=False).ok
     finally:
         guest.agent.command("hb 1000")
@@ -96,24 +109,35 @@ def test_ping_and_unknown_command(guest: QemuMachine) -> None:
     assert not bad.ok and "unknown command" in bad.msg
 
 
-def test_ready_is_resent_when_the_host_reconnects(guest: QemuMachine) -> None:
+def test_ready_is_resent_when_the_host_reconnects(guest: QemuMachine, wait_until: WaitUntil) -> None:
     first = guest.agent
+    readies: list[Ready] = []
+
+    def reconnected_with_ready() -> bool:
+        # A close and a reopen within one agent tick is invisible to the guest (no READY): then
+        # the next attempt closes and reopens again.
+        channel = guest.reconnect_agent()
+        try:
+            readies.append(channel.wait_ready(5.0))
+        except AgentTimeout:
+            return False
+        return True
+
     first.close()
-    time.sleep(0.5)  # let the guest see the port close (a close and reopen in one tick is invisible)
-    second = guest.reconnect_agent()
-    assert second is not first and guest.agent is second
-    ready = second.wait_ready(30)
-    assert ready.hb_hz == 1000
+    wait_until(reconnected_with_ready, 60.0, "READY on a new host connection")
+    second = guest.agent
+    assert second is not first
+    assert readies[-1].hb_hz == 1000
     info = second.command("info")
     assert info.ok and info.fields["hb_hz"] == "1000" and int(info.fields["seq"]) > 0
 
 
-def test_dirtier_reaches_a_modest_target(guest: QemuMachine) -> None:
+def test_dirtier_reaches_a_modest_target(guest: QemuMachine, wait_until: WaitUntil) -> None:
     target = 20.0
     r = guest.agent.dirty(target, 32)
     assert r.ok, r.msg
     try:
-        time.sleep(3.0)
+        wait_until(lambda: guest.agent.dirty_stats().seconds > 2.5, 30.0, "2.5 s of dirtying")
         stats = guest.agent.dirty_stats()
         assert stats.running
         assert stats.seconds > 2.5
@@ -121,12 +145,12 @@ def test_dirtier_reaches_a_modest_target(guest: QemuMachine) -> None:
         # QEMU's own dirty-page sampling sees the load too (independent of the agent's count).
         # (mode dirty-bitmap crashes QEMU 7.2 under TCG with SIGSEGV: sampling only.)
         guest.command("calc-dirty-rate", {"calc-time": 1, "sample-pages": 4096})
-        deadline = time.monotonic() + 20
+        wait_until(
+            lambda: guest.command("query-dirty-rate")["status"] == "measured",
+            20.0,
+            "QEMU's dirty-rate figure",
+        )
         info = guest.command("query-dirty-rate")
-        while info["status"] != "measured" and time.monotonic() < deadline:
-            time.sleep(0.2)
-            info = guest.command("query-dirty-rate")
-        assert info["status"] == "measured"
         assert 0.4 * target <= info["dirty-rate"] <= 1.6 * target, info
     finally:
         assert guest.agent.dirty(0, 0).ok
@@ -139,18 +163,26 @@ def test_dirtier_rejects_a_working_set_larger_than_memory(guest: QemuMachine) ->
     assert not r.ok and "memory" in r.msg
 
 
-def test_integrity_check_passes_then_finds_the_corrupted_page(guest: QemuMachine) -> None:
+def test_integrity_check_passes_then_finds_the_corrupted_page(
+    guest: QemuMachine, wait_until: WaitUntil
+) -> None:
     assert not guest.agent.integrity_check().ok  # not started
     r = guest.agent.integrity_start(16, pass_ms=200)
     assert r.ok, r.msg
     try:
         first = guest.agent.integrity_check()
         assert first.ok and first.pages == 16 * 256, first
-        time.sleep(1.0)
-        second = guest.agent.integrity_check()
-        assert second.ok, second
-        assert second.generation is not None and first.generation is not None
-        assert second.generation >= first.generation + 2, "the updater is not advancing generations"
+        assert first.generation is not None
+        checks = [first]
+
+        def advanced_twice() -> bool:
+            checks.append(guest.agent.integrity_check())
+            generation = checks[-1].generation
+            return generation is not None and generation >= (first.generation or 0) + 2
+
+        # passes every 200 ms: two generations within 10 s even on a starved vCPU
+        wait_until(advanced_twice, 10.0, "the updater to advance two generations")
+        assert all(c.ok for c in checks), [c for c in checks if not c.ok]
         assert guest.agent.command("integrity-corrupt 1234").ok
         assert guest.agent.command("integrity-corrupt 3000").ok
         bad = guest.agent.integrity_check()
@@ -167,8 +199,8 @@ def test_integrity_survives_a_pause(guest: QemuMachine) -> None:
     """Stopping the vCPU mid-update (what a migration's switchover does) leaves a verifiable state."""
     assert guest.agent.integrity_start(8, pass_ms=0).ok  # updater flat out
     try:
-        guest.command("stop")
-        time.sleep(0.2)
+        guest.command("stop")  # returns once the vCPU is stopped, whatever it was writing
+        assert guest.command("query-status")["status"] == "paused"
         guest.command("cont")
         res = guest.agent.integrity_check()
         assert res.ok, res
@@ -230,7 +262,9 @@ def test_e1000_nic_and_boot_time_config(tiny_guests: TinyGuests, agent_net: User
     assert g.poll() is not None
 
 
-def test_agent_channel_counts_malformed_lines_and_keeps_reading(tmp_path: Path) -> None:
+def test_agent_channel_counts_malformed_lines_and_keeps_reading(
+    tmp_path: Path, wait_until: WaitUntil
+) -> None:
     """The host side parses with novamig.guest.protocol: a line it rejects is counted and kept,
     an exception in an event callback is counted too, and neither stops the reader thread."""
     path = tmp_path / "agent.sock"
@@ -253,9 +287,7 @@ def test_agent_channel_counts_malformed_lines_and_keeps_reading(tmp_path: Path) 
             peer.sendall(b"\nH 2 200\r\nREADY version=1 hb_hz=5\nE after\n")
             assert channel.wait_ready(5).hb_hz == 5
             assert channel.beats.wait_for(2, 5)
-            deadline = time.monotonic() + 5
-            while len(seen) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: len(seen) >= 2, 5.0, "both event lines")
             assert [b.seq for b in channel.beats.beats()] == [1, 2]
             assert channel.malformed == 4
             assert list(channel.unparsed)[:3] == ["GARBAGE", "H x y", "R 1 maybe"]
@@ -288,11 +320,7 @@ def test_integrity_holds_across_a_live_migration(tiny_guests: TinyGuests, agent_
     result = migrate(src, dst, QemuMigrationSettings(bandwidth_mib_s=1024, timeout_s=120, transport="tcp"))
     assert result.status == "completed", result.to_dict()
     t0 = time.monotonic_ns()
-    deadline = time.monotonic() + 30
-    while not dst.agent.beats.since(t0) and time.monotonic() < deadline:
-        if "Kernel panic" in dst.console_log() or dst.poll() is not None:
-            break
-        time.sleep(0.05)
+    dst.agent.beats.wait_after(t0, 30.0)  # a panicked destination never beats: the asserts say why
     console = dst.console_log()
     assert "Kernel panic" not in console, "destination kernel panicked after the migration:\n" + (
         console[console.find("BUG") :][:1500] if "BUG" in console else console[-1500:]
@@ -318,15 +346,11 @@ def _late_user_data(script: str, delay_s: int) -> str:
 
 
 def test_user_data_run_after_boot_restarts_the_agent_with_its_settings(
-    tiny_image: GuestImage, tmp_path: Path
+    tiny_image: GuestImage, tmp_path: Path, wait_until: WaitUntil
 ) -> None:
     """The cloud-init path, on the tiny guest: the agent starts with its defaults (1000 Hz), the
     user-data script then writes /run/novamig/agent.conf and ends the agent through its PID file;
     init restarts it and the new agent beats at the file's rate and runs its dirtier."""
-    from novamig.hypervisor.machine import FwCfgFile, GuestSpec
-    from novamig.scenario.models import Measure, MemoryLoad, Workload
-    from novamig.workload.userdata import GuestSetup, render_user_data
-
     workload = Workload(kind="memory", memory=MemoryLoad(dirty_rate_mib_s=2, working_set_mib=4))
     setup = GuestSetup("late#r1", workload, Measure(heartbeat_hz=200))
     user_data = tmp_path / "user-data"
@@ -342,10 +366,12 @@ def test_user_data_run_after_boot_restarts_the_agent_with_its_settings(
         first = vm.boot(90)
         first_ns = time.monotonic_ns()
         assert first.fields["hb_hz"] == "1000"  # before the settings exist: the agent's default
-        deadline = time.monotonic() + 60
-        while vm.agent.ready is None or vm.agent.ready.fields["hb_hz"] != "200":
-            assert time.monotonic() < deadline, vm.console_log()[-3000:]
-            time.sleep(0.2)
+
+        def restarted_at_200_hz() -> bool:
+            ready = vm.agent.ready
+            return ready is not None and ready.fields["hb_hz"] == "200"
+
+        wait_until(restarted_at_200_hz, 60.0, "READY at 200 Hz from the agent the user-data restarted")
         info = vm.agent.command("info").fields
         assert (info["hb_hz"], info["dirtier"]) == ("200", "1")
         since_first_ms = (time.monotonic_ns() - first_ns) / 1e6
