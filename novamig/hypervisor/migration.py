@@ -7,6 +7,11 @@ same machine type and devices plus `-incoming defer`; the engine sets capabiliti
 `migrate` on the source, then samples `query-migrate` every `policy.sample_interval_s` (≤ 100 ms),
 applying the policy: switch to post-copy, abort, or cancel on timeout (the source keeps running).
 
+The loop is a small state machine (`MigrationState`: setting up → pre-copy → post-copy or
+cancelling → ended), moved in one place and logged on every move, so what the engine may still do
+is read from one value instead of from a handful of flags. How it ended is a `MigrationOutcome`:
+QEMU's final word (completed, failed) wins over the engine's own decision (cancelled, timeout).
+
 Timestamps: every QMP event is stamped with the host's `time.monotonic_ns()` on arrival (the same
 clock the heartbeat collector uses) and keeps QEMU's own timestamp. STOP→RESUME is computed from
 QEMU's timestamps (source STOP, destination RESUME), which do not include QMP delivery delay.
