@@ -15,6 +15,7 @@ APT_PACKAGES=(
   iproute2 bridge-utils               # guest network namespace, bridge, taps
   python3 python3-venv python3-dev    # the .venv
   ca-certificates git
+  chromium                            # the report's browser test: index.html loaded headless
 )
 
 say() { printf 'novamig setup: %s\n' "$*"; }
