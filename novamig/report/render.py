@@ -16,6 +16,7 @@ import jinja2
 from markupsafe import Markup
 
 from novamig.report.charts import MAX_BAR_GROUPS, downtime_bars, strip_plot, timeline
+from novamig.report.matrix import matrix_grids
 from novamig.report.summary import PROBES, MetricSummary, case_summaries, measured_probes, null_reason
 from novamig.results import CaseResult, MigrationRecord, Results, SlaCheck
 
@@ -130,6 +131,7 @@ def render_index(results: Results) -> str:
         views=views,
         sla=sla,
         distributions=_distributions(results),
+        grids=matrix_grids([(v.anchor, v.case) for v in views]),
         timelines_open=TIMELINES_OPEN,
     )
 

@@ -214,3 +214,70 @@ def test_ticks_are_round_and_inside_the_range(
     lo: float, hi: float, count: int, expected: list[float]
 ) -> None:
     assert nice_ticks(lo, hi, count) == expected
+
+
+def _cell_case(dirty: int, post_copy: int | None, repetition: int, guest_ms: float) -> CaseResult:
+    m = MigrationRecord(
+        server="s0",
+        source_host="h1",
+        dest_host="h2",
+        status="completed",
+        requested_at=1.0,
+        finished_at=3.0,
+        duration_s=2.0 + dirty / 100,
+        downtime_ms=PerProbe(guest=guest_ms),
+    )
+    params: dict[str, object] = {
+        "workload.memory.dirty_rate_mib_s": dirty,
+        "migration.policy.post_copy_after_s": post_copy,
+    }
+    return CaseResult(
+        id=f"dirty_rate_mib_s={dirty},post_copy_after_s={post_copy}#r{repetition}",
+        params=params,
+        repetition=repetition,
+        passed=True,
+        migrations=[m],
+    )
+
+
+def test_a_3x3_matrix_is_a_grid_coloured_by_the_medians() -> None:
+    """Rows dirty rate, columns post-copy switch; one cell not run; two repeats per cell pooled."""
+    cases = [
+        _cell_case(dirty, post_copy, r, guest_ms=50 + dirty + (10 if post_copy is None else 0) + r)
+        for dirty in (0, 64, 256)
+        for post_copy in (None, 5, 10)
+        for r in (1, 2)
+        if (dirty, post_copy) != (256, 10)
+    ]
+    html = render_index(_results(cases))
+    grids = re.findall(r'<table class="grid">.*?</table>', html, re.S)
+    assert len(grids) == 2
+    downtime, duration = grids
+    assert "median guest downtime (ms): rows dirty_rate_mib_s, columns post_copy_after_s" in downtime
+    assert re.findall(r"<th>([^<]*)</th>", downtime) == [
+        "dirty_rate_mib_s",
+        "null",
+        "5",
+        "10",
+        "0",
+        "64",
+        "256",
+    ]
+    cells = re.findall(
+        r'<td class="num" style="background: (#[0-9a-f]{6}); color: #[0-9a-f]{6}">([\d.]+)<br>', downtime
+    )
+    values = [float(v) for _, v in cells]
+    # nearest-rank median of the two repeats (r1 → +1, r2 → +2): the lower one
+    assert values == [61.0, 51.0, 51.0, 125.0, 115.0, 115.0, 317.0, 307.0]
+    shades = dict(zip(values, (bg for bg, _ in cells), strict=False))
+    assert shades[51.0] == "#f0f5fb" and shades[317.0] == "#084594"  # lowest palest, highest deepest
+    assert "not run" in downtime
+    first = cases[0]
+    anchor = 1 + cases.index(first)
+    assert f'href="#case-{anchor}">r1</a>' in downtime and f'href="#case-{anchor + 1}">r2</a>' in downtime
+    assert "median duration (s)" in duration and "4.56" in duration
+
+
+def test_no_grid_without_a_matrix() -> None:
+    html = render_index(load_results(SMOKE))
+    assert '<table class="grid">' not in html
