@@ -17,6 +17,7 @@ status (running; queued/preparing from 2.65): a refusal is retried on the next p
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from novamig.cloud.microversions import BlockMigration
 from novamig.measure.contract import CaseClock
 from novamig.results import MigrationRecord, MigrationStatus
 from novamig.runner.timeline import Observation, Timeline
+from novamig.stats import summarize
 
 log = logging.getLogger(__name__)
 
@@ -387,13 +389,13 @@ class MigrationWatcher:
         self, timeline: Timeline, status: MigrationStatus, finished_at: float, dest_host: str | None
     ) -> MigrationRecord:
         poll_period: float | None = None
-        if len(self._poll_times) > 1:
-            gaps = sorted(b - a for a, b in zip(self._poll_times, self._poll_times[1:], strict=False))
-            poll_period = round(gaps[len(gaps) // 2], 6)
+        periods = summarize([b - a for a, b in itertools.pairwise(self._poll_times)])
+        if periods is not None:
+            poll_period = round(periods.p50, 6)
             timeline.note(
                 finished_at,
-                f"polls: {len(self._poll_times)}, period median {gaps[len(gaps) // 2]:.3f} s, "
-                f"max {gaps[-1]:.3f} s (the duration's resolution)",
+                f"polls: {len(self._poll_times)}, period median {periods.p50:.3f} s, "
+                f"max {periods.max:.3f} s (the duration's resolution)",
             )
         phases = timeline.phases_s()
         if phases:
