@@ -220,3 +220,48 @@ def strip_plot(title: str, unit: str, values: Mapping[str, Sequence[tuple[str, f
         c.line(x(median), mid - row_h * 0.4, x(median), mid + row_h * 0.4, "#000", extra=' stroke-width="2"')
     c.x_axis(x, height - bottom, f"{unit} (bar: median)")
     return c.markup()
+
+
+def locust_rate(case: CaseResult) -> Markup | None:
+    """Locust's requests and failures per second over the whole case, migrations as shaded spans.
+
+    The load's view of each migration: the dip in completed requests (and any failures) lines up
+    with the migration's window, on the same case clock as the timelines.
+    """
+    total = case.locust.total if case.locust is not None else None
+    rate = total.rps if total is not None else None
+    if rate is None or rate.t0_s is None or not rate.step_s or not rate.requests:
+        return None
+    step, t0 = float(rate.step_s), float(rate.t0_s)
+    requests = [n / step for n in rate.requests]
+    failures = [n / step for n in (rate.failures or [])]
+    width, height = 680.0, 180.0
+    left, right, top, bottom = 56.0, 16.0, 24.0, 40.0
+    starts = [t0, *(m.requested_at for m in case.migrations)]
+    ends = [t0 + step * len(requests), *(m.finished_at or m.requested_at for m in case.migrations)]
+    x = Scale(min(starts), max(ends), left, width - right)  # every migration in view, with or without load
+    y = Scale(0, max([*requests, *failures, 1.0]) * 1.1, height - bottom, top)
+    c = Canvas(width, height, f"Locust requests per second, case {case.id}")
+    for i, m in enumerate(case.migrations, 1):
+        end = m.finished_at if m.finished_at is not None else m.requested_at
+        tip = f"migration #{i} {m.server}: {m.requested_at:.3f}–{end:.3f} s ({m.status})"
+        c.rect(
+            x(m.requested_at),
+            top,
+            max(2.0, x(end) - x(m.requested_at)),
+            height - bottom - top,
+            "#e3eefb",
+            tip=tip,
+        )
+        c.text(x(m.requested_at) + 2, top + 10, f"#{i}", size=9, fill="#777")
+    c.y_axis(y, left, width - right, "per second")
+    c.x_axis(x, height - bottom, "seconds since case start")
+    for values, colour, name in (
+        (requests, COLOURS["locust"], "requests/s"),
+        (failures, "#b00020", "failures/s"),
+    ):
+        points = [(x(t0 + step * (k + 0.5)), y(v)) for k, v in enumerate(values)]
+        c.polyline(points, colour, tip=name)
+    c.text(width - right, 12, "— requests/s", anchor="end", size=10, fill=COLOURS["locust"])
+    c.text(width - right - 90, 12, "— failures/s", anchor="end", size=10, fill="#b00020")
+    return c.markup()

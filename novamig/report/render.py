@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from novamig.report.charts import MAX_BAR_GROUPS, downtime_bars, strip_plot, timeline
+from novamig.report.charts import MAX_BAR_GROUPS, downtime_bars, locust_rate, strip_plot, timeline
 from novamig.report.matrix import matrix_grids
 from novamig.report.summary import PROBES, MetricSummary, case_summaries, measured_probes, null_reason
 from novamig.results import CaseResult, MigrationRecord, Results, SlaCheck
@@ -54,6 +54,20 @@ class CaseView:
     bars_note: str
     timelines: list[tuple[int, MigrationRecord, Markup | None]]
     null_figures: list[str] = field(default_factory=list)
+    locust_rate: Markup | None = None
+    locust_names: list[NameRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NameRow:
+    """One request name of one server, as Locust itself counted it (`locust_reported.by_name`)."""
+
+    server: str
+    name: str
+    requests: object
+    failures: object
+    mean_ms: object
+    max_ms: object
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,26 @@ def _null_figures(case: CaseResult, measured: set[str]) -> list[str]:
     return [f"{probe}: {reason} ({', '.join(which)})" for (probe, reason), which in grouped.items()]
 
 
+def _locust_names(case: CaseResult) -> list[NameRow]:
+    servers = case.locust.servers if case.locust is not None else None
+    rows = []
+    for sid, stats in (servers or {}).items():
+        by_name = (stats.locust_reported or {}).get("by_name")
+        for name, figures in (by_name if isinstance(by_name, dict) else {}).items():
+            get = figures.get if isinstance(figures, dict) else {}.get
+            rows.append(
+                NameRow(
+                    stats.name or sid,
+                    str(name),
+                    get("requests"),
+                    get("failures"),
+                    get("mean_ms"),
+                    get("max_ms"),
+                )
+            )
+    return rows
+
+
 def _case_view(index: int, case: CaseResult, measured: set[str]) -> CaseView:
     completed = sum(m.status == "completed" for m in case.migrations)
     bars = downtime_bars(case)
@@ -99,6 +133,8 @@ def _case_view(index: int, case: CaseResult, measured: set[str]) -> CaseView:
         bars_note=note,
         timelines=[(i, m, timeline(m)) for i, m in enumerate(case.migrations, 1)],
         null_figures=_null_figures(case, measured),
+        locust_rate=locust_rate(case),
+        locust_names=_locust_names(case),
     )
 
 

@@ -16,9 +16,12 @@ from novamig.results import (
     CaseResult,
     Environment,
     Event,
+    LocustStats,
     MigrationRecord,
     PerProbe,
     ProgressSample,
+    RequestRate,
+    RequestStats,
     Results,
     SlaCheck,
     load_results,
@@ -281,3 +284,38 @@ def test_a_3x3_matrix_is_a_grid_coloured_by_the_medians() -> None:
 def test_no_grid_without_a_matrix() -> None:
     html = render_index(load_results(SMOKE))
     assert '<table class="grid">' not in html
+
+
+def test_locust_load_over_the_case_and_per_request_name() -> None:
+    """Requests/s and failures/s on the case clock with each migration's window, and Locust's own
+    per-name counts per server."""
+    m = _post_copy_migration()
+    per_name = {
+        "by_name": {"GET /api/items": {"requests": 498, "failures": 3, "max_ms": 23.6, "mean_ms": 0.8}}
+    }
+    rps = RequestRate(t0_s=0.0, step_s=2.0, requests=[600, 640, 100, 620], failures=[0, 0, 8, 0])
+    case = CaseResult(
+        id="l#r1",
+        passed=True,
+        migrations=[m],
+        locust=LocustStats(
+            where="guest",
+            total=RequestStats(requests=1960, failures=8, failure_ratio=0.0041, rps=rps),
+            servers={"srv-1": RequestStats(name="web-1", requests=1960, locust_reported=per_name)},
+        ),
+    )
+    html = render_index(_results([case]))
+    _self_contained(html)
+    chart = next(s for s in _svgs(html) if "Locust requests per second" in s)
+    assert "<title>migration #1 web-&lt;b&gt;0&lt;/b&gt;: 10.000–16.000 s (completed)</title>" in chart
+    assert chart.count("<polyline") == 2
+    assert "<title>requests/s</title>" in chart and "<title>failures/s</title>" in chart
+    rows = re.findall(r"<tr><td>web-1</td><td>GET /api/items</td>(.*?)</tr>", html, re.S)
+    assert len(rows) == 1
+    assert re.findall(r">([\d.]+)</td>", rows[0]) == ["498", "3", "0.8", "23.6"]
+    assert '<tr><td>web-1</td><td class="num">1960</td>' in html  # the server's own row
+
+
+def test_no_locust_chart_without_a_rate() -> None:
+    html = render_index(load_results(SMOKE))
+    assert "Locust requests per second" not in html and "Locust per request name" not in html
