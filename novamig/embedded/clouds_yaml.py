@@ -389,7 +389,10 @@ def _only_novamigs(text: str) -> bool:
 # -- the file itself ----------------------------------------------------------------------------------
 def _read(path: Path) -> str:
     """The text as it is: no newline translation (a CRLF file stays CRLF)."""
-    return path.read_bytes().decode("utf-8")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CloudsYamlError(f"{path}: not UTF-8 text, left as it is: {exc}") from None
 
 
 def _real(path: Path) -> Path:

@@ -53,9 +53,10 @@ def _up(flag: str | None, out: TextIO, err: TextIO) -> int:
     names = [DEFAULT_CLOUD_NAME, f"{DEFAULT_CLOUD_NAME}-member"]
     try:
         clouds_yaml.check_free(target, names, workdir.resolve())
-    except clouds_yaml.CloudsYamlError as exc:
+    except (clouds_yaml.CloudsYamlError, OSError) as exc:
         print(f"novamig cloud up: nothing started: {exc}", file=err)
-        return int(ExitCode.BAD_INPUT)
+        bad_file = isinstance(exc, clouds_yaml.CloudsYamlError)
+        return int(ExitCode.BAD_INPUT if bad_file else ExitCode.INFRASTRUCTURE)
     cloud = EmbeddedCloud(workdir, die_with_parent=False)
     try:
         ready = cloud.start()
