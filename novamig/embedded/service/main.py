@@ -40,9 +40,9 @@ from novamig.embedded.service.placement_app import placement_app
 from novamig.embedded.service.wsgi_server import LoopbackServer
 from novamig.guest.full import find_full_image
 
-# The modules above import Nova, Placement and oslo libraries only inside their functions: Nova
-# refuses to run when eventlet came in before its own threading decision (nova_threading.prepare()),
-# which the "nova-config" stage makes after Keystone's process has started.
+# The modules above import Nova, Placement and futurist (which brings eventlet) only inside their
+# functions: Nova refuses to run when eventlet came in before its own threading decision
+# (nova_threading.prepare()), which the "nova-config" stage makes after Keystone's process started.
 
 KEYSTONE_TIMEOUT_S = 60.0
 
@@ -56,6 +56,8 @@ class StartupError(Exception):
 
 
 class CloudProcess:
+    """The services of one cloud in this process, started stage by stage and stopped together."""
+
     def __init__(self, layout: CloudLayout) -> None:
         self.layout = layout
         self.timings: dict[str, float] = {}
