@@ -30,6 +30,10 @@ ENV = jinja2.Environment(
 
 TIMELINES_OPEN = 8
 """A case with at most this many migrations shows their timelines unfolded."""
+MAX_TIMELINES = 12
+"""Timelines drawn per case. A timeline is ~5 KB of SVG: 1 000 migrations would make a 6 MB page.
+Beyond this many, the page keeps the ones worth reading: failed migrations first, then the longest
+downtimes (guest, else network, Locust, hypervisor), shown in run order."""
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -116,8 +120,23 @@ def _locust_names(case: CaseResult) -> list[NameRow]:
     return rows
 
 
+def _worth_a_timeline(migrations: list[MigrationRecord]) -> list[int]:
+    """Indexes (0-based, in run order) of the migrations whose timelines the page draws."""
+    if len(migrations) <= MAX_TIMELINES:
+        return list(range(len(migrations)))
+
+    def interest(i: int) -> tuple[bool, float]:
+        m = migrations[i]
+        figures = [getattr(m.downtime_ms, p) for p in PROBES]
+        downtime = next((f for f in figures if f is not None), 0.0)
+        return (m.status == "completed", -downtime)
+
+    return sorted(sorted(range(len(migrations)), key=interest)[:MAX_TIMELINES])
+
+
 def _case_view(index: int, case: CaseResult, measured: set[str]) -> CaseView:
     completed = sum(m.status == "completed" for m in case.migrations)
+    chosen = _worth_a_timeline(case.migrations)
     bars = downtime_bars(case)
     if bars is None:
         note = "no downtime figure to draw: " + ("no migration completed" if not completed else "see below")
@@ -131,7 +150,7 @@ def _case_view(index: int, case: CaseResult, measured: set[str]) -> CaseView:
         summaries=case_summaries(case, measured),
         bars=bars,
         bars_note=note,
-        timelines=[(i, m, timeline(m)) for i, m in enumerate(case.migrations, 1)],
+        timelines=[(i + 1, case.migrations[i], timeline(case.migrations[i])) for i in chosen],
         null_figures=_null_figures(case, measured),
         locust_rate=locust_rate(case),
         locust_names=_locust_names(case),

@@ -319,3 +319,19 @@ def test_locust_load_over_the_case_and_per_request_name() -> None:
 def test_no_locust_chart_without_a_rate() -> None:
     html = render_index(load_results(SMOKE))
     assert "Locust requests per second" not in html and "Locust per request name" not in html
+
+
+def test_a_long_case_draws_the_timelines_worth_reading() -> None:
+    """20 migrations, 2 failed: 12 timelines — the failed ones and the 10 longest guest downtimes."""
+    migrations = []
+    for k in range(20):
+        m = _post_copy_migration().model_copy(update={"server": f"s{k}"})
+        m.downtime_ms = PerProbe(guest=100.0 + k)
+        if k in (3, 7):
+            m.status = "error"
+        migrations.append(m)
+    html = render_index(_results([CaseResult(id="long#r1", passed=False, migrations=migrations)]))
+    assert "Timelines of 12 migration(s) of 20: the failed ones and the longest downtimes" in html
+    drawn = re.findall(r"<h4>#(\d+) s\d+ \((\w+)\)</h4>", html)
+    assert [int(i) for i, _ in drawn] == [4, 8, *range(11, 21)]
+    assert [status for _, status in drawn[:2]] == ["error", "error"]
