@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+import yaml
 from markupsafe import Markup
 
 from novamig.report.charts import MAX_BAR_GROUPS, downtime_bars, locust_rate, strip_plot, timeline
 from novamig.report.matrix import matrix_grids
 from novamig.report.summary import PROBES, MetricSummary, case_summaries, measured_probes, null_reason
 from novamig.results import CaseResult, MigrationRecord, Results, SlaCheck
+from novamig.scenario.redaction import redact
 
 ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("novamig.report", "templates"),
@@ -177,6 +179,16 @@ def _distributions(results: Results) -> list[tuple[str, Markup | None]]:
     ]
 
 
+def scenario_as_run(results: Results) -> str:
+    """The scenario as results.json recorded it, as YAML, secret-looking values replaced.
+
+    results.json already stores it redacted; redacting again here keeps a hand-edited or foreign
+    results file from putting a password on a page that gets attached to bugs.
+    """
+    text: str = yaml.safe_dump(redact(results.scenario), sort_keys=False, allow_unicode=True)
+    return text
+
+
 def render_index(results: Results) -> str:
     measured = measured_probes(results)
     views = [_case_view(i, c, measured) for i, c in enumerate(results.cases, 1)]
@@ -186,6 +198,7 @@ def render_index(results: Results) -> str:
         views=views,
         sla=sla,
         distributions=_distributions(results),
+        scenario_yaml=scenario_as_run(results),
         grids=matrix_grids([(v.anchor, v.case) for v in views]),
         timelines_open=TIMELINES_OPEN,
     )

@@ -335,3 +335,14 @@ def test_a_long_case_draws_the_timelines_worth_reading() -> None:
     drawn = re.findall(r"<h4>#(\d+) s\d+ \((\w+)\)</h4>", html)
     assert [int(i) for i, _ in drawn] == [4, 8, *range(11, 21)]
     assert [status for _, status in drawn[:2]] == ["error", "error"]
+
+
+def test_the_scenario_as_run_is_shown_without_secrets() -> None:
+    results = _results([])
+    results.scenario = {
+        "name": "s",
+        "workload": {"script": {"command": "run.sh", "env": {"API_TOKEN": "hunter2", "MODE": "<fast>"}}},
+    }
+    html = render_index(results)
+    assert "API_TOKEN: &lt;redacted&gt;" in html and "hunter2" not in html
+    assert "MODE: &lt;fast&gt;" in html
