@@ -91,6 +91,8 @@ def _unreachable_guests(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
 
 
 def _not_embedded_driver_heartbeat(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
+    """The embedded cloud's driver reads each guest's heartbeat over virtio-serial; a scenario that
+    names a UDP collector asks for the DevStack path instead, on any cloud."""
     if caps.embedded_workdir is None:
         return "not the embedded cloud"
     if plan.measure.heartbeat_collector is not None:
