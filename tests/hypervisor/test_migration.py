@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
 import time
@@ -52,6 +53,15 @@ def source(machines: MachineFactory, wait_until: WaitUntil) -> SourceFactory:
     return make
 
 
+def _moves(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The engine's state moves as logged, `from>to` each (its one log line per move)."""
+    return [
+        f"{r.args[2]}>{r.args[3]}"
+        for r in caplog.records
+        if r.name == "novamig.hypervisor.migration" and isinstance(r.args, tuple) and len(r.args) == 5
+    ]
+
+
 def _copying(seen: list[QemuProgress]) -> bool:
     """The migration is in pre-copy and has sent memory (a switch or a cancel now hits a live one)."""
     return any(s.status == "active" and s.processed_bytes > 0 for s in seen)
@@ -70,13 +80,17 @@ def _assert_alive_and_intact(vm: QemuMachine) -> None:
     assert check.ok, f"{vm.name}: memory integrity failed: {check}"
 
 
-def test_idle_guest_migrates_with_memory_intact(machines: MachineFactory, source: SourceFactory) -> None:
+def test_idle_guest_migrates_with_memory_intact(
+    machines: MachineFactory, source: SourceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="novamig.hypervisor.migration")
     src = source("idle")
     dst = _destination(machines, src)
     seen: list[QemuProgress] = []
     result = migrate(src, dst, QemuMigrationSettings(timeout_s=60), progress=seen.append)
 
     assert result.status is MigrationOutcome.COMPLETED, result.error
+    assert _moves(caplog) == ["new>setting-up", "setting-up>pre-copy", "pre-copy>ended"]
     assert result.total_ms is not None and result.total_ms > 0
     assert result.qemu_downtime_ms is not None
     assert result.stop_resume_ms is not None and result.stop_resume_ms >= 0
@@ -180,8 +194,9 @@ def test_200_mib_s_completes_with_auto_converge_and_stall_is_reported(
 
 
 def test_abort_mid_migration_leaves_the_source_running(
-    machines: MachineFactory, source: SourceFactory, wait_until: WaitUntil
+    machines: MachineFactory, source: SourceFactory, wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="novamig.hypervisor.migration")
     src = source("abort", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
     seen: list[QemuProgress] = []
@@ -194,6 +209,7 @@ def test_abort_mid_migration_leaves_the_source_running(
     job.cancel()
     result = job.result(30)
     assert result.status is MigrationOutcome.CANCELLED
+    assert _moves(caplog)[-2:] == ["pre-copy>cancelling", "cancelling>ended"]
     assert result.source_running_after is True
     _assert_alive_and_intact(src)
 
@@ -210,8 +226,9 @@ def test_abort_after_policy_cancels(machines: MachineFactory, source: SourceFact
 
 
 def test_switch_to_post_copy_on_request(
-    machines: MachineFactory, source: SourceFactory, wait_until: WaitUntil
+    machines: MachineFactory, source: SourceFactory, wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="novamig.hypervisor.migration")
     src = source("force", dirty_mib_s=200, wset_mib=128)
     dst = _destination(machines, src)
     seen: list[QemuProgress] = []
@@ -225,6 +242,7 @@ def test_switch_to_post_copy_on_request(
     job.switch_to_postcopy()
     result = job.result(90)
     assert result.status is MigrationOutcome.COMPLETED, result.error
+    assert _moves(caplog)[-2:] == ["pre-copy>post-copy", "post-copy>ended"]
     assert result.postcopy
     _assert_alive_and_intact(dst)
 
