@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from openstack import exceptions
+
 from novamig.cloud import microversions as mv
 from novamig.cloud.compute import Compute, ComputeApiError, ServerState
 from novamig.cloud.errors import BootFailure, CloudError
@@ -173,8 +175,6 @@ class Resources:
         whose guests are reached from the cloud's own network namespace): servers then get the
         project's default group.
         """
-        from openstack import exceptions
-
         name = resource_name(self.run_id, "sg")
         try:
             group = conn.network.create_security_group(name=name, description=f"{TAG} run {self.run_id}")
@@ -305,8 +305,6 @@ def find_flavor(compute: Compute, name_or_id: str) -> str:
 
 def find_image(conn: Any, name_or_id: str) -> str:
     """The id of an active image by name or id, through the Image API (Glance or the embedded one)."""
-    from openstack import exceptions
-
     try:
         image = conn.image.find_image(name_or_id, ignore_missing=True)
     except exceptions.SDKException as exc:
@@ -325,8 +323,6 @@ def choose_networks(conn: Any, name: str | None) -> str | list[dict[str, str]]:
     Network API, its only non-external network, else DevStack's ``private``; otherwise (the
     embedded cloud: one shared network, no Network API) Nova's ``auto``.
     """
-    from openstack import exceptions
-
     has_network = conn.has_service("network")
     if name is not None:
         if not has_network:
