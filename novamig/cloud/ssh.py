@@ -2,10 +2,10 @@
 
 The host policy (`host_policy.SshHostPolicy`) and the hypervisor figure on DevStack (the probe
 `novamig.measure.libvirt_jobstats.LibvirtJobFigures`) both run one remote command per call on the
-hosts named in the ``NOVAMIG_SSH_HOSTS`` file. The options live here once so that both behave alike: key-based only
-(``BatchMode=yes``: a password prompt would hang a run, so it fails instead), a bounded connect
-(``ConnectTimeout``) and a bounded whole call (``timeout_s``), and one error type for every way the
-call can fail, so callers that must not raise (probes) catch one thing.
+hosts named in the ``NOVAMIG_SSH_HOSTS`` file. The options live here once so that both behave
+alike: key-based only (``BatchMode=yes``: a password prompt would hang a run, so it fails instead),
+a bounded connect (``ConnectTimeout``) and a bounded whole call (``timeout_s``), and one error type
+for every way the call can fail, so callers that must not raise (probes) catch one thing.
 """
 
 from __future__ import annotations
