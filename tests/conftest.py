@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import os
 import pwd
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -186,6 +187,43 @@ def three_case_results() -> Results:
     broken = CaseResult(id="a=3#r1", passed=False, error="BootFailure: server went to ERROR: <no host>")
     env = Environment(cloud="c", novamig_version="0", started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     return Results(scenario={"name": "demo"}, environment=env, cases=[ok, bad, broken], passed=False)
+
+
+class SchedulingJitter:
+    """The load on this host while a test runs: a thread asks for a 1 ms wake-up again and again
+    and keeps the worst lateness. A host too busy to run a thread on time shows here as it does in
+    a probe process, a guest's vCPU or the thread that reads a heartbeat; an accuracy test widens
+    its bound by it instead of skipping itself on a busy host."""
+
+    PERIOD_S = 0.001
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduling-jitter", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asked = time.monotonic()
+        while not self._stop.wait(self.PERIOD_S):
+            now = time.monotonic()
+            self.worst_ms = max(self.worst_ms, (now - asked - self.PERIOD_S) * 1000)
+            asked = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def scheduling_jitter() -> Iterator[SchedulingJitter]:
+    """Measures the host's worst scheduling stall from the test's start (`worst_ms`, read it
+    whenever; it keeps measuring until the test ends)."""
+    jitter = SchedulingJitter()
+    try:
+        yield jitter
+    finally:
+        jitter.stop()
 
 
 # -- the user's own OpenStack configuration: nobody here reads it, nobody changes it --------------

@@ -11,14 +11,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
 from novamig.hypervisor.machine import GuestSpec, QemuMachine
 from novamig.measure.contract import CaseClock
+from novamig.measure.echo import read_records as read_replies
+from novamig.measure.heartbeat_udp_collector import read_records as read_beats
+from novamig.measure.network import NetworkProbe
+from novamig.measure.spawned_probe import SpawnedProbe
 from novamig.results import MigrationRecord
 
 PROBER_MODULE = b"novamig.measure.echo"
+#: The `wait_until(predicate, timeout, what)` fixture (tests/conftest.py).
+WaitUntil = Callable[[Callable[[], bool], float, str], None]
+
+
+class HostLoad(Protocol):
+    """The `scheduling_jitter` fixture (tests/conftest.py): the worst stall (ms) of a thread that
+    asks for a 1 ms wake-up, measured since the test started."""
+
+    worst_ms: float
 
 
 def alive(pid: int) -> bool:
@@ -51,6 +65,28 @@ def probe_pids(module: bytes) -> set[int]:
 def prober_pids() -> set[int]:
     """Echo prober processes started (directly or not) by this test session."""
     return probe_pids(PROBER_MODULE)
+
+
+def latest_arrivals(probe: SpawnedProbe[Any, Any, Any]) -> dict[Any, int]:
+    """The newest arrival stamp (monotonic ns) per target in the probe process's record file, as far
+    as it has flushed it (every 0.25 s): the data the probe's figures will be computed from."""
+    found = sorted(probe.dir.glob("*.bin")) if probe.dir is not None else []
+    if not found:
+        return {}
+    reader = read_replies if isinstance(probe, NetworkProbe) else read_beats
+    try:
+        records: dict[Any, Any] = reader(found[0])
+    except (OSError, ValueError):  # not written yet
+        return {}
+    return {key: r.recv_ns[-1] for key, r in records.items() if r.recv_ns}
+
+
+def recorded_past(probe: SpawnedProbe[Any, Any, Any], t_ns: int, *targets: Any) -> bool:
+    """The probe process has recorded an arrival later than `t_ns` from each of `targets` (echo
+    target indices, heartbeat sender addresses; none named: every target that has any)."""
+    latest = latest_arrivals(probe)
+    keys = targets or tuple(latest)
+    return bool(keys) and all(latest.get(k, 0) > t_ns for k in keys)
 
 
 def migration_record(clock: CaseClock, start_ns: int, end_ns: int | None) -> MigrationRecord:
@@ -97,17 +133,20 @@ class LoopbackEcho:
     """A UDP echo server on one loopback address, in a thread, that can stop answering for a while.
 
     `dark(seconds)` drops every datagram for that long and returns the monotonic interval during
-    which it dropped: a known outage, measured on the same clock as the prober's.
+    which it dropped: a known outage, measured on the same clock as the prober's. It returns once
+    the server has answered again after the outage (not after a sleep of that length), so the
+    outage is over as the prober sees it, however late this thread ran.
     """
 
-    def __init__(self, address: str, port: int) -> None:
+    def __init__(self, address: str, port: int, wait_until: WaitUntil) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((address, port))
         self.address = address
         self.port = port
         self._dark_until = 0
         self._stop = threading.Event()
-        self.answered = 0
+        self.answers_ns: list[int] = []  # when each answer went out: the truth a prober is held to
+        self._wait_until = wait_until
         self.thread = threading.Thread(target=self._run, name=f"echo-{address}", daemon=True)
         self.thread.start()
 
@@ -120,13 +159,24 @@ class LoopbackEcho:
             if time.monotonic_ns() < self._dark_until:
                 continue
             self.sock.sendto(data, peer)
-            self.answered += 1
+            self.answers_ns.append(time.monotonic_ns())
 
     def dark(self, seconds: float) -> tuple[int, int]:
         start = time.monotonic_ns()
-        self._dark_until = start + int(seconds * 1e9)
-        time.sleep(seconds)
-        return start, self._dark_until
+        until = self._dark_until = start + int(seconds * 1e9)
+        self._wait_until(
+            lambda: bool(self.answers_ns) and self.answers_ns[-1] > until,
+            seconds + 10.0,
+            f"{self.address} to answer again after its outage",
+        )
+        return start, until
+
+    def wait_answers(self, count: int, timeout: float = 10.0) -> None:
+        """Until this server has answered `count` datagrams more than it had (a prober at work)."""
+        target = len(self.answers_ns) + count
+        self._wait_until(
+            lambda: len(self.answers_ns) >= target, timeout, f"{count} answers from {self.address}"
+        )
 
     def close(self) -> None:
         self._stop.set()
@@ -135,7 +185,7 @@ class LoopbackEcho:
 
 
 @pytest.fixture
-def loopback_echo() -> Iterator[Callable[[str], LoopbackEcho]]:
+def loopback_echo(wait_until: WaitUntil) -> Iterator[Callable[[str], LoopbackEcho]]:
     """Factory of loopback echo servers, all on one free port (`loopback_echo("127.0.0.2")`)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -143,7 +193,7 @@ def loopback_echo() -> Iterator[Callable[[str], LoopbackEcho]]:
     made: list[LoopbackEcho] = []
 
     def make(address: str) -> LoopbackEcho:
-        server = LoopbackEcho(address, port)
+        server = LoopbackEcho(address, port, wait_until)
         made.append(server)
         return server
 
