@@ -1,9 +1,10 @@
 """The `novamig` command.
 
-Each sub-command lives in the package that owns its subject and is imported only when called, so
-`novamig validate` never pays for importing openstacksdk or Nova. Exit codes are a contract
-(see README "Exit codes"): 0 success, 1 SLA or migration failed, 2 bad input, 3 infrastructure
-error, 130 interrupted.
+Each sub-command lives in the package that owns its subject. The commands that talk to a cloud
+(`run`, `cleanup`, `cloud`, `image upload`) are imported only when called: openstacksdk takes
+0.3-0.6 s to import, and `novamig validate`, `report` or `--help` should not pay for it. Exit
+codes are a contract (see README "Exit codes"): 0 success, 1 SLA or migration failed, 2 bad
+input, 3 infrastructure error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ from collections.abc import Callable, Sequence
 from novamig import __version__
 from novamig.exitcodes import ExitCode
 from novamig.guest.commands import cmd_image_build, cmd_image_prune
+from novamig.hypervisor.selfcheck import cmd_selfcheck
+from novamig.report.commands import cmd_report
+from novamig.report.compare import cmd_compare
+from novamig.scenario.commands import cmd_schema, cmd_validate
 
 Handler = Callable[[argparse.Namespace], int]
+# argparse has no public name for the object `add_subparsers` returns.
+Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from novamig.scenario.commands import cmd_validate
-
     return cmd_validate(args.paths, args.overrides, sys.stdout)
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from novamig.scenario.commands import cmd_schema
-
     return cmd_schema(sys.stdout)
 
 
@@ -40,8 +43,7 @@ def _image_prune(args: argparse.Namespace) -> int:
 
 
 def _image_upload(args: argparse.Namespace) -> int:
-    # openstacksdk takes 0.4 s to import: only `image upload` pays it, not every command's start-up
-    from novamig.cloud.image_commands import cmd_image_upload  # noqa: PLC0415 - see above
+    from novamig.cloud.image_commands import cmd_image_upload  # noqa: PLC0415 - openstacksdk, see module doc
 
     return cmd_image_upload(
         args.kind,
@@ -54,66 +56,36 @@ def _image_upload(args: argparse.Namespace) -> int:
 
 
 def _selfcheck(args: argparse.Namespace) -> int:
-    from novamig.hypervisor.selfcheck import cmd_selfcheck
-
     return cmd_selfcheck(as_json=args.json)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from novamig.runner.commands import cmd_run
+    from novamig.runner.commands import cmd_run  # noqa: PLC0415 - openstacksdk, see module doc
 
     return cmd_run(args.scenario, args.cloud, args.out, args.overrides)
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from novamig.runner.commands import cmd_cleanup
+    from novamig.runner.commands import cmd_cleanup  # noqa: PLC0415 - openstacksdk, see module doc
 
     return cmd_cleanup(args.cloud, args.yes)
 
 
 def _cloud(args: argparse.Namespace) -> int:
-    from novamig.embedded.commands import cmd_cloud
+    from novamig.embedded.commands import cmd_cloud  # noqa: PLC0415 - openstacksdk, see module doc
 
     return cmd_cloud(args.action, clouds_yaml_path=args.clouds_yaml)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from novamig.report.commands import cmd_report
-
     return cmd_report(args.results, args.out)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from novamig.report.compare import cmd_compare
-
     return cmd_compare(args.results, args.factor, args.html)
 
 
-def _not_yet(command: str, needs: str) -> Handler:
-    """A command promised by the CLI contract whose machinery has not landed yet.
-
-    It says so and exits 3 (infrastructure missing) instead of pretending to work.
-    """
-
-    def handler(args: argparse.Namespace) -> int:
-        print(
-            f"novamig {command}: not available in novamig {__version__} yet: it needs {needs}, "
-            "which has not landed. See README, section 'Status'.",
-            file=sys.stderr,
-        )
-        return int(ExitCode.INFRASTRUCTURE)
-
-    return handler
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="novamig",
-        description="Test and validation harness for OpenStack Nova live migration.",
-    )
-    parser.add_argument("--version", action="version", version=f"novamig {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_validate(sub: Subcommands) -> None:
     p = sub.add_parser("validate", help="check scenario files; errors as FILE:LINE:COL: key.path: message")
     p.add_argument("paths", nargs="+", metavar="PATH", help="scenario YAML files (one or more)")
     p.add_argument(
@@ -126,9 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_validate)
 
+
+def _add_schema(sub: Subcommands) -> None:
     p = sub.add_parser("schema", help="print the scenario JSON Schema (for editors)")
     p.set_defaults(handler=_schema)
 
+
+def _add_run(sub: Subcommands) -> None:
     p = sub.add_parser(
         "run",
         help="run every case of a scenario and write results, HTML and JUnit",
@@ -158,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_run)
 
+
+def _add_report(sub: Subcommands) -> None:
     p = sub.add_parser("report", help="re-render the HTML report from results.json")
     p.add_argument("results", metavar="RESULTS.json", help="a run's results.json")
     p.add_argument(
@@ -165,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_report)
 
+
+def _add_compare(sub: Subcommands) -> None:
     p = sub.add_parser(
         "compare",
         help="regression report between runs",
@@ -183,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", help="also write the comparison as an HTML page (default: none)")
     p.set_defaults(handler=_compare)
 
+
+def _add_cleanup(sub: Subcommands) -> None:
     p = sub.add_parser("cleanup", help="remove every cloud resource tagged by novamig")
     p.add_argument(
         "--cloud",
@@ -192,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="delete (default: list only)")
     p.set_defaults(handler=_cleanup)
 
+
+def _add_cloud(sub: Subcommands) -> None:
     p = sub.add_parser(
         "cloud",
         help="the embedded cloud: up, down, status",
@@ -215,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cloud)
 
+
+def _add_image(sub: Subcommands) -> None:
     p = sub.add_parser("image", help="guest images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     b = image_sub.add_parser("build", help="build a guest image (cached)")
@@ -258,9 +244,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing (default: off)")
     r.set_defaults(handler=_image_prune)
 
+
+def _add_selfcheck(sub: Subcommands) -> None:
     p = sub.add_parser("selfcheck", help="check that this machine can run novamig and measures right")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
     p.set_defaults(handler=_selfcheck)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="novamig",
+        description="Test and validation harness for OpenStack Nova live migration.",
+    )
+    parser.add_argument("--version", action="version", version=f"novamig {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_validate(sub)
+    _add_schema(sub)
+    _add_run(sub)
+    _add_report(sub)
+    _add_compare(sub)
+    _add_cleanup(sub)
+    _add_cloud(sub)
+    _add_image(sub)
+    _add_selfcheck(sub)
     return parser
 
 

@@ -118,7 +118,9 @@ def graph() -> list[Import]:
 
 def test_every_package_has_a_rank() -> None:
     unranked = sorted({package_of(m) for m in all_modules()} - RANKS.keys())
-    assert not unranked, f"packages with no place in the layers (add them to RANKS and docs/architecture.md): {unranked}"
+    assert not unranked, (
+        f"packages with no place in the layers (add them to RANKS and docs/architecture.md): {unranked}"
+    )
 
 
 def test_imports_point_down_the_layers(graph: list[Import]) -> None:

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from keystoneauth1 import exceptions as ksa_exc
+
 from novamig.cloud import microversions as mv
 from novamig.cloud.errors import CloudError, CloudUnreachable, MigrationRequestRefused
 
@@ -117,8 +119,6 @@ class Compute:
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _discover_max(self) -> mv.Microversion:
-        from keystoneauth1 import exceptions as ksa_exc
-
         try:
             data = self.conn.compute.get_endpoint_data()
         except ksa_exc.ClientException as exc:
@@ -136,8 +136,6 @@ class Compute:
         json: dict[str, Any] | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
     ) -> Any:
-        from keystoneauth1 import exceptions as ksa_exc
-
         use = version or self.version
         try:
             resp = self.conn.compute.request(url, method, json=json, microversion=str(use), raise_exc=False)

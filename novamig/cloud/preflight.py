@@ -86,6 +86,23 @@ def check_quota(limits: dict[str, Any], needs: Needs) -> list[str]:
     return problems
 
 
+def _resolve_names(conn: Any, compute: Compute, needs: Needs, report: PreflightReport) -> list[str]:
+    """Image and flavor names to ids, into `report`; a problem for each name the cloud lacks."""
+    problems: list[str] = []
+    for image in needs.images:
+        try:
+            report.image_ids[image] = find_image(conn, image)
+        except CloudError as exc:
+            problems.append(str(exc))
+    for flavor in needs.flavors:
+        if isinstance(flavor, str):
+            try:
+                report.flavor_ids[flavor] = find_flavor(compute, flavor)
+            except CloudError as exc:
+                problems.append(str(exc))
+    return problems
+
+
 def preflight(conn: Any, compute: Compute, needs: Needs) -> PreflightReport:
     """Run every check; PreflightFailed listing all problems, or the report."""
     problems: list[str] = []
@@ -103,17 +120,7 @@ def preflight(conn: Any, compute: Compute, needs: Needs) -> PreflightReport:
     usable, host_problems = check_hosts(services, needs.hosts_named)
     problems += host_problems
     report = PreflightReport(compute.max_version, usable, services)
-    for image in needs.images:
-        try:
-            report.image_ids[image] = find_image(conn, image)
-        except CloudError as exc:
-            problems.append(str(exc))
-    for flavor in needs.flavors:
-        if isinstance(flavor, str):
-            try:
-                report.flavor_ids[flavor] = find_flavor(compute, flavor)
-            except CloudError as exc:
-                problems.append(str(exc))
+    problems += _resolve_names(conn, compute, needs, report)
     try:
         limits = (compute.call("GET", "/limits") or {}).get("limits", {})
         problems += check_quota(limits, needs)
