@@ -35,6 +35,9 @@ from novamig.measure.locust_summary import summarize_requests
 from novamig.results import MigrationRecord
 from novamig.scenario.models import LocustLoad
 
+from .conftest import HostLoad, WaitUntil
+
+MS = 1_000_000
 WORKLOAD = Path(__file__).resolve().parents[2] / "novamig" / "workload"
 
 
@@ -167,9 +170,11 @@ def test_user_locustfiles_are_checked_before_the_case(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def web_app(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def web_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """The guest web application as a host process (its Locust control endpoint runs the host's
-    Locust), ended by its process group."""
+    Locust), ended by its process group. Locust on either side waits 5 ms between a user's
+    requests: a few hundred requests per second, enough, and light on 2 cores."""
+    monkeypatch.setenv("NOVAMIG_WEB_WAIT_S", "0.005")  # the runner side's Locust is our child
     import socket
 
     with socket.socket() as s:
@@ -180,7 +185,6 @@ def web_app(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         NOVAMIG_LOCUST_BIN=str(Path(sys.executable).with_name("locust")),
         NOVAMIG_LOCUSTFILE_DIR=str(WORKLOAD / "locustfiles"),
         NOVAMIG_LOCUST_RUN_DIR=str(tmp_path / "guest-run"),
-        NOVAMIG_WEB_WAIT_S="0.005",  # a few hundred requests per second: enough, and light on 2 cores
     )
     proc = subprocess.Popen(
         [sys.executable, str(WORKLOAD / "guest_web_app.py"), "--port", str(port), "--host", "127.0.0.1"],
@@ -199,6 +203,8 @@ def web_app(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 
 
 def _pause(proc: subprocess.Popen[bytes], clock: CaseClock, seconds: float) -> tuple[float, float]:
+    """The web application stopped for `seconds`: a fault of known length (its length is the
+    stimulus, timed here; the test synchronises on Locust's records around it)."""
     os.kill(proc.pid, signal.SIGSTOP)
     a = clock.now()
     time.sleep(seconds)
@@ -206,18 +212,33 @@ def _pause(proc: subprocess.Popen[bytes], clock: CaseClock, seconds: float) -> t
     return a, clock.now()
 
 
+def _locust_recorded_past(root: Path, t_ns: int) -> bool:
+    """A Locust under `root` (runner side: its work directory; guest side: the web application's
+    run directory) has recorded a request completed after `t_ns` (CLOCK_MONOTONIC). The records
+    file is line-buffered, one ``mono_ns,...`` line per completed request."""
+    for path in root.rglob("records.csv"):
+        try:
+            last = path.read_text(encoding="utf-8", errors="replace").rstrip("\n").rsplit("\n", 1)[-1]
+        except OSError:
+            continue
+        stamp = last.split(",", 1)[0]
+        if stamp.isdigit() and int(stamp) > t_ns:
+            return True
+    return False
+
+
 @pytest.mark.parametrize("where", ["runner", "guest"])
 def test_probe_sees_a_paused_web_app(
     where: Literal["guest", "runner"],
     web_app: tuple[int, subprocess.Popen[bytes]],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    wait_until: WaitUntil,
+    scheduling_jitter: HostLoad,
 ) -> None:
     """Locust on this machine, either its own process (runner) or started through the control
     endpoint (guest; the 'guest' clock is then this machine's, so the map finds no step). The app
     is paused 0.6 s: that is the downtime, within the sampling period."""
     port, proc = web_app
-    monkeypatch.setenv("NOVAMIG_WEB_WAIT_S", "0.005")
     clock = CaseClock()
     probe = LocustProbe(
         LocustLoad(users=2, spawn_rate=2, where=where),
@@ -231,24 +252,30 @@ def test_probe_sees_a_paused_web_app(
     try:
         probe.start([server], clock)
         quiet = clock.now()
-        time.sleep(2.0)
+        start_ns = time.monotonic_ns()
+        wait_until(lambda: _locust_recorded_past(tmp_path, start_ns + 2000 * MS), 60.0, "2 s of requests")
         noise_end = clock.now()
         a, b = _pause(proc, clock, 0.6)
-        time.sleep(2.0)
+        resumed_ns = time.monotonic_ns()
+        wait_until(lambda: _locust_recorded_past(tmp_path, resumed_ns + 2000 * MS), 60.0, "requests after")
     finally:
         probe.stop()
+    # How late this host ran a thread at worst during the test: Locust and the web application are
+    # processes of this host, as late as that to send or answer on a busy machine.
+    load_ms = scheduling_jitter.worst_ms
     migration = MigrationRecord(
         server="one", source_host="host1", status="completed", requested_at=a - 0.5, finished_at=b + 0.5
     )
     fig = probe.figure(migration, "srv-1", 7)
     assert fig.reason is None, fig.reason
     assert fig.downtime_ms is not None and fig.resolution_ms is not None
-    assert (b - a) * 1000 - 5 <= fig.downtime_ms <= (b - a) * 1000 + fig.resolution_ms + 50, fig
+    paused_ms = (b - a) * 1000
+    assert paused_ms - 5 <= fig.downtime_ms <= paused_ms + fig.resolution_ms + 50 + load_ms, (fig, load_ms)
     assert fig.details is not None
     lo, hi = fig.details["blackout_s"]
-    assert a - 0.05 <= lo and hi <= b + 0.2, (fig.details, a, b)
+    assert a - 0.05 <= lo and hi <= b + 0.2 + load_ms / 1000, (fig.details, a, b, load_ms)
     floor = probe.noise_floor(quiet, noise_end)
-    assert floor is not None and floor < 200
+    assert floor is not None and floor < 200 + load_ms, (floor, load_ms)
     stats = probe.case_stats()
     assert stats is not None
     json.dumps(stats)
