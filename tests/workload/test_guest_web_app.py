@@ -8,18 +8,20 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from web_app_client import check_locust, free_port, http, loopback, run_locust
 
+#: The `wait_until(predicate, timeout, what)` fixture (tests/conftest.py).
+WaitUntil = Callable[[Callable[[], bool], float, str], None]
 WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "novamig" / "workload"
 
 
 @pytest.fixture
-def host_web_app(tmp_path: Path) -> Iterator[int]:
+def host_web_app(tmp_path: Path, wait_until: WaitUntil) -> Iterator[int]:
+    """The web application as a host process on a free loopback port, answering; ended afterwards."""
     port = free_port()
     locust_bin = Path(sys.executable).with_name("locust")
     if not locust_bin.exists():
@@ -35,15 +37,15 @@ def host_web_app(tmp_path: Path) -> Iterator[int]:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answers() -> bool:
+            assert proc.poll() is None, f"the web application exited with {proc.returncode}"
             try:
-                http(loopback(port), "GET", "/health")
-                break
+                return http(loopback(port), "GET", "/health")[0] == 200
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+                return False
+
+        wait_until(answers, 20.0, "the web application to answer /health")
         yield port
     finally:
         os.killpg(proc.pid, 15)

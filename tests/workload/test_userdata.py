@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from novamig.scenario.models import Measure, MemoryLoad, Workload
 from novamig.workload.userdata import INTEGRITY_MIB, ROOT_ENV, GuestSetup, agent_settings, render_user_data
+
+#: The `wait_until(predicate, timeout, what)` fixture (tests/conftest.py).
+WaitUntil = Callable[[Callable[[], bool], float, str], None]
 
 
 def _plan(workload: Workload | None = None, *, hz: int = 1000, integrity: bool = False) -> GuestSetup:
@@ -117,15 +120,15 @@ def _ended(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int | None:
 
 
 @pytest.mark.parametrize(("name", "signalled"), [("novamig-agent", True), ("not-the-agent", False)])
-def test_a_running_agent_is_restarted_and_nothing_else_is(tmp_path: Path, name: str, signalled: bool) -> None:
+def test_a_running_agent_is_restarted_and_nothing_else_is(
+    tmp_path: Path, name: str, signalled: bool, wait_until: WaitUntil
+) -> None:
     """The PID file names the agent: it gets SIGTERM (init restarts it); a PID that is not the
     agent (a stale file, a reused PID) is left alone."""
     proc = _named_process(tmp_path, name)
     try:
-        deadline = time.monotonic() + 5
-        while Path(f"/proc/{proc.pid}/comm").read_text().strip() != name[:15]:
-            assert time.monotonic() < deadline, "the stand-in process never got its name"
-            time.sleep(0.01)
+        comm = Path(f"/proc/{proc.pid}/comm")
+        wait_until(lambda: comm.read_text().strip() == name[:15], 5.0, "the stand-in process to get its name")
         piddir = tmp_path / "run" / "novamig"
         piddir.mkdir(parents=True)
         (piddir / "agent.pid").write_text(f"{proc.pid}\n")
@@ -165,7 +168,9 @@ def test_case_id_cannot_break_out_of_the_comment() -> None:
     assert "\nrm -rf /" not in script
 
 
-def test_script_workload_runs_the_command_with_its_environment_unexpanded(tmp_path: Path) -> None:
+def test_script_workload_runs_the_command_with_its_environment_unexpanded(
+    tmp_path: Path, wait_until: WaitUntil
+) -> None:
     from novamig.scenario.models import ScriptLoad
 
     out = tmp_path / "out.txt"
@@ -182,9 +187,7 @@ def test_script_workload_runs_the_command_with_its_environment_unexpanded(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "started the workload script" in result.stdout
     assert "hello world" not in result.stdout  # values are not echoed
-    deadline = time.monotonic() + 10
-    while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: out.exists() and bool(out.read_text()), 10.0, "the workload script's output")
     assert out.read_text() == "hello world|a'b$(x)`y`|$HOME"
     script = tmp_path / "guest" / "run" / "novamig" / "workload.sh"
     assert oct(script.stat().st_mode & 0o777) == "0o700"
