@@ -142,11 +142,7 @@ def cloud(
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(embedded_cloud.clouds_yaml))
     monkeypatch.delenv("OS_CLOUD", raising=False)
     yield embedded_cloud.cloud_name
-    deadline = time.monotonic() + 30
-    while embedded_qemu() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = embedded_qemu()
-    assert not left, f"QEMU processes of deleted servers: {sorted(left)}"
+    _wait_until(lambda: not embedded_qemu(), 30.0, "the QEMU processes of deleted servers to end")
 
 
 @pytest.fixture
