@@ -55,7 +55,7 @@ from novamig.runner.progress_display import LiveView
 from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now
 from novamig.runner.signals import StopRequest, stop_on_signals
 from novamig.runner.targets import TargetError
-from novamig.scenario import ScenarioInvalid, expand_cases, load_scenario, redacted_dict
+from novamig.scenario import Scenario, ScenarioInvalid, expand_cases, load_scenario, redacted_dict
 
 log = logging.getLogger("novamig.runner")
 
@@ -69,7 +69,7 @@ def _err(msg: str) -> None:
     print(f"novamig: {msg}", file=sys.stderr)
 
 
-def _setup_logging(out_dir: Path) -> logging.Handler:
+def setup_logging(out_dir: Path) -> logging.Handler:
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(logs / "novamig.log")
@@ -94,37 +94,52 @@ def _workload_problems(plans: list[CasePlan]) -> list[str]:
     return problems
 
 
-def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[str]) -> int:
+class BadScenario(Exception):
+    """The scenario cannot be run as given; `problems` are the lines that say why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_plans(scenario: str, overrides: Sequence[str] = ()) -> tuple[Scenario, list[CasePlan]]:
+    """The scenario at `scenario` and its cases' plans, checked for what this novamig can run
+    before anything is created (`novamig run` and the pytest plugin both start here)."""
     try:
-        sc = load_scenario(scenario, overrides)
+        sc = load_scenario(scenario, list(overrides))
     except ScenarioInvalid as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return int(ExitCode.BAD_INPUT)
+        raise BadScenario([str(issue) for issue in exc.issues]) from exc
     except OSError as exc:
-        _err(f"{scenario}: {exc.strerror or exc}")
-        return int(ExitCode.BAD_INPUT)
+        raise BadScenario([f"novamig: {scenario}: {exc.strerror or exc}"]) from exc
     try:
         plans = [plan_from_case(c, Path(scenario).resolve().parent) for c in expand_cases(sc)]
     except (TargetError, ValueError) as exc:
-        _err(f"{scenario}: {exc}")
-        return int(ExitCode.BAD_INPUT)
+        raise BadScenario([f"novamig: {scenario}: {exc}"]) from exc
     unsupported = sorted({p.workload for p in plans} - SUPPORTED_WORKLOADS)
     if unsupported:
         # Running such a case idle would report idle figures under a loaded case's name.
-        _err(
-            f"{scenario}: workload.kind {', '.join(unsupported)} is not applied to guests by novamig "
-            f"{__version__} yet; use --set workload.kind=idle to measure idle guests"
+        raise BadScenario(
+            [
+                f"novamig: {scenario}: workload.kind {', '.join(unsupported)} is not applied to guests by "
+                f"novamig {__version__} yet; use --set workload.kind=idle to measure idle guests"
+            ]
         )
-        return int(ExitCode.BAD_INPUT)
     problems = _workload_problems(plans)
     if problems:
-        for problem in problems:
-            _err(f"{scenario}: {problem}")
+        raise BadScenario([f"novamig: {scenario}: {problem}" for problem in problems])
+    return sc, plans
+
+
+def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[str]) -> int:
+    try:
+        sc, plans = load_plans(scenario, overrides)
+    except BadScenario as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     out_dir = Path(out) if out else default_out_dir(sc.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(out_dir)
+    handler = setup_logging(out_dir)
     try:
         return _run(
             scenario_cloud=sc.cloud,
@@ -138,7 +153,7 @@ def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[s
         handler.close()
 
 
-class _RunEnds(Exception):
+class RunEnds(Exception):
     """The run cannot go on; what went wrong was said on stderr, `code` is the exit code."""
 
     def __init__(self, code: int) -> None:
@@ -158,6 +173,73 @@ class _Cloud:
     networks: str | list[dict[str, str]]
 
 
+@dataclass(frozen=True)
+class RunSession:
+    """A cloud opened for cases: connected, preflighted, its host policy and fleet ready.
+
+    What `novamig run` and the pytest plugin share, so a case collected by pytest runs exactly as
+    one of `novamig run` does: `run_case` with these parts.
+    """
+
+    run_id: str
+    cloud: _Cloud
+    environment: Environment
+    fleet: CloudFleet
+    host_policy: HostPolicyApplier
+    capabilities: CloudCapabilities
+
+    def probes(self, plan: CasePlan) -> list[Probe]:
+        """The probes `novamig.measure.registry.probes_for` picks for `plan` on this cloud."""
+        return probes_for(plan, self.capabilities)
+
+
+def open_session(
+    stack: contextlib.ExitStack,
+    *,
+    choice: CloudChoice,
+    plans: Sequence[CasePlan],
+    out_dir: Path,
+    stop: StopRequest,
+    run_id: str,
+) -> RunSession:
+    """The cloud `choice` names (or an own embedded cloud) opened for `plans`; everything it
+    opens (connection, fleet, SSH key, an own cloud) closes with `stack`. RunEnds when it cannot:
+    what went wrong was said on stderr."""
+    started_at = utc_now()
+    cloud = _open_cloud(stack, choice, plans, out_dir, stop)
+    print(
+        f"novamig: run {run_id} on {cloud.name}: compute {cloud.report.max_microversion}, "
+        f"hosts {', '.join(cloud.report.usable_hosts)}; {len(plans)} case(s); output {out_dir}",
+        file=sys.stderr,
+    )
+    applier = _host_policy(cloud, plans)
+    environment = Environment(
+        cloud=cloud.name,
+        nova_version=_embedded_nova_version() if cloud.embedded is not None else None,
+        max_microversion=str(cloud.report.max_microversion),
+        compute_hosts=cloud.report.usable_hosts,
+        hypervisor_versions=cloud.report.hypervisor_versions,
+        novamig_version=__version__,
+        started_at=started_at,
+    )
+    # The run's private SSH key lives outside the report folder (CI uploads that) and goes with
+    # the run.
+    key_dir = Path(tempfile.mkdtemp(prefix=f"novamig-{run_id}-ssh-"))
+    stack.callback(shutil.rmtree, key_dir, True)
+    fleet = CloudFleet(
+        cloud.compute,
+        user_data=user_data_for,
+        run_id=run_id,
+        image_ids=cloud.report.image_ids,
+        networks=cloud.networks,
+        conn=cloud.conn,
+        key_dir=key_dir,
+    )
+    stack.callback(fleet.close)
+    capabilities = _capabilities(cloud, applier, out_dir)
+    return RunSession(run_id, cloud, environment, fleet, applier, capabilities)
+
+
 def _run(
     *,
     scenario_cloud: str | None,
@@ -170,63 +252,30 @@ def _run(
     stop = StopRequest()
     choice = choose_cloud(flag, scenario_cloud)
     print(f"novamig: run {run_id}: {choice.reason}", file=sys.stderr)  # before the cloud is touched
-    started_at = utc_now()
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
         try:
-            cloud = _open_cloud(stack, choice, plans, out_dir, stop)
-            print(
-                f"novamig: run {run_id} on {cloud.name}: compute {cloud.report.max_microversion}, "
-                f"hosts {', '.join(cloud.report.usable_hosts)}; {len(plans)} case(s); output {out_dir}",
-                file=sys.stderr,
+            session = open_session(
+                stack, choice=choice, plans=plans, out_dir=out_dir, stop=stop, run_id=run_id
             )
-            applier = _host_policy(cloud, plans)
-        except _RunEnds as end:
+        except RunEnds as end:
             return end.code
-        environment = Environment(
-            cloud=cloud.name,
-            nova_version=_embedded_nova_version() if cloud.embedded is not None else None,
-            max_microversion=str(cloud.report.max_microversion),
-            compute_hosts=cloud.report.usable_hosts,
-            hypervisor_versions=cloud.report.hypervisor_versions,
-            novamig_version=__version__,
-            started_at=started_at,
-        )
-        # The run's private SSH key lives outside the report folder (CI uploads that) and goes
-        # with the run.
-        key_dir = Path(tempfile.mkdtemp(prefix=f"novamig-{run_id}-ssh-"))
-        stack.callback(shutil.rmtree, key_dir, True)
-        fleet = CloudFleet(
-            cloud.compute,
-            user_data=user_data_for,
-            run_id=run_id,
-            image_ids=cloud.report.image_ids,
-            networks=cloud.networks,
-            conn=cloud.conn,
-            key_dir=key_dir,
-        )
-        stack.callback(fleet.close)
-        capabilities = _capabilities(cloud, applier, out_dir)
-
-        def case_probes(plan: CasePlan) -> list[Probe]:
-            return probes_for(plan, capabilities)
-
         with LiveView() as view:
             outcome = run_plans(
                 plans,
                 scenario=scenario_dict,
-                environment=environment,
-                api=cloud.compute,
-                fleet=fleet,
-                hosts=cloud.report.usable_hosts,
-                host_policy=applier,
-                probes_for=case_probes,
+                environment=session.environment,
+                api=session.cloud.compute,
+                fleet=session.fleet,
+                hosts=session.cloud.report.usable_hosts,
+                host_policy=session.host_policy,
+                probes_for=session.probes,
                 stop=stop,
                 view=view,
                 out_dir=out_dir,
             )
-        fleet.close()
-        if fleet.leftovers:
-            _err("could not delete: " + "; ".join(fleet.leftovers))
+        session.fleet.close()
+        if session.fleet.leftovers:
+            _err("could not delete: " + "; ".join(session.fleet.leftovers))
         _summary(outcome.results, out_dir, sys.stderr)
         return outcome.exit_code
 
@@ -247,12 +296,12 @@ def _open_cloud(
             embedded = _start_embedded(stack, out_dir)
         except Exception as exc:  # the embedded cloud's start errors are infrastructure
             _err(f"the embedded cloud did not start: {exc}")
-            raise _RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
+            raise RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
         name, own_clouds_yaml = embedded.cloud_name, embedded.clouds_yaml
     else:
         name, embedded = choice.name, _attach_embedded(choice.name)
     if stop.is_set():
-        raise _RunEnds(int(ExitCode.INTERRUPTED))
+        raise RunEnds(int(ExitCode.INTERRUPTED))
     try:
         conn = connect(name, own_clouds_yaml)
         stack.callback(conn.close)
@@ -269,10 +318,10 @@ def _open_cloud(
         _err(f"cloud {name}: preflight failed:")
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
-        raise _RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
+        raise RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
     except CloudError as exc:
         _err(str(exc))
-        raise _RunEnds(exc.exit_code) from exc
+        raise RunEnds(exc.exit_code) from exc
     for note in report.notes:
         _err(f"note: {note}")
     return _Cloud(name, embedded, compute, conn, report, networks)
@@ -289,7 +338,7 @@ def _host_policy(cloud: _Cloud, plans: Sequence[CasePlan]) -> HostPolicyApplier:
             applier = ssh_policy_from_file(os.environ[SSH_HOSTS_ENV], cloud.compute)
         except CloudError as exc:
             _err(str(exc))
-            raise _RunEnds(exc.exit_code) from exc
+            raise RunEnds(exc.exit_code) from exc
     else:
         applier = NoHostPolicy(
             f"on an external cloud, host policies need SSH access to the compute hosts: "
@@ -299,7 +348,7 @@ def _host_policy(cloud: _Cloud, plans: Sequence[CasePlan]) -> HostPolicyApplier:
         wanted = sorted({k for p in plans for k in p.host_options})
         if wanted:
             _err(f"the scenario sets host options ({', '.join(wanted)}) but {applier.why}")
-            raise _RunEnds(int(ExitCode.BAD_INPUT))
+            raise RunEnds(int(ExitCode.BAD_INPUT))
     return applier
 
 
