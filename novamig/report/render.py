@@ -18,7 +18,14 @@ from markupsafe import Markup
 
 from novamig.report.charts import MAX_BAR_GROUPS, downtime_bars, locust_rate, strip_plot, timeline
 from novamig.report.matrix import matrix_grids
-from novamig.report.summary import PROBES, MetricSummary, case_summaries, measured_probes, null_reason
+from novamig.report.summary import (
+    PROBES,
+    MetricSummary,
+    case_summaries,
+    judged_on,
+    measured_probes,
+    null_reason,
+)
 from novamig.results import CaseResult, MigrationRecord, Results, SlaCheck
 from novamig.scenario.redaction import redact
 
@@ -85,8 +92,7 @@ class SlaRow:
     @property
     def probe(self) -> str:
         """The vantage point an SLA is judged on (`downtime_ms.guest.max` → guest), else "—"."""
-        parts = self.check.name.split(".")
-        return parts[1] if len(parts) > 2 and parts[1] in PROBES else "—"
+        return judged_on(self.check.name) or "—"
 
 
 def _null_figures(case: CaseResult, measured: set[str]) -> list[str]:

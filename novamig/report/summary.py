@@ -51,6 +51,15 @@ def measured_probes(results: Results) -> set[str]:
     return {str(p) for p in probes} if isinstance(probes, list) else set(PROBES)
 
 
+def judged_on(check_name: str) -> str | None:
+    """The vantage point an SLA check is judged on (`downtime_ms.guest.max` → guest), else None.
+
+    Only downtime checks have one: duration and migration counts come from Nova's own records.
+    """
+    parts = check_name.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in PROBES else None
+
+
 def null_reason(m: MigrationRecord, probe: str, measured: set[str]) -> str:
     """Why `m` has no downtime figure for `probe`."""
     reason = not_measured_reason(m, probe)
