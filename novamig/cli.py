@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from novamig import __version__
 from novamig.exitcodes import ExitCode
@@ -22,8 +23,10 @@ from novamig.report.compare import cmd_compare
 from novamig.scenario.commands import cmd_schema, cmd_validate
 
 Handler = Callable[[argparse.Namespace], int]
-# argparse has no public name for the object `add_subparsers` returns.
-Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+if TYPE_CHECKING:
+    # argparse has no public name for the object `add_subparsers` returns, and the class is not
+    # subscriptable at run time before Python 3.12: the alias exists for the type checker only.
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _validate(args: argparse.Namespace) -> int:
