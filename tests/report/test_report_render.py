@@ -9,7 +9,7 @@ import pytest
 
 from novamig.report.commands import cmd_report
 from novamig.report.render import render_index
-from novamig.results import PerProbe, ProbeCost, Results, write_results
+from novamig.results import PerProbe, ProbeCost, Results, SlaCheck, write_results
 
 
 def test_index_html_is_self_contained_and_escaped(three_case_results: Results) -> None:
@@ -56,3 +56,16 @@ def test_index_html_shows_noise_floor_cost_brownout_integrity_and_locust(three_c
     html = render_index(r)
     assert "31.00 % of a core at 500 Hz" in html
     assert "over its budget of 20 %: may have disturbed the measurement" in html
+
+
+def test_a_null_sla_value_says_why_in_both_sla_tables(three_case_results: Results) -> None:
+    why = "the network probe cannot measure on this cloud: needs root & CAP_NET_RAW"
+    three_case_results.cases[1].sla = [
+        SlaCheck(name="downtime_ms.network.max", limit=500, value=None, passed=False, reason=why),
+        SlaCheck(name="duration_s.max", limit=1, value=2.5, passed=False, reason=None),
+    ]
+    html = render_index(three_case_results)
+    escaped = why.replace("&", "&amp;")
+    # once in the run's SLA table, once in the case's own
+    assert html.count(f'<br><span class="why">not measured: {escaped}</span>') == 2
+    assert html.count('class="why"') == 2, "a check with a value shows no reason"
