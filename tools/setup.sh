@@ -13,6 +13,7 @@ APT_PACKAGES=(
   syslinux syslinux-common mtools dosfstools fdisk  # full image's bootable Glance disk
   xorriso                             # config drive for the cloud-init tests
   iproute2 bridge-utils               # guest network namespace, bridge, taps
+  pkg-config                          # libvirt-python builds against libvirt-dev (see "libvirt" below)
   python3 python3-venv python3-dev    # the .venv
   ca-certificates git
   chromium                            # the report's browser test: index.html loaded headless
@@ -38,6 +39,19 @@ else
   say "Debian packages present"
 fi
 
+# bookworm-backports from the Debian mirror this machine's apt sources already name (QEMU and
+# libvirt both come from there on bookworm). Writes the list file only when it is missing.
+add_backports() {
+  [ -f /etc/apt/sources.list.d/novamig-backports.list ] && return 0
+  # Active entries only (deb822 `URIs:` or one-line `deb`), never comments or disabled files.
+  local mirror
+  mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+           | sed -n -E 's/^URIs:[[:space:]]*//p; s/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?//p' \
+           | tr ' ' '\n' | grep -E '^https?://[^ ]+/debian/?$' | head -n1 || true)
+  [ -n "$mirror" ] || { say "no Debian mirror found in /etc/apt sources; cannot add bookworm-backports" >&2; exit 3; }
+  echo "deb ${mirror%/} bookworm-backports main" > /etc/apt/sources.list.d/novamig-backports.list
+}
+
 # QEMU. Debian 12's QEMU 7.2 loses guest writes during TCG live migration when more than one
 # dirty-bitmap sync runs (upstream fixed it in 9.0: "physmem: Fix migration dirty bitmap coherency
 # with TCG memory access"); destination kernels then crash. Measured here: 33 of 64 migrations
@@ -53,12 +67,7 @@ elif [ "$codename" = bookworm ] && [ "$(qemu_major)" -lt 9 ]; then
 fi
 if [ "$need_qemu" = yes ]; then
   if [ "$codename" = bookworm ]; then
-    # Active entries only (deb822 `URIs:` or one-line `deb`), never comments or disabled files.
-    mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-             | sed -n -E 's/^URIs:[[:space:]]*//p; s/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?//p' \
-             | tr ' ' '\n' | grep -E '^https?://[^ ]+/debian/?$' | head -n1 || true)
-    [ -n "$mirror" ] || { say "no Debian mirror found in /etc/apt sources; cannot add bookworm-backports" >&2; exit 3; }
-    echo "deb ${mirror%/} bookworm-backports main" > /etc/apt/sources.list.d/novamig-backports.list
+    add_backports
     say "installing QEMU from bookworm-backports"
     timeout 600 apt-get update -qq
     timeout 1200 apt-get install -y -qq --no-install-recommends -t bookworm-backports \
@@ -69,6 +78,38 @@ if [ "$need_qemu" = yes ]; then
   fi
 fi
 say "$(qemu-system-x86_64 --version | head -n1)"
+
+# libvirt, for the embedded cloud's libvirt mode (Nova's own LibvirtDriver against two libvirtd on
+# this machine). On bookworm it comes from the same backports source as QEMU, so the daemon and
+# the emulator are the pair novamig was measured with (libvirt 11.3, QEMU 10.0). Each package is named with
+# `/bookworm-backports` instead of `-t bookworm-backports`, which would also upgrade systemd.
+# Only the monolithic daemon, its QEMU driver, virtlogd and the client are installed, never
+# libvirt-daemon-system: no service is started or enabled, no default network or firewall rule is
+# made; novamig starts its own libvirtd per compute host inside namespaces it creates.
+LIBVIRT_PACKAGES=(libvirt0 libvirt-common libvirt-daemon libvirt-daemon-common libvirt-daemon-driver-qemu
+                  libvirt-daemon-log libvirt-clients libvirt-dev)
+libvirt_major() { libvirtd --version 2>/dev/null | sed -n 's/.* \([0-9]*\)\.[0-9.]*$/\1/p'; }
+need_libvirt=no
+for pkg in "${LIBVIRT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_libvirt=yes
+done
+if [ "$need_libvirt" = no ] && [ "$codename" = bookworm ] && [ "$(libvirt_major)" -lt 11 ]; then
+  need_libvirt=yes
+fi
+if [ "$need_libvirt" = yes ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$codename" = bookworm ]; then
+    add_backports
+    say "installing libvirt from bookworm-backports"
+    timeout 600 apt-get update -qq
+    timeout 1200 apt-get install -y -qq --no-install-recommends \
+      "${LIBVIRT_PACKAGES[@]/%//bookworm-backports}" >/dev/null
+  else
+    say "installing libvirt"
+    timeout 1200 apt-get install -y -qq --no-install-recommends "${LIBVIRT_PACKAGES[@]}" >/dev/null
+  fi
+fi
+say "$(libvirtd --version)"
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
