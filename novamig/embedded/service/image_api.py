@@ -3,8 +3,10 @@
 openstacksdk's ``conn.image`` finds images through the catalog's ``image`` endpoint, as on DevStack.
 This serves what finding, showing and uploading need:
 
-- version discovery, ``GET /v2/images`` (``name``, ``status``, ``visibility``, ``id`` filters),
-  ``GET /v2/images/{id}``;
+- version discovery, ``GET /v2/schemas/{image,images,member,members}`` (Glance's own schemas,
+  ``glance_schemas``: python-glanceclient reads them before any image call), ``GET /v2/images``
+  with Glance's filters, sorting and ``limit``/``marker`` pages (``image_listing``),
+  ``GET /v2/images/{id}``, ``GET /v2/images/{id}/members`` (none: images are never shared here);
 - ``POST /v2/images`` (a ``queued`` record), ``PUT /v2/images/{id}/file`` (the bytes: status
   ``active``, ``size``, ``checksum`` (MD5) and ``os_hash_algo``/``os_hash_value`` (SHA-512), as
   Glance computes them), ``GET /v2/images/{id}/file``, ``PATCH /v2/images/{id}`` (JSON patch of
@@ -18,6 +20,13 @@ to ``data_dir`` (``<workdir>/images/``), not kept in memory: the full cloud imag
 images novamig registers itself (``novamig-tiny``, ``novamig-full``) cannot be deleted (403, like a
 protected image in Glance): the cloud's driver boots them by id. There is no access control beyond
 that (any token may publicise an image; real Glance requires admin for ``visibility=public``).
+
+Errors are rendered by webob, as Glance's are (Glance raises ``webob.exc.HTTP*`` with an
+``explanation``): HTML when the request's ``Accept`` allows it or is absent (python-glanceclient sends
+none and strips the tags), JSON ``{"message", "code", "title"}`` for ``Accept: application/json``
+(openstacksdk), plain text otherwise; 405 carries ``Allow``. What Glance offers and this does not
+(image import, locations, members' changes, tasks, metadefs, stores, cache, deactivation) is
+answered 501 Not Implemented in the same format, never with a body a client cannot parse.
 """
 
 from __future__ import annotations
@@ -31,7 +40,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qsl, unquote
+
+import webob.exc  # type: ignore[import-untyped]
+
+from novamig.embedded.service import glance_schemas, image_listing
+from novamig.embedded.service.glance_schemas import CONTAINER_FORMATS, DISK_FORMATS, VISIBILITIES
 
 StartResponse = Callable[..., Any]
 
@@ -84,30 +98,39 @@ _SETTABLE = {
     "owner",
     "os_hidden",
 }
-DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")
-CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
-VISIBILITIES = ("public", "private", "shared", "community")
 _CHUNK = 1 << 20
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    300: "Multiple Choices",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Request Entity Too Large",
-    415: "Unsupported Media Type",
-}
+#: Reasons of the success statuses; errors are rendered by webob (``error_response``).
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 300: "Multiple Choices"}
+
+
+#: Top-level paths of Glance's v2 API this stand-in does not serve: answered 501, not 404.
+_UNSUPPORTED_ROOTS = {"tasks", "metadefs", "stores", "info", "cache", "discovery"}
+#: ``/v2/images/{id}/<x>`` sub-resources of Glance this stand-in does not serve: answered 501.
+_UNSUPPORTED_SUBS = {"import", "locations", "stage", "actions", "members", "tasks"}
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = list(headers)
+
+
+def error_response(
+    environ: dict[str, Any],
+    start_response: StartResponse,
+    status: int,
+    message: str,
+    headers: Iterable[tuple[str, str]] = (),
+) -> Iterable[bytes]:
+    """Answer an error the way Glance does: a ``webob.exc`` exception rendered per ``Accept``."""
+    cls = webob.exc.status_map.get(status, webob.exc.HTTPInternalServerError)
+    # HTTPNotImplemented's template names the method and shows only the detail
+    text = {"detail": message} if status == 501 else {"explanation": message}
+    exc = cls(headers=list(headers), **text)
+    body: Iterable[bytes] = exc(environ, start_response)
+    return body
 
 
 def _iso(value: Any) -> Any:
@@ -124,7 +147,7 @@ def to_v2(image: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("visibility", "public" if image.get("is_public") else "private")
     out.setdefault("tags", [])
     out.setdefault("checksum", None)
-    out["os_hidden"] = False
+    out["os_hidden"] = bool(image.get("os_hidden", False))
     for key, value in (image.get("properties") or {}).items():
         out.setdefault(key, value)
     out["self"] = f"/v2/images/{image['id']}"
@@ -172,9 +195,7 @@ class ImageApi:
         try:
             return self._route(environ, start_response, method, path)
         except _HttpError as exc:
-            # "message" is what openstacksdk shows in its exception; "error" kept for older readers
-            body = {"code": exc.status, "title": _REASONS.get(exc.status, "Error"), "message": exc.message}
-            return self._reply(start_response, exc.status, dict(body, error=exc.message))
+            return error_response(environ, start_response, exc.status, exc.message, exc.headers)
 
     # -- routing -------------------------------------------------------------------------------------
     def _route(
@@ -184,10 +205,17 @@ class ImageApi:
             self._allow(method, "GET", "HEAD")
             return self._reply(start_response, 300 if path == "/" else 200, self._versions())
         parts = [unquote(p) for p in path.split("/")[1:]]  # "/v2/images/ID/file" → [v2, images, ID, file]
+        if parts[:2] == ["v2", "schemas"] and len(parts) == 3:
+            return self._reply(start_response, 200, self._schema(method, parts[2]))
+        if parts[:1] == ["v2"] and len(parts) > 1 and parts[1] in _UNSUPPORTED_ROOTS:
+            raise _HttpError(501, f"The embedded cloud's image API does not implement {path}.")
         if parts[:2] != ["v2", "images"]:
-            raise _HttpError(404, f"not found: {path}")
+            raise _HttpError(404, "The resource could not be found.")
         if len(parts) == 2:
-            return self._reply(start_response, *self._on_images(environ, method))
+            status, body = self._on_images(environ, method)
+            # Glance answers a create with the new image's address in Location
+            location = [("Location", f"{self._url}/v2/images/{body['id']}")] if status == 201 else []
+            return self._reply(start_response, status, body, location)
         image_id = parts[2]
         rest = parts[3:]
         if rest == ["file"]:
@@ -202,7 +230,7 @@ class ImageApi:
         """``/v2/images``: create (POST) or list; (status, JSON body)."""
         if method == "POST":
             return 201, to_v2(self._create(self._json(environ)))
-        self._allow(method, "GET", "HEAD")
+        self._allow(method, "GET", "HEAD", "POST")
         return 200, self._list(environ)
 
     def _on_image(
@@ -215,17 +243,36 @@ class ImageApi:
                 return 204, None
             if method == "PATCH":
                 return 200, to_v2(self._patch(image_id, self._json(environ)))
-            self._allow(method, "GET", "HEAD")
+            self._allow(method, "GET", "HEAD", "PATCH", "DELETE")
             return 200, to_v2(self._get(image_id))
         if len(rest) == 2 and rest[0] == "tags":
             self._allow(method, "PUT", "DELETE")
             self._tag(image_id, rest[1], add=method == "PUT")
             return 204, None
-        raise _HttpError(404, f"not found: {path}")
+        if rest == ["members"] and method in ("GET", "HEAD"):
+            return 200, self._members(image_id)
+        if rest and rest[0] in _UNSUPPORTED_SUBS:
+            raise _HttpError(501, f"The embedded cloud's image API does not implement {path}.")
+        raise _HttpError(404, "The resource could not be found.")
 
     def _allow(self, method: str, *allowed: str) -> None:
+        """Glance's router answers a method a path does not take with 405 and ``Allow``."""
         if method not in allowed:
-            raise _HttpError(405, f"method {method} not allowed here")
+            raise _HttpError(405, "", [("Allow", ", ".join(allowed))])
+
+    def _schema(self, method: str, name: str) -> dict[str, Any]:
+        self._allow(method, "GET", "HEAD")
+        found = glance_schemas.schema(name)
+        if found is None:
+            raise _HttpError(404, "The resource could not be found.")
+        return found
+
+    def _members(self, image_id: str) -> dict[str, Any]:
+        """No image is shared with another project here: Glance's answers for an image's members."""
+        image = self._get(image_id)
+        if image.get("visibility") != "shared":
+            raise _HttpError(403, "Only shared images have members.")
+        return {"members": [], "schema": "/v2/schemas/members"}
 
     def _writable(self) -> Path:
         if self._data_dir is None:
@@ -238,18 +285,17 @@ class ImageApi:
 
     # -- reads ---------------------------------------------------------------------------------------
     def _list(self, environ: dict[str, Any]) -> dict[str, Any]:
-        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        params = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         images = [to_v2(i) for i in list(self._store.images.values())]
-        for key in ("name", "status", "visibility", "id"):
-            if key in query:
-                images = [i for i in images if str(i.get(key)) == query[key]]
-        images.sort(key=lambda i: str(i.get("name")))
-        return {"images": images, "schema": "/v2/schemas/images", "first": "/v2/images"}
+        try:
+            return image_listing.list_images(images, params)
+        except image_listing.BadQuery as exc:
+            raise _HttpError(400, str(exc)) from None
 
     def _get(self, image_id: str) -> dict[str, Any]:
         image: dict[str, Any] | None = self._store.images.get(image_id)
         if image is None:
-            raise _HttpError(404, f"no image {image_id}")
+            raise _HttpError(404, f"No image found with ID {image_id}")  # Glance's own words
         return image
 
     def _data_path(self, image_id: str) -> Path:
@@ -423,9 +469,11 @@ class ImageApi:
             raise _HttpError(400, "the request body is not JSON") from None
 
     @staticmethod
-    def _reply(start_response: StartResponse, status: int, body: Any) -> Iterable[bytes]:
+    def _reply(
+        start_response: StartResponse, status: int, body: Any, extra: list[tuple[str, str]] | None = None
+    ) -> Iterable[bytes]:
         data = b"" if body is None else json.dumps(body).encode()
-        headers = [("Content-Length", str(len(data)))]
+        headers = [("Content-Length", str(len(data))), *(extra or [])]
         if body is not None:
             headers.insert(0, ("Content-Type", "application/json"))
         start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
