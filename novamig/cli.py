@@ -20,6 +20,7 @@ from novamig.guest.commands import cmd_image_build, cmd_image_prune
 from novamig.hypervisor.selfcheck import cmd_selfcheck
 from novamig.report.commands import cmd_report
 from novamig.report.compare import cmd_compare
+from novamig.report.trend import DEFAULT_HTML, cmd_trend
 from novamig.scenario.commands import cmd_schema, cmd_validate
 
 Handler = Callable[[argparse.Namespace], int]
@@ -86,6 +87,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     return cmd_compare(args.results, args.factor, args.html)
+
+
+def _trend(args: argparse.Namespace) -> int:
+    return cmd_trend(args.inputs, args.html, args.factor)
 
 
 def _add_validate(sub: Subcommands) -> None:
@@ -165,6 +170,37 @@ def _add_compare(sub: Subcommands) -> None:
     )
     p.add_argument("--html", metavar="FILE", help="also write the comparison as an HTML page (default: none)")
     p.set_defaults(handler=_compare)
+
+
+def _add_trend(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "trend",
+        help="figures of many runs of one scenario over time, and the run where a metric moved",
+        description="Group runs by the scenario as run (a hash of results.json's scenario), order them by "
+        "start time, and show per case and metric the min/median/p95/max of each run, with the run where "
+        "the median stepped beyond --factor. Writes a terminal summary and one HTML page. Exit 0, "
+        "2 bad input.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="RESULTS.json|DIR",
+        help="results files, or directories searched (recursively) for results.json",
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        default=DEFAULT_HTML,
+        help=f"the HTML page to write (default: {DEFAULT_HTML} in the current directory)",
+    )
+    p.add_argument(
+        "--factor",
+        type=float,
+        default=1.1,
+        metavar="X",
+        help="a step counts when the median moved beyond X or below 1/X (default: 1.1)",
+    )
+    p.set_defaults(handler=_trend)
 
 
 def _add_cleanup(sub: Subcommands) -> None:
@@ -267,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_report(sub)
     _add_compare(sub)
+    _add_trend(sub)
     _add_cleanup(sub)
     _add_cloud(sub)
     _add_image(sub)
