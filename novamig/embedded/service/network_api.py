@@ -1,11 +1,18 @@
 """A read-only Network API (Neutron v2.0 subset) over the cloud's network stand-in.
 
 Clients find the network and a server's port through the catalog's ``network`` endpoint as on
-DevStack (openstacksdk ``conn.network.find_network("novamig-net")``, Tempest's fixed network):
-version discovery, ``GET /v2.0/{networks,subnets,ports,security-groups}`` with Neutron's filters
-(repeated keys mean any of the values) and ``GET /v2.0/<collection>/{id}``, ``GET
+DevStack (openstacksdk ``conn.network.find_network("novamig-net")``, Tempest's fixed network,
+python-neutronclient, ``openstack network list``): version discovery, ``GET
+/v2.0/{networks,subnets,ports,security-groups}`` and ``GET /v2.0/<collection>/{id}``, ``GET
 /v2.0/extensions``. Nova itself talks to the same store (``stand_ins.install_neutron``), so the
 port a server gets here is the one Nova bound.
+
+As Neutron answers them: filters (a repeated key means any of its values), ``fields``, sorting
+(``sort_key``/``sort_dir``, repeatable), pages (``limit``, ``marker``, ``page_reverse``) with a
+``<collection>_links`` list holding the ``next`` (and, past the first page, ``previous``) link, and
+errors as ``{"NeutronError": {"type", "message", "detail"}}`` with Neutron's exception names and
+messages (``NetworkNotFound``: "Network X could not be found.", 404). Writes are not served: 501
+``NotImplementedError`` in the same format, as Neutron answers a call its plugin does not implement.
 """
 
 from __future__ import annotations
@@ -14,27 +21,112 @@ import copy
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 StartResponse = Callable[..., Any]
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 501: "Not Implemented"}
+#: collection → (singular, attribute of the store, Neutron's not-found exception and message)
 _COLLECTIONS = {
-    "networks": ("network", "_networks"),
-    "subnets": ("subnet", "_subnets"),
-    "ports": ("port", "_ports"),
-    "security-groups": ("security_group", "_security_groups"),
+    "networks": ("network", "_networks", "NetworkNotFound", "Network {} could not be found."),
+    "subnets": ("subnet", "_subnets", "SubnetNotFound", "Subnet {} could not be found."),
+    "ports": ("port", "_ports", "PortNotFound", "Port {} could not be found."),
+    "security-groups": (
+        "security_group",
+        "_security_groups",
+        "SecurityGroupNotFound",
+        "Security group {} does not exist",
+    ),
 }
+_PAGING = ("fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse")
+
+
+class NeutronError(Exception):
+    """An error Neutron reports: HTTP status, exception name and message."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"NeutronError": {"type": self.kind, "message": self.message, "detail": ""}}
 
 
 def _matches(item: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     for key, wanted in filters.items():
-        if key in ("fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse"):
+        if key in _PAGING:
             continue
         value = item.get(key)
         as_text = str(value).lower() if isinstance(value, bool) else str(value)
         if as_text not in wanted:
             return False
     return True
+
+
+def _sorted(items: list[dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:
+    keys = query.get("sort_key") or ["id"]
+    dirs = query.get("sort_dir") or ["asc"] * len(keys)
+    if len(dirs) != len(keys) or any(d not in ("asc", "desc") for d in dirs):
+        raise NeutronError(400, "BadRequest", "The number of sort_keys and sort_dirs must be same")
+    out = list(items)
+    for key, direction in reversed(list(zip(keys, dirs, strict=True))):
+        out.sort(key=lambda i: str(i.get(key) or ""), reverse=direction == "desc")
+    return out
+
+
+def paginate(
+    items: list[dict[str, Any]],
+    query: dict[str, list[str]],
+    url: str,
+    missing: Callable[[str], NeutronError],
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """One page of sorted ``items`` and Neutron's ``<collection>_links`` for it. An unknown marker is
+    the collection's not-found error (``missing(marker)``), as Neutron looks the marker up first."""
+    items = _sorted(items, query)
+    reverse = (query.get("page_reverse") or ["False"])[0].lower() == "true"
+    if reverse:
+        items.reverse()
+    marker = next(iter(query.get("marker") or []), None)
+    if marker is not None:
+        ids = [i.get("id") for i in items]
+        if marker not in ids:
+            raise missing(marker)
+        items = items[ids.index(marker) + 1 :]
+    limit_text = (query.get("limit") or ["0"])[0]
+    if not limit_text.isdigit():
+        raise NeutronError(
+            400, "BadRequest", f"Invalid input for limit. Reason: '{limit_text}' is not an integer."
+        )
+    limit = int(limit_text)
+    page = items[:limit] if limit else items
+    if reverse:
+        page.reverse()
+    links: list[dict[str, str]] = []
+    base = [(k, v) for k, vs in query.items() if k not in ("marker", "page_reverse") for v in vs]
+    if limit and len(page) == limit:
+        edge = page[0] if reverse else page[-1]
+        extra = [("page_reverse", "True")] if reverse else []
+        links.append(
+            {
+                "rel": "previous" if reverse else "next",
+                "href": f"{url}?{urlencode([*base, ('marker', edge['id']), *extra])}",
+            }
+        )
+    if limit and marker is not None and page:
+        edge = page[-1] if reverse else page[0]
+        extra = [] if reverse else [("page_reverse", "True")]
+        links.append(
+            {
+                "rel": "next" if reverse else "previous",
+                "href": f"{url}?{urlencode([*base, ('marker', edge['id']), *extra])}",
+            }
+        )
+    return page, links
+
+
+def _only(item: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k in fields} if fields else item
 
 
 class NetworkApi:
@@ -53,44 +145,54 @@ class NetworkApi:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/").rstrip("/") or "/"
-        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            return self._reply(start_response, 405, {"NeutronError": {"message": "read-only"}})
-        if path == "/":
-            return self._reply(
-                start_response,
-                200,
-                {
-                    "versions": [
-                        {
-                            "id": "v2.0",
-                            "status": "CURRENT",
-                            "links": [{"rel": "self", "href": f"{self._url}/v2.0/"}],
-                        },
-                    ]
-                },
-            )
-        return self._reply(start_response, *self._v2(path, environ.get("QUERY_STRING", "")))
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if method not in ("GET", "HEAD"):
+                raise NeutronError(
+                    501,
+                    "NotImplementedError",
+                    f"The embedded cloud's network API is read-only: {method} {path} is not implemented.",
+                )
+            if path == "/":
+                link = {"rel": "self", "href": f"{self._url}/v2.0/"}
+                return self._reply(
+                    start_response, 200, {"versions": [{"id": "v2.0", "status": "CURRENT", "links": [link]}]}
+                )
+            return self._reply(start_response, 200, self._v2(path, environ.get("QUERY_STRING", "")))
+        except NeutronError as exc:
+            return self._reply(start_response, exc.status, exc.body())
 
-    def _v2(self, path: str, query: str) -> tuple[int, Any]:
-        """(status, JSON body) of a ``/v2.0/...`` read: extensions, a collection or one item."""
+    def _v2(self, path: str, query: str) -> Any:
+        """The JSON body of a ``/v2.0/...`` read: extensions, a collection or one item."""
         parts = path.strip("/").split("/")
         if parts[0] != "v2.0" or len(parts) < 2:
-            return 404, {"NeutronError": {"message": f"not found: {path}"}}
+            raise NeutronError(404, "HTTPNotFound", "The resource could not be found.")
         if parts[1] == "extensions" and len(parts) == 2:
-            return 200, self._store.list_extensions()
+            return self._store.list_extensions()
         if parts[1] not in _COLLECTIONS or len(parts) > 3:
-            return 404, {"NeutronError": {"message": f"not found: {path}"}}
-        singular, attr = _COLLECTIONS[parts[1]]
+            raise NeutronError(404, "HTTPNotFound", "The resource could not be found.")
+        singular, attr, not_found, message = _COLLECTIONS[parts[1]]
         items: dict[str, Any] = getattr(self._store, attr, {})
         view = self._port_view if parts[1] == "ports" else copy.deepcopy
+        filters = parse_qs(query)
+        fields = filters.get("fields", [])
         if len(parts) == 3:
             item = items.get(parts[2])
             if item is None:
-                return 404, {"NeutronError": {"message": f"no {singular} {parts[2]}"}}
-            return 200, {singular: view(item)}
-        filters = parse_qs(query)
+                raise NeutronError(404, not_found, message.format(parts[2]))
+            return {singular: _only(view(item), fields)}
         found = [view(i) for i in list(items.values()) if _matches(view(i), filters)]
-        return 200, {parts[1].replace("-", "_"): found}
+        page, links = paginate(
+            found,
+            filters,
+            f"{self._url}/v2.0/{parts[1]}",
+            lambda key: NeutronError(404, not_found, message.format(key)),
+        )
+        collection = parts[1].replace("-", "_")
+        body: dict[str, Any] = {collection: [_only(i, fields) for i in page]}
+        if links:
+            body[f"{collection}_links"] = links
+        return body
 
     @staticmethod
     def _reply(start_response: StartResponse, status: int, body: Any) -> Iterable[bytes]:
