@@ -171,15 +171,15 @@ class Resources:
 
         Wide on purpose: the runner's address as the guests see it is not known in general (NAT,
         floating IPs); this is a test project's group, deleted with the run. None when the Network
-        API does not let us create groups (405/403: a read-only API such as the embedded cloud's,
-        whose guests are reached from the cloud's own network namespace): servers then get the
-        project's default group.
+        API does not let us create groups (403/405, or 501 from a read-only API such as the
+        embedded cloud's, whose guests are reached from the cloud's own network namespace): servers
+        then get the project's default group.
         """
         name = resource_name(self.run_id, "sg")
         try:
             group = conn.network.create_security_group(name=name, description=f"{TAG} run {self.run_id}")
         except exceptions.HttpException as exc:
-            if exc.status_code in (403, 405):
+            if exc.status_code in (403, 405, 501):
                 log.info(
                     "security groups cannot be created here (HTTP %s): using the default", exc.status_code
                 )
