@@ -8,7 +8,7 @@ import contextlib
 import io
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ def activate(config: pytest.Config, paths: list[Path]) -> None:
     else:
         config.args = [*config.args, *(p for p in wanted if p not in config.args)]
     config.addinivalue_line("markers", "novamig: a novamig scenario case")
-    config.pluginmanager.register(sys.modules[__name__], "novamig-session")
+    config.pluginmanager.register(SessionHooks(), "novamig-session")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "novamig-xdist")
     if worker is None:
@@ -121,11 +121,50 @@ class XdistHooks:
         node.workerinput["novamig_out"] = str(state.out_dir)
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
-    state = parent.config.stash.get(STATE, None)
-    if state is None or file_path.resolve() not in state.scenarios:
-        return None
-    return ScenarioFile.from_parent(parent, path=file_path)
+class SessionHooks:
+    """The hooks of a session with scenarios (registered by `activate`): collection of the
+    scenario files, the case's result on its set-up report, the cloud closed at the end."""
+
+    @pytest.hookimpl
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
+        state = parent.config.stash.get(STATE, None)
+        if state is None or file_path.resolve() not in state.scenarios:
+            return None
+        return ScenarioFile.from_parent(parent, path=file_path)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """The set-up report carries the case's result (and environment) to whoever writes results;
+        an infrastructure error is told by its cause alone."""
+        report = yield
+        if (
+            isinstance(item, CaseItem)
+            and call.excinfo is not None
+            and call.excinfo.errisinstance(InfrastructureError)
+        ):
+            report.longrepr = f"InfrastructureError: {call.excinfo.value}"  # the cause, not our traceback
+        if isinstance(item, CaseItem) and call.when == "setup" and item.result is not None:
+            payload = {
+                "scenario": str(item.path.resolve()),
+                "case": item.result.model_dump(mode="json"),
+                "environment": item.environment.model_dump(mode="json") if item.environment else None,
+            }
+            setattr(report, REPORT_ATTR, payload)
+        return report
+
+    @pytest.hookimpl
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Close this process's cloud: an own embedded cloud stops, its logs are kept."""
+        state = session.config.stash.get(STATE, None)
+        if state is None or state.opened is None:
+            return
+        state.opened.stack.close()
+        handler = state.opened.log_handler
+        if handler is not None:
+            logging.getLogger("novamig").removeHandler(handler)
+            handler.close()
 
 
 class ScenarioFile(pytest.File):
@@ -247,27 +286,6 @@ def _opened(state: NovamigState) -> OpenedCloud:
     return opened
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    """The set-up report carries the case's result (and environment) to whoever writes results;
-    an infrastructure error is told by its cause alone."""
-    report = yield
-    if (
-        isinstance(item, CaseItem)
-        and call.excinfo is not None
-        and call.excinfo.errisinstance(InfrastructureError)
-    ):
-        report.longrepr = f"InfrastructureError: {call.excinfo.value}"  # the cause, not our traceback
-    if isinstance(item, CaseItem) and call.when == "setup" and item.result is not None:
-        payload = {
-            "scenario": str(item.path.resolve()),
-            "case": item.result.model_dump(mode="json"),
-            "environment": item.environment.model_dump(mode="json") if item.environment else None,
-        }
-        setattr(report, REPORT_ATTR, payload)
-    return report
-
-
 class ResultsMerger:
     """Where the session's results are written: the controller, or the only process without
     xdist. Each case arrives on its set-up report and joins its scenario's `Results`; the files are
@@ -324,18 +342,6 @@ class ResultsMerger:
         where = self.state.results_dir(path)
         where.mkdir(parents=True, exist_ok=True)
         write_outputs(results, where)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Close this process's cloud: an own embedded cloud stops, its logs are kept."""
-    state = session.config.stash.get(STATE, None)
-    if state is None or state.opened is None:
-        return
-    state.opened.stack.close()
-    handler = state.opened.log_handler
-    if handler is not None:
-        logging.getLogger("novamig").removeHandler(handler)
-        handler.close()
 
 
 def connection(config: pytest.Config, stack: contextlib.ExitStack) -> Any:

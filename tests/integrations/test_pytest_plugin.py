@@ -1,0 +1,173 @@
+"""The pytest plugin as users meet it: installed through its entry point, driven by pytest itself.
+
+Collection and option handling run in-process or in a fresh pytest (`pytester`), with no cloud;
+one slow test runs a two-case scenario on two xdist workers, each with its own embedded cloud, and
+checks the items' verdicts and the one merged results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from novamig.results import load_results
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Two cells of one tiny case: the same single migration judged against a limit it meets and one
+# (1 ms) no migration can meet, so one item passes and the other fails on its SLA.
+TINY = """\
+name: tiny
+fleet: {count: 1, flavor: {vcpus: 1, ram_mb: 256, disk_gb: 1}, image: novamig-tiny}
+workload: {kind: idle}
+migration: {count: 1, concurrency: 1, target: auto, interval_s: 0.5, policy: {timeout_s: 120}}
+measure: {probes: [hypervisor], noise_floor_s: 0}
+sla:
+  downtime_ms: {probe: hypervisor}
+  duration_s: {max: 120}
+  migrations_completed_ratio: 1.0
+matrix:
+  sla.duration_s.max: [120, 0.001]
+"""
+
+
+def test_each_matrix_cell_and_repeat_is_an_item_with_a_readable_id(pytester: pytest.Pytester) -> None:
+    scenario = pytester.path / "precopy-vs-postcopy.yaml"
+    scenario.write_text((ROOT / "scenarios" / "precopy-vs-postcopy.yaml").read_text())
+    result = pytester.runpytest("--collect-only", "-q", "--novamig-scenario", str(scenario))
+    assert result.ret == pytest.ExitCode.OK
+    ids = [line for line in result.outlines if line.startswith("precopy-vs-postcopy.yaml::")]
+    # 3 dirty rates × 2 post-copy settings × repeat 2, repetition outermost as `novamig run` runs them
+    assert len(ids) == 12
+    assert ids[0] == "precopy-vs-postcopy.yaml::dirty_rate_mib_s=16,post_copy_after_s=null#r1"
+    assert "precopy-vs-postcopy.yaml::dirty_rate_mib_s=64,post_copy_after_s=5#r2" in ids
+    assert ids[6].endswith("#r2") and all(i.endswith("#r1") for i in ids[:6])
+
+
+def test_the_ini_option_names_scenarios_too(pytester: pytest.Pytester) -> None:
+    (pytester.path / "tiny.yaml").write_text(TINY)
+    pytester.makeini("[pytest]\nnovamig_scenarios = tiny.yaml\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    assert "tiny.yaml::max=120#r1" in result.outlines
+    assert "tiny.yaml::max=0.001#r1" in result.outlines
+
+
+def test_inert_without_options_nothing_collected_nor_imported(pytester: pytest.Pytester) -> None:
+    """A fresh pytest (the entry point loads the plugin in every session) with an ordinary test
+    and a scenario file lying around: the test runs, the scenario is not collected, and neither
+    the runner nor openstacksdk is imported."""
+    (pytester.path / "tiny.yaml").write_text(TINY)
+    pytester.makepyfile(
+        test_plain="""
+        import sys
+
+        def test_plain(request):
+            assert request.config.pluginmanager.hasplugin("novamig")
+            assert request.config.pluginmanager.get_plugin("novamig-session") is None
+            assert "novamig.runner.commands" not in sys.modules
+            assert "openstack" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not any("tiny.yaml" in line for line in result.outlines)
+
+
+def test_a_bad_scenario_is_a_usage_error_naming_the_problem(pytester: pytest.Pytester) -> None:
+    bad = pytester.path / "bad.yaml"
+    bad.write_text(TINY.replace("probe: hypervisor", "probe: guest"))
+    result = pytester.runpytest("--collect-only", "--novamig-scenario", str(bad))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*novamig scenario not runnable*", "*bad.yaml:*sla.downtime_ms.probe*guest*"]
+    )
+    missing = pytester.runpytest("--collect-only", "--novamig-scenario", str(pytester.path / "none.yaml"))
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(["*none.yaml*"])
+
+
+def test_help_states_the_options_and_the_default_output(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    text = " ".join(" ".join(result.outlines).split())
+    for option in (
+        "--novamig-scenario=PATH",
+        "--novamig-cloud=NAME",
+        "--novamig-out=DIR",
+        "novamig_scenarios",
+    ):
+        assert option in text
+    assert "default: reports/pytest-<UTC time>" in text
+
+
+def test_an_unreachable_cloud_is_an_error_not_a_failure(pytester: pytest.Pytester) -> None:
+    (pytester.path / "tiny.yaml").write_text(TINY)
+    result = pytester.runpytest(
+        "-q",
+        "--novamig-scenario",
+        "tiny.yaml",
+        "--novamig-cloud",
+        "no-such-cloud",
+        "--novamig-out",
+        str(pytester.path / "out"),
+    )
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*InfrastructureError*no-such-cloud*"])
+    assert not (pytester.path / "out" / "results.json").exists()  # no case ran: nothing measured
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_two_workers_two_embedded_clouds_one_merged_report(
+    pytester: pytest.Pytester, tiny_image: object
+) -> None:
+    """`-n 2`: each worker starts its own embedded cloud and runs one case; the SLA miss fails its
+    item with the numbers; the controller writes one results.json, junit.xml and index.html."""
+    (pytester.path / "tiny.yaml").write_text(TINY)
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--novamig-scenario",
+        "tiny.yaml",
+        "--novamig-out",
+        str(out),
+        f"--junitxml={pytester.path / 'pytest.xml'}",
+        timeout=300,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*FAILED tiny.yaml::max=0.001#r1*SlaMissed*duration_s.max = * (limit 0.001)*"]
+    )
+    results = load_results(out / "results.json")
+    assert [(c.id, c.passed) for c in results.cases] == [("max=120#r1", True), ("max=0.001#r1", False)]
+    assert not results.passed and not results.interrupted
+    assert results.environment.finished_at is not None
+    for case in results.cases:
+        assert [m.status for m in case.migrations] == ["completed"]
+    assert results.scenario["name"] == "tiny"
+    assert {p.name for p in out.iterdir()} >= {
+        "results.json",
+        "junit.xml",
+        "index.html",
+        "worker-gw0",
+        "worker-gw1",
+    }
+    junit = ET.parse(out / "junit.xml").getroot()
+    assert len(junit.findall(".//testcase")) == 2
+    # the figures travel with each item (record_property) into pytest's own JUnit file
+    props = {
+        p.get("name"): p.get("value")
+        for tc in ET.parse(pytester.path / "pytest.xml").getroot().iter("testcase")
+        for p in tc.iter("property")
+    }
+    assert props["novamig.migrations.completed"] == "1"
+    assert float(props["novamig.duration_s.max"]) > 0
+    assert json.loads((out / "results.json").read_text())["schema"] == "novamig.results/1"
