@@ -104,11 +104,16 @@ class ProgressWriter:
 
 
 def save_progress(instance: Any, migration: Any, sample: Any) -> None:
-    """What nova.virt.libvirt.migration.save_stats does (memory only; no disks are copied)."""
-    migration.memory_total = sample.total_bytes
-    migration.memory_processed = sample.processed_bytes
-    migration.memory_remaining = sample.remaining_bytes
-    # No disk is copied; None (not 0) keeps the API response valid under its schema (minimum 1).
+    """What nova.virt.libvirt.migration.save_stats does (memory only; no disks are copied).
+
+    A figure QEMU reports as 0 (nothing known yet while the job sets up, nothing left once it has
+    completed) is saved as None: the API's migration schema (2.23 on) allows null or at least 1, and
+    a 0 makes every ``GET /servers/{id}/migrations`` log "Schema failed to validate" with a traceback.
+    Nova's libvirt driver never meets it there: it saves figures only while libvirt's job runs.
+    No disk is copied: None (not 0), for the same schema."""
+    migration.memory_total = sample.total_bytes or None
+    migration.memory_processed = sample.processed_bytes or None
+    migration.memory_remaining = sample.remaining_bytes or None
     migration.disk_total = migration.disk_processed = migration.disk_remaining = None
     migration.save()
     remaining = round(sample.remaining_bytes * 100 / sample.total_bytes) if sample.total_bytes else 100
