@@ -101,7 +101,8 @@ class ScriptedMigrationApi:
         return self.script.appears_s + self.script.queued_s + self.script.preparing_s
 
     def _completed_at(self) -> float | None:
-        """When the migration completed (seconds since the request), if it has by now."""
+        """When the migration completes (seconds since the request) as things stand now; None when
+        it will not (never converging, aborted or failed first)."""
         s = self.script
         if self._forced is not None:
             done = self._forced + s.post_copy_s
