@@ -31,8 +31,11 @@ human format rounds bytes to 0.001 of a KiB/MiB/GiB). Both options are newer tha
 (libvirt 1.2.9): an older virsh that rejects one is asked again without it, and the parser reads
 both formats.
 
-`parse_domjobinfo` is pure; `LibvirtJobFigures` is the probe (name ``hypervisor``). The SSH transport
-it reads through is `novamig.cloud.ssh`.
+`parse_domjobinfo` is pure; `LibvirtJobFigures` is the probe (name ``hypervisor``). It reads through
+a transport, ``(host, shell command) -> stdout``: on DevStack SSH (`novamig.cloud.ssh`); on the
+embedded cloud's libvirt hosts (`novamig.hypervisor.libvirt_hosts`) the same command run inside the
+host's namespaces, where ``qemu:///system`` is that host's libvirtd (`in_host_namespaces`) — so the
+DevStack code path, command and parser included, is the one that runs on this machine.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from novamig.cloud.ssh import HostSsh, SshError
+from novamig.hypervisor.libvirt_hosts import LibvirtHost, LibvirtHostError
 from novamig.measure.contract import PassiveProbe, ProbeFigure
 from novamig.results import MigrationRecord
 
@@ -268,14 +272,17 @@ def domjobinfo_command(instance_name: str, options: Sequence[str]) -> str:
 
 
 FULL_OPTIONS = ("--completed", "--keep-completed", "--rawstats")
+TRANSPORT_ERRORS = (SshError, LibvirtHostError)
+"""What a transport raises when the command cannot be run or fails (its message carries stderr)."""
 _UNSUPPORTED = re.compile(r"doesn't support option --([a-z-]+)")
 
 
 class LibvirtJobFigures(PassiveProbe):
     """The ``hypervisor`` probe on a cloud whose compute hosts novamig reaches over SSH.
 
-    `ssh(host, command)` runs a command on a Nova compute host and returns its stdout, raising
-    `SshError` on failure (`novamig.cloud.ssh.HostSsh` over the hosts file); `locate(server_id)`
+    `ssh(host, command)` runs a command on a Nova compute host and returns its stdout, raising one
+    of `TRANSPORT_ERRORS` on failure (`novamig.cloud.ssh.HostSsh` over the hosts file, or
+    `in_host_namespaces` locally); `locate(server_id)`
     says where the server's domain is (`locate_with(compute)`). The runner calls `capture` right
     after each completed migration (see the module docstring for why it cannot wait); `figure`
     never raises. ``virsh`` runs as the SSH user: DevStack's ``stack`` user is in the libvirt group,
@@ -305,6 +312,21 @@ class LibvirtJobFigures(PassiveProbe):
     ) -> LibvirtJobFigures:
         """The usual construction: the hosts file's targets (`SshHostPolicy.targets`)."""
         return cls(HostSsh(targets, timeout_s), locate)
+
+    @classmethod
+    def in_host_namespaces(
+        cls, hosts: Mapping[str, LibvirtHost], locate: Callable[[str], DomainPlace], timeout_s: float = 30.0
+    ) -> LibvirtJobFigures:
+        """The local transport: `hosts` maps Nova compute host names to the libvirt hosts of the
+        embedded cloud's libvirt mode; the command runs inside that host's namespaces."""
+
+        def run(host: str, command: str) -> str:
+            target = hosts.get(host)
+            if target is None:
+                raise LibvirtHostError(f"no libvirt host {host!r} in this cloud")
+            return target.shell(command, timeout_s)
+
+        return cls(run, locate)
 
     # -- Probe protocol: no noise floor (libvirt reports a downtime it measured itself, there is
     # nothing to sample at rest) and no cost worth counting (one ssh call per migration, after it)
@@ -342,7 +364,7 @@ class LibvirtJobFigures(PassiveProbe):
             return ProbeFigure(None, None, stale)
         try:
             text = self._domjobinfo(host, place.instance_name)
-        except SshError as exc:
+        except TRANSPORT_ERRORS as exc:
             return ProbeFigure(None, None, f"virsh domjobinfo on {host}: {_brief(exc)}")
         try:
             stats = parse_domjobinfo(text)
@@ -357,7 +379,7 @@ class LibvirtJobFigures(PassiveProbe):
         for _ in range(len(FULL_OPTIONS)):
             try:
                 return self.ssh(host, domjobinfo_command(instance_name, options))
-            except SshError as exc:
+            except TRANSPORT_ERRORS as exc:
                 match = _UNSUPPORTED.search(str(exc))
                 dropped = f"--{match.group(1)}" if match else None
                 if dropped is None or dropped == "--completed" or dropped not in options:
