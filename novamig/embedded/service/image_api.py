@@ -22,11 +22,11 @@ protected image in Glance): the cloud's driver boots them by id. There is no acc
 that (any token may publicise an image; real Glance requires admin for ``visibility=public``).
 
 Errors are rendered by webob, as Glance's are (Glance raises ``webob.exc.HTTP*`` with an
-``explanation``): HTML when the request's ``Accept`` allows it or is absent (python-glanceclient sends
-none and strips the tags), JSON ``{"message", "code", "title"}`` for ``Accept: application/json``
-(openstacksdk), plain text otherwise; 405 carries ``Allow``. What Glance offers and this does not
-(image import, locations, members' changes, tasks, metadefs, stores, cache, deactivation) is
-answered 501 Not Implemented in the same format, never with a body a client cannot parse.
+``explanation``): HTML when the request's ``Accept`` allows it (python-glanceclient sends requests'
+``*/*`` and strips the tags), JSON ``{"message", "code", "title"}`` for ``Accept: application/json``
+(openstacksdk), plain text without an ``Accept``; 405 carries ``Allow``. What Glance offers and this
+does not (image import, locations, members' changes, tasks, metadefs, stores, cache, deactivation)
+is answered 501 Not Implemented in the same format, never with a body a client cannot parse.
 """
 
 from __future__ import annotations
