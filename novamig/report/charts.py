@@ -13,13 +13,14 @@ Every chart returns None when it has nothing to draw; the page then says why ins
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
 
 from novamig.report.summary import PROBES
-from novamig.report.svg import Canvas, Scale
+from novamig.report.svg import Canvas, Scale, min_max_downsample
 from novamig.results import CaseResult, MigrationRecord
 from novamig.stats import percentile
 
@@ -39,6 +40,12 @@ PHASE_COLOURS: dict[str, str] = {
 }
 MAX_BAR_GROUPS = 60
 """Migrations drawn in one case's bar chart; the distributions below cover all of them."""
+LINE_BUCKETS = 300
+"""A line keeps at most the lowest and highest of its points per 1/300 of its width (~2 px)."""
+MAX_SAMPLE_DOTS = 40
+"""A timeline marks each progress sample with a dot up to this many samples per line."""
+MAX_STRIP_TIPS = 2000
+"""A strip plot row labels every dot on hover up to this many dots; beyond, only its top 5 %."""
 KEY_EVENTS = ("post-copy", "abort", "force-complete", "error", "refused", "timeout")
 MIB = 1024 * 1024
 
@@ -47,9 +54,9 @@ def _probes_with_figures(migrations: Sequence[MigrationRecord]) -> list[str]:
     return [p for p in PROBES if any(getattr(m.downtime_ms, p) is not None for m in migrations)]
 
 
-def downtime_bars(case: CaseResult) -> Markup | None:
-    """Grouped bars: per completed migration, each probe's downtime ± its resolution."""
-    done = [m for m in case.migrations if m.status == "completed"][:MAX_BAR_GROUPS]
+def downtime_bars(case: CaseResult, limit: int = MAX_BAR_GROUPS) -> Markup | None:
+    """Grouped bars: per completed migration (the first `limit`), each probe's downtime ± its resolution."""
+    done = [m for m in case.migrations if m.status == "completed"][:limit]
     probes = _probes_with_figures(done)
     if not probes:
         return None
@@ -94,9 +101,7 @@ def _bar(c: Canvas, m: MigrationRecord, probe: str, *, x: float, w: float, y: Sc
     if resolution:
         lo, hi = y(max(0.0, value - resolution)), y(value + resolution)
         mid = x + w / 2
-        c.line(mid, lo, mid, hi, "#222")
-        c.line(mid - 3, hi, mid + 3, hi, "#222")
-        c.line(mid - 3, lo, mid + 3, lo, "#222")
+        c.path([(mid, lo, mid, hi), (mid - 3, hi, mid + 3, hi), (mid - 3, lo, mid + 3, lo)], "#222")
 
 
 def _legend(c: Canvas, probes: Sequence[str], x: float, y: float) -> None:
@@ -166,10 +171,11 @@ def timeline(m: MigrationRecord) -> Markup | None:
     c.y_axis(y, left, width - right, "memory (MiB)")
     c.x_axis(x, height - bottom, "seconds since case start")
     for key, colour in (("memory_remaining_bytes", "#1f77b4"), ("memory_processed_bytes", "#e8710a")):
-        points = [(x(s.t), y(v / MIB)) for s in m.progress if (v := getattr(s, key)) is not None]
+        data = [(s.t, v / MIB) for s in m.progress if (v := getattr(s, key)) is not None]
+        points = [(x(t), y(v)) for t, v in min_max_downsample(data, LINE_BUCKETS)]
         c.polyline(points, colour, tip=key.removeprefix("memory_").removesuffix("_bytes"))
-        for px, py in points:
-            c.circle(px, py, 2, colour)
+        if len(points) <= MAX_SAMPLE_DOTS:  # beyond, the dots merge into the line and only add bytes
+            c.dots(points, colour, 2)
     _events(c, m, x, top)
     c.text(width - right, 12, "— remaining", anchor="end", size=10, fill="#1f77b4")
     c.text(width - right - 80, 12, "— processed", anchor="end", size=10, fill="#e8710a")
@@ -177,16 +183,28 @@ def timeline(m: MigrationRecord) -> Markup | None:
 
 
 def _events(c: Canvas, m: MigrationRecord, x: Scale, top: float) -> None:
+    ticks: dict[bool, list[tuple[float, float, float, float]]] = {False: [], True: []}
     for event in m.events:
         key = any(word in event.what.lower() for word in KEY_EVENTS)
-        colour = "#b00020" if key else "#888"
-        c.line(x(event.t), top - 8, x(event.t), top, colour, extra=' stroke-width="2"' if key else "")
+        ticks[key].append((x(event.t), top - 8, x(event.t), top))
         c.rect(x(event.t) - 3, top - 10, 6, 10, "transparent", tip=f"{event.t:.3f} s: {event.what}")
+    c.path(ticks[False], "#888")
+    c.path(ticks[True], "#b00020", extra=' stroke-width="2"')
 
 
 def _jitter(seed: str) -> float:
     """A stable vertical offset in [-1, 1] so the same run always draws the same picture."""
     return int(hashlib.blake2s(seed.encode(), digest_size=2).hexdigest(), 16) / 32767.5 - 1
+
+
+def _tip_from(values: Sequence[float]) -> float:
+    """The smallest value whose dot gets a hover label: every dot's up to `MAX_STRIP_TIPS` dots
+    in a row, beyond that the top 5 % only (the tail one hovers for; a label costs ~100 bytes)."""
+    if len(values) <= MAX_STRIP_TIPS:
+        return -math.inf
+    p95 = percentile(values, 95)
+    assert p95 is not None
+    return p95
 
 
 def strip_plot(title: str, unit: str, values: Mapping[str, Sequence[tuple[str, float]]]) -> Markup | None:
@@ -206,19 +224,21 @@ def strip_plot(title: str, unit: str, values: Mapping[str, Sequence[tuple[str, f
         colour = COLOURS.get(name, "#555")
         c.text(left - 6, mid + 4, name, anchor="end", size=11)
         c.line(left, mid, width - right, mid, "#eee")
-        for label, v in points:
-            c.circle(
+        tipped = _tip_from([v for _, v in points])
+        dots = [
+            (
                 x(v),
                 mid + _jitter(f"{name}{label}") * row_h * 0.3,
-                3,
-                colour,
-                tip=f"{label}: {v:g} {unit}",
-                extra=' fill-opacity="0.6"',
+                f"{label}: {v:g} {unit}" if v >= tipped else "",
             )
+            for label, v in points
+        ]
+        c.dot_group(dots, colour, 3, opacity=0.6)
         median = percentile([v for _, v in points], 50)
         assert median is not None  # rows without points were dropped above
         c.line(x(median), mid - row_h * 0.4, x(median), mid + row_h * 0.4, "#000", extra=' stroke-width="2"')
-    c.x_axis(x, height - bottom, f"{unit} (bar: median)")
+    many = any(len(points) > MAX_STRIP_TIPS for points in rows.values())
+    c.x_axis(x, height - bottom, f"{unit} (bar: median{'; hover labels: top 5 %' if many else ''})")
     return c.markup()
 
 
@@ -253,14 +273,16 @@ def locust_rate(case: CaseResult) -> Markup | None:
             "#e3eefb",
             tip=tip,
         )
-        c.text(x(m.requested_at) + 2, top + 10, f"#{i}", size=9, fill="#777")
+        if x(end) - x(m.requested_at) >= 14:  # a label fits; narrower spans keep it in the hover text
+            c.text(x(m.requested_at) + 2, top + 10, f"#{i}", size=9, fill="#777")
     c.y_axis(y, left, width - right, "per second")
     c.x_axis(x, height - bottom, "seconds since case start")
     for values, colour, name in (
         (requests, COLOURS["locust"], "requests/s"),
         (failures, "#b00020", "failures/s"),
     ):
-        points = [(x(t0 + step * (k + 0.5)), y(v)) for k, v in enumerate(values)]
+        data = [(t0 + step * (k + 0.5), v) for k, v in enumerate(values)]
+        points = [(x(t), y(v)) for t, v in min_max_downsample(data, LINE_BUCKETS)]
         c.polyline(points, colour, tip=name)
     c.text(width - right, 12, "— requests/s", anchor="end", size=10, fill=COLOURS["locust"])
     c.text(width - right - 90, 12, "— failures/s", anchor="end", size=10, fill="#b00020")

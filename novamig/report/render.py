@@ -37,6 +37,11 @@ ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 
+PAGE_TIMELINES = 240
+"""Timelines drawn on the whole page: a run of many cases draws fewer per case (at least 2), so a
+10 000-migration run of 100 cases stays a page a browser scrolls (~5 KB per timeline)."""
+PAGE_BAR_GROUPS = 1200
+"""Migrations drawn in the downtime bar charts of the whole page (at least 10 per case)."""
 TIMELINES_OPEN = 8
 """A case with at most this many migrations shows their timelines unfolded."""
 MAX_TIMELINES = 12
@@ -69,6 +74,10 @@ class CaseView:
     null_figures: list[str] = field(default_factory=list)
     locust_rate: Markup | None = None
     locust_names: list[NameRow] = field(default_factory=list)
+    events_for: set[int] = field(default_factory=set)
+    """Migrations (numbered from 1) whose events the table lists: those with a timeline drawn.
+    Beyond them the page gives the count only: 13 000 event lines of a 1 000-migration run would
+    be a log of ~0.7 MB, not a report; results.json keeps them all."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +137,9 @@ def _locust_names(case: CaseResult) -> list[NameRow]:
     return rows
 
 
-def _worth_a_timeline(migrations: list[MigrationRecord]) -> list[int]:
+def _worth_a_timeline(migrations: list[MigrationRecord], limit: int = MAX_TIMELINES) -> list[int]:
     """Indexes (0-based, in run order) of the migrations whose timelines the page draws."""
-    if len(migrations) <= MAX_TIMELINES:
+    if len(migrations) <= limit:
         return list(range(len(migrations)))
 
     def interest(i: int) -> tuple[bool, float]:
@@ -139,17 +148,34 @@ def _worth_a_timeline(migrations: list[MigrationRecord]) -> list[int]:
         downtime = next((f for f in figures if f is not None), 0.0)
         return (m.status == "completed", -downtime)
 
-    return sorted(sorted(range(len(migrations)), key=interest)[:MAX_TIMELINES])
+    return sorted(sorted(range(len(migrations)), key=interest)[:limit])
 
 
-def _case_view(index: int, case: CaseResult, measured: set[str]) -> CaseView:
+@dataclass(frozen=True)
+class Budget:
+    """How much of each case the page draws, shared out over the run's cases."""
+
+    timelines: int = MAX_TIMELINES
+    bar_groups: int = MAX_BAR_GROUPS
+
+    @classmethod
+    def for_cases(cls, cases: int) -> Budget:
+        share = max(1, cases)
+        return cls(
+            timelines=max(2, min(MAX_TIMELINES, PAGE_TIMELINES // share)),
+            bar_groups=max(10, min(MAX_BAR_GROUPS, PAGE_BAR_GROUPS // share)),
+        )
+
+
+def _case_view(index: int, case: CaseResult, measured: set[str], budget: Budget = Budget()) -> CaseView:
     completed = sum(m.status == "completed" for m in case.migrations)
-    chosen = _worth_a_timeline(case.migrations)
-    bars = downtime_bars(case)
+    chosen = _worth_a_timeline(case.migrations, budget.timelines)
+    bars = downtime_bars(case, budget.bar_groups)
     if bars is None:
         note = "no downtime figure to draw: " + ("no migration completed" if not completed else "see below")
-    elif completed > MAX_BAR_GROUPS:
-        note = f"the first {MAX_BAR_GROUPS} of {completed} completed migrations; the distributions cover all"
+    elif completed > budget.bar_groups:
+        shown = budget.bar_groups
+        note = f"the first {shown} of {completed} completed migrations; the distributions cover all"
     else:
         note = ""
     return CaseView(
@@ -162,6 +188,7 @@ def _case_view(index: int, case: CaseResult, measured: set[str]) -> CaseView:
         null_figures=_null_figures(case, measured),
         locust_rate=locust_rate(case),
         locust_names=_locust_names(case),
+        events_for={i + 1 for i in chosen},
     )
 
 
@@ -197,7 +224,8 @@ def scenario_as_run(results: Results) -> str:
 
 def render_index(results: Results) -> str:
     measured = measured_probes(results)
-    views = [_case_view(i, c, measured) for i, c in enumerate(results.cases, 1)]
+    budget = Budget.for_cases(len(results.cases))
+    views = [_case_view(i, c, measured, budget) for i, c in enumerate(results.cases, 1)]
     sla = [SlaRow(v.case.id, v.anchor, s) for v in views for s in v.case.sla]
     return ENV.get_template("index.html.j2").render(
         r=results,

@@ -13,6 +13,7 @@ can inject markup.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
@@ -23,8 +24,10 @@ def esc(text: object) -> str:
 
 
 def _num(value: float) -> str:
-    """A coordinate: two decimals are sub-pixel, more only grows the file."""
-    return f"{value:.2f}".rstrip("0").rstrip(".")
+    """A coordinate: a tenth of a pixel is finer than any screen or printer draws a chart line;
+    more decimals only grow the file (a 1 000-migration page has ~100 000 coordinates)."""
+    text = f"{value:.1f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,32 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def min_max_downsample(points: Sequence[tuple[float, float]], buckets: int) -> list[tuple[float, float]]:
+    """At most two points per bucket of equal x width: each bucket's lowest and highest, in x order.
+
+    A line of 3 000 points drawn 600 pixels wide puts five points in each pixel column: the eye sees
+    only each column's extent, so keeping the extremes draws the same picture (a dip of one sample,
+    the blackout in a request rate, stays visible; an average would flatten it) with a fraction of
+    the points. `points` must be in x order; fewer than 2 × `buckets` points come back as they are.
+    """
+    if len(points) <= 2 * buckets or buckets < 1:
+        return list(points)
+    lo, hi = points[0][0], points[-1][0]
+    width = (hi - lo) / buckets or 1.0
+    kept: list[tuple[float, float]] = []
+    group: list[tuple[float, float]] = []
+    current = 0
+    for point in [*points, (math.inf, 0.0)]:
+        index = min(buckets - 1, int((point[0] - lo) / width)) if point[0] != math.inf else buckets
+        if index != current and group:
+            low, high = min(group, key=lambda p: p[1]), max(group, key=lambda p: p[1])
+            kept += sorted({low, high})
+            group = []
+        current = index
+        group.append(point)
+    return kept
+
+
 def fmt_tick(value: float) -> str:
     return f"{value:g}" if abs(value) < 1e5 else f"{value:.3g}"
 
@@ -89,6 +118,36 @@ class Canvas:
         body = f"<title>{esc(tip)}</title>" if tip else ""
         self.parts.append(
             f'<circle cx="{_num(x)}" cy="{_num(y)}" r="{_num(r)}" fill="{fill}"{extra}>{body}</circle>'
+        )
+
+    def path(
+        self, segments: Sequence[tuple[float, float, float, float]], stroke: str, *, extra: str = ""
+    ) -> None:
+        """Line segments (x1, y1, x2, y2) as one <path>: a fifth of the bytes of as many <line>s."""
+        if not segments:
+            return
+        d = "".join(f"M{_num(a)} {_num(b)}L{_num(c)} {_num(d)}" for a, b, c, d in segments)
+        self.parts.append(f'<path d="{d}" stroke="{stroke}" fill="none"{extra}/>')
+
+    def dot_group(
+        self, dots: Sequence[tuple[float, float, str]], fill: str, r: float, *, opacity: float = 1.0
+    ) -> None:
+        """Dots of one colour in one <g> that carries the colour once; each with its hover text
+        (empty: none). A strip plot of 4 000 dots saves ~35 bytes a dot."""
+        body = []
+        for x, y, tip in dots:
+            title = f"<title>{esc(tip)}</title>" if tip else ""
+            body.append(f'<circle cx="{_num(x)}" cy="{_num(y)}" r="{_num(r)}">{title}</circle>')
+        self.parts.append(f'<g fill="{fill}" fill-opacity="{opacity:g}">{"".join(body)}</g>')
+
+    def dots(self, points: Sequence[tuple[float, float]], fill: str, r: float) -> None:
+        """Dots without hover text as one <path> of zero-length strokes with round caps (drawn as
+        discs of radius `r`): ~12 bytes a dot against ~48 for a <circle>."""
+        if not points:
+            return
+        d = "".join(f"M{_num(x)} {_num(y)}h0" for x, y in points)
+        self.parts.append(
+            f'<path d="{d}" stroke="{fill}" stroke-width="{_num(2 * r)}" stroke-linecap="round" fill="none"/>'
         )
 
     def polyline(self, points: list[tuple[float, float]], stroke: str, *, tip: str = "") -> None:
