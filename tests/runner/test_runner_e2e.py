@@ -237,17 +237,33 @@ def test_drain_moves_every_server_off_the_host(tmp_path: Path, cloud: str) -> No
     assert all(m.source_host == "compute1" and m.dest_host == "compute2" for m in migs)
 
 
-def test_abort_policy_gives_cancelled(tmp_path: Path, cloud: str) -> None:
+def run_one_slow_migration(
+    tmp_path: Path, cloud: str, name: str, policy: str, sla: str
+) -> tuple[int, Results, Any]:
+    """One tiny server, one migration on slow hosts (the policy gets time to act), `policy` the
+    migration's policy and `sla` the case's SLA (YAML flow mappings).
+    → (exit code, results, the migration)."""
     body = (
-        "name: abort\n"
+        f"name: {name}\n"
         + TINY % 1
         + HYPERVISOR_ONLY
         + SLOW_HOSTS
-        + "migration: {count: 1, policy: {abort_after_s: 3, timeout_s: 120}}\n"
-        + "sla: {downtime_ms: {probe: hypervisor}, migrations_completed_ratio: 0}\n"
+        + f"migration: {{count: 1, policy: {policy}}}\n"
+        + f"sla: {sla}\n"
     )
     rc, results = run(tmp_path, cloud, body)
     [m] = migrations(results)
+    return rc, results, m
+
+
+def test_abort_policy_gives_cancelled(tmp_path: Path, cloud: str) -> None:
+    rc, _, m = run_one_slow_migration(
+        tmp_path,
+        cloud,
+        "abort",
+        "{abort_after_s: 3, timeout_s: 120}",
+        "{downtime_ms: {probe: hypervisor}, migrations_completed_ratio: 0}",
+    )
     assert m.status == "cancelled", m.events
     assert m.duration_s is None
     assert any(e.what.startswith("abort sent") for e in m.events)
@@ -255,32 +271,22 @@ def test_abort_policy_gives_cancelled(tmp_path: Path, cloud: str) -> None:
 
 
 def test_timeout_gives_timeout_and_exit_1(tmp_path: Path, cloud: str) -> None:
-    body = (
-        "name: timeout\n"
-        + TINY % 1
-        + HYPERVISOR_ONLY
-        + SLOW_HOSTS
-        + "migration: {count: 1, policy: {timeout_s: 3}}\n"
-        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    rc, results, m = run_one_slow_migration(
+        tmp_path, cloud, "timeout", "{timeout_s: 3}", "{downtime_ms: {probe: hypervisor}}"
     )
-    rc, results = run(tmp_path, cloud, body)
-    [m] = migrations(results)
     assert m.status == "timeout", m.events
     assert rc == 1
     assert {c.name: c.passed for c in results.cases[0].sla}["migrations.failed"] is False
 
 
 def test_post_copy_policy_force_completes(tmp_path: Path, cloud: str) -> None:
-    body = (
-        "name: postcopy\n"
-        + TINY % 1
-        + HYPERVISOR_ONLY
-        + SLOW_HOSTS
-        + "migration: {count: 1, policy: {post_copy_after_s: 2, timeout_s: 120}}\n"
-        + "sla: {downtime_ms: {probe: hypervisor}}\n"
+    rc, _, m = run_one_slow_migration(
+        tmp_path,
+        cloud,
+        "postcopy",
+        "{post_copy_after_s: 2, timeout_s: 120}",
+        "{downtime_ms: {probe: hypervisor}}",
     )
-    rc, results = run(tmp_path, cloud, body)
-    [m] = migrations(results)
     assert m.status == "completed", m.events
     assert any(e.what.startswith("force-complete sent") for e in m.events)
     assert m.hypervisor is not None and m.hypervisor.get("postcopy") is True
