@@ -1,0 +1,142 @@
+"""The embedded cloud answers the OpenStack clients people already have, unmodified, as the real
+services do: python-glanceclient, python-novaclient, python-neutronclient and the ``openstack``
+command line (run as a program that reads only the cloud's own clouds.yaml). And a run of polling a
+live migration at microversion 2.80 leaves no ERROR line in Nova's log (Nova validates its
+responses against its schemas and logs every mismatch as an ERROR with a traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from glanceclient import Client as GlanceClient
+from glanceclient import exc as glance_exc
+from neutronclient.common import exceptions as neutron_exc
+from neutronclient.v2_0 import client as neutron_client
+from novaclient import client as nova_client
+from novaclient import exceptions as nova_exc
+
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.layout import TINY_IMAGE_ID, TINY_IMAGE_NAME
+
+pytestmark = pytest.mark.slow
+
+OPENSTACK = Path(sys.executable).with_name("openstack")
+
+
+def test_glanceclient_lists_filters_shows_and_reports_a_404(embedded_conn: Any) -> None:
+    glance = GlanceClient("2", session=embedded_conn.session)
+    schema = glance.schemas.get("image")
+    assert "disk_format" in schema.raw()["properties"]
+    names = [i["name"] for i in glance.images.list()]
+    assert TINY_IMAGE_NAME in names
+    found = list(glance.images.list(filters={"name": TINY_IMAGE_NAME}))
+    assert [i["id"] for i in found] == [TINY_IMAGE_ID]
+    assert [i["id"] for i in glance.images.list(filters={"tag": ["novamig"], "visibility": "public"})]
+    assert list(glance.images.list(filters={"name": "no-such-image"})) == []
+    paged = [i["id"] for i in glance.images.list(page_size=1, sort_key="name", sort_dir="asc")]
+    assert sorted(paged) == sorted(i["id"] for i in glance.images.list())
+    image = glance.images.get(TINY_IMAGE_ID)
+    assert image.name == TINY_IMAGE_NAME and image.disk_format == "raw"
+    missing = str(uuid.uuid4())
+    with pytest.raises(glance_exc.HTTPNotFound, match=f"No image found with ID {missing}"):
+        glance.images.get(missing)
+    with pytest.raises(glance_exc.HTTPBadRequest, match="Invalid sort key"):
+        list(glance.images.list(sort_key="colour"))
+
+
+def test_novaclient_lists_and_reports_not_found(embedded_conn: Any) -> None:
+    nova = nova_client.Client("2.80", session=embedded_conn.session)
+    assert {f.name for f in nova.flavors.list()} >= {"m1.tiny", "m1.small"}
+    assert {h.hypervisor_hostname for h in nova.hypervisors.list()} >= {"compute1", "compute2"}
+    assert isinstance(nova.servers.list(), list)
+    with pytest.raises(nova_exc.NotFound):
+        nova.servers.get(str(uuid.uuid4()))
+    with pytest.raises(nova_exc.NotFound):
+        nova.flavors.get("no-such-flavor")
+    assert nova.glance.find_image(TINY_IMAGE_NAME).id == TINY_IMAGE_ID  # through the image API
+
+
+def test_neutronclient_lists_and_reports_not_found(embedded_conn: Any) -> None:
+    neutron = neutron_client.Client(session=embedded_conn.session)
+    networks = neutron.list_networks(name="novamig-net")["networks"]
+    assert len(networks) == 1 and networks[0]["shared"] is True
+    assert neutron.show_network(networks[0]["id"])["network"]["name"] == "novamig-net"
+    assert neutron.list_subnets(network_id=networks[0]["id"])["subnets"][0]["cidr"] == "192.168.1.0/24"
+    paged = neutron.list_networks(limit=1)["networks"]  # the client follows networks_links
+    assert [n["id"] for n in paged] == [networks[0]["id"]]
+    with pytest.raises(neutron_exc.NetworkNotFoundClient):
+        neutron.show_network(str(uuid.uuid4()))
+    with pytest.raises(neutron_exc.PortNotFoundClient):
+        neutron.show_port(str(uuid.uuid4()))
+
+
+def _openstack(cloud: EmbeddedCloud, tmp_path: Path, *args: str) -> Any:
+    """``openstack <args> -f json`` as a program: only the cloud's clouds.yaml, no user files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(cloud.env(), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / ".config"))
+    out = subprocess.run(
+        [str(OPENSTACK), *args, "-f", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, f"openstack {' '.join(args)}: {out.stderr}"
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(shutil.which(str(OPENSTACK)) is None, reason="python-openstackclient is not installed")
+def test_openstack_command_line(embedded_cloud: EmbeddedCloud, tmp_path: Path) -> None:
+    images = _openstack(embedded_cloud, tmp_path, "image", "list")
+    assert TINY_IMAGE_NAME in [i["Name"] for i in images]
+    shown = _openstack(embedded_cloud, tmp_path, "image", "show", TINY_IMAGE_NAME)
+    assert shown["id"] == TINY_IMAGE_ID
+    assert isinstance(_openstack(embedded_cloud, tmp_path, "server", "list"), list)
+    assert "m1.tiny" in [f["Name"] for f in _openstack(embedded_cloud, tmp_path, "flavor", "list")]
+    hypervisors = _openstack(embedded_cloud, tmp_path, "hypervisor", "list")
+    assert {h["Hypervisor Hostname"] for h in hypervisors} >= {"compute1", "compute2"}
+    assert "novamig-net" in [n["Name"] for n in _openstack(embedded_cloud, tmp_path, "network", "list")]
+
+
+@pytest.mark.qemu
+def test_polling_a_live_migration_at_2_80_leaves_no_error_in_novas_log(
+    embedded_cloud: EmbeddedCloud, embedded_conn: Any, boot_server: Callable[..., Any], default_policies: None
+) -> None:
+    assert embedded_cloud.layout is not None
+    nova_log = embedded_cloud.layout.logs / "nova.log"
+    server = boot_server(name="novamig-clients")
+    source = server.compute_host
+    # 4 MiB/s: the copy lasts a few seconds, long enough for several polls of the running record
+    embedded_cloud.set_host_policy(source, {"live_migration_bandwidth": 4})
+    start = nova_log.stat().st_size
+    nova = nova_client.Client("2.80", session=embedded_conn.session)
+    nova.servers.live_migrate(server.id, host=None, block_migration="auto")
+    polls, running = 0, 0
+    deadline = time.monotonic() + 240
+    record: Any = None
+    while time.monotonic() < deadline:
+        in_progress = nova.server_migrations.list(server.id)
+        polls += 1
+        running += sum(1 for m in in_progress if m.status == "running")
+        records = nova.migrations.list(instance_uuid=server.id, migration_type="live-migration")
+        record = max(records, key=lambda m: m.id, default=None)  # none until the conductor writes it
+        if record is not None and record.status in ("completed", "error", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+    assert record is not None and record.status == "completed"
+    assert running >= 1, f"never saw the migration running in {polls} polls"
+    with nova_log.open("rb") as fh:
+        fh.seek(start)
+        errors = [line for line in fh.read().decode(errors="replace").splitlines() if " ERROR " in line]
+    assert errors == [], "\n".join(errors[:20])
