@@ -225,15 +225,10 @@ def strip_plot(title: str, unit: str, values: Mapping[str, Sequence[tuple[str, f
         c.text(left - 6, mid + 4, name, anchor="end", size=11)
         c.line(left, mid, width - right, mid, "#eee")
         tipped = _tip_from([v for _, v in points])
-        dots = [
-            (
-                x(v),
-                mid + _jitter(f"{name}{label}") * row_h * 0.3,
-                f"{label}: {v:g} {unit}" if v >= tipped else "",
-            )
-            for label, v in points
-        ]
-        c.dot_group(dots, colour, 3, opacity=0.6)
+        dots = [(x(v), mid + _jitter(f"{name}{label}") * row_h * 0.3, label, v) for label, v in points]
+        c.dots([(px, py) for px, py, _, v in dots if v < tipped], colour, 3, opacity=0.6)
+        labelled = [(px, py, f"{label}: {v:g} {unit}") for px, py, label, v in dots if v >= tipped]
+        c.dot_group(labelled, colour, 3, opacity=0.6)
         median = percentile([v for _, v in points], 50)
         assert median is not None  # rows without points were dropped above
         c.line(x(median), mid - row_h * 0.4, x(median), mid + row_h * 0.4, "#000", extra=' stroke-width="2"')

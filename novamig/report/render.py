@@ -42,6 +42,9 @@ PAGE_TIMELINES = 240
 10 000-migration run of 100 cases stays a page a browser scrolls (~5 KB per timeline)."""
 PAGE_BAR_GROUPS = 1200
 """Migrations drawn in the downtime bar charts of the whole page (at least 10 per case)."""
+MIGRATIONS_OPEN = 50
+"""A case's table of migrations is unfolded up to this many rows: a folded table is not laid out
+until opened, which keeps a page of thousands of migrations quick to open and scroll."""
 TIMELINES_OPEN = 8
 """A case with at most this many migrations shows their timelines unfolded."""
 MAX_TIMELINES = 12
@@ -235,6 +238,7 @@ def render_index(results: Results) -> str:
         scenario_yaml=scenario_as_run(results),
         grids=matrix_grids([(v.anchor, v.case) for v in views]),
         timelines_open=TIMELINES_OPEN,
+        migrations_open=MIGRATIONS_OPEN,
     )
 
 

@@ -140,14 +140,19 @@ class Canvas:
             body.append(f'<circle cx="{_num(x)}" cy="{_num(y)}" r="{_num(r)}">{title}</circle>')
         self.parts.append(f'<g fill="{fill}" fill-opacity="{opacity:g}">{"".join(body)}</g>')
 
-    def dots(self, points: Sequence[tuple[float, float]], fill: str, r: float) -> None:
+    def dots(
+        self, points: Sequence[tuple[float, float]], fill: str, r: float, *, opacity: float = 1.0
+    ) -> None:
         """Dots without hover text as one <path> of zero-length strokes with round caps (drawn as
-        discs of radius `r`): ~12 bytes a dot against ~48 for a <circle>."""
+        discs of radius `r`): ~12 bytes a dot against ~48 for a <circle>, and one DOM node for all
+        of them (a browser lays out 40 000 circles slowly, one path quickly)."""
         if not points:
             return
         d = "".join(f"M{_num(x)} {_num(y)}h0" for x, y in points)
+        alpha = f' stroke-opacity="{opacity:g}"' if opacity < 1 else ""
         self.parts.append(
-            f'<path d="{d}" stroke="{fill}" stroke-width="{_num(2 * r)}" stroke-linecap="round" fill="none"/>'
+            f'<path d="{d}" stroke="{fill}" stroke-width="{_num(2 * r)}" stroke-linecap="round" '
+            f'fill="none"{alpha}/>'
         )
 
     def polyline(self, points: list[tuple[float, float]], stroke: str, *, tip: str = "") -> None:

@@ -1,5 +1,5 @@
-"""index.html in a real browser: Debian's headless Chromium loads it from disk with no console error
-and draws every chart (each SVG has a non-empty bounding box and shapes in it).
+"""index.html (and the trend page) in a real browser: Debian's headless Chromium loads it from disk
+with no console error and draws every chart (each SVG has a non-empty bounding box and shapes in it).
 
 The page itself has no script. To read what the browser drew, the test loads a copy with one
 script appended that counts the drawn SVGs into attributes of <body>; `--dump-dom` prints the DOM
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from novamig.report.render import render_index
+from novamig.report.trend import find_results, group_runs, render_trend
 from novamig.results import (
     CaseResult,
     Environment,
@@ -28,6 +29,7 @@ from novamig.results import (
     ProgressSample,
     Results,
     load_results,
+    write_results,
 )
 
 CHROMIUM = shutil.which("chromium")
@@ -38,7 +40,8 @@ addEventListener("load", () => {{
   const svgs = [...document.querySelectorAll("svg")];
   const drawn = svgs.filter(s => {{
     const box = s.getBBox();
-    return box.width > 0 && box.height > 0 && s.querySelectorAll("rect, circle, polyline, line").length > 0;
+    const shapes = s.querySelectorAll("rect, circle, polyline, line, path").length;
+    return box.width > 0 && box.height > 0 && shapes > 0;
   }});
   document.body.setAttribute("data-svgs", svgs.length);
   document.body.setAttribute("data-drawn", drawn.length);
@@ -94,15 +97,29 @@ def _failed_run() -> Results:
     )
 
 
-@pytest.mark.parametrize("page", ["smoke", "failed", "empty"])
+def _trend_page(tmp_path: Path) -> str:
+    """`novamig trend` of three runs: the smoke run as recorded, then twice with its clock moved on."""
+    smoke = load_results(SMOKE)
+    for day in range(3):
+        env = smoke.environment.model_copy(
+            update={"started_at": smoke.environment.started_at + dt.timedelta(day)}
+        )
+        write_results(
+            smoke.model_copy(update={"environment": env}), tmp_path / "runs" / f"{day}" / "results.json"
+        )
+    return render_trend(group_runs(find_results([str(tmp_path / "runs")]), 1.1), 1.1)
+
+
+@pytest.mark.parametrize("page", ["smoke", "failed", "empty", "trend"])
 def test_the_page_loads_without_console_errors_and_draws_every_chart(tmp_path: Path, page: str) -> None:
     if page == "smoke":
-        results = load_results(SMOKE)
+        html = render_index(load_results(SMOKE))
     elif page == "failed":
-        results = _failed_run()
+        html = render_index(_failed_run())
+    elif page == "empty":
+        html = render_index(_failed_run().model_copy(update={"cases": [], "interrupted": True}))
     else:
-        results = _failed_run().model_copy(update={"cases": [], "interrupted": True})
-    html = render_index(results)
+        html = _trend_page(tmp_path)
     expected = html.count("<svg")
     index = tmp_path / "index.html"
     index.write_text(html)
@@ -125,3 +142,5 @@ def test_the_page_loads_without_console_errors_and_draws_every_chart(tmp_path: P
     assert screenshot.stat().st_size > 10_000
     if page == "smoke":
         assert expected == 7  # 2 distributions, the case's downtime bars, 4 timelines
+    if page == "trend":
+        assert expected == 7  # duration, and downtime and brownout of 3 vantage points

@@ -1,6 +1,7 @@
 """What keeps a page of thousands of migrations small and a browser responsive: long lines keep each
 pixel column's extremes, a run of many cases shares out timelines and bars, events are listed for
-the migrations worth reading, a crowded strip plot labels its tail only."""
+the migrations worth reading, a crowded strip plot labels its tail only and draws the rest as one
+path, a case of many migrations folds its table."""
 
 from __future__ import annotations
 
@@ -100,6 +101,12 @@ def test_a_few_cases_draw_every_timeline_up_to_the_case_cap() -> None:
     html = render_index(_run(cases=2, per_case=5))
     assert html.count('aria-label="timeline of') == 10
     assert "(in results.json)" not in html
+    assert html.count("<details open><summary>Migrations (5)</summary>") == 2
+
+
+def test_a_case_of_many_migrations_folds_its_table() -> None:
+    html = render_index(_run(cases=1, per_case=51))
+    assert "<details><summary>Migrations (51)</summary>" in html
 
 
 def test_a_crowded_strip_plot_labels_its_top_five_percent() -> None:
@@ -110,7 +117,11 @@ def test_a_crowded_strip_plot_labels_its_top_five_percent() -> None:
     labels = [float(v) for v in re.findall(r"<title>c0#r1 #\d+ s\d+: ([\d.]+) ms</title>", strip)]
     assert len(labels) == 126  # ranks 2 375 to 2 500: the nearest-rank p95 and above
     assert min(labels) == 100.0 + 2374
-    assert strip.count("<circle") == 2500
+    assert strip.count("<circle") == 126, "a labelled dot is a circle with its hover text"
+    unlabelled = re.search(
+        r'<path d="([^"]*)" stroke="#1f77b4" stroke-width="6" stroke-linecap="round"', strip
+    )
+    assert unlabelled and unlabelled[1].count("h0") == 2500 - 126, "the others are one path of round dots"
     assert "hover labels: top 5 %" in strip
 
 
