@@ -6,6 +6,9 @@ directory. (Slow: each libvirtd probes QEMU's capabilities at start, several sec
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +18,14 @@ from pathlib import Path
 import pytest
 
 from novamig.guest.image import GuestImage
-from novamig.hypervisor.libvirt_hosts import LibvirtHost, LibvirtHostPair, libvirt_supported, tap_domain_xml
+from novamig.hypervisor.libvirt_hosts import (
+    LibvirtHost,
+    LibvirtHostPair,
+    find_leftovers,
+    libvirt_supported,
+    remove_leftovers,
+    tap_domain_xml,
+)
 from novamig.hypervisor.netns import GuestAddress, list_novamig_netns
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
 from novamig.results import MigrationRecord
@@ -204,3 +214,49 @@ def test_everything_goes_on_interrupt(tiny_image: GuestImage) -> None:
     made = seen["netns"]
     assert isinstance(made, set) and len(made) == 3  # the guest network and the two hosts
     assert not set(list_novamig_netns()) & made
+
+
+_CHILD = """
+import sys, libvirt
+from pathlib import Path
+from novamig.hypervisor.libvirt_hosts import LibvirtHostPair, tap_domain_xml
+kernel, initrd, append = sys.argv[1:4]
+pair = LibvirtHostPair().__enter__()
+host = pair.hosts[0]
+host.plug_tap("tapleft")
+xml = tap_domain_xml("left", kernel=Path(kernel), initrd=Path(initrd), cmdline=append,
+                     address=pair.network.new_address(), tap="tapleft")
+libvirt.open(host.uri).createXML(xml)
+print(pair.run_dir, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_leftovers_of_a_creator_killed_hard_are_found_and_removed(tiny_image: GuestImage) -> None:
+    """SIGKILL of the process that made a pair: its daemons die with it, its running guest, its
+    namespaces and its run directory do not; `find_leftovers` finds exactly those and
+    `remove_leftovers` removes them."""
+    argv = [sys.executable, "-c", _CHILD, str(tiny_image.kernel), str(tiny_image.initrd), tiny_image.append]
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        run_dir = Path(child.stdout.readline().strip())
+        assert run_dir.is_dir()
+    finally:
+        child.kill()
+        child.wait(10)
+    leftovers = [left for left in find_leftovers() if left.run_dir == run_dir]
+    assert len(leftovers) == 1
+    left = leftovers[0]
+    assert left.creator_pid == child.pid and len(left.netns) == 3
+    # The guest's QEMU outlives its creator; the daemons died with it (they may take a moment).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len([p for p in left.pids if _alive(p)]) > 1:
+        time.sleep(0.1)
+    assert [Path(os.readlink(f"/proc/{p}/exe")).name for p in left.pids if _alive(p)] == [
+        "qemu-system-x86_64"
+    ]
+    remove_leftovers(leftovers)
+    assert not [p for p in left.pids if _alive(p)]
+    assert not run_dir.exists() and not set(left.netns) & set(list_novamig_netns())
+    assert not [left for left in find_leftovers() if left.run_dir == run_dir]
