@@ -294,6 +294,7 @@ class ResultsMerger:
     def __init__(self, state: NovamigState) -> None:
         self.state = state
         self.merged: dict[Path, Results] = {}
+        self.write_errors: list[str] = []
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -330,6 +331,8 @@ class ResultsMerger:
             results.passed = results.passed and not results.interrupted
             results.environment.finished_at = utc_now()
             self._write(path, results)
+        if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # a CI job must not pass without its report
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -337,11 +340,19 @@ class ResultsMerger:
             where = self.state.results_dir(path)
             terminalreporter.write_line(f"novamig: results in {where / 'results.json'}")
             terminalreporter.write_line(f"novamig: HTML report: {where / 'index.html'}")
+        for error in dict.fromkeys(self.write_errors):
+            terminalreporter.write_line(f"novamig: could not write the report: {error}", red=True)
 
     def _write(self, path: Path, results: Results) -> None:
+        """results.json first, then junit.xml and index.html (`write_outputs`' order). A failure
+        is said at the end and fails the session, but does not stop it: raised from this hook it
+        would end the session as an internal error and lose the items' outcomes."""
         where = self.state.results_dir(path)
-        where.mkdir(parents=True, exist_ok=True)
-        write_outputs(results, where)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            write_outputs(results, where)
+        except Exception as exc:  # any renderer error; said in the summary
+            self.write_errors.append(f"{where}: {type(exc).__name__}: {exc}")
 
 
 def connection(config: pytest.Config, stack: contextlib.ExitStack) -> Any:

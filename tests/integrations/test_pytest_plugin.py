@@ -144,7 +144,7 @@ def test_two_workers_two_embedded_clouds_one_merged_report(
     )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
-        ["*FAILED tiny.yaml::max=0.001#r1*SlaMissed*duration_s.max = * (limit 0.001)*"]
+        ["*_ novamig case max=0.001#r1 _*", "SlaMissed: SLA missed: duration_s.max = * (limit 0.001)"]
     )
     results = load_results(out / "results.json")
     assert [(c.id, c.passed) for c in results.cases] == [("max=120#r1", True), ("max=0.001#r1", False)]
