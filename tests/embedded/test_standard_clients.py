@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from neutronclient.common import exceptions as neutron_exc
 from neutronclient.v2_0 import client as neutron_client
 from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
+from openstack import connection
 
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_ID, TINY_IMAGE_NAME
@@ -80,20 +80,27 @@ def test_neutronclient_lists_and_reports_not_found(embedded_conn: Any) -> None:
         neutron.show_port(str(uuid.uuid4()))
 
 
-def _openstack(cloud: EmbeddedCloud, tmp_path: Path, *args: str) -> Any:
+def _openstack(cloud: EmbeddedCloud, tmp_path: Path, *args: str, output: bool = True) -> Any:
     """``openstack <args> -f json`` as a program: only the cloud's clouds.yaml, no user files."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env.update(cloud.env(), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / ".config"))
-    out = subprocess.run(
-        [str(OPENSTACK), *args, "-f", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    command = [str(OPENSTACK), *args, *(["-f", "json"] if output else [])]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, f"openstack {' '.join(args)}: {out.stderr}"
-    return json.loads(out.stdout)
+    return json.loads(out.stdout) if output else out.stdout
+
+
+def test_openstacksdk_at_the_oldest_and_newest_microversion(embedded_cloud: EmbeddedCloud) -> None:
+    conn = embedded_cloud.connection()
+    major, minor = conn.compute.get_endpoint_data().max_microversion  # keystoneauth's (2, N)
+    assert (major, minor) >= (2, 80)
+    newest = f"{major}.{minor}"
+    for version in ("2.1", newest):
+        proxy = connection.Connection(session=conn.session, compute_api_version=version).compute
+        assert proxy.default_microversion == version
+        assert "m1.tiny" in [f.name for f in proxy.flavors()]
+        assert isinstance(list(proxy.servers()), list)
+        assert {h.name for h in proxy.hypervisors()} >= {"compute1", "compute2"}
 
 
 @pytest.mark.skipif(shutil.which(str(OPENSTACK)) is None, reason="python-openstackclient is not installed")
@@ -109,34 +116,73 @@ def test_openstack_command_line(embedded_cloud: EmbeddedCloud, tmp_path: Path) -
     assert "novamig-net" in [n["Name"] for n in _openstack(embedded_cloud, tmp_path, "network", "list")]
 
 
-@pytest.mark.qemu
-def test_polling_a_live_migration_at_2_80_leaves_no_error_in_novas_log(
-    embedded_cloud: EmbeddedCloud, embedded_conn: Any, boot_server: Callable[..., Any], default_policies: None
-) -> None:
-    assert embedded_cloud.layout is not None
-    nova_log = embedded_cloud.layout.logs / "nova.log"
-    server = boot_server(name="novamig-clients")
-    source = server.compute_host
-    # 4 MiB/s: the copy lasts a few seconds, long enough for several polls of the running record
-    embedded_cloud.set_host_policy(source, {"live_migration_bandwidth": 4})
-    start = nova_log.stat().st_size
-    nova = nova_client.Client("2.80", session=embedded_conn.session)
-    nova.servers.live_migrate(server.id, host=None, block_migration="auto")
-    polls, running = 0, 0
-    deadline = time.monotonic() + 240
-    record: Any = None
+def _wait_active(nova: Any, server_id: str, timeout: float = 240) -> Any:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        in_progress = nova.server_migrations.list(server.id)
-        polls += 1
-        running += sum(1 for m in in_progress if m.status == "running")
-        records = nova.migrations.list(instance_uuid=server.id, migration_type="live-migration")
+        server = nova.servers.get(server_id)
+        if server.status == "ACTIVE" and not getattr(server, "OS-EXT-STS:task_state"):
+            return server
+        assert server.status != "ERROR", getattr(server, "fault", None)
+        time.sleep(0.5)
+    raise AssertionError(f"server {server_id} not ACTIVE within {timeout} s")
+
+
+def _poll_until_ended(nova: Any, server_id: str, timeout: float = 240) -> tuple[Any, int]:
+    """Poll the server's in-progress migrations (2.80) until its migration record ends; (record,
+    number of polls that saw it running)."""
+    running = 0
+    record: Any = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running += sum(1 for m in nova.server_migrations.list(server_id) if m.status == "running")
+        records = nova.migrations.list(instance_uuid=server_id, migration_type="live-migration")
         record = max(records, key=lambda m: m.id, default=None)  # none until the conductor writes it
         if record is not None and record.status in ("completed", "error", "failed", "cancelled"):
-            break
+            return record, running
         time.sleep(0.2)
-    assert record is not None and record.status == "completed"
-    assert running >= 1, f"never saw the migration running in {polls} polls"
-    with nova_log.open("rb") as fh:
-        fh.seek(start)
-        errors = [line for line in fh.read().decode(errors="replace").splitlines() if " ERROR " in line]
-    assert errors == [], "\n".join(errors[:20])
+    raise AssertionError(f"the live migration of {server_id} did not end within {timeout} s: {record}")
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(shutil.which(str(OPENSTACK)) is None, reason="python-openstackclient is not installed")
+def test_boot_and_live_migrate_with_the_standard_clients_and_no_error_in_novas_log(
+    embedded_cloud: EmbeddedCloud, embedded_conn: Any, default_policies: None, tmp_path: Path
+) -> None:
+    """Boot with python-novaclient (image found by name with python-glanceclient), live-migrate
+    with ``openstack server migrate --live-migration`` at 2.30, poll with python-novaclient at 2.80,
+    then ``openstack server migration list`` and ``server event list``."""
+    assert embedded_cloud.layout is not None
+    nova_log = embedded_cloud.layout.logs / "nova.log"
+    nova = nova_client.Client("2.80", session=embedded_conn.session)
+    glance = GlanceClient("2", session=embedded_conn.session)
+    image = next(iter(glance.images.list(filters={"name": TINY_IMAGE_NAME})))
+    server = nova.servers.create(
+        "novamig-clients", image["id"], nova.flavors.find(name="m1.tiny"), nics="auto"
+    )
+    try:
+        server = _wait_active(nova, server.id)
+        source = getattr(server, "OS-EXT-SRV-ATTR:host")
+        # 4 MiB/s: the copy lasts a few seconds, long enough for several polls of the running record
+        embedded_cloud.set_host_policy(source, {"live_migration_bandwidth": 4})
+        start = nova_log.stat().st_size
+        migrate = ("server", "migrate", "--live-migration", "--os-compute-api-version", "2.30", server.id)
+        _openstack(embedded_cloud, tmp_path, *migrate, output=False)
+        record, running = _poll_until_ended(nova, server.id)
+        assert record.status == "completed" and running >= 1
+        assert getattr(_wait_active(nova, server.id), "OS-EXT-SRV-ATTR:host") != source
+        listed = _openstack(
+            embedded_cloud, tmp_path, "server", "migration", "list", "--server", server.id,
+            "--os-compute-api-version", "2.80",
+        )  # fmt: skip
+        assert [(m["Id"], m["Status"]) for m in listed] == [(record.id, "completed")]
+        events = _openstack(embedded_cloud, tmp_path, "server", "event", "list", server.id)
+        assert {e["Action"] for e in events} >= {"create", "live-migration"}
+        with nova_log.open("rb") as fh:
+            fh.seek(start)
+            errors = [line for line in fh.read().decode(errors="replace").splitlines() if " ERROR " in line]
+        assert errors == [], "\n".join(errors[:20])
+    finally:
+        nova.servers.delete(server.id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(s.id == server.id for s in nova.servers.list()):
+            time.sleep(0.5)
