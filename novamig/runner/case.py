@@ -206,6 +206,46 @@ def _case_figures(
             log.exception("probe %s: case figures failed", probe.name)
 
 
+def migrate_once(
+    plan: CasePlan,
+    *,
+    server: ServerInfo,
+    source_host: str | None,
+    destination: str | None,
+    api: MigrationApi,
+    clock: CaseClock,
+    stop: StopRequest,
+    view: LiveView,
+    poll_s: float | None,
+    probes: Sequence[Probe] = (),
+) -> tuple[MigrationRecord, int | None]:
+    """One live migration of `server`, watched to its end under the plan's policy, and captured by
+    the probes that record each migration: the record and Nova's migration id. A case's sequences
+    and the pytest plugin's `novamig_migrate` fixture both migrate through here."""
+    watcher = MigrationWatcher(
+        api,
+        clock,
+        server_id=server.id,
+        server_name=server.name,
+        source_host=source_host,
+        destination=destination,
+        block_migration=plan.block_migration,
+        policy=plan.policy,
+        stop=stop.event,
+        on_progress=view.progress,
+        poll_s=poll_s or POLL_S,
+        fast_poll_s=poll_s or FAST_POLL_S,
+    )
+    record = watcher.run()
+    for probe in probes:
+        if isinstance(probe, CapturesEachMigration):
+            try:
+                probe.capture(record, server.id, watcher.migration_id)
+            except Exception:  # the probe loses this figure; the run goes on
+                log.exception("probe %s: capture failed", probe.name)
+    return record, watcher.migration_id
+
+
 def _migrate_all(
     plan: CasePlan,
     *,
@@ -231,29 +271,20 @@ def _migrate_all(
             if k > 0 and plan.interval_s > 0 and stop.event.wait(plan.interval_s):
                 return
             view.server(server.name, "requesting", k + 1, total)
-            watcher = MigrationWatcher(
-                api,
-                clock,
-                server_id=server.id,
-                server_name=server.name,
+            record, migration_id = migrate_once(
+                plan,
+                server=server,
                 source_host=current,
                 destination=chooser.destination(current, previous),
-                block_migration=plan.block_migration,
-                policy=plan.policy,
-                stop=stop.event,
-                on_progress=view.progress,
-                poll_s=poll_s or POLL_S,
-                fast_poll_s=poll_s or FAST_POLL_S,
+                api=api,
+                clock=clock,
+                stop=stop,
+                view=view,
+                poll_s=poll_s,
+                probes=probes,
             )
-            record = watcher.run()
-            for probe in probes:
-                if isinstance(probe, CapturesEachMigration):
-                    try:
-                        probe.capture(record, server.id, watcher.migration_id)
-                    except Exception:  # the probe loses this figure; the run goes on
-                        log.exception("probe %s: capture failed", probe.name)
             with lock:
-                records.append((server.id, watcher.migration_id, record))
+                records.append((server.id, migration_id, record))
             view.server(server.name, record.status, k + 1, total)
             if record.status == "completed":
                 previous, current = current, record.dest_host
