@@ -129,7 +129,12 @@ def _get(app: Any, path: str, query: str = "") -> tuple[str, Any]:
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         seen["status"] = status
 
-    environ = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": "GET", "HTTP_ACCEPT": "application/json"}
+    environ = {
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "REQUEST_METHOD": "GET",
+        "HTTP_ACCEPT": "application/json",
+    }
     body = b"".join(app(environ, start_response))
     return seen["status"], json.loads(body)
 
