@@ -17,6 +17,7 @@ import yaml
 from markupsafe import Markup
 
 from novamig.report.charts import MAX_BAR_GROUPS, downtime_bars, locust_rate, strip_plot, timeline
+from novamig.report.explain import explain
 from novamig.report.matrix import matrix_grids
 from novamig.report.summary import (
     PROBES,
@@ -77,6 +78,8 @@ class CaseView:
     null_figures: list[str] = field(default_factory=list)
     locust_rate: Markup | None = None
     locust_names: list[NameRow] = field(default_factory=list)
+    differences: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    """Per migration with a timeline (number, server, sentences): why its vantage points differ."""
     events_for: set[int] = field(default_factory=set)
     """Migrations (numbered from 1) whose events the table lists: those with a timeline drawn.
     Beyond them the page gives the count only: 13 000 event lines of a 1 000-migration run would
@@ -192,6 +195,11 @@ def _case_view(index: int, case: CaseResult, measured: set[str], budget: Budget 
         locust_rate=locust_rate(case),
         locust_names=_locust_names(case),
         events_for={i + 1 for i in chosen},
+        differences=[
+            (i + 1, m.server, lines)
+            for i in chosen
+            if (m := case.migrations[i]).status == "completed" and (lines := explain(m, case))
+        ],
     )
 
 

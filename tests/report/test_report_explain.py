@@ -1,0 +1,117 @@
+"""Why the vantage points of a migration differ: a known cause when a rule fits, "unexplained" when
+none does, nothing when the figures agree within their resolutions and noise floors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from novamig.report.explain import explain
+from novamig.report.render import render_index
+from novamig.results import (
+    CaseResult,
+    Environment,
+    Event,
+    HypervisorFigures,
+    LocustDetails,
+    MigrationRecord,
+    PerProbe,
+    ProbeDetails,
+    Results,
+)
+
+CASE = CaseResult(id="c#r1", passed=True, noise_floor_ms=PerProbe(guest=12.0, network=13.0, locust=40.0))
+
+
+def _m(downtime: dict[str, float], **extra: Any) -> MigrationRecord:
+    return MigrationRecord(
+        server="s0",
+        source_host="h1",
+        dest_host="h2",
+        status="completed",
+        requested_at=1.0,
+        finished_at=5.0,
+        duration_s=4.0,
+        downtime_ms=PerProbe(**downtime),
+        resolution_ms=PerProbe(guest=1.0, network=2.0, locust=10.0, hypervisor=1.0),
+        **extra,
+    )
+
+
+def test_figures_within_resolutions_and_noise_floors_agree() -> None:
+    # guest vs network: 27 ms apart, against 1 + 2 + 12 + 13 = 28 ms they cannot resolve
+    assert explain(_m({"guest": 117.0, "network": 144.0}), CASE) == []
+    assert len(explain(_m({"guest": 117.0, "network": 146.0}), CASE)) == 1
+
+
+def test_qemu_below_the_others_is_source_side_only_with_stop_resume() -> None:
+    hv = HypervisorFigures(stop_resume_ms=18.0)
+    lines = explain(_m({"guest": 80.0, "network": 75.0, "hypervisor": 15.0}, hypervisor=hv), CASE)
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "QEMU's 15 ms is below guest 80 ms, network 75 ms: QEMU measures on the source"
+    )
+    assert "STOP→RESUME across both hosts: 18 ms; the rest comes after the resume" in lines[0]
+    near = explain(
+        _m({"guest": 40.0, "hypervisor": 15.0}, hypervisor=HypervisorFigures(stop_resume_ms=35)), CASE
+    )
+    assert near and "STOP→RESUME across both hosts: 35 ms)" in near[0], "the resume accounts for it"
+
+
+def test_qemu_above_the_others_is_unexplained() -> None:
+    lines = explain(_m({"network": 35.0, "hypervisor": 136.0}), CASE)
+    assert lines == [
+        "QEMU's 136 ms is above network 35 ms, beyond their resolutions and noise floors: unexplained "
+        "(QEMU's figure leaves out the resume, so it is usually the smallest)."
+    ]
+
+
+def test_post_copy_faults_explain_a_guest_figure_above_the_network() -> None:
+    m = _m(
+        {"guest": 400.0, "network": 150.0},
+        hypervisor=HypervisorFigures(postcopy=True, postcopy_blocktime_ms=230.0),
+    )
+    (line,) = explain(m, CASE)
+    assert line.startswith("guest 400 ms is above network 150 ms: post-copy:")
+    assert "(vCPUs blocked 230 ms in all)" in line
+    from_events = _m(
+        {"guest": 400.0, "network": 150.0}, events=[Event(t=3.0, what="post-copy switch requested")]
+    )
+    assert "post-copy" in explain(from_events, CASE)[0]
+
+
+def test_auto_converge_explains_a_guest_figure_above_the_network() -> None:
+    m = _m({"guest": 300.0, "network": 120.0}, hypervisor=HypervisorFigures(throttle_max_percent=99))
+    (line,) = explain(m, CASE)
+    assert "auto-converge throttled the vCPUs up to 99 % before the stop" in line
+
+
+def test_locust_in_the_guest_and_on_the_runner() -> None:
+    inside = ProbeDetails(locust=LocustDetails(where="guest", guest_clock_lost_ms=60.0))
+    lines = explain(_m({"guest": 127.0, "network": 144.0, "locust": 747.0}, details=inside), CASE)
+    assert len(lines) == 2  # locust against guest, and against network
+    assert all(
+        "Locust runs inside the guest" in line and "60 ms of it is the guest clock's step" in line
+        for line in lines
+    )
+    runner = ProbeDetails(locust=LocustDetails(where="runner"))
+    (line,) = explain(_m({"network": 100.0, "locust": 361.0}, details=runner), CASE)
+    assert "retransmission timeout (at least 200 ms) — a likely cause, not verified" in line
+
+
+def test_no_rule_fits_is_said_plainly() -> None:
+    (line,) = explain(_m({"guest": 100.0, "network": 300.0}), CASE)
+    assert line == (
+        "network 300 ms is above guest 100 ms, beyond the 28 ms of their resolutions and noise floors: "
+        "unexplained (no known cause fits)."
+    )
+
+
+def test_the_page_says_why_per_migration_or_that_they_agree() -> None:
+    env = Environment(cloud="c", novamig_version="0", started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    differ = CASE.model_copy(update={"id": "d#r1", "migrations": [_m({"guest": 100.0, "network": 300.0})]})
+    agree = CASE.model_copy(update={"id": "a#r1", "migrations": [_m({"guest": 100.0, "network": 110.0})]})
+    html = render_index(Results(scenario={"name": "x"}, environment=env, cases=[differ, agree], passed=True))
+    assert "<h4>Why the vantage points differ</h4>" in html
+    assert "<li>#1 s0: network 300 ms is above guest 100 ms" in html
+    assert html.count("The vantage points agree within their resolutions and noise floors.") == 1
