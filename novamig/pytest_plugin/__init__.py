@@ -15,6 +15,11 @@ Without ``--novamig-scenario`` or the ``novamig_scenarios`` ini value the plugin
 collects nothing, starts no cloud and does not even import the runner (this module is loaded by
 every pytest run where novamig is installed). Its fixtures start a cloud only when a test asks.
 
+Fixtures for hand-written tests (`fixtures`): `novamig_cloud` (an openstacksdk connection),
+`novamig_server(...)` (a tagged server with the guest agent, deleted after the test) and
+`novamig_migrate(server, policy=...)` (one migration, measured: a `MigrationRecord` as in
+results.json), all on the session's cloud.
+
 The cloud is opened at the first item, once per session and per xdist worker: the embedded cloud
 (each worker its own) unless ``--novamig-cloud``, the scenario's ``cloud:`` or ``OS_CLOUD`` names
 one; a named cloud's cases carry ``xdist_group`` so that under ``--dist loadgroup`` one worker runs
@@ -27,7 +32,8 @@ controller on its set-up report (an attribute xdist serialises with the report),
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +89,40 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def novamig_cloud(request: pytest.FixtureRequest) -> Iterator[Any]:
+def novamig_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The session's cloud for the fixtures below (opened at their first use, closed after)."""
+    from novamig.pytest_plugin import fixtures  # noqa: PLC0415 - the runner (openstacksdk, ~1 s) only when asked for
+
+    fleet = fixtures.Fleet(request.config)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+@pytest.fixture(scope="session")
+def novamig_cloud(novamig_fleet: Any) -> Iterator[Any]:
     """An openstacksdk Connection to the session's cloud: the scenarios' cloud when scenarios run,
     else ``--novamig-cloud`` (or ``OS_CLOUD``), else an embedded cloud started for the session (one
     per xdist worker) and stopped after it."""
-    from novamig.pytest_plugin import session  # noqa: PLC0415 - the runner (openstacksdk, ~1 s) only when asked for
+    from novamig.pytest_plugin import fixtures  # noqa: PLC0415 - the runner (openstacksdk, ~1 s) only when asked for
 
     with contextlib.ExitStack() as stack:
-        yield session.connection(request.config, stack)
+        yield fixtures.cloud_connection(novamig_fleet, stack)
+
+
+@pytest.fixture
+def novamig_server(novamig_fleet: Any) -> Iterator[Callable[..., Any]]:
+    """``novamig_server(image=, flavor=, network=, workload=, measure=)``: a server booted by
+    novamig's fleet (tagged, the guest agent started by its user-data), deleted when the test
+    ends; returns its `ServerInfo` (id, name, host, address)."""
+    with contextlib.ExitStack() as stack:
+        yield functools.partial(novamig_fleet.server, stack)
+
+
+@pytest.fixture
+def novamig_migrate(novamig_fleet: Any) -> Callable[..., Any]:
+    """``novamig_migrate(server, policy={...}, target=HOST)``: one live migration of a
+    `novamig_server`, measured by its probes; returns the `MigrationRecord` (the figures of a
+    migration in results.json: duration, downtime per probe, phases, events)."""
+    return novamig_fleet.migrate  # type: ignore[no-any-return]

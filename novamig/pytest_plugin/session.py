@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from novamig import __version__
-from novamig.cloud.connection import choose_cloud, connect
-from novamig.embedded.controller import EmbeddedCloud
+from novamig.cloud.connection import choose_cloud
 from novamig.results import CaseResult, Environment, Results
 from novamig.runner.case import run_case
 from novamig.runner.commands import BadScenario, RunEnds, RunSession, load_plans, open_session, setup_logging
@@ -28,7 +27,6 @@ from novamig.runner.run import new_run_id, utc_now, write_outputs
 from novamig.runner.signals import StopRequest, stop_on_signals
 from novamig.scenario import Scenario, redacted_dict
 
-OUT_HELP = "reports/pytest-<UTC time>, in the current directory"
 REPORT_ATTR = "novamig_case"  # the set-up report's attribute carrying the case's result
 STATE = pytest.StashKey["NovamigState"]()
 
@@ -56,6 +54,8 @@ class OpenedCloud:
 
 @dataclass
 class NovamigState:
+    """What a pytest process knows of novamig: its scenarios, where reports go, its cloud."""
+
     scenarios: dict[Path, LoadedScenario]
     out_dir: Path
     cloud_flag: str | None
@@ -82,7 +82,7 @@ def _load(path: Path) -> LoadedScenario:
     return LoadedScenario(path, scenario, plans, redacted_dict(scenario))
 
 
-def _out_dir(config: pytest.Config) -> Path:
+def out_dir_of(config: pytest.Config) -> Path:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is not None and workerinput.get("novamig_out"):
         return Path(workerinput["novamig_out"])  # the controller's choice: one folder per session
@@ -98,7 +98,9 @@ def activate(config: pytest.Config, paths: list[Path]) -> None:
     scenarios = {p: _load(p) for p in paths}
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     worker = str(workerinput["workerid"]) if workerinput is not None else None
-    config.stash[STATE] = NovamigState(scenarios, _out_dir(config), config.getoption("novamig_cloud"), worker)
+    config.stash[STATE] = NovamigState(
+        scenarios, out_dir_of(config), config.getoption("novamig_cloud"), worker
+    )
     wanted = [str(p) for p in paths]
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = wanted  # no test paths given: the scenarios are the session
@@ -158,13 +160,8 @@ class SessionHooks:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Close this process's cloud: an own embedded cloud stops, its logs are kept."""
         state = session.config.stash.get(STATE, None)
-        if state is None or state.opened is None:
-            return
-        state.opened.stack.close()
-        handler = state.opened.log_handler
-        if handler is not None:
-            logging.getLogger("novamig").removeHandler(handler)
-            handler.close()
+        if state is not None:
+            close_cloud(state)
 
 
 class ScenarioFile(pytest.File):
@@ -261,13 +258,19 @@ def _opened(state: NovamigState) -> OpenedCloud:
     """The session's cloud, opened at the first call for every collected scenario's cases."""
     if state.opened is not None:
         return state.opened
+    first = next(iter(state.scenarios.values()))
+    plans = [p for s in state.scenarios.values() for p in s.plans]
+    return open_cloud(state, plans, first.scenario.cloud)
+
+
+def open_cloud(state: NovamigState, plans: list[CasePlan], scenario_cloud: str | None) -> OpenedCloud:
+    """Open the cloud for `plans` as `novamig run` does and keep it in `state`; what went wrong
+    (said on stderr by the runner) is kept in `error`, so every item using it errors with it."""
     opened = OpenedCloud(contextlib.ExitStack(), StopRequest())
     state.opened = opened
     state.run_dir.mkdir(parents=True, exist_ok=True)
     opened.log_handler = setup_logging(state.run_dir)
-    first = next(iter(state.scenarios.values()))
-    plans = [p for s in state.scenarios.values() for p in s.plans]
-    choice = choose_cloud(state.cloud_flag, first.scenario.cloud)
+    choice = choose_cloud(state.cloud_flag, scenario_cloud)
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):
@@ -284,6 +287,17 @@ def _opened(state: NovamigState) -> OpenedCloud:
         opened.error = said.getvalue().strip() or "the cloud could not be opened"
     sys.stderr.write(said.getvalue())
     return opened
+
+
+def close_cloud(state: NovamigState) -> None:
+    """Close what `open_cloud` opened: an own embedded cloud stops, its logs are kept."""
+    if state.opened is None:
+        return
+    state.opened.stack.close()
+    handler = state.opened.log_handler
+    if handler is not None:
+        logging.getLogger("novamig").removeHandler(handler)
+        handler.close()
 
 
 class ResultsMerger:
@@ -353,24 +367,3 @@ class ResultsMerger:
             write_outputs(results, where)
         except Exception as exc:  # any renderer error; said in the summary
             self.write_errors.append(f"{where}: {type(exc).__name__}: {exc}")
-
-
-def connection(config: pytest.Config, stack: contextlib.ExitStack) -> Any:
-    """The `novamig_cloud` fixture's connection: the scenarios' opened cloud when there is one,
-    else the named cloud, else an embedded cloud stopped with `stack`."""
-    state = config.stash.get(STATE, None)
-    if state is not None:
-        opened = _opened(state)
-        if opened.session is None:
-            pytest.fail(f"novamig: {opened.error}", pytrace=False)
-        return opened.session.cloud.conn
-    choice = choose_cloud(config.getoption("novamig_cloud"), None)
-    if choice.name is not None:
-        conn = connect(choice.name)
-    else:
-        cloud = EmbeddedCloud()
-        stack.callback(cloud.stop)
-        cloud.start()
-        conn = cloud.connection()
-    stack.callback(conn.close)
-    return conn

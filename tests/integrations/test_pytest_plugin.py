@@ -171,3 +171,36 @@ def test_two_workers_two_embedded_clouds_one_merged_report(
     assert props["novamig.migrations.completed"] == "1"
     assert float(props["novamig.duration_s.max"]) > 0
     assert json.loads((out / "results.json").read_text())["schema"] == "novamig.results/1"
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_fixtures_boot_migrate_measure_and_clean_up(pytester: pytest.Pytester, tiny_image: object) -> None:
+    """A hand-written test with the fixtures, no scenario: the embedded cloud starts for the
+    session, the server boots with the agent, two migrations come back measured like results.json's,
+    and the server is gone when the test ends."""
+    pytester.makepyfile(
+        test_hand_written="""
+        import pytest
+
+        SEEN = {}
+
+        def test_migrate_twice(novamig_cloud, novamig_server, novamig_migrate):
+            server = novamig_server()
+            SEEN["id"] = server.id
+            assert novamig_cloud.compute.get_server(server.id).status == "ACTIVE"
+            first = novamig_migrate(server)
+            assert first.status == "completed", first.events
+            assert first.source_host == server.host and first.dest_host not in (None, server.host)
+            assert first.duration_s is not None and first.duration_s > 0
+            assert first.downtime_ms.hypervisor is not None and first.downtime_ms.guest is not None
+            back = novamig_migrate(server, policy={"timeout_s": 120})
+            assert back.status == "completed", back.events
+            assert (back.source_host, back.dest_host) == (first.dest_host, first.source_host)
+
+        def test_the_server_was_deleted(novamig_cloud):
+            assert novamig_cloud.compute.find_server(SEEN["id"]) is None
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", timeout=300)
+    result.assert_outcomes(passed=2)
