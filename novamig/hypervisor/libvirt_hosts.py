@@ -206,6 +206,35 @@ class LibvirtHost:
     def unplug_tap(self, tap: str) -> None:
         _run(["ip", "-n", self.netns, "link", "del", tap], check=False)
 
+    def start_guest(
+        self,
+        name: str,
+        *,
+        kernel: Path,
+        initrd: Path,
+        cmdline: str,
+        address: GuestAddress,
+        memory_mib: int = 256,
+    ) -> str:
+        """Define and start a direct-kernel-boot guest on its own tap (`tap_domain_xml`); the tap's
+        name, which the destination of a migration needs too (`plug_tap` there first)."""
+        tap = tap_name(name)
+        self.plug_tap(tap)
+        xml = tap_domain_xml(
+            name,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            address=address,
+            tap=tap,
+            memory_mib=memory_mib,
+        )
+        path = self.directory / f"{name}.xml"
+        path.write_text(xml)
+        self.virsh("define", str(path))
+        self.virsh("start", name)
+        return tap
+
     def guest_pids(self) -> list[int]:
         """PIDs of the QEMU processes libvirt started on this host (from its pid files)."""
         pids = []
@@ -529,6 +558,12 @@ def remove_leftovers(leftovers: list[Leftover]) -> None:
         for name in left.netns:
             _run(["ip", "netns", "del", name], check=False)
         shutil.rmtree(left.run_dir, ignore_errors=True)
+
+
+def tap_name(domain: str) -> str:
+    """The tap of a guest: ``tap`` and the end of its name (interface names hold 15 characters;
+    Nova's are ``tap`` and the start of the port's UUID)."""
+    return f"tap{domain[-11:]}"
 
 
 def tap_domain_xml(

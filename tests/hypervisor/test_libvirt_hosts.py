@@ -19,14 +19,13 @@ import pytest
 
 from novamig.guest.image import GuestImage
 from novamig.hypervisor.libvirt_hosts import (
-    LibvirtHost,
     LibvirtHostPair,
     find_leftovers,
     libvirt_supported,
     remove_leftovers,
     tap_domain_xml,
 )
-from novamig.hypervisor.netns import GuestAddress, list_novamig_netns
+from novamig.hypervisor.netns import list_novamig_netns
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
 from novamig.results import MigrationRecord
 
@@ -96,23 +95,6 @@ def beats(libvirt_pair: LibvirtHostPair) -> Iterator[Beats]:
     sock.close()
 
 
-def _start_guest(
-    host: LibvirtHost, image: GuestImage, address: GuestAddress, name: str, udp_target: str
-) -> object:
-    tap = "tap" + name[-8:]
-    host.plug_tap(tap)
-    cmdline = image.command_line(
-        hb_hz=HB_HZ, hb_udp=udp_target, ip=f"{address.ip}/{address.prefix}", gw=address.gateway
-    )
-    xml = tap_domain_xml(
-        name, kernel=image.kernel, initrd=image.initrd, cmdline=cmdline, address=address, tap=tap
-    )
-    conn = libvirt.open(host.uri)
-    dom = conn.defineXML(xml)
-    dom.create()
-    return dom
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -130,12 +112,21 @@ def test_live_migration_between_two_libvirt_hosts_with_libvirt_job_statistics(
     assert src.virsh("hostname").strip() == src.hostname  # what Nova takes as hypervisor_hostname
     name = "instance-00000001"
     address = pair.network.new_address()
-    dom = _start_guest(src, tiny_image, address, name, f"{pair.network.host_ip}:{HB_PORT}")
+    cmdline = tiny_image.command_line(
+        hb_hz=HB_HZ,
+        hb_udp=f"{pair.network.host_ip}:{HB_PORT}",
+        ip=f"{address.ip}/{address.prefix}",
+        gw=address.gateway,
+    )
+    tap = src.start_guest(
+        name, kernel=tiny_image.kernel, initrd=tiny_image.initrd, cmdline=cmdline, address=address
+    )
+    dom = libvirt.open(src.uri).lookupByName(name)
     booted = time.monotonic()
     assert beats.wait_after(0.0, 90), "no UDP heartbeat from the guest on the source host"
     boot_s = time.monotonic() - booted
 
-    dst.plug_tap("tap" + name[-8:])  # what Nova's pre_live_migration does for a 'tap' VIF
+    dst.plug_tap(tap)  # what Nova's pre_live_migration does for a 'tap' VIF
     flags = (
         libvirt.VIR_MIGRATE_LIVE
         | libvirt.VIR_MIGRATE_PEER2PEER
@@ -146,7 +137,7 @@ def test_live_migration_between_two_libvirt_hosts_with_libvirt_job_statistics(
     dom.migrateToURI3(dst.tcp_uri, {libvirt.VIR_MIGRATE_PARAM_URI: dst.migrate_uri}, flags)
     ended = time.monotonic()
     wall_ms = (ended - started) * 1000
-    src.unplug_tap("tap" + name[-8:])
+    src.unplug_tap(tap)
 
     moved = libvirt.open(dst.uri).lookupByName(name)
     assert moved.state()[0] == libvirt.VIR_DOMAIN_RUNNING

@@ -39,9 +39,12 @@ shutdown, and even then Nova's connection-event thread stays blocked on its queu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +107,14 @@ def check_compute(conf_files: list[str]) -> dict[str, Any]:
     ``Host.initialize()`` (Nova's event thread and connection), the hostname Nova reports as
     ``hypervisor_hostname``, the minimum-version check Nova's driver makes at start, and the
     migration URIs Nova's source side would build for a migration to this compute. Runs in a
-    process of its own (``python -m novamig.embedded.service.libvirt_mode FILE…``): Nova's
+    process of its own (``python -m novamig.embedded.service.libvirt_mode check FILE…``): Nova's
     configuration is process-global."""
     nova_threading.prepare()
     import nova.conf  # noqa: PLC0415 - Nova only after nova_threading.prepare()
     from nova.virt.libvirt import driver, host  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     conf = nova.conf.CONF
-    args: list[str] = []
-    for path in conf_files:
-        args += ["--config-file", path]
-    conf(args, project="nova")
+    conf([arg for path in conf_files for arg in ("--config-file", path)], project="nova")
     nova_host = host.Host(conf.libvirt.connection_uri)
     nova_host.initialize()
     try:
@@ -132,8 +132,68 @@ def check_compute(conf_files: list[str]) -> dict[str, Any]:
         nova_host.cleanup()
 
 
+def migrate_with_nova(conf_files: list[str], dest_inbound_addr: str, domain: str) -> dict[str, Any]:
+    """A live migration of `domain` from the compute of `conf_files` by Nova's own libvirt code: the
+    flags Nova's driver derives from the ``[libvirt]`` options (``_parse_migration_flags``), the
+    URIs its source side builds from the destination's inbound address (what the destination
+    reports in Nova's migration data), ``Guest.migrate`` with the migratable XML, and the job
+    information Nova's migration monitor polls meanwhile. Runs in a process of its own."""
+    nova_threading.prepare()
+    import nova.conf  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+    from nova.virt.libvirt import driver, guest, host  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+
+    conf = nova.conf.CONF
+    conf([arg for path in conf_files for arg in ("--config-file", path)], project="nova")
+    nova_driver = driver.LibvirtDriver(virtapi=None)
+    nova_driver._parse_migration_flags()
+    nova_host = host.Host(conf.libvirt.connection_uri)
+    nova_host.initialize()
+    try:
+        source = guest.Guest(nova_host.get_connection().lookupByName(domain))
+        polls: list[str] = []
+        box: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                source.migrate(
+                    destination=driver.LibvirtDriver._live_migration_uri(dest_inbound_addr),
+                    migrate_uri=driver.LibvirtDriver._migrate_uri(dest_inbound_addr),
+                    destination_xml=source.get_xml_desc(dump_migratable=True),
+                    flags=nova_driver._live_migration_flags,
+                    bandwidth=0,
+                )
+            except BaseException as exc:
+                box.append(exc)
+
+        started = time.monotonic()
+        thread = threading.Thread(target=run, name="nova-live-migration")
+        thread.start()
+        while thread.is_alive():
+            with contextlib.suppress(Exception):  # the domain is gone from the source at the end
+                polls.append(str(source.get_job_info().type))
+            thread.join(0.1)
+        if box:
+            raise box[0]
+        return {
+            "flags": nova_driver._live_migration_flags,
+            "wall_s": time.monotonic() - started,
+            "job_types_polled": sorted(set(polls)),
+        }
+    finally:
+        nova_host.cleanup()
+
+
+def _main(argv: list[str]) -> dict[str, Any]:
+    """``check CONF…`` or ``migrate CONF DEST_INBOUND_ADDR DOMAIN`` (see the functions)."""
+    if argv[:1] == ["check"]:
+        return check_compute(argv[1:])
+    if argv[:1] == ["migrate"] and len(argv) == 4:
+        return migrate_with_nova([argv[1]], argv[2], argv[3])
+    raise SystemExit("usage: libvirt_mode check CONF... | migrate CONF DEST_INBOUND_ADDR DOMAIN")
+
+
 if __name__ == "__main__":
-    print(json.dumps(check_compute(sys.argv[1:])), flush=True)
+    print(json.dumps(_main(sys.argv[1:])), flush=True)
     # Host.cleanup() cancels Nova's delayed events but not its connection-event thread, which waits
     # on a queue forever; the thread pool's exit hook would join it, and the process never ends.
     os._exit(0)
