@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import dogpile.cache
+
 from novamig.embedded import lifeline
 from novamig.embedded.layout import (
     ADMIN_PROJECT,
@@ -149,6 +151,12 @@ def serve(workdir: Path) -> None:
     secret = layout.load_secrets()
     conf_file = layout.keystone_dir / "keystone.conf"
     _prepare_database(layout.keystone_dir / "keystone.sqlite")
+    # Keystone's cache ([cache] backend) by name: otherwise dogpile finds it by loading every cache
+    # entry point with stevedore, which logs an ERROR for oslo_cache.memcache_pool (no memcache
+    # module here; a real deployment has it).
+    dogpile.cache.register_backend(  # type: ignore[no-untyped-call]
+        "oslo_cache.dict", "oslo_cache.backends.dictionary", "DictCacheBackend"
+    )
 
     import keystone.conf  # noqa: PLC0415 - Keystone, see the module docstring
     from keystone.common import sql  # noqa: PLC0415 - Keystone, see the module docstring

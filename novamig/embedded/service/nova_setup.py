@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import dogpile.cache
 from oslo_log import log as logging
 from paste import deploy  # type: ignore[import-untyped]
 
@@ -46,6 +47,12 @@ def configure(conf_file: Path) -> Any:
     from nova import config, objects  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
     config.parse_args(["novamig-cloud", "--config-file", str(conf_file)])
+    # Nova's caches (oslo_cache.dict while [cache] is off) by name: otherwise dogpile finds the
+    # backend by loading every cache entry point with stevedore, which logs an ERROR for
+    # oslo_cache.memcache_pool (no memcache module here; a real deployment has it).
+    dogpile.cache.register_backend(  # type: ignore[no-untyped-call]
+        "oslo_cache.dict", "oslo_cache.backends.dictionary", "DictCacheBackend"
+    )
     logging.setup(nova.conf.CONF, "nova")
     objects.register_all()
     return nova.conf.CONF
