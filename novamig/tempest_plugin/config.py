@@ -29,6 +29,13 @@ NovamigGroup = [
         help="KEY=VALUE settings applied to every scenario, as `novamig run --set` takes them: SLA "
         "limits (sla.downtime_ms.max=800), counts (migration.count=1), …",
     ),
+    cfg.StrOpt(
+        "cloud",
+        default=None,
+        help="A clouds.yaml entry novamig runs on instead of Tempest's admin credentials (DevStack's "
+        "devstack-admin; an embedded cloud's name, which lets novamig read its hosts); unset: a "
+        "clouds.yaml written from Tempest's admin credentials",
+    ),
     cfg.StrOpt("image", default="novamig-full", help="Glance image name of the guests (fleet.image)"),
     cfg.StrOpt(
         "heartbeat_collector",

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import unittest
 from pathlib import Path
+from typing import Any
 
+import pytest
 from oslo_config import cfg
 from tempest.test_discover.plugins import TempestTestPluginManager
 
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.tempest_conf import write_tempest_conf
 from novamig.tempest_plugin.config import scenario_overrides
+
+TEMPEST_TEST = "novamig.tempest_plugin.tests.test_live_migration.NovamigLiveMigrationTest.test_scenarios"
 
 
 def test_tempest_s_plugin_manager_loads_it_and_its_tests_are_found() -> None:
@@ -17,7 +27,7 @@ def test_tempest_s_plugin_manager_loads_it_and_its_tests_are_found() -> None:
     assert Path(test_dir).is_dir()
     found = unittest.TestLoader().discover(test_dir, top_level_dir=top)
     ids = [t.id() for suite in found for case in suite for t in case]  # type: ignore[union-attr]
-    assert "novamig.tempest_plugin.tests.test_live_migration.NovamigLiveMigrationTest.test_scenarios" in ids
+    assert TEMPEST_TEST in ids
 
 
 def test_the_novamig_group_and_service_flag_register_with_defaults() -> None:
@@ -46,3 +56,74 @@ def test_tempest_conf_becomes_the_scenario_settings_operators_win() -> None:
         "sla.downtime_ms.max=800",
         "fleet.image=mine",
     ]
+
+
+# Tempest's own runner would need a workspace registered in the user's home; the test is loaded by
+# name and run by unittest in a child process, as Tempest's workers run it, with TEMPEST_CONFIG_DIR.
+RUNNER = """
+import json, sys, unittest
+suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:])
+result = unittest.TestResult()
+suite.run(result)
+print("NOVAMIG-RESULT " + json.dumps({
+    "run": result.testsRun,
+    "failures": [[str(t), tb[-4000:]] for t, tb in result.failures + result.errors],
+    "skipped": [[str(t), reason] for t, reason in result.skipped],
+}))
+"""
+
+# A scenario the embedded cloud passes when reached only through Tempest's credentials, as a
+# foreign cloud: novamig cannot read its hosts then, so only Nova's own figures are judged.
+TEMPEST_SCENARIO = """\
+name: tempest-tiny
+fleet: {count: 1, flavor: {vcpus: 1, ram_mb: 256, disk_gb: 1}, image: novamig-tiny}
+workload: {kind: idle}
+migration: {count: 1, concurrency: 1, target: auto, interval_s: 0.5, policy: {timeout_s: 120}}
+measure: {probes: [hypervisor], noise_floor_s: 0}
+sla:
+  downtime_ms: {probe: hypervisor}
+  duration_s: {max: %s}
+  migrations_completed_ratio: 1.0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_the_tempest_test_runs_a_scenario_on_the_embedded_cloud(
+    embedded_cloud: EmbeddedCloud, tmp_path: Path
+) -> None:
+    """With the tempest.conf novamig generates for the embedded cloud plus a [novamig] group, the
+    test passes a scenario whose SLA holds and fails one whose SLA cannot, with the numbers."""
+    met = tmp_path / "met.yaml"
+    met.write_text(TEMPEST_SCENARIO % 120)
+    missed = tmp_path / "missed.yaml"
+    missed.write_text(TEMPEST_SCENARIO % 0.001)
+    conf = write_tempest_conf(embedded_cloud, tmp_path / "tempest")
+    generated = conf.read_text()
+
+    def run(scenario: Path) -> dict[str, Any]:
+        novamig = f"[novamig]\nscenarios = {scenario}\nimage = novamig-tiny\nout_dir = {tmp_path / 'out'}\n"
+        conf.write_text(f"{generated}\n{novamig}")
+        env = {**os.environ, "TEMPEST_CONFIG_DIR": str(conf.parent), "TEMPEST_CONFIG": conf.name}
+        out = subprocess.run(
+            [sys.executable, "-c", RUNNER, TEMPEST_TEST],
+            env=env,
+            cwd=conf.parent,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        line = next((x for x in out.stdout.splitlines() if x.startswith("NOVAMIG-RESULT ")), None)
+        assert line is not None, out.stderr[-4000:]
+        result: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+        assert result["run"] == 1 and not result["skipped"], result
+        return result
+
+    passed = run(met)
+    assert not passed["failures"], passed["failures"]
+    assert (tmp_path / "out" / "met" / "results.json").exists()
+    failed = run(missed)
+    assert len(failed["failures"]) == 1
+    assert "missed.yaml: SLA missed" in failed["failures"][0][1]
+    assert "duration_s.max = " in failed["failures"][0][1] and "(limit 0.001)" in failed["failures"][0][1]

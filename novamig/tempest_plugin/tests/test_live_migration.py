@@ -47,13 +47,19 @@ class NovamigLiveMigrationTest(tempest_test.BaseTestCase):  # type: ignore[misc]
     def test_scenarios(self) -> None:
         """Each configured scenario, one sub-test each: an SLA miss fails it with its numbers."""
         workdir = Path(tempfile.mkdtemp(prefix="tempest-novamig-"))
-        clouds_yaml = workdir / "clouds.yaml"
-        clouds_yaml.write_text(yaml.safe_dump({"clouds": {CLOUD_NAME: self._cloud_entry()}}))
-        clouds_yaml.chmod(0o600)
+        env = dict(os.environ)
+        cloud = CONF.novamig.cloud
+        if not cloud:  # Tempest's admin credentials, in a clouds.yaml of their own
+            cloud = CLOUD_NAME
+            clouds_yaml = workdir / "clouds.yaml"
+            clouds_yaml.write_text(yaml.safe_dump({"clouds": {CLOUD_NAME: self._cloud_entry()}}))
+            clouds_yaml.chmod(0o600)
+            env = {k: v for k, v in env.items() if not k.startswith("OS_")}
+            env["OS_CLIENT_CONFIG_FILE"] = str(clouds_yaml)
         base = Path(CONF.novamig.out_dir) if CONF.novamig.out_dir else workdir
         for scenario in CONF.novamig.scenarios:
             with self.subTest(scenario=scenario):
-                self._run(scenario, clouds_yaml, base / Path(scenario).stem)
+                self._run(scenario, cloud, env, base / Path(scenario).stem)
 
     def _cloud_entry(self) -> dict[str, Any]:
         creds = self.os_admin.credentials
@@ -71,25 +77,13 @@ class NovamigLiveMigrationTest(tempest_test.BaseTestCase):  # type: ignore[misc]
             "verify": not CONF.identity.disable_ssl_certificate_validation,
         }
 
-    def _run(self, scenario: str, clouds_yaml: Path, out: Path) -> None:
+    def _run(self, scenario: str, cloud: str, env: dict[str, str], out: Path) -> None:
         sets = scenario_overrides(
             CONF.novamig, CONF.compute_feature_enabled.block_migration_for_live_migration
         )
-        argv = [
-            sys.executable,
-            "-m",
-            "novamig.cli",
-            "run",
-            scenario,
-            "--cloud",
-            CLOUD_NAME,
-            "--out",
-            str(out),
-        ]
+        argv = [sys.executable, "-m", "novamig.cli", "run", scenario, "--cloud", cloud, "--out", str(out)]
         for item in sets:
             argv += ["--set", item]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-        env["OS_CLIENT_CONFIG_FILE"] = str(clouds_yaml)
         done = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=CONF.novamig.timeout_s, check=False
         )
