@@ -149,6 +149,14 @@ def _wait_active(nova: Any, server_id: str, timeout: float = 240) -> Any:
     raise AssertionError(f"server {server_id} not ACTIVE within {timeout} s")
 
 
+def _delete(nova: Any, server_id: str, timeout: float = 60) -> None:
+    """Delete the server and wait until it is gone (its QEMU stopped) before the next test."""
+    nova.servers.delete(server_id)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(s.id == server_id for s in nova.servers.list()):
+        time.sleep(0.5)
+
+
 def _poll_until_ended(nova: Any, server_id: str, timeout: float = 240) -> tuple[Any, int]:
     """Poll the server's in-progress migrations (2.80) until its migration record ends; (record,
     number of polls that saw it running)."""
@@ -202,10 +210,47 @@ def test_boot_and_live_migrate_with_the_standard_clients_and_no_error_in_novas_l
         errors = _error_lines(nova_log, start)
         assert errors == [], "\n".join(errors[:20])
     finally:
-        nova.servers.delete(server.id)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(s.id == server.id for s in nova.servers.list()):
-            time.sleep(0.5)
+        _delete(nova, server.id)
+
+
+def _running_migration(nova: Any, server_id: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [m for m in nova.server_migrations.list(server_id) if m.status == "running"]
+        if running:
+            return running[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no running migration of {server_id} within {timeout} s")
+
+
+@pytest.mark.qemu
+def test_novaclient_aborts_and_force_completes_a_live_migration(
+    embedded_cloud: EmbeddedCloud, embedded_conn: Any, default_policies: None
+) -> None:
+    """python-novaclient at 2.80: abort a slow migration (the server stays), then force-complete
+    another one (post-copy; the server moves)."""
+    nova = nova_client.Client("2.80", session=embedded_conn.session)
+    image = nova.glance.find_image(TINY_IMAGE_NAME)
+    server = nova.servers.create(
+        "novamig-clients-2", image.id, nova.flavors.find(name="m1.tiny"), nics="auto"
+    )
+    try:
+        source = getattr(_wait_active(nova, server.id), "OS-EXT-SRV-ATTR:host")
+        # 1 MiB/s: the copy takes long enough to act on the running migration
+        slow = {"live_migration_bandwidth": 1, "live_migration_permit_post_copy": True}
+        embedded_cloud.set_host_policy(source, slow)
+        nova.servers.live_migrate(server.id, host=None, block_migration="auto")
+        nova.server_migrations.live_migration_abort(server.id, _running_migration(nova, server.id).id)
+        record, _ = _poll_until_ended(nova, server.id)
+        assert record.status == "cancelled"
+        assert getattr(_wait_active(nova, server.id), "OS-EXT-SRV-ATTR:host") == source
+        nova.servers.live_migrate(server.id, host=None, block_migration="auto")
+        nova.server_migrations.live_migrate_force_complete(server.id, _running_migration(nova, server.id).id)
+        record, _ = _poll_until_ended(nova, server.id)
+        assert record.status == "completed"
+        assert getattr(_wait_active(nova, server.id), "OS-EXT-SRV-ATTR:host") != source
+    finally:
+        _delete(nova, server.id)
 
 
 def test_no_error_line_in_the_clouds_logs(embedded_cloud: EmbeddedCloud, log_offsets: dict[str, int]) -> None:
