@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from novamig.embedded.controller import EmbeddedCloud
 from novamig.results import Results, load_results
 from novamig.runner.commands import cmd_cleanup, cmd_run
 
@@ -67,7 +68,12 @@ def assert_nothing_left(cloud: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "nothing tagged by novamig" in capsys.readouterr().out
 
 
-def test_smoke_scenario(tmp_path: Path, cloud: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_smoke_scenario(
+    tmp_path: Path, cloud: str, embedded_cloud: EmbeddedCloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert embedded_cloud.layout is not None
+    nova_log = embedded_cloud.layout.logs / "nova.log"
+    log_start = nova_log.stat().st_size
     body = (ROOT / "scenarios" / "smoke.yaml").read_text()
     rc, results = run(tmp_path, cloud, body, "migration.interval_s=0.5", "measure.noise_floor_s=2")
     case = results.cases[0]
@@ -94,6 +100,10 @@ def test_smoke_scenario(tmp_path: Path, cloud: str, capsys: pytest.CaptureFixtur
     assert (tmp_path / "out" / "junit.xml").exists() and (tmp_path / "out" / "index.html").exists()
     assert (tmp_path / "out" / "probes").is_dir()
     assert_nothing_left(cloud, capsys)
+    with nova_log.open("rb") as fh:  # a normal run: no ERROR line (a traceback) in Nova's log
+        fh.seek(log_start)
+        errors = [line for line in fh.read().decode(errors="replace").splitlines() if " ERROR " in line]
+    assert errors == [], "\n".join(errors[:20])
 
 
 def test_locust_web_scenario_gives_locust_statistics_and_four_figures(tmp_path: Path, cloud: str) -> None:
