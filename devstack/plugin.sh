@@ -6,7 +6,7 @@
 #   stack install      novamig into its own virtualenv
 #   stack post-config  nothing on the computes unless asked (NOVAMIG_PERMIT_POST_COPY)
 #   stack extra        the novamig-full guest image built and uploaded to Glance; the heartbeat
-#                      collector's UDP port opened for the guests
+#                      collector's UDP port opened for the guests; the SSH hosts file written
 #   stack test-config  [novamig] and [service_available] novamig in $TEMPEST_CONFIG, with tempest
 #   unstack            the firewall rule removed
 #   clean              the virtualenv removed
@@ -50,6 +50,18 @@ function init_novamig {
         # shellcheck disable=SC2046  # the rule is several arguments
         sudo iptables -I INPUT $(_novamig_firewall_rule)
     fi
+    write_novamig_ssh_hosts
+}
+
+function write_novamig_ssh_hosts {
+    # NOVAMIG_SSH_HOSTS_MAP "host=user@address,..." as the YAML mapping novamig reads
+    local entry
+    local -a entries
+    IFS=, read -r -a entries <<< "$NOVAMIG_SSH_HOSTS_MAP"
+    sudo mkdir -p "$(dirname "$NOVAMIG_SSH_HOSTS_FILE")"
+    for entry in "${entries[@]}"; do
+        echo "${entry%%=*}: ${entry#*=}"
+    done | sudo tee "$NOVAMIG_SSH_HOSTS_FILE" > /dev/null
 }
 
 function configure_tempest_for_novamig {
@@ -58,6 +70,7 @@ function configure_tempest_for_novamig {
     iniset "$TEMPEST_CONFIG" novamig image "$NOVAMIG_IMAGE_NAME"
     iniset "$TEMPEST_CONFIG" novamig network "$NOVAMIG_NETWORK"
     iniset "$TEMPEST_CONFIG" novamig heartbeat_collector "$NOVAMIG_HEARTBEAT_COLLECTOR"
+    iniset "$TEMPEST_CONFIG" novamig ssh_hosts "$NOVAMIG_SSH_HOSTS_FILE"
     if [[ -n "$NOVAMIG_TEMPEST_OVERRIDES" ]]; then
         iniset "$TEMPEST_CONFIG" novamig overrides "$NOVAMIG_TEMPEST_OVERRIDES"
     fi

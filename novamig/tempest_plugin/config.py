@@ -44,6 +44,12 @@ NovamigGroup = [
         "(measure.heartbeat_collector); unset: the scenario's own",
     ),
     cfg.StrOpt(
+        "ssh_hosts",
+        default=None,
+        help="YAML file mapping each compute host to user@address, for libvirt's figures over SSH "
+        "(novamig's NOVAMIG_SSH_HOSTS); unset: the environment's",
+    ),
+    cfg.StrOpt(
         "network",
         default=None,
         help="Network the guests boot on (fleet.network); unset: the scenario's own",

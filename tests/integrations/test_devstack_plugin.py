@@ -10,6 +10,7 @@ each phase's recorded calls are then checked.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,10 @@ is_service_enabled() {
 }
 echo_summary() { record echo_summary "$@"; }
 iniset() { record iniset "$@"; }
-sudo() { record sudo "$@"; }
+sudo() {  # `sudo tee FILE` records what it would write, indented
+    record sudo "$@"
+    if [[ $1 == tee ]]; then while IFS= read -r line; do record "  $line"; done; fi
+}
 trueorfalse() {  # DevStack's: the variable's value as True/False, else the default
     local default=$1 name=$2 value=${!2:-}
     case "$value" in
@@ -68,6 +72,7 @@ def run_phase(tmp_path: Path, mode: str, phase: str = "", enabled: str = "", **e
     )
     variables = {
         "PATH": "/usr/bin:/bin",
+        "HOST_IP": "192.0.2.10",
         "CALLS": str(calls),
         "DEST": str(tmp_path / "opt"),
         "NOVAMIG_PYTHON": str(python),
@@ -126,7 +131,10 @@ def test_post_config_leaves_the_computes_alone_unless_asked(tmp_path: Path) -> N
 
 def test_extra_uploads_the_image_and_opens_the_heartbeat_port(tmp_path: Path) -> None:
     run_phase(tmp_path, "stack", "install")  # the virtualenv the extra phase uses
-    calls = run_phase(tmp_path, "stack", "extra", FLOATING_RANGE="172.24.4.0/24")
+    calls = run_phase(
+        tmp_path, "stack", "extra", FLOATING_RANGE="172.24.4.0/24",
+        NOVAMIG_SSH_HOSTS_MAP="compute1=stack@192.0.2.10,compute2=stack@192.0.2.11",
+    )  # fmt: skip
     assert (
         "novamig image upload full --cloud devstack-admin --name novamig-full --visibility public --replace"
         in calls
@@ -136,10 +144,17 @@ def test_extra_uploads_the_image_and_opens_the_heartbeat_port(tmp_path: Path) ->
         "sudo iptables -I INPUT -p udp --dport 47100 -s 172.24.4.0/24 -j ACCEPT "
         "-m comment --comment novamig-heartbeat"
     ]
+    hosts_file = calls.index("sudo tee /etc/novamig/ssh-hosts.yaml")
+    assert calls[hosts_file + 1 : hosts_file + 3] == [
+        "  compute1: stack@192.0.2.10",
+        "  compute2: stack@192.0.2.11",
+    ]
     skipped = run_phase(
         tmp_path, "stack", "extra", NOVAMIG_UPLOAD_IMAGE="False", NOVAMIG_OPEN_FIREWALL="False"
     )
-    assert not [c for c in skipped if c.startswith(("novamig", "sudo"))]
+    assert not [c for c in skipped if c.startswith(("novamig", "sudo iptables"))]
+    # no map given: this node alone, as the stack user at HOST_IP
+    assert f"  {socket.gethostname().split('.')[0]}: stack@192.0.2.10" in skipped
 
 
 def test_test_config_writes_the_novamig_group_only_with_tempest(tmp_path: Path) -> None:
@@ -156,6 +171,7 @@ def test_test_config_writes_the_novamig_group_only_with_tempest(tmp_path: Path) 
         f"iniset {conf} novamig image novamig-full",
         f"iniset {conf} novamig network public",
         f"iniset {conf} novamig heartbeat_collector 172.24.5.1:47100",
+        f"iniset {conf} novamig ssh_hosts /etc/novamig/ssh-hosts.yaml",
         f"iniset {conf} novamig overrides sla.downtime_ms.max=800",
     ]
 

@@ -21,6 +21,7 @@ from tempest import config  # type: ignore[import-untyped]
 from tempest import test as tempest_test
 from testtools import content
 
+from novamig.cloud.host_policy import SSH_HOSTS_ENV
 from novamig.results import load_results
 from novamig.runner.junit import sla_message
 from novamig.tempest_plugin.config import scenario_overrides
@@ -56,6 +57,8 @@ class NovamigLiveMigrationTest(tempest_test.BaseTestCase):  # type: ignore[misc]
             clouds_yaml.chmod(0o600)
             env = {k: v for k, v in env.items() if not k.startswith("OS_")}
             env["OS_CLIENT_CONFIG_FILE"] = str(clouds_yaml)
+        if CONF.novamig.ssh_hosts:
+            env[SSH_HOSTS_ENV] = CONF.novamig.ssh_hosts
         base = Path(CONF.novamig.out_dir) if CONF.novamig.out_dir else workdir
         for scenario in CONF.novamig.scenarios:
             with self.subTest(scenario=scenario):
