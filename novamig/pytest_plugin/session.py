@@ -8,7 +8,7 @@ import contextlib
 import io
 import logging
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,20 @@ def activate(config: pytest.Config, paths: list[Path]) -> None:
         config.pluginmanager.register(XdistHooks(), "novamig-xdist")
     if worker is None:
         config.pluginmanager.register(ResultsMerger(config.stash[STATE]), "novamig-results")
+        _one_worker_per_named_cloud(config, scenarios.values())
+
+
+def _one_worker_per_named_cloud(config: pytest.Config, scenarios: Iterable[LoadedScenario]) -> None:
+    """Under ``-n N`` xdist's default ``--dist load`` would spread a named cloud's cases over
+    workers that then drain the same hosts at once. The cases' ``xdist_group`` would keep them on
+    one worker under ``--dist loadgroup``, but xdist 3.8 marks the group by assigning
+    ``item._nodeid``, which pytest 9 no longer reads, so the groups are ignored there; ``--dist
+    loadfile`` (each scenario file's cases on one worker, in order) is what a session with a named
+    cloud gets instead (xdist chooses its scheduler at session start, after this)."""
+    flag = config.getoption("novamig_cloud")
+    named = any(choose_cloud(flag, s.scenario.cloud).name is not None for s in scenarios)
+    if named and getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadfile"
 
 
 class XdistHooks:

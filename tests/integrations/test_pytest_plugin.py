@@ -121,6 +121,21 @@ def test_an_unreachable_cloud_is_an_error_not_a_failure(pytester: pytest.Pyteste
     assert not (pytester.path / "out" / "results.json").exists()  # no case ran: nothing measured
 
 
+def test_a_named_cloud_s_cases_go_to_one_worker(pytester: pytest.Pytester) -> None:
+    """`-n 2` on a named cloud: the session is switched to `--dist loadfile`, so one worker runs
+    a scenario's cases one after the other (here they error at once: no such cloud)."""
+    (pytester.path / "tiny.yaml").write_text(TINY)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-v", "-p", "no:cacheprovider", "--novamig-scenario", "tiny.yaml",
+        "--novamig-cloud", "no-such-cloud", "--novamig-out", str(pytester.path / "out"),
+    )  # fmt: skip
+    result.assert_outcomes(errors=2)
+    workers = {
+        line.split("]")[0] for line in result.outlines if "ERROR tiny.yaml::" in line and "[gw" in line
+    }
+    assert len(workers) == 1, result.outlines
+
+
 @pytest.mark.slow
 @pytest.mark.qemu
 def test_two_workers_two_embedded_clouds_one_merged_report(
