@@ -70,7 +70,7 @@ def test_the_cloud_refuses_the_incomplete_mode_with_a_clear_error(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.qemu
-def test_novas_libvirt_host_reaches_each_compute_daemon(tmp_path: Path) -> None:
+def test_novas_libvirt_driver_starts_on_each_compute(tmp_path: Path) -> None:
     pytest.importorskip("libvirt", reason="libvirt-python (the embedded extra) is not installed")
     why = libvirt_supported()
     if why is not None:
@@ -78,6 +78,7 @@ def test_novas_libvirt_host_reaches_each_compute_daemon(tmp_path: Path) -> None:
     layout = _layout(tmp_path)
     with LibvirtHostPair() as pair:
         paths = libvirt_mode.write_compute_confs(layout, pair.hosts)
+        nodes: dict[str, str] = {}
         for host in pair.hosts:
             proc = subprocess.run(
                 [
@@ -97,10 +98,15 @@ def test_novas_libvirt_host_reaches_each_compute_daemon(tmp_path: Path) -> None:
             assert seen["host"] == host.hostname
             assert seen["hypervisor_hostname"] == host.hostname  # libvirt's, from the host's UTS namespace
             assert seen["has_min_version"] is True
+            # The node Nova's compute would report: its own name and UUID (own state_path), QEMU.
+            assert list(seen["nodes"].values()) == [host.hostname]
+            nodes.update(seen["nodes"])
+            assert seen["resources"]["hypervisor_type"] == "QEMU" and seen["resources"]["vcpus"] >= 1
             assert seen["libvirt_version"] >= 11_000_000
             # What Nova's source side builds for a migration to this compute.
             assert seen["live_migration_uri"] == host.tcp_uri
             assert seen["migrate_uri"] == host.migrate_uri
+    assert len(nodes) == 2  # two compute nodes, not one node seen twice
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -102,26 +103,43 @@ def write_compute_confs(layout: CloudLayout, hosts: list[LibvirtHost]) -> dict[s
     return paths
 
 
-def check_compute(conf_files: list[str]) -> dict[str, Any]:
-    """Nova's own libvirt code against one compute's daemon, with that compute's configuration:
-    ``Host.initialize()`` (Nova's event thread and connection), the hostname Nova reports as
-    ``hypervisor_hostname``, the minimum-version check Nova's driver makes at start, and the
-    migration URIs Nova's source side would build for a migration to this compute. Runs in a
-    process of its own (``python -m novamig.embedded.service.libvirt_mode check FILE…``): Nova's
-    configuration is process-global."""
+def _nova_conf(conf_files: list[str]) -> Any:
+    """Nova's configuration from `conf_files`, with the options a compute service registers when
+    it starts (``[neutron_tunnel]``, ``[pci]`` devices), which the libvirt driver reads, and Nova's
+    versioned objects."""
     nova_threading.prepare()
     import nova.conf  # noqa: PLC0415 - Nova only after nova_threading.prepare()
-    from nova.virt.libvirt import driver, host  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+    from nova import config, objects  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
-    conf = nova.conf.CONF
-    conf([arg for path in conf_files for arg in ("--config-file", path)], project="nova")
-    nova_host = host.Host(conf.libvirt.connection_uri)
-    nova_host.initialize()
+    config.parse_args(["novamig-libvirt-compute", *[a for p in conf_files for a in ("--config-file", p)]])
+    nova.conf.neutron.register_dynamic_opts(nova.conf.CONF)
+    nova.conf.devices.register_dynamic_opts(nova.conf.CONF)
+    objects.register_all()
+    return nova.conf.CONF
+
+
+def check_compute(conf_files: list[str]) -> dict[str, Any]:
+    """Nova's own libvirt driver against one compute's daemon, with that compute's configuration,
+    as far as a compute service's start goes without its database: ``init_host`` (connection,
+    event thread, the minimum libvirt/QEMU versions, CPU model checks), the node and its UUID,
+    the resources it would report to Placement, and the migration URIs Nova's source side would
+    build for a migration to this compute. Runs in a process of its own (``python -m
+    novamig.embedded.service.libvirt_mode check FILE…``): Nova's configuration is process-global.
+    (``init_host`` logs that it cannot mark the service enabled: there is no database here.)"""
+    conf = _nova_conf(conf_files)
+    from nova.virt.libvirt import driver  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+
+    nova_driver = driver.LibvirtDriver(virtapi=None)
+    nova_driver.init_host(conf.host)
     try:
+        nova_host = nova_driver._host
+        resources = nova_driver.get_available_resource(conf.host)
         inbound = conf.libvirt.live_migration_inbound_addr
         return {
             "host": conf.host,
             "hypervisor_hostname": nova_host.get_hostname(),
+            "nodes": nova_driver.get_nodenames_by_uuid(),
+            "resources": {k: resources[k] for k in ("vcpus", "memory_mb", "hypervisor_type")},
             "libvirt_version": nova_host.get_connection().getLibVersion(),
             "qemu_version": nova_host.get_connection().getVersion(),
             "has_min_version": nova_host.has_min_version(driver.MIN_LIBVIRT_VERSION, driver.MIN_QEMU_VERSION),
@@ -129,7 +147,7 @@ def check_compute(conf_files: list[str]) -> dict[str, Any]:
             "migrate_uri": driver.LibvirtDriver._migrate_uri(inbound),
         }
     finally:
-        nova_host.cleanup()
+        nova_driver.cleanup_host(conf.host)
 
 
 def migrate_with_nova(conf_files: list[str], dest_inbound_addr: str, domain: str) -> dict[str, Any]:
@@ -138,12 +156,9 @@ def migrate_with_nova(conf_files: list[str], dest_inbound_addr: str, domain: str
     URIs its source side builds from the destination's inbound address (what the destination
     reports in Nova's migration data), ``Guest.migrate`` with the migratable XML, and the job
     information Nova's migration monitor polls meanwhile. Runs in a process of its own."""
-    nova_threading.prepare()
-    import nova.conf  # noqa: PLC0415 - Nova only after nova_threading.prepare()
+    conf = _nova_conf(conf_files)
     from nova.virt.libvirt import driver, guest, host  # noqa: PLC0415 - Nova only after nova_threading.prepare()
 
-    conf = nova.conf.CONF
-    conf([arg for path in conf_files for arg in ("--config-file", path)], project="nova")
     nova_driver = driver.LibvirtDriver(virtapi=None)
     nova_driver._parse_migration_flags()
     nova_host = host.Host(conf.libvirt.connection_uri)
@@ -193,7 +208,13 @@ def _main(argv: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_main(sys.argv[1:])), flush=True)
-    # Host.cleanup() cancels Nova's delayed events but not its connection-event thread, which waits
-    # on a queue forever; the thread pool's exit hook would join it, and the process never ends.
+    # os._exit on every path: Host.cleanup() cancels Nova's delayed events but not its
+    # connection-event thread, which waits on a queue forever; the thread pool's exit hook would
+    # join it, and the process would never end.
+    try:
+        print(json.dumps(_main(sys.argv[1:])), flush=True)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
     os._exit(0)
