@@ -1,0 +1,39 @@
+"""scenarios/devstack-acceptance.yaml asks only for what a libvirt cloud lets novamig measure.
+
+On a cloud that is not the embedded one, with the compute hosts reachable over SSH (the DevStack
+plugin writes that file), every probe the scenario lists must be one that can run, every SLA check
+must be judged on such a probe, and nothing may be asked that only the embedded driver measures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from novamig.measure.contract import Unavailable
+from novamig.measure.libvirt_jobstats import DomainPlace
+from novamig.measure.registry import CloudCapabilities, probes_for
+from novamig.runner.commands import load_plans
+
+SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "devstack-acceptance.yaml"
+
+
+def _nowhere(server_id: str) -> DomainPlace:
+    raise AssertionError("no domain is located while probes are only chosen")
+
+
+def test_every_probe_of_the_acceptance_scenario_can_run_on_a_libvirt_cloud(tmp_path: Path) -> None:
+    scenario, plans = load_plans(str(SCENARIO))
+    assert scenario.cloud == "devstack-admin"  # live migration is admin-only in Nova's policy
+    libvirt_cloud = CloudCapabilities(
+        probe_dir=tmp_path,
+        ssh_hosts={"controller": "stack@192.0.2.10", "subnode": "stack@192.0.2.11"},
+        locate_domain=_nowhere,
+    )
+    for plan in plans:
+        assert plan.measure.heartbeat_collector is not None  # the guest figure comes over UDP
+        assert plan.sla.memory_integrity is None  # measured by the embedded driver only, today
+        probes = probes_for(plan, libvirt_cloud)
+        unavailable = {p.name: p.reason for p in probes if isinstance(p, Unavailable)}
+        assert not unavailable, unavailable
+        assert {p.name for p in probes} == set(plan.probes)
+        assert plan.sla.downtime_probe in plan.probes
