@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from novamig.guest.image import GuestImage
+from novamig.hypervisor.libvirt_domain import tap_domain_xml
 from novamig.hypervisor.libvirt_hosts import (
     LibvirtHostPair,
     find_leftovers,
     libvirt_supported,
     remove_leftovers,
-    tap_domain_xml,
 )
 from novamig.hypervisor.netns import list_novamig_netns
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
@@ -210,7 +210,8 @@ def test_everything_goes_on_interrupt(tiny_image: GuestImage) -> None:
 _CHILD = """
 import sys, libvirt
 from pathlib import Path
-from novamig.hypervisor.libvirt_hosts import LibvirtHostPair, tap_domain_xml
+from novamig.hypervisor.libvirt_domain import tap_domain_xml
+from novamig.hypervisor.libvirt_hosts import LibvirtHostPair
 kernel, initrd, append = sys.argv[1:4]
 pair = LibvirtHostPair().__enter__()
 host = pair.hosts[0]

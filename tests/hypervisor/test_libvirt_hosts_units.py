@@ -6,7 +6,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from novamig.hypervisor.libvirt_hosts import LibvirtHost, libvirtd_conf, qemu_conf, tap_domain_xml
+from novamig.hypervisor.libvirt_domain import tap_domain_xml
+from novamig.hypervisor.libvirt_hosts import LibvirtHost, libvirtd_conf, qemu_conf
 from novamig.hypervisor.netns import GuestAddress
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
 from novamig.results import MigrationRecord
