@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVSTACK = ROOT / "devstack"
@@ -184,3 +185,20 @@ def test_unstack_and_clean_undo_what_stack_did(tmp_path: Path) -> None:
     clean = run_phase(tmp_path, "clean")
     assert not venv.exists()
     assert "sudo rm -f /usr/local/bin/novamig" in clean
+
+
+def test_the_samples_configure_a_two_node_live_migration_lab() -> None:
+    samples = DEVSTACK / "samples"
+    controller = (samples / "local.conf.controller").read_text()
+    subnode = (samples / "local.conf.subnode").read_text()
+    assert "enable_plugin novamig " in controller and "enable_plugin" not in subnode
+    for conf in (controller, subnode):
+        assert "LIVE_MIGRATION_AVAILABLE=True" in conf
+        assert "USE_BLOCK_MIGRATION_FOR_LIVE_MIGRATION=True" in conf
+        assert "live_migration_scheme = ssh" in conf
+    (job,) = yaml.safe_load((samples / "zuul-job.yaml").read_text())
+    assert job["job"]["name"] == "novamig-live-migration"
+    assert job["job"]["parent"] == "nova-live-migration"
+    assert "novamig" in job["job"]["vars"]["devstack_plugins"]
+    assert job["job"]["vars"]["devstack_local_conf"]["test-config"]["$TEMPEST_CONFIG"]["novamig"]["scenarios"]
+    assert "pytest" in (samples / "zuul-job.yaml").read_text().split("--novamig-scenario")[0]
