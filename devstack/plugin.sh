@@ -1,6 +1,7 @@
 #!/bin/bash
 #
 # plugin.sh - DevStack plugin for novamig, the live-migration measurement harness
+# (the packages it needs are in files/bindep.txt, which DevStack installs by itself)
 #
 # DevStack sources this file as `plugin.sh <mode> [phase]` (doc/source/plugins.rst of DevStack):
 #   stack install      novamig into its own virtualenv
