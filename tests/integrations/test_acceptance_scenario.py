@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from novamig.measure.contract import Unavailable
 from novamig.measure.libvirt_jobstats import DomainPlace
 from novamig.measure.registry import CloudCapabilities, probes_for
-from novamig.runner.commands import load_plans
+from novamig.results import load_results
+from novamig.runner.commands import cmd_run, load_plans
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "devstack-acceptance.yaml"
 
@@ -37,3 +40,32 @@ def test_every_probe_of_the_acceptance_scenario_can_run_on_a_libvirt_cloud(tmp_p
         assert not unavailable, unavailable
         assert {p.name for p in probes} == set(plan.probes)
         assert plan.sla.downtime_probe in plan.probes
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_the_acceptance_scenario_passes_on_the_embedded_cloud_with_udp_heartbeats(
+    tmp_path: Path, cloud: str
+) -> None:
+    """The scenario as shipped, moved to the embedded cloud by the overrides an operator would
+    pass (cloud, flavor, image, network, and the collector at the gateway of the guests' network
+    namespace): it passes, and every guest figure came over UDP, as it will on DevStack."""
+    out = tmp_path / "out"
+    overrides = [
+        "cloud=null",
+        "fleet.flavor={vcpus: 1, ram_mb: 256, disk_gb: 1}",
+        "fleet.image=novamig-tiny",
+        "fleet.network=null",
+        "measure.heartbeat_collector=192.168.1.1:47100",
+        "workload.memory.working_set_mib=32",
+        "migration.interval_s=1",
+        "measure.noise_floor_s=2",
+    ]
+    assert cmd_run(str(SCENARIO), cloud, str(out), overrides) == 0
+    results = load_results(out / "results.json")
+    assert results.passed
+    migrations = [m for case in results.cases for m in case.migrations]
+    assert len(migrations) == 4 and all(m.status == "completed" for m in migrations)
+    for m in migrations:
+        assert m.downtime_ms.guest is not None
+        assert m.details["guest"]["via"] == "udp 192.168.1.1:47100"
