@@ -117,6 +117,9 @@ def cell_data(scenario: Scenario, cell: Cell) -> dict[str, Any]:
     Raises `datapaths.PathConflict` when a matrix key goes through a value that is not a mapping.
     """
     data = scenario.model_dump()
+    if getattr(scenario, "_downtime_probe_defaulted", False):
+        # Unwritten: the cell derives it from its own `measure.probes`, as the scenario did.
+        del data["sla"]["downtime_ms"]["probe"]
     data["matrix"] = {}
     data["repeat"] = 1
     for key, value in cell.params.items():

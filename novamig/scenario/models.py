@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from novamig.scenario.rules import (
     check_matrix_entries,
@@ -256,7 +265,8 @@ class DowntimeSla(_Model):
     p95: Annotated[float, Field(ge=0)] | None = None
     """95th percentile allowed over the case's migrations, ms; null → no limit."""
     probe: Probe = "guest"
-    """Which probe's figure the limits apply to; must be one of `measure.probes`."""
+    """Which probe's figure the limits apply to; must be one of `measure.probes`. Unwritten → `guest`
+    when it is measured, else the first of `measure.probes`."""
 
 
 class DurationSla(_Model):
@@ -327,6 +337,28 @@ class Scenario(_Model):
     repeat: Annotated[int, Field(ge=1, le=1_000)] = 1
     """Times each case runs; repetitions are interleaved (all cases once, then again)."""
 
+    _downtime_probe_defaulted: bool = PrivateAttr(default=False)
+    """True when `sla.downtime_ms.probe` was not written and follows `measure.probes`: a matrix
+    cell that changes the probes then derives its own instead of inheriting this one."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Resolve an unwritten downtime probe from the probes measured, before the rules run.
+
+        A fixed default (`guest`) would refuse a scenario that measures only, say, the hypervisor
+        and never mentions an SLA: the user would be told about a key they did not write.
+        """
+        downtime = self.sla.downtime_ms
+        if "probe" in downtime.model_fields_set:
+            return
+        self._downtime_probe_defaulted = True
+        probe = default_downtime_probe(self.measure.probes)
+        if probe != downtime.probe:
+            # The models are frozen; this is their construction, so the one write goes around it.
+            resolved = self.sla.model_copy(
+                update={"downtime_ms": downtime.model_copy(update={"probe": probe})}
+            )
+            object.__setattr__(self, "sla", resolved)
+
     @field_validator("matrix")
     @classmethod
     def _matrix_entries(cls, matrix: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -337,3 +369,8 @@ class Scenario(_Model):
     def _rules(self) -> Scenario:
         check_scenario(self)
         return self
+
+
+def default_downtime_probe(probes: list[Probe]) -> Probe:
+    """The probe an unwritten `sla.downtime_ms.probe` reads: `guest` if measured, else the first."""
+    return "guest" if "guest" in probes or not probes else probes[0]

@@ -243,9 +243,9 @@ CASES: list[tuple[str, str, str, str]] = [
         "`network` is not among `measure.probes` (guest)",
     ),
     (
-        "sla-default-probe",
-        "name: a\nmeasure:\n  probes: [network]\n",
-        "F:3:11: sla.downtime_ms.probe: ",
+        "sla-written-guest-probe",
+        "name: a\nmeasure:\n  probes: [network]\nsla:\n  downtime_ms: {probe: guest}\n",
+        "F:5:24: sla.downtime_ms.probe: ",
         "`guest` is not among",
     ),
     (
