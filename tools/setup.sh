@@ -17,6 +17,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev    # the .venv
   ca-certificates git
   chromium                            # the report's browser test: index.html loaded headless
+  shellcheck                          # the DevStack plugin's scripts are checked by the tests
 )
 
 say() { printf 'novamig setup: %s\n' "$*"; }
