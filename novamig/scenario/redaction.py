@@ -2,7 +2,10 @@
 
 Scenarios should not hold credentials (those belong in clouds.yaml), but a script's environment or a
 mistyped key can carry one. Any value under a key that looks like a secret is never echoed in an
-error message and is replaced in `redacted_dict`, which is what results.json stores.
+error message and is replaced in `redacted_dict`, which is what results.json stores. A command line
+is free text, so inside any string value the values of secret-looking options (`--password=…`,
+`--api-key …`) and environment assignments (`MYSQL_PWD=…`) are replaced too. Over-redacting is
+the safe side: a report that shows `<redacted>` for a harmless value loses nothing measured.
 """
 
 from __future__ import annotations
@@ -17,8 +20,13 @@ if TYPE_CHECKING:
 REDACTED = "<redacted>"
 
 _SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|credential|api[_-]?key|private[_-]?key|auth|cookie|session[_-]?key",
+    r"pass(word|wd|phrase)?|pwd|secret|token|credential|api[_-]?key|private[_-]?key|auth|cookie|session[_-]?key",
     re.IGNORECASE,
+)
+#: `--name=value`, `--name value` or `NAME=value` inside free text; the name is then checked.
+_ASSIGNMENT = re.compile(
+    r"""(?P<name>--?[A-Za-z0-9][A-Za-z0-9_.-]*|\b[A-Za-z_][A-Za-z0-9_]*)(?P<sep>=|[ \t]+(?=[^-\s]))"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^\s;&|]+)"""
 )
 
 
@@ -32,12 +40,28 @@ def path_has_secret(path: Iterable[object]) -> bool:
     return any(is_secret_key(item) for item in path)
 
 
+def _redact_assignment(match: re.Match[str]) -> str:
+    name = match["name"]
+    is_option = name.startswith("-")
+    if not is_secret_key(name) or (match["sep"] != "=" and not is_option):
+        return match[0]
+    return f"{name}{match['sep']}{REDACTED}"
+
+
+def redact_text(text: str) -> str:
+    """Free text (a command line) with the values of secret-looking options and variables replaced."""
+    return _ASSIGNMENT.sub(_redact_assignment, text)
+
+
 def redact(value: Any) -> Any:
-    """A copy of plain data (dicts, lists, scalars) with every secret-looking key's value replaced."""
+    """A copy of plain data (dicts, lists, scalars) with every secret-looking key's value replaced,
+    and secret-looking assignments inside strings (`--password=…`, `MYSQL_PWD=…`) too."""
     if isinstance(value, dict):
         return {k: (REDACTED if is_secret_key(k) else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value
 
 
