@@ -102,14 +102,32 @@ def test_neutronclient_lists_and_reports_not_found(embedded_conn: Any) -> None:
         neutron.show_port(str(uuid.uuid4()))
 
 
-def _openstack(cloud: EmbeddedCloud, tmp_path: Path, *args: str, output: bool = True) -> Any:
-    """``openstack <args> -f json`` as a program: only the cloud's clouds.yaml, no user files."""
+def _cli_env(cloud: EmbeddedCloud, tmp_path: Path) -> dict[str, str]:
+    """The environment of an ``openstack`` program: the cloud's clouds.yaml, no OS_* variable of
+    this process and a home directory of its own (no user's clouds.yaml or secure.yaml)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env.update(cloud.env(), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / ".config"))
+    return env
+
+
+def _openstack(cloud: EmbeddedCloud, tmp_path: Path, *args: str, output: bool = True) -> Any:
+    """``openstack <args> -f json`` as a program: only the cloud's clouds.yaml, no user files."""
+    env = _cli_env(cloud, tmp_path)
     command = [str(OPENSTACK), *args, *(["-f", "json"] if output else [])]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, f"openstack {' '.join(args)}: {out.stderr}"
     return json.loads(out.stdout) if output else out.stdout
+
+
+def _openstack_fails(cloud: EmbeddedCloud, tmp_path: Path, *args: str) -> str:
+    """``openstack <args>`` that must fail (exit status 1, not a crash); its error output."""
+    env = _cli_env(cloud, tmp_path)
+    out = subprocess.run(
+        [str(OPENSTACK), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    return out.stderr
 
 
 def test_openstacksdk_at_the_oldest_and_newest_microversion(embedded_cloud: EmbeddedCloud) -> None:
@@ -136,6 +154,25 @@ def test_openstack_command_line(embedded_cloud: EmbeddedCloud, tmp_path: Path) -
     hypervisors = _openstack(embedded_cloud, tmp_path, "hypervisor", "list")
     assert {h["Hypervisor Hostname"] for h in hypervisors} >= {"compute1", "compute2"}
     assert "novamig-net" in [n["Name"] for n in _openstack(embedded_cloud, tmp_path, "network", "list")]
+    for kind in ("image", "server", "network"):
+        failed = _openstack_fails(embedded_cloud, tmp_path, kind, "show", "no-such-thing")
+        assert f"No {kind.capitalize()} found for no-such-thing" in failed
+    # an upload as users make one: created, tagged, listed by tag, a property set, deleted
+    data = tmp_path / "disk.raw"
+    data.write_bytes(b"\0" * 65536)
+    create = ("image", "create", "--file", str(data), "--disk-format", "raw", "--container-format", "bare")
+    made = _openstack(embedded_cloud, tmp_path, *create, "--tag", "osc", "novamig-osc-image")
+    assert made["status"] == "active" and made["size"] == 65536
+    try:
+        tagged = _openstack(embedded_cloud, tmp_path, "image", "list", "--tag", "osc")
+        assert [i["Name"] for i in tagged] == ["novamig-osc-image"]
+        _openstack(embedded_cloud, tmp_path, "image", "set", "--property", "k=v", made["id"], output=False)
+        assert _openstack(embedded_cloud, tmp_path, "image", "show", made["id"])["properties"]["k"] == "v"
+    finally:
+        _openstack(embedded_cloud, tmp_path, "image", "delete", made["id"], output=False)
+    assert "Only shared images have members." in _openstack_fails(
+        embedded_cloud, tmp_path, "image", "member", "list", TINY_IMAGE_NAME
+    )
 
 
 def _wait_active(nova: Any, server_id: str, timeout: float = 240) -> Any:
