@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from novamig import __version__
+from novamig.embedded.config import DRIVER_CHOICES
 from novamig.exitcodes import ExitCode
 from novamig.guest.commands import cmd_image_build, cmd_image_prune
 from novamig.hypervisor.selfcheck import cmd_selfcheck
@@ -78,7 +79,13 @@ def _cleanup(args: argparse.Namespace) -> int:
 def _cloud(args: argparse.Namespace) -> int:
     from novamig.embedded.commands import cmd_cloud  # noqa: PLC0415 - openstacksdk, see module doc
 
-    return cmd_cloud(args.action, clouds_yaml_path=args.clouds_yaml)
+    return cmd_cloud(
+        args.action,
+        clouds_yaml_path=args.clouds_yaml,
+        driver=args.driver,
+        computes=args.computes,
+        fake_migration_s=args.fake_migration_s,
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -235,6 +242,23 @@ def _add_cloud(sub: Subcommands) -> None:
         help="the clouds.yaml up adds the entries to, everything else in it kept (default: "
         "$NOVAMIG_CLOUDS_YAML, else $OS_CLIENT_CONFIG_FILE, else ~/.config/openstack/clouds.yaml); "
         "down takes them out of it (default: the file up used)",
+    )
+    p.add_argument(
+        "--driver",
+        choices=DRIVER_CHOICES,
+        default="novamig",
+        help="up: novamig (default: QEMU guests, the measurement); fake: the scale mode, Nova's "
+        "live-migrating fake driver on --computes computes, no guests and no downtime figures",
+    )
+    p.add_argument(
+        "--computes", type=int, default=2, metavar="N", help="up: how many compute hosts (default 2)"
+    )
+    p.add_argument(
+        "--fake-migration-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="up --driver fake: how long each live migration takes (default 1 s)",
     )
     p.set_defaults(handler=_cloud)
 

@@ -19,19 +19,27 @@ from pathlib import Path
 from typing import TextIO
 
 from novamig.embedded import clouds_yaml
-from novamig.embedded.controller import CloudStartError, EmbeddedCloud, default_workdir
+from novamig.embedded.controller import CloudStartError, EmbeddedCloud, compute_hosts, default_workdir
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, CloudLayout
 from novamig.exitcodes import ExitCode
 
 
 def cmd_cloud(
-    action: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr, *, clouds_yaml_path: str | None = None
+    action: str,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    *,
+    clouds_yaml_path: str | None = None,
+    driver: str = "novamig",
+    computes: int = 2,
+    fake_migration_s: float | None = None,
 ) -> int:
     """`clouds_yaml_path`: ``--clouds-yaml`` (None: see `clouds_yaml.target`; for ``down``, the file
-    ``up`` wrote to)."""
+    ``up`` wrote to). `driver`, `computes`, `fake_migration_s`: the mode ``up`` starts (see
+    `EmbeddedCloud`)."""
     workdir = default_workdir()
     if action == "up":
-        return _up(clouds_yaml_path, out, err)
+        return _up(clouds_yaml_path, out, err, (driver, computes, fake_migration_s))
     if not (workdir / "cloud.json").exists():
         if action == "status":
             print(f"novamig-embedded: not running (no cloud in {workdir})", file=out)
@@ -47,7 +55,12 @@ def cmd_cloud(
     return int(ExitCode.BAD_INPUT)
 
 
-def _up(flag: str | None, out: TextIO, err: TextIO) -> int:
+def _up(flag: str | None, out: TextIO, err: TextIO, mode: tuple[str, int, float | None]) -> int:
+    """`mode`: the driver, how many computes, how long a fake migration takes."""
+    driver, computes, fake_migration_s = mode
+    if computes < 1:
+        print(f"novamig cloud up: --computes must be at least 1, not {computes}", file=err)
+        return int(ExitCode.BAD_INPUT)
     workdir = default_workdir()
     target, why = clouds_yaml.target(flag)
     names = [DEFAULT_CLOUD_NAME, f"{DEFAULT_CLOUD_NAME}-member"]
@@ -57,7 +70,13 @@ def _up(flag: str | None, out: TextIO, err: TextIO) -> int:
         print(f"novamig cloud up: nothing started: {exc}", file=err)
         bad_file = isinstance(exc, clouds_yaml.CloudsYamlError)
         return int(ExitCode.BAD_INPUT if bad_file else ExitCode.INFRASTRUCTURE)
-    cloud = EmbeddedCloud(workdir, die_with_parent=False)
+    cloud = EmbeddedCloud(
+        workdir,
+        die_with_parent=False,
+        hosts=compute_hosts(computes),
+        driver=driver,
+        fake_migration_s=fake_migration_s,
+    )
     try:
         ready = cloud.start()
     except CloudStartError as exc:
@@ -74,6 +93,12 @@ def _up(flag: str | None, out: TextIO, err: TextIO) -> int:
         print(f"novamig cloud up: stopped the cloud again: {target} not updated: {exc}", file=err)
         bad_file = isinstance(exc, clouds_yaml.CloudsYamlError)
         return int(ExitCode.BAD_INPUT if bad_file else ExitCode.INFRASTRUCTURE)
+    if cloud.no_guests is not None:
+        print(
+            f"novamig-embedded: SCALE MODE ({driver_label(cloud)}): servers have no guest, "
+            "so no downtime is ever measured on this cloud",
+            file=out,
+        )
     print(
         f"novamig-embedded: ready in {ready['elapsed_s']:.1f} s; pid {ready['pid']}; "
         f"identity {layout.keystone_url}; computes {', '.join(layout.hosts)}; "
@@ -87,6 +112,11 @@ def _up(flag: str | None, out: TextIO, err: TextIO) -> int:
             file=out,
         )
     return int(ExitCode.OK)
+
+
+def driver_label(cloud: EmbeddedCloud) -> str:
+    """How ``up`` and ``status`` name the cloud's mode."""
+    return f"Nova's fake driver on {len(cloud.hosts)} computes" if cloud.driver == "fake" else cloud.driver
 
 
 def _down(cloud: EmbeddedCloud, flag: str | None, out: TextIO, err: TextIO) -> int:
@@ -120,7 +150,7 @@ def _status(cloud: EmbeddedCloud, out: TextIO) -> int:
     print(
         f"novamig-embedded: running, pid {st.pid} ({len(st.processes)} processes), "
         f"{len(st.guests)} guests; identity {layout.keystone_url}; compute {layout.compute_url}; "
-        f"computes {', '.join(layout.hosts)}; work dir {st.workdir}",
+        f"computes {', '.join(layout.hosts)}; driver {driver_label(cloud)}; work dir {st.workdir}",
         file=out,
     )
     return int(ExitCode.OK)

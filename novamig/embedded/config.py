@@ -22,6 +22,18 @@ from novamig.embedded.layout import (
 
 Sections = dict[str, dict[str, Any]]
 
+DRIVER_CHOICES = ("novamig", "fake", "libvirt")
+"""The embedded cloud's modes (``novamig cloud up --driver``): novamig's QEMU guests (the
+measurement), Nova's fake driver on many computes (the scale mode: no guests, no downtime figures)
+and Nova's LibvirtDriver. Any other value is taken as a Nova driver path (``fake.FakeDriver``)."""
+
+COMPUTE_DRIVERS = {
+    "novamig": "novamig.NovamigDriver",
+    # service/fake_mode.py, registered under nova.virt by the cloud process
+    "fake": "novamig_fake.ScaleFakeDriver",
+}
+"""nova.conf's ``compute_driver`` (a path under ``nova.virt``) for each mode that is not one."""
+
 
 def render_ini(sections: Sections) -> str:
     parser = configparser.RawConfigParser()
@@ -86,9 +98,7 @@ def nova_conf(layout: CloudLayout, secret: Secrets) -> Sections:
     return {
         "DEFAULT": {
             "transport_url": "fake:/",
-            "compute_driver": f"{layout.driver}.NovamigDriver"
-            if layout.driver == "novamig"
-            else layout.driver,
+            "compute_driver": COMPUTE_DRIVERS.get(layout.driver, layout.driver),
             "state_path": ndir,
             "instances_path": layout.guests_dir,
             "log_file": layout.logs / "nova.log",

@@ -64,6 +64,25 @@ class CloudStatus:
     guests: list[int]
 
 
+def compute_hosts(count: int) -> tuple[str, ...]:
+    """The compute host names of a cloud of ``count`` computes: compute1 … computeN."""
+    if count < 1:
+        raise ValueError(f"an embedded cloud needs at least one compute, not {count}")
+    return tuple(f"compute{i}" for i in range(1, count + 1))
+
+
+def options_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """`EmbeddedCloud`'s mode from the environment, for a cloud a run or a test session starts
+    itself: ``NOVAMIG_EMBEDDED_DRIVER`` (novamig, fake, …), ``NOVAMIG_EMBEDDED_COMPUTES`` (how many
+    computes; default two) and ``NOVAMIG_FAKE_MIGRATION_S`` (how long a fake migration takes)."""
+    options: dict[str, Any] = {"driver": env.get("NOVAMIG_EMBEDDED_DRIVER", "novamig")}
+    if env.get("NOVAMIG_EMBEDDED_COMPUTES"):
+        options["hosts"] = compute_hosts(int(env["NOVAMIG_EMBEDDED_COMPUTES"]))
+    if env.get("NOVAMIG_FAKE_MIGRATION_S"):
+        options["fake_migration_s"] = float(env["NOVAMIG_FAKE_MIGRATION_S"])
+    return options
+
+
 def default_workdir(cloud_name: str = DEFAULT_CLOUD_NAME) -> Path:
     """Where ``novamig cloud up`` keeps the cloud: ``$NOVAMIG_EMBEDDED_DIR`` or the XDG state dir."""
     env = os.environ.get("NOVAMIG_EMBEDDED_DIR")
@@ -86,15 +105,18 @@ class EmbeddedCloud:
         driver: str = "novamig",
         die_with_parent: bool = True,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        fake_migration_s: float | None = None,
     ) -> None:
-        """``driver``: "novamig" (QEMU guests) or a Nova driver path such as "fake.FakeDriver",
-        which boots nothing and serves only to test the cloud's plumbing."""
+        """``driver``: "novamig" (QEMU guests), "fake" (the scale mode: Nova's live-migrating fake
+        driver, each migration taking ``fake_migration_s``, no guests, so no downtime figures) or a
+        Nova driver path such as "fake.FakeDriver", which serves only to test the cloud's plumbing."""
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="novamig-embedded-"))
         self.cloud_name = cloud_name
         self.hosts = tuple(hosts)
         self.host_policies = {h: dict(p) for h, p in (host_policies or {}).items()}
         self.driver = driver
+        self.fake_migration_s = fake_migration_s
         self.die_with_parent = die_with_parent
         self.start_timeout_s = start_timeout_s
         self.layout: CloudLayout | None = None
@@ -141,6 +163,9 @@ class EmbeddedCloud:
         layout.logs.mkdir()
         layout.guests_dir.mkdir()
         layout.save(secret)
+        if self.driver == "fake" and self.fake_migration_s is not None:
+            # read by service/fake_mode.py (the client side never imports the service side)
+            (layout.workdir / "fake_mode.json").write_text(json.dumps({"migration_s": self.fake_migration_s}))
         config.write_all(layout, secret)
         clouds_yaml.write_own(layout, secret)
         self.layout = layout
@@ -258,6 +283,13 @@ class EmbeddedCloud:
         """The network namespace where every guest is reachable at its port address (None without
         root: guests then have user-mode networking only). Run probes inside it."""
         return (self.ready_info or {}).get("guest_netns")
+
+    @property
+    def no_guests(self) -> str | None:
+        """Why this cloud's servers have no guest behind them (None: they are QEMU guests): what
+        every probe reports instead of a figure (`novamig.measure.registry.CloudCapabilities`)."""
+        fake = self.driver == "fake" or self.driver.startswith("fake.")
+        return "fake driver" if fake else None
 
     @property
     def clouds_yaml(self) -> Path:

@@ -7,6 +7,9 @@ the first registration that applies makes the probe; when none does, the figure'
 `Unavailable` with the reason of the figure's *last* registration — so the last one listed is the
 general one, whose reason tells the user what to set up (an SSH hosts file, a heartbeat collector).
 
+A cloud whose servers have no guest (`CloudCapabilities.no_guests`: the embedded cloud's scale
+mode on Nova's fake driver) gets `Unavailable` for every figure, with that reason.
+
 Adding a probe is one module under `novamig/measure/` and one `Registration` here.
 
 The registry sees a case through `ProbePlan` (the runner's `CasePlan` satisfies it) and the cloud
@@ -66,6 +69,9 @@ class CloudCapabilities:
     job statistics are read there over SSH. None: the hosts are out of reach."""
     locate_domain: Callable[[str], DomainPlace] | None = None
     """Server id → where its libvirt domain is, from Nova (`libvirt_jobstats.locate_with`)."""
+    no_guests: str | None = None
+    """Why the cloud's servers have no guest behind them (the embedded cloud's scale mode: "fake
+    driver"), so that no probe can measure anything; None: servers are real guests."""
 
 
 WhyNot = Callable[[ProbePlan, CloudCapabilities], str | None]
@@ -88,6 +94,12 @@ def _unreachable_guests(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
     if caps.embedded_workdir is not None and caps.guest_netns is None:
         return "the embedded cloud's guests have no namespace to reach them in (needs root)"
     return None
+
+
+def _no_guests(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
+    """Every figure is read from a guest, its network or its hypervisor: a cloud without guests
+    (Nova's fake driver) has none of them, whatever else the case asks for."""
+    return caps.no_guests
 
 
 def _not_embedded_driver_heartbeat(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
@@ -187,6 +199,10 @@ def probes_for(
     case_dir = capabilities.probe_dir / safe_name(plan.case_id)
     out: list[Probe] = []
     for figure in wanted_figures(plan):
+        no_guest = _no_guests(plan, capabilities)
+        if no_guest is not None:
+            out.append(Unavailable(figure, no_guest))
+            continue
         ways = [r for r in registry if r.figure == figure]
         reason = f"novamig has no {figure!r} probe"
         for way in ways:

@@ -41,7 +41,7 @@ from novamig.cloud.host_policy import (
 from novamig.cloud.preflight import Needs, PreflightReport, preflight
 from novamig.cloud.resources import choose_networks
 from novamig.cloud.sweep import delete_found, find_tagged
-from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud, options_from_env
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 from novamig.exitcodes import ExitCode
 from novamig.measure.contract import Probe
@@ -361,11 +361,12 @@ def _capabilities(cloud: _Cloud, applier: HostPolicyApplier, out_dir: Path) -> C
         guest_netns=embedded.guest_netns if embedded is not None else None,
         ssh_hosts=applier.targets if isinstance(applier, SshHostPolicy) else None,
         locate_domain=locate_with(cloud.compute),
+        no_guests=embedded.no_guests if embedded is not None else None,
     )
 
 
 def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> EmbeddedCloud:
-    cloud = EmbeddedCloud(driver=os.environ.get("NOVAMIG_EMBEDDED_DRIVER", "novamig"))
+    cloud = EmbeddedCloud(**options_from_env())
 
     def stop_cloud() -> None:
         if cloud.layout is not None and cloud.layout.logs.exists():

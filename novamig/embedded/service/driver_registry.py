@@ -29,13 +29,14 @@ _drivers: list[Stoppable] = []
 _layouts: list[CloudLayout] = []  # the one layout of this process, once registered
 
 
-def register(layout: CloudLayout, driver_module: ModuleType) -> None:
-    """Make ``driver_module`` Nova's ``nova.virt.novamig``, for the cloud of ``layout``."""
+def register(layout: CloudLayout, driver_module: ModuleType, module_name: str = MODULE_NAME) -> None:
+    """Make ``driver_module`` Nova's ``module_name`` (``nova.virt.novamig``; the scale mode's fake
+    driver is ``nova.virt.novamig_fake``), for the cloud of ``layout``."""
     _layouts[:] = [layout]
-    sys.modules[MODULE_NAME] = driver_module
+    sys.modules[module_name] = driver_module
     import nova.virt  # noqa: PLC0415 - Nova only after nova_threading.prepare(), and main imports this module before it
 
-    nova.virt.novamig = driver_module
+    setattr(nova.virt, module_name.rpartition(".")[2], driver_module)
 
 
 def current_layout() -> CloudLayout:

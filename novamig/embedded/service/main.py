@@ -151,6 +151,12 @@ class CloudProcess:
 
                 driver_registry.register(lay, driver)
                 self._images = driver.IMAGES
+        elif lay.driver == "fake":
+            with self.stage("driver"):
+                # Nova's fake driver, the scale mode: no guests, no network namespace
+                from novamig.embedded.service import fake_mode  # noqa: PLC0415 - Nova after prepare()
+
+                driver_registry.register(lay, fake_mode, fake_mode.MODULE_NAME)
         with self.stage("live-migration-pools"):
             self._pools = live_migration_pools.install(lay.workdir)
         self._start_nova_services(conf)
