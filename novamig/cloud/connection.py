@@ -172,6 +172,15 @@ def resolve(name: str, clouds_yaml: CloudsYamlPath | None = None) -> tuple[Any, 
         region = config.get_one(cloud=name, api_timeout=DEFAULT_API_TIMEOUT_S)
     except exceptions.ConfigException as exc:
         raise CloudConfigInvalid(f"cloud {name!r}: {exc}") from None
+    except ksa_exc.AuthPluginException as exc:  # no `auth.auth_url`, an unknown `auth_type`…
+        raise CloudConfigInvalid(f"cloud {name!r}: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        # openstacksdk assumes the entry's shape (`auth` a mapping…) and fails deep inside on
+        # another: say which entry is malformed rather than show its internals.
+        raise CloudConfigInvalid(
+            f"cloud {name!r}: malformed clouds.yaml entry ({type(exc).__name__}: {exc}); "
+            "an entry is a mapping whose `auth` is a mapping (auth_url, username, password…)"
+        ) from None
     auth: dict[str, Any] = dict(region.config.get("auth") or {})
     ident = CloudIdentity(
         name=name,

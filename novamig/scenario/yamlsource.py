@@ -30,6 +30,10 @@ from novamig.scenario.issues import (
 MAX_FILE_BYTES = 1_000_000
 #: Nodes visited with aliases expanded; beyond this the document is an alias bomb, not a scenario.
 MAX_EXPANDED_NODES = 50_000
+#: Open flow brackets (`[`, `{`) allowed at once. PyYAML's scanner slows down faster than linearly
+#: with flow depth (a 1 MB file of `[` would take minutes), so deeper text is refused before it is
+#: parsed; no scenario comes near this.
+MAX_FLOW_DEPTH = 200
 
 _EMPTY = "the file is empty; a scenario is a mapping with at least `name`"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -190,8 +194,27 @@ def _check_keys(file: str, root: Node) -> list[Issue]:
     return sorted(issues)
 
 
+def _refuse_deep(file: str, text: str) -> None:
+    """Raise `ScenarioInvalid` at the bracket that opens more than `MAX_FLOW_DEPTH` flow levels.
+
+    A raw count: brackets inside quotes or comments count too. It can only over-count, and a real
+    scenario stays far below the limit either way, so it never refuses one while it bounds the time
+    a pathological file takes.
+    """
+    depth = 0
+    for index, char in enumerate(text):
+        if char in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                message = f"nesting deeper than {MAX_FLOW_DEPTH} levels"
+                raise _fail(file, _index_to_pos(text, index), YAML_PATH, message)
+        elif char in "]}" and depth:
+            depth -= 1
+
+
 def parse(file: str, text: str) -> Source:
     """Parse scenario text into data and positions, or raise `ScenarioInvalid` with positions."""
+    _refuse_deep(file, text)
     try:
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as exc:  # the reader rejects control characters up front

@@ -11,9 +11,14 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
+import sys
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -187,3 +192,142 @@ def test_random_overrides_never_raise(tmp_path: Path, name: str, overrides: list
 def test_typed_overrides_never_raise(tmp_path: Path, name: str, key: str, value: object) -> None:
     rendered = "null" if value is None else str(value)
     run(tmp_path, TEXTS[name], [f"{key}={rendered}"])
+
+
+# --- whole files of junk: structure, bytes, bombs --------------------------------------------------
+
+#: Scalars YAML can carry, chosen to hit type and range checks: huge and tiny numbers, unicode.
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.text(
+        alphabet=st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, exclude_categories=["Cs"]),
+        max_size=10,
+    ),
+)
+TREES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=40,
+)
+SECTIONS = st.sampled_from(
+    [
+        "name",
+        "fleet",
+        "workload",
+        "migration",
+        "measure",
+        "sla",
+        "matrix",
+        "repeat",
+        "host_policy",
+        "x-unknown",
+    ]
+)
+
+
+def shipped_with(name: str, section: str, tree: Any) -> bytes:
+    """A shipped scenario with one top-level section replaced by an arbitrary tree."""
+    scenario = yaml.safe_load(dump(ORIGINALS[name]))
+    scenario[section] = tree
+    return dump(scenario)
+
+
+def junk_documents() -> st.SearchStrategy[bytes]:
+    """Whole scenario files: arbitrary trees alone or spliced into a shipped scenario, raw bytes."""
+    return st.one_of(
+        TREES.map(dump),
+        st.builds(shipped_with, scenario_names, SECTIONS, TREES),
+        st.binary(max_size=400),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8")),
+    )
+
+
+def nested(depth: int, flow: bool) -> bytes:
+    """`depth` levels of lists under a valid key, in flow or block style."""
+    if flow:
+        return b"name: a\ndescription: " + b"[" * depth + b"]" * depth + b"\n"
+    return b"name: a\nmatrix:\n" + b"".join(b"  " * (i + 1) + b"- \n" for i in range(depth))
+
+
+def laughs(levels: int, width: int = 10) -> bytes:
+    """The billion-laughs alias bomb, under a key that is valid so the parser gets that far."""
+    lines = ["name: a", "matrix:", "  migration.count:", "    - &a0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"    - &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@FUZZ
+@given(content=junk_documents())
+def test_junk_documents_never_raise(tmp_path: Path, content: bytes) -> None:
+    run(tmp_path, content)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\n\n# only a comment\n", "the file is empty"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"- a\n- b\n", "not a list"),
+        (b"name: a\nname: b\n", "duplicate"),
+        (nested(5_000, flow=True), "nesting deeper than"),
+        (nested(400, flow=False), ""),
+        (laughs(9), "once aliases are expanded"),
+        (b"name: a\nbase: &b {x: 1}\nfleet:\n  <<: *b\n", "x"),
+        (b"name: a\nrepeat: 1" + b"0" * 400 + b"\n", "repeat"),
+    ],
+)
+def test_pathological_files_answer_quickly_and_small(tmp_path: Path, content: bytes, message: str) -> None:
+    """Bombs and deep nesting are refused in bounded time and memory, with a positioned error."""
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        status, lines = run(tmp_path, content)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 2, lines
+    assert time.monotonic() - started < 10
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB"
+    assert any(message in line for line in lines), lines
+
+
+def test_a_directory_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert cmd_validate([str(tmp_path)], [], out) == 2
+    assert out.getvalue().splitlines() == [f"{tmp_path}:0:0: (file): is a directory, not a scenario file"]
+
+
+def test_cli_answers_junk_without_a_traceback(tmp_path: Path) -> None:
+    """Through the real command: exit 2, one positioned line per problem, nothing on stderr."""
+    cases = {"bomb.yaml": laughs(9), "deep.yaml": nested(5_000, flow=True), "bin.yaml": bytes(range(256))}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    novamig = str(Path(sys.executable).parent / "novamig")
+    argv = [novamig, "validate", *(str(tmp_path / n) for n in cases), str(tmp_path)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    assert len(proc.stdout.splitlines()) == len(cases) + 1, proc.stdout
+
+
+CORPUS_EXAMPLES = int(os.environ.get("NOVAMIG_FUZZ_CORPUS", "1000"))
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=CORPUS_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(content=junk_documents())
+def test_corpus_of_generated_files(tmp_path: Path, content: bytes) -> None:
+    """The long hunt: a thousand generated files, each answered with exit 0/2 and positioned lines."""
+    run(tmp_path, content)
