@@ -397,6 +397,11 @@ class Environment(_Model):
     max_microversion: str | None = None
     compute_hosts: list[str] = Field(default_factory=list)
     hypervisor_versions: dict[str, str] = Field(default_factory=dict)
+    scale_mode: str | None = Field(
+        default=None,
+        description="set when the cloud's servers have no guest behind them (the embedded cloud on "
+        "Nova's fake driver): the run measured orchestration at scale, never downtime",
+    )
     novamig_version: str
     started_at: dt.datetime
     finished_at: dt.datetime | None = None

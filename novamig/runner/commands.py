@@ -219,6 +219,7 @@ def open_session(
         max_microversion=str(cloud.report.max_microversion),
         compute_hosts=cloud.report.usable_hosts,
         hypervisor_versions=cloud.report.hypervisor_versions,
+        scale_mode=_scale_mode(cloud.embedded),
         novamig_version=__version__,
         started_at=started_at,
     )
@@ -378,6 +379,13 @@ def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> EmbeddedCloud
     cloud.start()
     log.info("embedded cloud started in %s (stopped and removed at the end of the run)", cloud.workdir)
     return cloud
+
+
+def _scale_mode(embedded: EmbeddedCloud | None) -> str | None:
+    """The environment's label of a cloud whose servers have no guest (None: a measurement)."""
+    if embedded is None or embedded.no_guests is None:
+        return None
+    return f"scale mode: {embedded.no_guests} on {len(embedded.hosts)} computes, no downtime measured"
 
 
 def _embedded_nova_version() -> str | None:
