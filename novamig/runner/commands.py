@@ -50,6 +50,7 @@ from novamig.measure.locust import unsupported_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import Environment, Results
 from novamig.runner.fleet import CloudFleet
+from novamig.runner.orphans import sweep_local
 from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
 from novamig.runner.progress_display import LiveView
 from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now
@@ -425,18 +426,30 @@ def _summary(results: Results, out_dir: Path, stream: IO[str]) -> None:
     print(f"novamig: HTML report: {(out_dir / 'index.html').resolve()}", file=stream)
 
 
-def cmd_cleanup(cloud: str | None, yes: bool) -> int:
+def _cleanup_cloud(cloud: str | None, machine_swept: bool) -> str | int:
+    """The cloud `cleanup` sweeps, or the exit code when there is none to sweep."""
     name = cloud or os.environ.get("OS_CLOUD")
-    if not name:
-        try:
-            names, _ = known_clouds()
-        except CloudError as exc:
-            _err(str(exc))
-            return exc.exit_code
-        if DEFAULT_CLOUD_NAME not in names:
-            _err(f"name a cloud with --cloud or OS_CLOUD; known clouds: {', '.join(names) or 'none'}")
-            return int(ExitCode.BAD_INPUT)
-        name = DEFAULT_CLOUD_NAME
+    if name:
+        return name
+    try:
+        names, _ = known_clouds()
+    except CloudError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    if DEFAULT_CLOUD_NAME in names:
+        return DEFAULT_CLOUD_NAME
+    if machine_swept:  # a killed run's own cloud was all there was to clean
+        return int(ExitCode.OK)
+    _err(f"name a cloud with --cloud or OS_CLOUD; known clouds: {', '.join(names) or 'none'}")
+    return int(ExitCode.BAD_INPUT)
+
+
+def cmd_cleanup(cloud: str | None, yes: bool) -> int:
+    # This machine first: a SIGKILLed run's own embedded cloud has no clouds.yaml entry to name.
+    swept = sweep_local(yes, sys.stdout)
+    name = _cleanup_cloud(cloud, yes and swept.found > 0)
+    if isinstance(name, int):
+        return int(ExitCode.INFRASTRUCTURE) if name == 0 and swept.left else name
     try:
         conn = connect(name)
         try:
@@ -460,4 +473,4 @@ def cmd_cleanup(cloud: str | None, yes: bool) -> int:
     for left in leftovers:
         _err(f"could not delete {left}")
     print(f"deleted {len(found) - len(leftovers)} of {len(found)}")
-    return int(ExitCode.INFRASTRUCTURE) if leftovers else int(ExitCode.OK)
+    return int(ExitCode.INFRASTRUCTURE) if leftovers or swept.left else int(ExitCode.OK)

@@ -1,0 +1,111 @@
+"""What a killed run leaves on this machine, found and removed by `novamig cleanup`.
+
+SIGINT and SIGTERM let a run stop its own embedded cloud; SIGKILL does not. The cloud's process dies
+with the run (it holds a lifeline to it), and so do the QEMU guests it started, but its work
+directory (`novamig-embedded-*` in the temp folder, holding the cloud's keys and logs) and its
+network namespace stay. A cloud whose recorded process is gone is an orphan: nothing can use it
+again, so cleanup stops whatever of it still runs and removes it. Namespaces named by novamig
+(`novamig-<creator pid>-<hex>`) whose creator is gone are removed too; one whose creator pid is
+alive, even by reuse, is kept: a leftover is better than breaking a live run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from novamig.embedded import processes
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.hypervisor.netns import NETNS_PREFIX, list_novamig_netns
+
+#: Prefix of a run's own embedded cloud's work directory (`EmbeddedCloud` makes it with mkdtemp).
+WORKDIR_PREFIX = "novamig-embedded-"
+#: A work directory without a recorded process is being created by a starting cloud for this long.
+STARTING_GRACE_S = 120.0
+
+
+@dataclass(frozen=True)
+class Orphan:
+    kind: str  # "embedded cloud" or "namespace"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind:<14} {self.name}"
+
+
+def _orphaned_workdir(workdir: Path, now: float) -> bool:
+    pid_file = workdir / "cloud.pid"
+    if processes.cloud_pid(pid_file, workdir) is not None:
+        return False
+    if pid_file.exists():
+        return True  # it ran, and its process is gone
+    return now - workdir.stat().st_mtime > STARTING_GRACE_S
+
+
+def _creator_alive(netns: str) -> bool:
+    """True unless the namespace's name says which process made it and that process is gone."""
+    creator = netns.removeprefix(NETNS_PREFIX).split("-", 1)[0]
+    return not creator.isdigit() or processes.alive(int(creator))
+
+
+def find_orphans(tmp: Path | None = None) -> list[Orphan]:
+    """Dead embedded clouds' work directories under `tmp` and namespaces whose creator is gone."""
+    root = tmp or Path(tempfile.gettempdir())
+    now = time.time()
+    found = [
+        Orphan("embedded cloud", str(d))
+        for d in sorted(root.glob(f"{WORKDIR_PREFIX}*"))
+        if d.is_dir() and _orphaned_workdir(d, now)
+    ]
+    found += [Orphan("namespace", n) for n in list_novamig_netns() if not _creator_alive(n)]
+    return found
+
+
+def remove_orphans(found: list[Orphan]) -> list[str]:
+    """Stop and remove what `find_orphans` listed (clouds first: they delete their namespaces);
+    returns what is still there."""
+    for orphan in found:
+        if orphan.kind == "embedded cloud":
+            EmbeddedCloud(Path(orphan.name)).stop()
+    left = [o for o in found if o.kind == "embedded cloud" and Path(o.name).exists()]
+    present = set(list_novamig_netns())
+    for orphan in found:
+        if orphan.kind == "namespace" and orphan.name in present:
+            subprocess.run(
+                ["ip", "netns", "delete", orphan.name], capture_output=True, timeout=30, check=False
+            )
+    present = set(list_novamig_netns())
+    left += [o for o in found if o.kind == "namespace" and o.name in present]
+    return [str(o) for o in left]
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What `sweep_local` found on this machine and what of it is still there."""
+
+    found: int
+    left: list[str]
+
+
+def sweep_local(yes: bool, out: IO[str], tmp: Path | None = None) -> Swept:
+    """List this machine's leftovers of killed runs; remove them with `yes`. Prints nothing when
+    there are none, so a cleanup of a clean machine reads as before."""
+    found = find_orphans(tmp)
+    if not found:
+        return Swept(0, [])
+    print(f"this machine: {len(found)} leftover(s) of killed runs:", file=out)
+    for orphan in found:
+        print(f"  {orphan}", file=out)
+    if not yes:
+        print("dry run: nothing removed (add --yes to remove)", file=out)
+        return Swept(len(found), [])
+    left = remove_orphans(found)
+    for item in left:
+        print(f"novamig: could not remove {item}", file=sys.stderr)
+    print(f"this machine: removed {len(found) - len(left)} of {len(found)}", file=out)
+    return Swept(len(found), left)
