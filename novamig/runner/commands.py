@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -50,7 +49,7 @@ from novamig.measure.locust import unsupported_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import Environment, Results
 from novamig.runner.fleet import CloudFleet
-from novamig.runner.orphans import sweep_local
+from novamig.runner.orphans import owned_temp_dir, sweep_local
 from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
 from novamig.runner.progress_display import LiveView
 from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now
@@ -226,7 +225,7 @@ def open_session(
     )
     # The run's private SSH key lives outside the report folder (CI uploads that) and goes with
     # the run.
-    key_dir = Path(tempfile.mkdtemp(prefix=f"novamig-{run_id}-ssh-"))
+    key_dir = owned_temp_dir(f"novamig-{run_id}-ssh-")
     stack.callback(shutil.rmtree, key_dir, True)
     fleet = CloudFleet(
         cloud.compute,

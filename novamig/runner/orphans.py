@@ -2,15 +2,18 @@
 
 SIGINT and SIGTERM let a run stop its own embedded cloud; SIGKILL does not. The cloud's process dies
 with the run (it holds a lifeline to it), and so do the QEMU guests it started, but its work
-directory (`novamig-embedded-*` in the temp folder, holding the cloud's keys and logs) and its
-network namespace stay. A cloud whose recorded process is gone is an orphan: nothing can use it
-again, so cleanup stops whatever of it still runs and removes it. Namespaces named by novamig
+directory (`novamig-embedded-*` in the temp folder, holding the cloud's keys and logs), its network
+namespace and the run's own temp folders (its private SSH key) stay. A cloud whose recorded process
+is gone is an orphan: nothing can use it again, so cleanup stops whatever of it still runs and
+removes it; so is a temp folder whose recorded owner is gone. Namespaces named by novamig
 (`novamig-<creator pid>-<hex>`) whose creator is gone are removed too; one whose creator pid is
 alive, even by reuse, is kept: a leftover is better than breaking a live run.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,24 @@ from novamig.hypervisor.netns import NETNS_PREFIX, list_novamig_netns
 WORKDIR_PREFIX = "novamig-embedded-"
 #: A work directory without a recorded process is being created by a starting cloud for this long.
 STARTING_GRACE_S = 120.0
+#: The file in a run's own temp folder (its SSH key's) naming the process that made it.
+OWNER_FILE = ".novamig-owner"
+
+
+def owned_temp_dir(prefix: str) -> Path:
+    """A temp folder that records its creating process, so cleanup can tell a dead run's folder
+    (a SIGKILLed run leaves its private SSH key there) from a live one's."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    (path / OWNER_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
+    return path
+
+
+def _dead_owner(folder: Path) -> bool:
+    try:
+        owner = int((folder / OWNER_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return False  # not one of ours, or being written: leave it
+    return not processes.alive(owner)
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,11 @@ def find_orphans(tmp: Path | None = None) -> list[Orphan]:
         for d in sorted(root.glob(f"{WORKDIR_PREFIX}*"))
         if d.is_dir() and _orphaned_workdir(d, now)
     ]
+    found += [
+        Orphan("temp folder", str(d))
+        for d in sorted(root.glob("novamig-*"))
+        if not d.name.startswith(WORKDIR_PREFIX) and d.is_dir() and _dead_owner(d)
+    ]
     found += [Orphan("namespace", n) for n in list_novamig_netns() if not _creator_alive(n)]
     return found
 
@@ -72,7 +98,9 @@ def remove_orphans(found: list[Orphan]) -> list[str]:
     for orphan in found:
         if orphan.kind == "embedded cloud":
             EmbeddedCloud(Path(orphan.name)).stop()
-    left = [o for o in found if o.kind == "embedded cloud" and Path(o.name).exists()]
+        elif orphan.kind == "temp folder":
+            shutil.rmtree(orphan.name, ignore_errors=True)
+    left = [o for o in found if o.kind != "namespace" and Path(o.name).exists()]
     present = set(list_novamig_netns())
     for orphan in found:
         if orphan.kind == "namespace" and orphan.name in present:
