@@ -128,6 +128,8 @@ def _stage(line: str) -> str:
         ("ACTIVE; migrating", "workload start"),
         ("deleting servers", "collection"),
         ("PASS", "report"),
+        ("run passed", "report"),
+        ("HTML report", "report"),
         ("FAIL", "report"),
         ("results in", "report"),
     ):
@@ -213,8 +215,17 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE")}
 
 
-def run_trial(kind: str, delay_s: float, workdir: Path) -> Trial:
-    """One `novamig run`, signalled `delay_s` after it started; every check of the kind made."""
+def _wait_for_line(watch: Watch, pattern: re.Pattern[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while watch.proc.poll() is None and time.monotonic() < deadline:
+        if any(pattern.search(line) for _, line in watch.lines):
+            return
+        time.sleep(0.05)
+
+
+def run_trial(kind: str, delay_s: float, workdir: Path, after: re.Pattern[str] | None = None) -> Trial:
+    """One `novamig run`, signalled `delay_s` after it started (or after its first stderr line
+    matching `after`: the CI sample aims at the middle of the migrations); every check made."""
     trial = Trial(kind, delay_s)
     scenario, out = workdir / "scenario.yaml", workdir / "out"
     scenario.write_text(SCENARIO, encoding="utf-8")
@@ -222,6 +233,8 @@ def run_trial(kind: str, delay_s: float, workdir: Path) -> Trial:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
     watch = Watch(proc)
     watch.start()
+    if after is not None:
+        _wait_for_line(watch, after, 240)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=delay_s)
     moment = time.monotonic()

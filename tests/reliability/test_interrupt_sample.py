@@ -1,7 +1,8 @@
 """A sample of the interruption trials (bench/interrupt.py): one SIGINT, one SIGKILL + cleanup.
 
 The benchmark runs many trials at random instants and prints the table README quotes; CI runs
-these two at fixed instants in the middle of the migrations, where the most is in flight.
+these two just after the first migration completed, with the next one starting: a figure measured
+that must be kept, and a migration in flight that must be aborted and its server deleted.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def trials() -> ModuleType:
 
 
 def test_sigint_mid_run_loses_nothing_and_leaves_nothing(trials: ModuleType, tmp_path: Path) -> None:
-    trial = trials.run_trial("SIGINT", 28.0, tmp_path)
+    trial = trials.run_trial("SIGINT", 0.5, tmp_path, after=trials.COMPLETED)
     assert trial.rc == 130, trial
+    assert trial.completed_before >= 1, trial
     assert trial.results_ok, trial.note
     assert trial.completed_in_results >= trial.completed_before, trial
     assert trial.leftovers == []
@@ -38,7 +40,7 @@ def test_sigint_mid_run_loses_nothing_and_leaves_nothing(trials: ModuleType, tmp
 
 
 def test_sigkill_then_cleanup_leaves_nothing(trials: ModuleType, tmp_path: Path) -> None:
-    trial = trials.run_trial("SIGKILL", 28.0, tmp_path)
+    trial = trials.run_trial("SIGKILL", 0.5, tmp_path, after=trials.COMPLETED)
     assert trial.rc == -9, trial
     assert trial.cleanup_rc == 0, trial.note
     assert trial.leftovers == [], trial.note
