@@ -157,6 +157,8 @@ class Trial:
             return False
         if self.kind == "SIGKILL":
             return self.cleanup_rc == 0
+        if self.stage == "start" and self.rc == -int(getattr(signal, self.kind)):
+            return True  # before novamig set its handlers (interpreter start): nothing created yet
         finished = self.rc == 0 and self.stage in ("report", "finished")  # the signal came too late
         exited = self.rc == EXPECTED_RC[self.kind] or finished
         return exited and bool(self.results_ok) and self.completed_in_results >= self.completed_before

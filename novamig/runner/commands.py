@@ -8,6 +8,7 @@ SIGINT/SIGTERM after cleaning up and writing what was measured.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import shutil
@@ -52,7 +53,7 @@ from novamig.runner.fleet import CloudFleet
 from novamig.runner.orphans import owned_temp_dir, sweep_local
 from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
 from novamig.runner.progress_display import LiveView
-from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now
+from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now, write_outputs
 from novamig.runner.signals import StopRequest, stop_on_signals
 from novamig.runner.targets import TargetError
 from novamig.scenario import Scenario, ScenarioInvalid, expand_cases, load_scenario, redacted_dict
@@ -253,12 +254,15 @@ def _run(
     stop = StopRequest()
     choice = choose_cloud(flag, scenario_cloud)
     print(f"novamig: run {run_id}: {choice.reason}", file=sys.stderr)  # before the cloud is touched
+    started_at = utc_now()
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
         try:
             session = open_session(
                 stack, choice=choice, plans=plans, out_dir=out_dir, stop=stop, run_id=run_id
             )
         except RunEnds as end:
+            if end.code == ExitCode.INTERRUPTED:
+                _write_interrupted(scenario_dict, choice.name or DEFAULT_CLOUD_NAME, started_at, out_dir)
             return end.code
         with LiveView() as view:
             outcome = run_plans(
@@ -279,6 +283,17 @@ def _run(
             _err("could not delete: " + "; ".join(session.fleet.leftovers))
         _summary(outcome.results, out_dir, sys.stderr)
         return outcome.exit_code
+
+
+def _write_interrupted(scenario: dict[str, Any], cloud: str, started_at: dt.datetime, out_dir: Path) -> None:
+    """Stopped before the cloud was ready: nothing was measured, but the output says so, so a
+    stopped run always leaves a valid results.json (`interrupted`, no cases) for whoever reads it."""
+    environment = Environment(
+        cloud=cloud, novamig_version=__version__, started_at=started_at, finished_at=utc_now()
+    )
+    write_outputs(
+        Results(scenario=scenario, environment=environment, passed=False, interrupted=True), out_dir
+    )
 
 
 def _open_cloud(
