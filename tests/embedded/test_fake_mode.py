@@ -16,9 +16,12 @@ import pytest
 
 from novamig.embedded.commands import cmd_cloud, driver_label
 from novamig.embedded.controller import EmbeddedCloud, compute_hosts, options_from_env
-from novamig.measure.contract import not_measured_reason
+from novamig.measure.contract import Unavailable, not_measured_reason
+from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import load_results
 from novamig.runner.commands import cmd_run
+from novamig.runner.plan import plan_from_case
+from novamig.scenario import expand_cases, load_scenario
 
 MIGRATION_S = 0.3
 
@@ -54,6 +57,21 @@ def test_options_from_env_choose_the_scale_mode() -> None:
     assert options_from_env({}) == {"driver": "novamig"}
     with pytest.raises(ValueError, match="at least one compute"):
         compute_hosts(0)
+
+
+def test_no_probe_measures_on_a_cloud_without_guests(tmp_path: Path) -> None:
+    """Even where the embedded cloud's probes would apply (namespace, Locust load), the fake
+    driver's servers have nothing to measure: every figure is Unavailable with its reason."""
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        DRAIN_20.replace("image: novamig-tiny", "image: novamig-full").replace("kind: idle", "kind: locust")
+    )
+    [case] = expand_cases(load_scenario(path))
+    plan = plan_from_case(case, path.parent)
+    caps = CloudCapabilities(tmp_path / "probes", tmp_path, "novamig-guests", no_guests="fake driver")
+    probes = probes_for(plan, caps)
+    assert [p.name for p in probes] == ["guest", "network", "hypervisor", "locust"]
+    assert all(isinstance(p, Unavailable) and p.reason == "fake driver" for p in probes)
 
 
 def test_fake_cloud_runs_nova_fake_driver_on_every_compute(fake_cloud: EmbeddedCloud) -> None:
@@ -98,7 +116,7 @@ def test_drain_of_20_servers_through_the_runner(
             assert not_measured_reason(m, figure) == "fake driver"
 
 
-def test_cloud_up_names_the_scale_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cloud_up_refuses_no_computes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``novamig cloud up --computes 0`` is refused before anything starts."""
     monkeypatch.setenv("NOVAMIG_EMBEDDED_DIR", str(tmp_path / "cloud"))
     err = io.StringIO()
