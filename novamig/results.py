@@ -406,6 +406,15 @@ class Environment(_Model):
     started_at: dt.datetime
     finished_at: dt.datetime | None = None
 
+    @model_serializer(mode="wrap")
+    def _without_unset_scale_mode(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``scale_mode`` is written only when set: a measurement's results.json stays as it was
+        before the field existed, byte for byte."""
+        data: dict[str, Any] = handler(self)
+        if data.get("scale_mode") is None:
+            data.pop("scale_mode", None)
+        return data
+
 
 class Results(_Model):
     schema_: Literal["novamig.results/1"] = Field(default="novamig.results/1", alias="schema")
