@@ -8,7 +8,6 @@ figure instead of measuring anything.
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +82,7 @@ def test_fake_cloud_runs_nova_fake_driver_on_every_compute(fake_cloud: EmbeddedC
     assert {h.hypervisor_type for h in hypervisors} == {"fake"}
 
 
+@pytest.mark.slow
 def test_drain_of_20_servers_through_the_runner(
     tmp_path: Path, fake_cloud: EmbeddedCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,17 +90,11 @@ def test_drain_of_20_servers_through_the_runner(
     monkeypatch.delenv("OS_CLOUD", raising=False)
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(DRAIN_20)
-    started = time.monotonic()
     rc = cmd_run(str(scenario), fake_cloud.cloud_name, str(tmp_path / "out"), [])
-    took = time.monotonic() - started
     results = load_results(tmp_path / "out" / "results.json")
     [case] = results.cases
     assert rc == 0, case
-    # the drain itself (first request to last migration completed) in under a minute; the run
-    # around it (boot 20 servers, delete them) within two
-    drain_s = max(m.finished_at or 0 for m in case.migrations) - min(m.requested_at for m in case.migrations)
-    assert drain_s < 60, f"the 20-server drain took {drain_s:.0f} s"
-    assert took < 120, f"the run took {took:.0f} s"
+    # How long the drain takes is a speed figure: bench/scale.py measures and reports it.
     assert results.environment.scale_mode == "scale mode: fake driver on 3 computes, no downtime measured"
     assert "scale mode: fake driver on 3 computes" in (tmp_path / "out" / "index.html").read_text()
     migs = case.migrations
