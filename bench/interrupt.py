@@ -283,6 +283,7 @@ def _after_kill(trial: Trial, watch: Watch) -> None:
 
 def clean_start(workdir: Path) -> bool:
     """A full run after the trials: it must start (and pass) with nothing in its way."""
+    workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "out"
     (workdir / "scenario.yaml").write_text(SCENARIO, encoding="utf-8")
     argv = [NOVAMIG, "run", str(workdir / "scenario.yaml"), "--out", str(out)]
@@ -290,7 +291,7 @@ def clean_start(workdir: Path) -> bool:
     return proc.returncode == 0 and (out / "results.json").exists()
 
 
-def _print_table(trials: list[Trial], clean: bool | None) -> None:
+def _print_table(trials: list[Trial]) -> None:
     print(f"machine: {platform.node()} · {os.cpu_count()} cores · {platform.platform()}")
     print(
         f"{'#':>3} {'signal':<8} {'at s':>5} {'stage':<15} {'rc':>4} {'results':<8} "
@@ -309,7 +310,7 @@ def _print_table(trials: list[Trial], clean: bool | None) -> None:
     leaks = sum(len(t.leftovers) for t in trials)
     print(
         f"trials {len(trials)} · failed {sum(1 for t in trials if not t.ok)} · leaks {leaks} · "
-        f"invalid results files {invalid}" + ("" if clean is None else f" · clean start after: {clean}")
+        f"invalid results files {invalid}",
     )
 
 
@@ -335,8 +336,10 @@ def main() -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        _print_table(trials)  # before the last run: a figure printed is a figure kept
         clean = None if args.no_clean_start else clean_start(Path(tmp) / "after")
-    _print_table(trials, clean)
+    if clean is not None:
+        print(f"clean start after the trials: {'yes' if clean else 'NO'}")
     return 0 if all(t.ok for t in trials) and clean is not False else 1
 
 
