@@ -271,9 +271,13 @@ def _after_kill(trial: Trial, watch: Watch) -> None:
     """After SIGKILL: what the run left, then `novamig cleanup --yes`, then what is still there."""
     time.sleep(1)  # the lifeline's kernel signal reaches the cloud and its guests
     left_by_kill = leftovers(watch)
-    cleanup = subprocess.run(
-        [NOVAMIG, "cleanup", "--yes"], capture_output=True, text=True, env=_env(), timeout=300, check=False
-    )
+    # The run used its own cloud, so the user's clouds.yaml has nothing of it: cleanup reads none
+    # (a `novamig-embedded` entry there, of a cloud up elsewhere, is not this trial's business).
+    with tempfile.TemporaryDirectory(prefix="interrupt-home-") as home:
+        env = dict(_env(), HOME=home, XDG_CONFIG_HOME=home)
+        cleanup = subprocess.run(
+            [NOVAMIG, "cleanup", "--yes"], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
     trial.cleanup_rc = cleanup.returncode
     trial.leftovers = _wait_gone(watch, 30)
     trial.note = f"left by the kill: {len(left_by_kill)}" + (
