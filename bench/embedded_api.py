@@ -55,45 +55,46 @@ def figures(samples: list[float]) -> dict[str, float]:
 
 
 def run(n: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
     with EmbeddedCloud() as cloud:
-        layout = cloud.layout
-        assert layout is not None
-        password = layout.load_secrets().admin_password
-        keystone, compute = layout.keystone_url, layout.compute_url
-        admin = issue(keystone, password)
-        issues, validations, first, second = [], [], [], []
-        for _ in range(n):
-            took, token = timed(lambda: issue(keystone, password))
-            issues.append(took)
-            headers = {"X-Auth-Token": admin, "X-Subject-Token": token}
+        return measure_api(cloud, n)
+
+
+def measure_api(cloud: EmbeddedCloud, n: int) -> dict[str, Any]:
+    """The latencies above on a running cloud (bench/embedded_cloud.py reports them too)."""
+    out: dict[str, Any] = {}
+    layout = cloud.layout
+    assert layout is not None
+    password = layout.load_secrets().admin_password
+    keystone, compute = layout.keystone_url, layout.compute_url
+    admin = issue(keystone, password)
+    issues, validations, first, second = [], [], [], []
+    for _ in range(n):
+        took, token = timed(lambda: issue(keystone, password))
+        issues.append(took)
+        headers = {"X-Auth-Token": admin, "X-Subject-Token": token}
+        took, resp = timed(lambda h=headers: requests.get(f"{keystone}/auth/tokens", headers=h, timeout=30))
+        resp.raise_for_status()
+        validations.append(took)
+        fresh = issue(keystone, password)
+        for bucket in (first, second):
             took, resp = timed(
-                lambda h=headers: requests.get(f"{keystone}/auth/tokens", headers=h, timeout=30)
+                lambda t=fresh: requests.get(f"{compute}/servers", headers={"X-Auth-Token": t}, timeout=30)
             )
             resp.raise_for_status()
-            validations.append(took)
-            fresh = issue(keystone, password)
-            for bucket in (first, second):
-                took, resp = timed(
-                    lambda t=fresh: requests.get(
-                        f"{compute}/servers", headers={"X-Auth-Token": t}, timeout=30
-                    )
-                )
-                resp.raise_for_status()
-                bucket.append(took)
-        out["token_issue"] = figures(issues)
-        out["token_validate"] = figures(validations)
-        out["nova_first_call_fresh_token"] = figures(first)
-        out["nova_second_call_same_token"] = figures(second)
-        for name, url in (
-            ("image_list", f"{layout.image_url}/v2/images"),
-            ("network_list", f"{layout.network_url}/v2.0/networks"),
-        ):
-            samples = [
-                timed(lambda u=url: requests.get(u, headers={"X-Auth-Token": admin}, timeout=30))[0]
-                for _ in range(n)
-            ]
-            out[name] = figures(samples)
+            bucket.append(took)
+    out["token_issue"] = figures(issues)
+    out["token_validate"] = figures(validations)
+    out["nova_first_call_fresh_token"] = figures(first)
+    out["nova_second_call_same_token"] = figures(second)
+    for name, url in (
+        ("image_list", f"{layout.image_url}/v2/images"),
+        ("network_list", f"{layout.network_url}/v2.0/networks"),
+    ):
+        samples = [
+            timed(lambda u=url: requests.get(u, headers={"X-Auth-Token": admin}, timeout=30))[0]
+            for _ in range(n)
+        ]
+        out[name] = figures(samples)
     return out
 
 

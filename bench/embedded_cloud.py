@@ -3,6 +3,7 @@
     .venv/bin/python bench/embedded_cloud.py [--guests 4] [--repeat 1] [--json]
 
 Measures: ready time of `EmbeddedCloud.start()` (wall, and the cloud's own per-stage figures),
+Keystone token issue and validation and a fresh token's first Nova call (bench/embedded_api.py),
 boot → ACTIVE of one tiny guest through the API, live migration end to end (API call → migration
 record `completed`) of an idle tiny guest, and resident memory of the cloud process (and of Keystone)
 with 0 and N guests (QEMU processes counted apart).
@@ -17,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from embedded_api import measure_api  # bench/embedded_api.py: the script's folder is on sys.path
 
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_NAME
@@ -57,6 +60,8 @@ def run(guests: int) -> dict[str, Any]:
         info = cloud.ready_info or {}
         figures["ready_stages_s"] = info.get("stages_s")
         pid, keystone = info["pid"], info["keystone_pid"]
+        # token issue and validation, a fresh token's first Nova call (median and max of 15)
+        figures["api"] = measure_api(cloud, 15)
         conn = cloud.connection()
         figures["rss_mib_0_guests"] = {
             "cloud": round(rss_mib(pid), 1),

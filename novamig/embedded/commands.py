@@ -140,6 +140,30 @@ def _down(cloud: EmbeddedCloud, flag: str | None, out: TextIO, err: TextIO) -> i
     return int(ExitCode.OK)
 
 
+# The APIs the embedded cloud serves with its own stand-ins rather than the real service, and what
+# they leave out (answered as the real service answers a call it does not implement); the same
+# table is in novamig/embedded/README.md.
+STAND_INS: tuple[tuple[str, str, str], ...] = (
+    (
+        "image",
+        "Glance v2 subset (novamig's stand-in)",
+        "import and staging, locations, member changes, deactivation, tasks, metadefs, stores, cache "
+        "(501, Glance's error format); every image is visible to every project",
+    ),
+    (
+        "network",
+        "Neutron v2.0, read-only (novamig's stand-in)",
+        "every write, routers, floating IPs, trunks, QoS (501 NotImplementedError or 404, NeutronError)",
+    ),
+    ("block-storage", "none", "no Cinder: no volume endpoint in the catalog"),
+)
+
+
+def stand_in_lines() -> list[str]:
+    """What ``status`` says about the stand-ins, one line per API."""
+    return [f"  {api}: {what}; not served: {missing}" for api, what, missing in STAND_INS]
+
+
 def _status(cloud: EmbeddedCloud, out: TextIO) -> int:
     st = cloud.status()
     if not st.running:
@@ -153,4 +177,7 @@ def _status(cloud: EmbeddedCloud, out: TextIO) -> int:
         f"computes {', '.join(layout.hosts)}; driver {driver_label(cloud)}; work dir {st.workdir}",
         file=out,
     )
+    print("real services: Keystone, Nova, Placement. Stand-ins:", file=out)
+    for line in stand_in_lines():
+        print(line, file=out)
     return int(ExitCode.OK)

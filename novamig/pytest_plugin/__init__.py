@@ -94,7 +94,7 @@ def novamig_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The session's cloud for the fixtures below (opened at their first use, closed after)."""
     from novamig.pytest_plugin import fixtures  # noqa: PLC0415 - the runner (openstacksdk, ~1 s) only when asked for
 
-    fleet = fixtures.Fleet(request.config)
+    fleet = fixtures.FixtureSession(request.config)
     try:
         yield fleet
     finally:

@@ -70,7 +70,7 @@ def server_plan(
     return plan_from_case(case)
 
 
-class Fleet:
+class FixtureSession:
     """The session's part of the fixtures: the opened cloud, and each server's plan and host."""
 
     def __init__(self, config: pytest.Config) -> None:
@@ -171,7 +171,7 @@ class Fleet:
         return record
 
 
-def cloud_connection(fleet: Fleet, stack: contextlib.ExitStack) -> Any:
+def cloud_connection(fleet: FixtureSession, stack: contextlib.ExitStack) -> Any:
     """`novamig_cloud`: the opened cloud's connection, or, on a named cloud that no scenario
     opened, a plain connection (no preflight: a hand-written test may need no novamig image)."""
     state = fleet.config.stash.get(STATE, None)

@@ -76,6 +76,7 @@ def test_up_status_down_leave_nothing_behind(tmp_path: Path) -> None:
     status = _cloud_cmd("status", env)
     assert status.returncode == 0
     assert f"running, pid {cloud_pid}" in status.stdout
+    assert "Stand-ins:" in status.stdout and "  image: Glance v2 subset" in status.stdout
 
     again = _cloud_cmd("up", env)
     assert again.returncode == 3

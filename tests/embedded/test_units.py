@@ -253,3 +253,15 @@ def test_host_policy_refuses_what_nova_conf_refuses(tmp_path: Path) -> None:
         host_policy.write(tmp_path, "compute1", {"live_migration_downtime_delay": 0})
     with pytest.raises(ValueError, match="live_migration_downtime must be >= 1"):
         host_policy.write(tmp_path, "compute1", {"live_migration_downtime": 0})
+
+
+def test_status_names_each_stand_in_and_the_readme_table_agrees() -> None:
+    """`novamig cloud status` and novamig/embedded/README.md name the same stand-in APIs."""
+    from novamig.embedded.commands import STAND_INS, stand_in_lines
+
+    lines = stand_in_lines()
+    assert [line.split(":")[0].strip() for line in lines] == ["image", "network", "block-storage"]
+    assert all("not served:" in line for line in lines)
+    readme = (Path(__file__).resolve().parents[2] / "novamig" / "embedded" / "README.md").read_text()
+    for api, _what, _missing in STAND_INS:
+        assert f"| {api.replace('-', ' ')}" in readme, api

@@ -8,10 +8,10 @@ loads the virtio/ext4 modules and switches to the disk, plus the same uncompress
 the tiny image (PVH boot). Why this form rather than the whole root filesystem as an initramfs:
 the guest then needs about 160 MiB of RAM instead of at least 448 MiB, a live migration sends only
 the memory the guest uses (not 150 MB of unpacked initramfs: about half the migration time and a
-third of the downtime under Locust load, see FACTS), one read-only base disk backs every guest and
-both ends of every migration (the guest mounts it ``ro`` and keeps its writable state in tmpfs),
-and the guest never sits in the window where its kernel unpacks a big initramfs (migrating in that
-window crashed guests under QEMU 7.2/TCG).
+third of the downtime under Locust load, measured: 1.2 s and 20 ms against 2.4 s and 65-92 ms),
+one read-only base disk backs every guest and both ends of every migration (the guest mounts it
+``ro`` and keeps its writable state in tmpfs), and the guest never sits in the window where its
+kernel unpacks a big initramfs (migrating in that window crashed guests under QEMU 7.2/TCG).
 
 Glance form (``--format qcow2``, ``build_cloud_image()``): the same root filesystem plus cloud-init
 on a partitioned disk that boots by itself (syslinux), for DevStack and other OpenStack clouds.
