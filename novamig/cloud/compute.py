@@ -109,6 +109,14 @@ def _ipv4_addresses(addresses: Any) -> tuple[str, ...]:
     return tuple(fixed + floating)
 
 
+def hypervisor_version_text(version: object) -> str:
+    """Nova reports a hypervisor's version as one integer, major * 1 000 000 + minor * 1 000 + patch
+    (oslo_utils.versionutils.convert_version_to_int): QEMU 10.0.2 is 10000002. Shown as people write it."""
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
+        return f"{version // 1_000_000}.{version // 1_000 % 1_000}.{version % 1_000}"
+    return "?" if version is None else str(version)
+
+
 class Compute:
     """Nova's API as novamig uses it. Thread-safe for concurrent migrations (one HTTP call each)."""
 
@@ -176,7 +184,9 @@ class Compute:
         out: dict[str, str] = {}
         for h in data.get("hypervisors", []):
             host = (h.get("service") or {}).get("host") or h.get("hypervisor_hostname")
-            out[str(host)] = f"{h.get('hypervisor_type', '?')} {h.get('hypervisor_version', '?')}"
+            out[str(host)] = (
+                f"{h.get('hypervisor_type', '?')} {hypervisor_version_text(h.get('hypervisor_version'))}"
+            )
         return out
 
     # -- actions -------------------------------------------------------------------------------------

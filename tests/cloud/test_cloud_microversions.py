@@ -57,3 +57,14 @@ def test_abort_versions() -> None:
     assert abort_allowed(V("2.65"), "queued") == V("2.65")
     assert abort_allowed(V("2.104"), "preparing") == V("2.80")
     assert abort_allowed(V("2.104"), "running (post-copy)") is None
+
+
+def test_hypervisor_version_reads_as_people_write_it() -> None:
+    """Nova's integer (libvirt's and the embedded driver's QEMU 10.0.2 is 10000002) as major.minor.patch."""
+    from novamig.cloud.compute import hypervisor_version_text
+
+    assert hypervisor_version_text(10000002) == "10.0.2"
+    assert hypervisor_version_text(11003000) == "11.3.0"
+    assert hypervisor_version_text(7002000) == "7.2.0"
+    assert hypervisor_version_text(None) == "?"
+    assert hypervisor_version_text("unknown") == "unknown"
