@@ -7,13 +7,10 @@ skipped by Tempest from that configuration. Every test that runs must pass.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tempest_runner import run_tempest_tests
 
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.tempest_conf import write_tempest_conf
@@ -24,18 +21,6 @@ MODULES = (
     "tempest.api.compute.admin.test_live_migration",
     "tempest.api.compute.admin.test_live_migration_negative",
 )
-
-RUNNER = """
-import json, sys, unittest
-suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:])
-result = unittest.TestResult()
-suite.run(result)
-print("NOVAMIG-RESULT " + json.dumps({
-    "run": result.testsRun,
-    "failures": [[str(t), tb[-3000:]] for t, tb in result.failures + result.errors],
-    "skipped": [[str(t), reason] for t, reason in result.skipped],
-}))
-"""
 
 # Why Tempest may skip a test here (the embedded cloud's documented limits); any other skip fails.
 ALLOWED_SKIPS = (
@@ -49,19 +34,7 @@ ALLOWED_SKIPS = (
 
 def test_tempest_live_migration_tests_pass(embedded_cloud: EmbeddedCloud, tmp_path: Path) -> None:
     conf = write_tempest_conf(embedded_cloud, tmp_path / "tempest")
-    env = {**os.environ, "TEMPEST_CONFIG_DIR": str(conf.parent), "TEMPEST_CONFIG": conf.name}
-    out = subprocess.run(
-        [sys.executable, "-c", RUNNER, *MODULES],
-        env=env,
-        cwd=conf.parent,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
-    )
-    line = next((x for x in out.stdout.splitlines() if x.startswith("NOVAMIG-RESULT ")), None)
-    assert line is not None, out.stderr[-4000:]
-    result = json.loads(line.split(" ", 1)[1])
+    result = run_tempest_tests(conf, MODULES, timeout_s=2400)
     failures = "\n\n".join(f"{name}\n{tb}" for name, tb in result["failures"])
     assert not result["failures"], failures
     unexpected = [(n, r) for n, r in result["skipped"] if not any(a in r for a in ALLOWED_SKIPS)]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import unittest
 from pathlib import Path
 from typing import Any
@@ -13,6 +9,7 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 from tempest.test_discover.plugins import TempestTestPluginManager
+from tempest_runner import run_tempest_tests
 
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.tempest_conf import write_tempest_conf
@@ -58,20 +55,6 @@ def test_tempest_conf_becomes_the_scenario_settings_operators_win() -> None:
     ]
 
 
-# Tempest's own runner would need a workspace registered in the user's home; the test is loaded by
-# name and run by unittest in a child process, as Tempest's workers run it, with TEMPEST_CONFIG_DIR.
-RUNNER = """
-import json, sys, unittest
-suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:])
-result = unittest.TestResult()
-suite.run(result)
-print("NOVAMIG-RESULT " + json.dumps({
-    "run": result.testsRun,
-    "failures": [[str(t), tb[-4000:]] for t, tb in result.failures + result.errors],
-    "skipped": [[str(t), reason] for t, reason in result.skipped],
-}))
-"""
-
 # A scenario the embedded cloud passes when reached only through Tempest's credentials, as a
 # foreign cloud: novamig cannot read its hosts then, so only Nova's own figures are judged.
 TEMPEST_SCENARIO = """\
@@ -104,19 +87,7 @@ def test_the_tempest_test_runs_a_scenario_on_the_embedded_cloud(
     def run(scenario: Path) -> dict[str, Any]:
         novamig = f"[novamig]\nscenarios = {scenario}\nimage = novamig-tiny\nout_dir = {tmp_path / 'out'}\n"
         conf.write_text(f"{generated}\n{novamig}")
-        env = {**os.environ, "TEMPEST_CONFIG_DIR": str(conf.parent), "TEMPEST_CONFIG": conf.name}
-        out = subprocess.run(
-            [sys.executable, "-c", RUNNER, TEMPEST_TEST],
-            env=env,
-            cwd=conf.parent,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        line = next((x for x in out.stdout.splitlines() if x.startswith("NOVAMIG-RESULT ")), None)
-        assert line is not None, out.stderr[-4000:]
-        result: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+        result = run_tempest_tests(conf, [TEMPEST_TEST], timeout_s=600)
         assert result["run"] == 1 and not result["skipped"], result
         return result
 
