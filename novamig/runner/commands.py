@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import logging
 import os
 import shutil
@@ -139,7 +140,10 @@ def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[s
             print(problem, file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     out_dir = Path(out) if out else default_out_dir(sc.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    unwritable = out_dir_problem(out_dir)
+    if unwritable is not None:
+        _err(unwritable.message)
+        return int(unwritable.code)
     handler = setup_logging(out_dir)
     try:
         return _run(
@@ -152,6 +156,48 @@ def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[s
     finally:
         logging.getLogger("novamig").removeHandler(handler)
         handler.close()
+
+
+OUT_PROBE_BYTES = 1 << 20
+"""Bytes the output-folder check writes (and removes): room for a typical run's results.json, JUnit,
+HTML report and log, so a nearly full disk is refused up front rather than part-way through."""
+OUT_PROBE_NAME = ".novamig-write-probe"
+
+
+@dataclass(frozen=True)
+class OutDirProblem:
+    """Why `--out` cannot take a run's output, said before anything is created on the cloud."""
+
+    message: str
+    code: ExitCode
+
+
+def out_dir_problem(out_dir: Path) -> OutDirProblem | None:
+    """None when `out_dir` can be created and written with `OUT_PROBE_BYTES`; else what is wrong.
+
+    A run that only finds out at the end that its folder is read-only or its disk is full has booted
+    servers and migrated them for nothing; so the folder is made and a probe file written, flushed
+    to disk and removed before the cloud is touched. A folder the user named wrongly (read-only,
+    not a directory, no permission) is bad input (2); a full disk is the machine's (3).
+    """
+    probe = out_dir / OUT_PROBE_NAME
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * OUT_PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "no space left for the run's output" if full else "cannot write the run's output"
+        return OutDirProblem(
+            f"output folder {out_dir}: {what} ({exc.strerror or exc}); nothing was started",
+            ExitCode.INFRASTRUCTURE if full else ExitCode.BAD_INPUT,
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return None
 
 
 class RunEnds(Exception):
