@@ -578,7 +578,20 @@ static void *integrity_main(void *arg) {
     return NULL;
 }
 
-static void integrity_stop(void) {
+/* One check's verdict: kept as the last one, for GET /integrity. */
+struct integ_verdict {
+    int region; /* 0: no region was running, nothing checked */
+    int ok;
+    size_t pages, bad_page, bad_word, bad_count;
+    uint64_t gen, expected, found, check_ms, at_ms; /* at_ms: agent uptime when checked */
+};
+/* admin: held by integrity-start/-stop and by every check, so a check from the HTTP thread never
+ * races the command thread unmapping the region; `last`/`checks` are under it too. */
+static pthread_mutex_t integ_admin = PTHREAD_MUTEX_INITIALIZER;
+static struct integ_verdict integ_last;
+static uint64_t integ_checks;
+
+static void integrity_stop_locked(void) {
     if (!integ.running) return;
     atomic_store(&integ.stop, 1);
     pthread_join(integ.thread, NULL);
@@ -587,8 +600,16 @@ static void integrity_stop(void) {
     integ.running = 0;
 }
 
-static const char *integrity_start(unsigned mib, unsigned pass_ms) {
-    integrity_stop();
+static void integrity_stop(void) {
+    pthread_mutex_lock(&integ_admin);
+    integrity_stop_locked();
+    integ_last = (struct integ_verdict){0}; /* a verdict on a region that is gone says nothing */
+    pthread_mutex_unlock(&integ_admin);
+}
+
+static const char *integrity_start_locked(unsigned mib, unsigned pass_ms) {
+    integrity_stop_locked();
+    integ_last = (struct integ_verdict){0};
     if (mib == 0) return "region size must be > 0 MiB";
     uint64_t bytes = (uint64_t)mib * MIB;
     if (bytes + 24 * MIB > mem_available_bytes()) return "region does not fit in free guest memory";
@@ -616,18 +637,22 @@ static const char *integrity_start(unsigned mib, unsigned pass_ms) {
     return NULL;
 }
 
-/* Verify every word of every page; reply with the first bad one. */
-static void integrity_check(const char *id) {
-    if (!integ.running) {
-        emitf(1, "R %s err msg=integrity region not started", id);
-        return;
-    }
+static const char *integrity_start(unsigned mib, unsigned pass_ms) {
+    pthread_mutex_lock(&integ_admin);
+    const char *err = integrity_start_locked(mib, pass_ms);
+    pthread_mutex_unlock(&integ_admin);
+    return err;
+}
+
+/* Verify every word of every page (call with integ_admin held); the first bad one is reported. */
+static struct integ_verdict integrity_verify(void) {
+    struct integ_verdict v = {0};
+    if (!integ.running) return v;
+    v.region = 1;
     uint64_t t0 = now_ns();
     pthread_mutex_lock(&integ.lock);
     uint64_t gen = integ.gen;
     size_t pos = integ.pos, pages = integ.pages;
-    size_t bad_page = 0, bad_word = 0;
-    uint64_t expected = 0, found = 0;
     int bad = 0;
     for (size_t p = 0; p < pages && !bad; p++) {
         const uint64_t *w = integ.mem + p * WORDS_PER_PAGE;
@@ -640,44 +665,63 @@ static void integrity_check(const char *id) {
             else want = pattern_word(p, j);
             if (w[j] != want) {
                 bad = 1;
-                bad_page = p;
-                bad_word = j;
-                expected = want;
-                found = w[j];
+                v.bad_page = p;
+                v.bad_word = j;
+                v.expected = want;
+                v.found = w[j];
                 break;
             }
         }
     }
-    size_t bad_count = 0;
     if (bad) { /* count the bad pages too: one stale page and a zeroed region look different */
-        for (size_t p = bad_page; p < pages; p++) {
+        for (size_t p = v.bad_page; p < pages; p++) {
             const uint64_t *w = integ.mem + p * WORDS_PER_PAGE;
             uint64_t g = p < pos ? gen : gen - 1;
             int ok = w[0] == g && w[1] == p && w[WORDS_PER_PAGE - 1] == (g ^ p ^ INTEGRITY_MAGIC);
             for (size_t j = 2; ok && j < WORDS_PER_PAGE - 1; j++) ok = w[j] == pattern_word(p, j);
-            bad_count += !ok;
+            v.bad_count += !ok;
         }
     }
     pthread_mutex_unlock(&integ.lock);
-    uint64_t ms = (uint64_t)((now_ns() - t0) / 1000000U);
-    if (bad)
+    v.ok = !bad;
+    v.pages = pages;
+    v.gen = gen;
+    v.check_ms = (now_ns() - t0) / 1000000U;
+    v.at_ms = (now_ns() - start_ns) / 1000000U;
+    integ_last = v;
+    integ_checks++;
+    return v;
+}
+
+static void integrity_check(const char *id) {
+    pthread_mutex_lock(&integ_admin);
+    struct integ_verdict v = integrity_verify();
+    pthread_mutex_unlock(&integ_admin);
+    if (!v.region)
+        emitf(1, "R %s err msg=integrity region not started", id);
+    else if (!v.ok)
         emitf(1,
               "R %s err first_bad_page=%zu expected=0x%016" PRIx64 " found=0x%016" PRIx64
               " word=%zu bad_pages=%zu pages=%zu generation=%" PRIu64 " check_ms=%" PRIu64
               " msg=integrity check failed",
-              id, bad_page, expected, found, bad_word, bad_count, pages, gen, ms);
+              id, v.bad_page, v.expected, v.found, v.bad_word, v.bad_count, v.pages, v.gen, v.check_ms);
     else
-        emitf(1, "R %s ok pages=%zu generation=%" PRIu64 " check_ms=%" PRIu64, id, pages, gen, ms);
+        emitf(1, "R %s ok pages=%zu generation=%" PRIu64 " check_ms=%" PRIu64, id, v.pages, v.gen, v.check_ms);
 }
 
 /* Test-only: damage one word of one page so a test can prove the check detects it. */
 static const char *integrity_corrupt(unsigned long page) {
-    if (!integ.running) return "integrity region not started";
-    if (page >= integ.pages) return "page out of range";
-    pthread_mutex_lock(&integ.lock);
-    integ.mem[page * WORDS_PER_PAGE + 2] ^= 1;
-    pthread_mutex_unlock(&integ.lock);
-    return NULL;
+    const char *err = NULL;
+    pthread_mutex_lock(&integ_admin);
+    if (!integ.running) err = "integrity region not started";
+    else if (page >= integ.pages) err = "page out of range";
+    else {
+        pthread_mutex_lock(&integ.lock);
+        integ.mem[page * WORDS_PER_PAGE + 2] ^= 1;
+        pthread_mutex_unlock(&integ.lock);
+    }
+    pthread_mutex_unlock(&integ_admin);
+    return err;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -706,6 +750,50 @@ static void *udp_echo_main(void *arg) {
         sendto(fd, buf, (size_t)n, MSG_DONTWAIT, (struct sockaddr *)&from, fl);
     }
     return NULL;
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *out);
+
+/* GET /integrity[?check=1|?corrupt=<page>] (docs/guest-agent.md): the verdict as JSON, so a host
+ * that cannot read virtio-serial (a libvirt cloud) checks the region through the guest's address.
+ * Returns the HTTP status. */
+static const char *integrity_http(const char *query, char *body, size_t n) {
+    unsigned long page;
+    if (!strncmp(query, "corrupt=", 8)) { /* test-only, like the integrity-corrupt command */
+        const char *err = parse_uint(query + 8, ~0UL, &page) != 0 ? "usage: /integrity?corrupt=<page>"
+                                                                     : integrity_corrupt(page);
+        if (err) {
+            snprintf(body, n, "{\"error\": \"%s\"}\n", err);
+            return "409 Conflict";
+        }
+        snprintf(body, n, "{\"corrupted_page\": %lu}\n", page);
+        return "200 OK";
+    }
+    if (*query && strcmp(query, "check=1") != 0) {
+        snprintf(body, n, "{\"error\": \"unknown query: use check=1 or corrupt=<page>\"}\n");
+        return "400 Bad Request";
+    }
+    pthread_mutex_lock(&integ_admin);
+    struct integ_verdict v = *query ? integrity_verify() : integ_last;
+    uint64_t checks = integ_checks;
+    int region = integ.running;
+    pthread_mutex_unlock(&integ_admin);
+    int len = snprintf(body, n, "{\"region\": %s, \"checks\": %" PRIu64 ", \"uptime_ms\": %" PRIu64,
+                       region ? "true" : "false", checks, (now_ns() - start_ns) / 1000000U);
+    if (!v.region)
+        snprintf(body + len, n - (size_t)len, ", \"ok\": null}\n"); /* nothing checked (yet) */
+    else if (v.ok)
+        snprintf(body + len, n - (size_t)len,
+                 ", \"ok\": true, \"pages\": %zu, \"generation\": %" PRIu64 ", \"check_ms\": %" PRIu64
+                 ", \"checked_at_ms\": %" PRIu64 "}\n",
+                 v.pages, v.gen, v.check_ms, v.at_ms);
+    else
+        snprintf(body + len, n - (size_t)len,
+                 ", \"ok\": false, \"pages\": %zu, \"generation\": %" PRIu64 ", \"check_ms\": %" PRIu64
+                 ", \"checked_at_ms\": %" PRIu64 ", \"first_bad_page\": %zu, \"word\": %zu, \"expected\": "
+                 "\"0x%016" PRIx64 "\", \"found\": \"0x%016" PRIx64 "\", \"bad_pages\": %zu}\n",
+                 v.pages, v.gen, v.check_ms, v.at_ms, v.bad_page, v.bad_word, v.expected, v.found, v.bad_count);
+    return "200 OK";
 }
 
 static _Atomic unsigned http_clients;
@@ -755,6 +843,9 @@ static void *http_conn_main(void *arg) {
                      ", \"uptime_ns\": %" PRIu64 ", \"requests\": %" PRIu64 "}\n",
                      AGENT_VERSION, atomic_load(&hb_seq), now_ns() - start_ns,
                      atomic_load(&http_requests) + 1);
+        } else if (!strncmp(path, "/integrity", 10) && (path[10] == 0 || path[10] == '?')) {
+            ctype = "application/json";
+            status = integrity_http(path[10] ? path + 11 : "", body, sizeof body);
         } else {
             status = "404 Not Found";
             snprintf(body, sizeof body, "not found\n");
