@@ -10,6 +10,7 @@ from novamig.report.explain import explain
 from novamig.report.render import render_index
 from novamig.results import (
     CaseResult,
+    EchoDetails,
     Environment,
     Event,
     HypervisorFigures,
@@ -115,3 +116,24 @@ def test_the_page_says_why_per_migration_or_that_they_agree() -> None:
     assert "<h4>Why the vantage points differ</h4>" in html
     assert "<li>#1 s0: network 300 ms is above guest 100 ms" in html
     assert html.count("The vantage points agree within their resolutions and noise floors.") == 1
+
+
+def test_network_above_the_heartbeat_is_the_echo_thread_within_its_slowest_round_trip() -> None:
+    # guest 138, network 330 (a real locust-web migration): 192 ms apart; the window's slowest echo
+    # took 132 ms, and 1 + 2 + 12 + 13 = 28 ms cannot be resolved: 132 + 0.4 + 28 < 192 ...
+    beyond = ProbeDetails(network=EchoDetails(protocol="udp", rtt_max_ms=132.0))
+    (line,) = explain(_m({"guest": 138.0, "network": 330.0}, details=beyond), CASE)
+    assert line == (
+        "network 330 ms is above guest 138 ms by 192 ms, more than the window's slowest echo (132 ms), "
+        "the bridge's MAC move (0.4 ms at most) and the 28 ms of their resolutions and noise floors "
+        "together: unexplained (no known cause fits)."
+    )
+    # ... while an echo that answered 170 ms late in the window covers it
+    within = ProbeDetails(network=EchoDetails(protocol="udp", rtt_max_ms=170.0))
+    (line,) = explain(_m({"guest": 138.0, "network": 330.0}, details=within), CASE)
+    assert line.startswith("network 330 ms is above guest 138 ms: the echo is answered by another guest")
+    assert "as late as 170 ms in this window, which covers the 192 ms" in line
+    assert "MAC move after QEMU's announce is 0.1–0.4 ms" in line
+    # the heartbeat above the network is not this rule's: no echo-thread sentence for it
+    (other,) = explain(_m({"guest": 330.0, "network": 138.0}, details=within), CASE)
+    assert "echo is answered" not in other and other.endswith("unexplained (no known cause fits).")
