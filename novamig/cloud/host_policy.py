@@ -10,6 +10,10 @@ cloud, behind one protocol (`HostPolicyApplier`):
 * DevStack — over SSH: edit ``nova-cpu.conf``, restart the compute service, wait until Nova reports it
   up, and put the original file back afterwards, on failure too (`SshHostPolicy`).
 
+Both keep the original in a backup beside the changed file (`novamig.cloud.conf_backup`) before the
+first change and restore from it, so a run that dies without restoring leaves the original for
+`novamig cleanup` to put back.
+
 `applied(...)` is the context manager the runner uses: it restores every host it touched, whatever
 happens inside.
 """
@@ -17,17 +21,21 @@ happens inside.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
+from novamig.cloud import conf_backup
+from novamig.cloud.conf_backup import Leftover
 from novamig.cloud.errors import CloudConfigInvalid
-from novamig.cloud.ssh import HostSsh
+from novamig.cloud.ssh import HostSsh, SshError
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +119,31 @@ class HostPolicySettable(Protocol):
 class EmbeddedHostPolicy:
     """The embedded cloud's library API: ``set_host_policy(host, options)`` (a whole policy: keys
     left out take Nova's defaults). The policy in force before is read back first and restored,
-    so a cloud started with its own host policies gets them back after the case."""
+    so a cloud started with its own host policies gets them back after the case.
 
-    def __init__(self, cloud: HostPolicySettable) -> None:
+    `policy_file` names each host's policy file (``policies/<host>.json`` of the cloud's work
+    directory; the runner knows the layout, this package does not import it): with it, the policy in
+    force before is also kept in a backup beside that file until it is restored, so a run killed
+    mid-case leaves it for `novamig cleanup` on a cloud that outlives the run."""
+
+    def __init__(self, cloud: HostPolicySettable, policy_file: Callable[[str], Path] | None = None) -> None:
         self.cloud = cloud
+        self.policy_file = policy_file
         self._before: dict[str, dict[str, Any]] = {}
 
     def apply(self, host: str, options: Mapping[str, Any]) -> None:
         before = dict(self.cloud.get_host_policy(host))
+        if self.policy_file is not None and host not in self._before:
+            path = self.policy_file(host)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            before = json.loads(conf_backup.take_local(path, json.dumps(before, indent=2) + "\n"))
         self._before.setdefault(host, before)
-        self.cloud.set_host_policy(host, {**before, **options})
+        self.cloud.set_host_policy(host, {**self._before[host], **options})
 
     def restore(self, host: str) -> None:
         self.cloud.set_host_policy(host, self._before.pop(host, {}))
+        if self.policy_file is not None:
+            conf_backup.drop_local(self.policy_file(host))
 
 
 # -- DevStack over SSH --------------------------------------------------------------------------------
@@ -196,32 +216,53 @@ class SshHostPolicy:
     unit: str = "devstack@n-cpu.service"
     ssh_timeout_s: float = 60.0
     up_timeout_s: float = 180.0
-    _originals: dict[str, str] = field(default_factory=dict)
+    _touched: set[str] = field(default_factory=set)
 
     def _ssh(self, host: str, command: str, stdin: str | None = None) -> str:
         return HostSsh(self.targets, self.ssh_timeout_s)(host, command, stdin)
 
-    def _write_and_restart(self, host: str, text: str) -> None:
-        path = shlex.quote(self.conf_path)
-        self._ssh(host, f"sudo tee {path} >/dev/null", stdin=text)
+    def _restart(self, host: str) -> None:
         self._ssh(host, f"sudo systemctl restart {shlex.quote(self.unit)}")
         time.sleep(2.0)  # let the old service report itself down before we wait for "up"
         self.wait_up(host, self.up_timeout_s)
 
     def apply(self, host: str, options: Mapping[str, Any]) -> None:
-        original = self._ssh(host, f"sudo cat {shlex.quote(self.conf_path)}")
-        self._originals.setdefault(host, original)
+        # The backup is taken (or an earlier run's found) in the same command that reads the original.
+        original = self._ssh(host, conf_backup.take_remote_command(self.conf_path))
+        self._touched.add(host)
         libvirt = {k: v for k, v in options.items() if k not in DEFAULT_SECTION_OPTIONS}
         default = {k: v for k, v in options.items() if k in DEFAULT_SECTION_OPTIONS}
         text = set_ini_options(original, "libvirt", libvirt) if libvirt else original
         if default:
             text = set_ini_options(text, "DEFAULT", default)
-        self._write_and_restart(host, text)
+        self._ssh(host, f"sudo tee {shlex.quote(self.conf_path)} >/dev/null", stdin=text)
+        self._restart(host)
 
     def restore(self, host: str) -> None:
-        original = self._originals.pop(host, None)
-        if original is not None:
-            self._write_and_restart(host, original)
+        if host in self._touched:
+            self._touched.discard(host)
+            self._ssh(host, conf_backup.restore_remote_command(self.conf_path))
+            self._restart(host)
+
+    def leftovers(self) -> list[tuple[str, Leftover]]:
+        """(host, backup) for every host in `targets` whose configuration has a backup beside it;
+        a host that cannot be reached is logged and skipped."""
+        found: list[tuple[str, Leftover]] = []
+        for host in sorted(self.targets):
+            try:
+                output = self._ssh(host, conf_backup.find_remote_command(self.conf_path))
+            except SshError as exc:
+                log.warning("cannot look for a host policy backup on %s: %s", host, exc)
+                continue
+            leftover = conf_backup.parse_find_remote(f"{host}:{self.conf_path}", output)
+            if leftover is not None:
+                found.append((host, leftover))
+        return found
+
+    def restore_leftover(self, host: str) -> None:
+        """Put a dead run's backup back on `host` and restart its compute service."""
+        self._ssh(host, conf_backup.restore_remote_command(self.conf_path))
+        self._restart(host)
 
 
 SSH_HOSTS_ENV = "NOVAMIG_SSH_HOSTS"

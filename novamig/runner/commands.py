@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -42,6 +43,7 @@ from novamig.cloud.host_policy import (
 from novamig.cloud.preflight import Needs, PreflightReport, preflight
 from novamig.cloud.resources import choose_networks
 from novamig.cloud.sweep import delete_found, find_tagged
+from novamig.embedded import host_policy as embedded_host_policy
 from novamig.embedded.controller import EmbeddedCloud, options_from_env
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 from novamig.exitcodes import ExitCode
@@ -51,7 +53,7 @@ from novamig.measure.locust import unsupported_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import Environment, Results
 from novamig.runner.fleet import CloudFleet
-from novamig.runner.orphans import owned_temp_dir, sweep_local
+from novamig.runner.orphans import Swept, owned_temp_dir, restore_ssh_backups, sweep_local
 from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
 from novamig.runner.progress_display import LiveView
 from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now, write_outputs
@@ -394,7 +396,9 @@ def _host_policy(cloud: _Cloud, plans: Sequence[CasePlan]) -> HostPolicyApplier:
     NOVAMIG_SSH_HOSTS names), or not at all — which a scenario that sets host options cannot run."""
     applier: HostPolicyApplier
     if cloud.embedded is not None:
-        applier = EmbeddedHostPolicy(cloud.embedded)
+        applier = EmbeddedHostPolicy(
+            cloud.embedded, policy_file=functools.partial(embedded_host_policy.path, cloud.embedded.workdir)
+        )
     elif os.environ.get(SSH_HOSTS_ENV):
         try:
             applier = ssh_policy_from_file(os.environ[SSH_HOSTS_ENV], cloud.compute)
@@ -504,6 +508,14 @@ def _cleanup_cloud(cloud: str | None, machine_swept: bool) -> str | int:
     return int(ExitCode.BAD_INPUT)
 
 
+def _sweep_ssh_hosts(compute: Compute, yes: bool) -> Swept:
+    """Compute configuration a killed run left changed on the hosts ``NOVAMIG_SSH_HOSTS`` names."""
+    hosts_file = os.environ.get(SSH_HOSTS_ENV)
+    if not hosts_file:
+        return Swept(0, [])
+    return restore_ssh_backups(ssh_policy_from_file(hosts_file, compute), yes, sys.stdout)
+
+
 def cmd_cleanup(cloud: str | None, yes: bool) -> int:
     # This machine first: a SIGKILLed run's own embedded cloud has no clouds.yaml entry to name.
     swept = sweep_local(yes, sys.stdout)
@@ -514,10 +526,12 @@ def cmd_cleanup(cloud: str | None, yes: bool) -> int:
         conn = connect(name)
         try:
             compute = Compute(conn)
+            hosts = _sweep_ssh_hosts(compute, yes)
+            swept = Swept(swept.found + hosts.found, swept.left + hosts.left)
             found = find_tagged(conn, compute)
             if not found:
                 print(f"cloud {name}: nothing tagged by novamig")
-                return int(ExitCode.OK)
+                return int(ExitCode.INFRASTRUCTURE) if swept.left else int(ExitCode.OK)
             print(f"cloud {name}: {len(found)} resource(s) tagged by novamig:")
             for item in found:
                 print(f"  {item}")

@@ -8,6 +8,12 @@ is gone is an orphan: nothing can use it again, so cleanup stops whatever of it 
 removes it; so is a temp folder whose recorded owner is gone. Namespaces named by novamig
 (`novamig-<creator pid>-<hex>`) whose creator is gone are removed too; one whose creator pid is
 alive, even by reuse, is kept: a leftover is better than breaking a live run.
+
+A run that changed a compute host's configuration (a host policy) keeps the original in a backup
+beside it (`novamig.cloud.conf_backup`); a backup whose owner is gone is a leftover too, put back by
+moving it over the file: in a live embedded cloud's work directory here (``policies/<host>.json``,
+read at each migration, so nothing restarts), and on DevStack computes over SSH
+(`restore_ssh_backups`, which restarts the compute service as a run's own restore does).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from novamig.embedded import processes
-from novamig.embedded.controller import EmbeddedCloud
+from novamig.cloud import conf_backup
+from novamig.cloud.host_policy import SshHostPolicy
+from novamig.embedded import host_policy, processes
+from novamig.embedded.controller import EmbeddedCloud, default_workdir
 from novamig.hypervisor.netns import NETNS_PREFIX, list_novamig_netns
 
 #: Prefix of a run's own embedded cloud's work directory (`EmbeddedCloud` makes it with mkdtemp).
@@ -52,7 +60,7 @@ def _dead_owner(folder: Path) -> bool:
 
 @dataclass(frozen=True)
 class Orphan:
-    kind: str  # "embedded cloud" or "namespace"
+    kind: str  # "embedded cloud", "temp folder", "host policy" (a backup to put back) or "namespace"
     name: str
 
     def __str__(self) -> str:
@@ -74,6 +82,11 @@ def _creator_alive(netns: str) -> bool:
     return not creator.isdigit() or processes.alive(int(creator))
 
 
+def _policy_dir(workdir: Path) -> Path:
+    """The folder of an embedded cloud's per-host policy files (``host_policy.path``'s)."""
+    return host_policy.path(workdir, "any").parent
+
+
 def find_orphans(tmp: Path | None = None) -> list[Orphan]:
     """Dead embedded clouds' work directories under `tmp` and namespaces whose creator is gone."""
     root = tmp or Path(tempfile.gettempdir())
@@ -88,6 +101,15 @@ def find_orphans(tmp: Path | None = None) -> list[Orphan]:
         for d in sorted(root.glob("novamig-*"))
         if not d.name.startswith(WORKDIR_PREFIX) and d.is_dir() and _dead_owner(d)
     ]
+    live_own = [d for d in sorted(root.glob(f"{WORKDIR_PREFIX}*")) if d.is_dir()]
+    found += [
+        Orphan("host policy", leftover.where)
+        # `cloud up`'s cloud, running or not (its folder stays); a run's own, while it runs
+        # (a dead one's folder goes as a whole)
+        for workdir in [default_workdir(), *(d for d in live_own if not _orphaned_workdir(d, now))]
+        for leftover in conf_backup.find_local(_policy_dir(workdir))
+        if conf_backup.owner_gone(leftover.owner)
+    ]
     found += [Orphan("namespace", n) for n in list_novamig_netns() if not _creator_alive(n)]
     return found
 
@@ -100,7 +122,10 @@ def remove_orphans(found: list[Orphan]) -> list[str]:
             EmbeddedCloud(Path(orphan.name)).stop()
         elif orphan.kind == "temp folder":
             shutil.rmtree(orphan.name, ignore_errors=True)
-    left = [o for o in found if o.kind != "namespace" and Path(o.name).exists()]
+        elif orphan.kind == "host policy":
+            conf_backup.restore_local(Path(orphan.name))
+    left = [o for o in found if o.kind not in ("namespace", "host policy") and Path(o.name).exists()]
+    left += [o for o in found if o.kind == "host policy" and Path(conf_backup.backup_of(o.name)).exists()]
     present = set(list_novamig_netns())
     for orphan in found:
         if orphan.kind == "namespace" and orphan.name in present:
@@ -137,3 +162,31 @@ def sweep_local(yes: bool, out: IO[str], tmp: Path | None = None) -> Swept:
         print(f"novamig: could not remove {item}", file=sys.stderr)
     print(f"this machine: removed {len(found) - len(left)} of {len(found)}", file=out)
     return Swept(len(found), left)
+
+
+def restore_ssh_backups(policy: SshHostPolicy, yes: bool, out: IO[str]) -> Swept:
+    """List the compute hosts whose configuration a dead run left changed (a backup beside
+    ``nova-cpu.conf`` whose owner is gone); with `yes`, put each back and restart its compute
+    service. A backup whose owner still runs is named and kept."""
+    found = policy.leftovers()
+    dead = [(host, leftover) for host, leftover in found if conf_backup.owner_gone(leftover.owner)]
+    for _, leftover in found:
+        if not conf_backup.owner_gone(leftover.owner):
+            print(f"compute configuration {leftover}: its run is still going, kept", file=out)
+    if not dead:
+        return Swept(0, [])
+    print(f"compute hosts: {len(dead)} configuration(s) left changed by killed runs:", file=out)
+    for _, leftover in dead:
+        print(f"  {leftover}", file=out)
+    if not yes:
+        print("dry run: nothing restored (add --yes to restore)", file=out)
+        return Swept(len(dead), [])
+    left: list[str] = []
+    for host, leftover in dead:
+        try:
+            policy.restore_leftover(host)
+        except Exception as exc:  # one host's failure must not keep the others changed
+            print(f"novamig: could not restore {leftover.where}: {exc}", file=sys.stderr)
+            left.append(leftover.where)
+    print(f"compute hosts: restored {len(dead) - len(left)} of {len(dead)}", file=out)
+    return Swept(len(dead), left)
