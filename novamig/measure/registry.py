@@ -27,10 +27,12 @@ from typing import Protocol
 from novamig.cloud.host_policy import SSH_HOSTS_ENV
 from novamig.measure.contract import Probe, Unavailable
 from novamig.measure.embedded_figures import EmbeddedMigrationFigures
+from novamig.measure.guest_integrity import GuestIntegrityProbe
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
 from novamig.measure.locust import LocustProbe
 from novamig.measure.network import NetworkProbe
+from novamig.measure.sla import SlaSpec
 from novamig.scenario.models import Measure, Workload
 
 
@@ -49,6 +51,8 @@ class ProbePlan(Protocol):
     def measure(self) -> Measure: ...
     @property
     def scenario_dir(self) -> Path | None: ...  # where a user's locustfile path is relative to
+    @property
+    def sla(self) -> SlaSpec: ...  # memory_integrity asks for the guest's own verdict
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,10 @@ def _network(plan: ProbePlan, caps: CloudCapabilities, workdir: Path) -> Probe:
     return NetworkProbe(m.network_probe_hz, caps.guest_netns, workdir, protocol=m.network_protocol)
 
 
+def _guest_integrity(plan: ProbePlan, caps: CloudCapabilities, workdir: Path) -> Probe:
+    return GuestIntegrityProbe(caps.guest_netns)
+
+
 def _locust(plan: ProbePlan, caps: CloudCapabilities, workdir: Path) -> Probe:
     return LocustProbe(plan.workload_spec.locust, caps.guest_netns, workdir, plan.scenario_dir)
 
@@ -180,15 +188,21 @@ REGISTRY: tuple[Registration, ...] = (
     Registration("hypervisor", _no_ssh_hosts, _libvirt),  # libvirt's, on DevStack
     Registration("network", _unreachable_guests, _network),
     Registration("locust", _no_locust_load, _locust),
+    # the guest's own integrity verdict over HTTP, on every cloud (on the embedded one a second
+    # opinion beside its driver's check over virtio-serial)
+    Registration("integrity", _unreachable_guests, _guest_integrity),
 )
 
 
 def wanted_figures(plan: ProbePlan) -> list[str]:
     """The figures a case measures: its ``measure.probes``, plus ``locust`` when the workload is
-    Locust (the Locust probe also drives the load)."""
+    Locust (the Locust probe also drives the load) and ``integrity`` when the SLA asks for
+    ``memory_integrity`` (the guest's verdict, `novamig.measure.guest_integrity`)."""
     wanted = list(plan.probes)
     if plan.workload == "locust" and "locust" not in wanted:
         wanted.append("locust")
+    if plan.sla.memory_integrity and "integrity" not in wanted:
+        wanted.append("integrity")
     return wanted
 
 

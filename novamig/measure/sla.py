@@ -185,10 +185,12 @@ def _locust_null(case: CaseFigures, spec: SlaSpec) -> str:
 def _integrity_null(case: CaseFigures, spec: SlaSpec) -> str:
     if not case.completed:
         return _no_completed_migration(case, spec)
-    unchecked = sum(1 for m in case.completed if m.memory_integrity is None)
-    return (
-        f"{unchecked} of {len(case.completed)} completed migrations were not checked (the embedded "
-        "cloud's driver checks the guest's integrity region, with the hypervisor figures)"
+    unchecked = [m for m in case.completed if m.memory_integrity is None]
+    problem = case.probe_problem("integrity")
+    said = next((m.details.get("integrity") for m in unchecked if m.details.get("integrity")), None)
+    why = problem or (said.get("error") if isinstance(said, dict) else None)
+    return f"{len(unchecked)} of {len(case.completed)} completed migrations were not checked" + (
+        f": {why}" if why else " (the guest answers GET /integrity after each migration)"
     )
 
 

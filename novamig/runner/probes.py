@@ -18,7 +18,11 @@ from novamig.results import Event, HypervisorFigures, MigrationRecord
 log = logging.getLogger(__name__)
 
 FIGURES = ("guest", "network", "locust", "hypervisor")
-"""The per-probe keys of results (`PerProbe`): a probe with another name fills nothing."""
+"""The per-probe keys of results (`PerProbe`): a probe with another name fills nothing, except
+`INTEGRITY`."""
+INTEGRITY = "integrity"
+"""The guest's own integrity verdict (`novamig.measure.guest_integrity`): no downtime figure, only
+``memory_integrity`` and ``details.integrity``."""
 
 
 def apply_figures(
@@ -26,22 +30,22 @@ def apply_figures(
 ) -> MigrationRecord:
     """Copy each probe's figure into the record; a missing figure's reason becomes an event."""
     for probe in probes:
-        if probe.name not in FIGURES:
+        if probe.name not in FIGURES and probe.name != INTEGRITY:
             continue
         try:
             fig = probe.figure(record, server_id, migration_id)
         except Exception as exc:  # a probe's bug costs its figure, never the run's results
             log.exception("probe %s failed on a migration of %s", probe.name, record.server)
             fig = ProbeFigure(None, None, f"the probe failed: {type(exc).__name__}: {exc}")
+        if probe.name == INTEGRITY:  # a verdict, no downtime figure
+            _merge_integrity(record, fig.memory_integrity)
+            if fig.details or fig.reason:
+                record.details[INTEGRITY] = fig.details or {"error": fig.reason}
+            continue
         setattr(record.downtime_ms, probe.name, fig.downtime_ms)
         setattr(record.resolution_ms, probe.name, fig.resolution_ms)
         setattr(record.brownout_ms, probe.name, fig.brownout_ms)
-        if fig.memory_integrity is not None:
-            record.memory_integrity = (
-                fig.memory_integrity
-                if record.memory_integrity is None
-                else (record.memory_integrity and fig.memory_integrity)
-            )
+        _merge_integrity(record, fig.memory_integrity)
         if probe.name == "hypervisor" and fig.details is not None:
             record.hypervisor = HypervisorFigures.model_validate(fig.details)
         elif fig.details:
@@ -50,6 +54,14 @@ def apply_figures(
             t = record.finished_at if record.finished_at is not None else record.requested_at
             record.events.append(Event(t=t, what=not_measured_event(probe.name, fig.reason)))
     return record
+
+
+def _merge_integrity(record: MigrationRecord, verdict: bool | None) -> None:
+    """Every verdict must say intact (the embedded driver's and the guest's own, when both exist)."""
+    if verdict is not None:
+        record.memory_integrity = (
+            verdict if record.memory_integrity is None else (record.memory_integrity and verdict)
+        )
 
 
 def probes_set_up(probes: Sequence[Probe]) -> Mapping[str, str | None]:

@@ -9,6 +9,7 @@ import pytest
 
 from novamig.measure.contract import CapturesEachMigration, Probe, Unavailable
 from novamig.measure.embedded_figures import EmbeddedMigrationFigures
+from novamig.measure.guest_integrity import GuestIntegrityProbe
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
 from novamig.measure.locust import LocustProbe
@@ -21,6 +22,7 @@ from novamig.measure.registry import (
     probes_for,
     safe_name,
 )
+from novamig.measure.sla import SlaSpec
 from novamig.runner.plan import plan_from_case
 from novamig.scenario import expand_cases, load_scenario
 from novamig.scenario.models import Measure, Workload
@@ -35,6 +37,7 @@ class Plan:
     measure: Measure = field(default_factory=Measure)
     case_id: str = "memory.dirty_rate_mib_s=64#r1"
     scenario_dir: Path | None = None
+    sla: SlaSpec = field(default_factory=SlaSpec)
 
     @property
     def workload_spec(self) -> Workload:
@@ -157,3 +160,19 @@ def test_the_runner_s_case_plan_is_a_probe_plan(tmp_path: Path) -> None:
 )
 def test_case_ids_become_one_directory_name(case_id: str, name: str) -> None:
     assert safe_name(case_id) == name
+
+
+def test_an_sla_on_memory_integrity_asks_the_guest_itself_on_any_cloud(tmp_path: Path) -> None:
+    """The guest's verdict over HTTP is the one integrity figure a libvirt cloud has; on the
+    embedded cloud it runs beside the driver's check, and only where the guests can be reached."""
+    integrity = SlaSpec(memory_integrity=True)
+    libvirt = CloudCapabilities(tmp_path)
+    embedded = CloudCapabilities(tmp_path, embedded_workdir=tmp_path, guest_netns="novamig-1-x")
+    for caps in (libvirt, embedded):
+        probes = by_name(probes_for(Plan(("hypervisor",), sla=integrity), caps))
+        assert isinstance(probes["integrity"], GuestIntegrityProbe)
+        assert isinstance(probes["integrity"], CapturesEachMigration)
+        assert probes["integrity"].netns == caps.guest_netns
+    assert "integrity" not in by_name(probes_for(Plan(("hypervisor",)), libvirt))
+    unreachable = CloudCapabilities(tmp_path, embedded_workdir=tmp_path)
+    assert "needs root" in reason(by_name(probes_for(Plan((), sla=integrity), unreachable))["integrity"])
