@@ -6,7 +6,9 @@ of the machine (thermal, caches, a noisy neighbour) over all cells instead of bi
 
 A case id names its cell by the last segment of each matrix key (longer suffixes only where two keys
 would read alike) and its repetition: `post_copy_after_s=5,dirty_rate_mib_s=64#r1`. Ids are unique
-and safe as file names (only `[A-Za-z0-9._+=,#-]`).
+and safe as file names (only `[A-Za-z0-9._+=,#-]`). A secret never appears in an id or in a case's
+recorded `params`: a key that looks like a secret (`workload.script.env.MYSQL_PWD`) or values that
+hold one (`--password=…`) are named `v1`, `v2`… in ids, and `Case.params` has them redacted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from novamig.scenario.datapaths import PathConflict, set_path, split_key_path
+from novamig.scenario.redaction import path_has_secret, redact
 
 if TYPE_CHECKING:
     from novamig.scenario.models import Scenario
@@ -41,7 +44,10 @@ class Cell:
 
 @dataclass(frozen=True)
 class Case:
-    """One run of one matrix cell; `scenario` is the scenario with the cell applied (no matrix, repeat 1)."""
+    """One run of one matrix cell; `scenario` is the scenario with the cell applied (no matrix, repeat 1).
+
+    `params` is what results and reports record: the cell's values with secrets redacted (the real
+    values are in `scenario`, which is what runs)."""
 
     id: str
     params: dict[str, Any]
@@ -86,8 +92,11 @@ def _scalar_text(value: Any) -> str | None:
     return None
 
 
-def _value_texts(values: list[Any]) -> list[str]:
-    """File-name-safe spelling of each value; `v1`, `v2`… when spellings would be missing or clash."""
+def _value_texts(key: str, values: list[Any]) -> list[str]:
+    """File-name-safe spelling of each value; `v1`, `v2`… when spellings would be missing or clash,
+    or would show a secret (a secret-looking key, or a value with one inside)."""
+    if path_has_secret(split_key_path(key)) or redact(values) != values:
+        return [f"v{i + 1}" for i in range(len(values))]
     texts = [_scalar_text(v) for v in values]
     if any(t is None for t in texts) or len(set(texts)) != len(texts):
         return [f"v{i + 1}" for i in range(len(values))]
@@ -100,7 +109,7 @@ def cells(scenario: Scenario) -> list[Cell]:
     if not keys:
         return [Cell("default", {}, ())]
     labels = _labels(keys)
-    texts = [_value_texts(scenario.matrix[k]) for k in keys]
+    texts = [_value_texts(k, scenario.matrix[k]) for k in keys]
     out: list[Cell] = []
     for number, indexes in enumerate(itertools.product(*(range(len(scenario.matrix[k])) for k in keys))):
         name = ",".join(f"{labels[i]}={texts[i][j]}" for i, j in enumerate(indexes))
@@ -138,7 +147,7 @@ def expand_cases(scenario: Scenario) -> list[Case]:
     """
     per_cell = [(cell, type(scenario).model_validate(cell_data(scenario, cell))) for cell in cells(scenario)]
     return [
-        Case(f"{cell.name}#r{rep}", dict(cell.params), rep, resolved)
+        Case(f"{cell.name}#r{rep}", redact(cell.params), rep, resolved)
         for rep in range(1, scenario.repeat + 1)
         for cell, resolved in per_cell
     ]

@@ -4,8 +4,10 @@ Scenarios should not hold credentials (those belong in clouds.yaml), but a scrip
 mistyped key can carry one. Any value under a key that looks like a secret is never echoed in an
 error message and is replaced in `redacted_dict`, which is what results.json stores. A command line
 is free text, so inside any string value the values of secret-looking options (`--password=…`,
-`--api-key …`) and environment assignments (`MYSQL_PWD=…`) are replaced too. Over-redacting is
-the safe side: a report that shows `<redacted>` for a harmless value loses nothing measured.
+`--api-key …`) and environment assignments (`MYSQL_PWD=…`) are replaced too, and so is a value
+glued to a short `-p` (MySQL's `-pSECRET`; `ssh -p2222` or `tar -pxf` lose their value as well).
+Over-redacting is the safe side: a report that shows `<redacted>` for a harmless value loses
+nothing measured.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ _ASSIGNMENT = re.compile(
     r"""(?P<value>"[^"]*"|'[^']*'|[^\s;&|]+)"""
 )
 
+#: A value glued to a short `-p` option (`mysql -pSECRET`, `-p'a b'`): not preceded by a word
+#: character or a dash, so `--password` and `x-p1` are not taken for it.
+_GLUED_P = re.compile(r"""(?<![\w-])-p(?P<value>"[^"]*"|'[^']*'|[^\s;&|=-][^\s;&|]*)""")
+
 
 def is_secret_key(key: object) -> bool:
     """True when a mapping key's name suggests its value is a secret (`OS_PASSWORD`, `api_token`…)."""
@@ -50,7 +56,7 @@ def _redact_assignment(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """Free text (a command line) with the values of secret-looking options and variables replaced."""
-    return _ASSIGNMENT.sub(_redact_assignment, text)
+    return _GLUED_P.sub(f"-p{REDACTED}", _ASSIGNMENT.sub(_redact_assignment, text))
 
 
 def redact(value: Any) -> Any:

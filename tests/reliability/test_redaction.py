@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from novamig.scenario import expand_cases, load_scenario
 from novamig.scenario.redaction import REDACTED, is_secret_key, redact, redact_text
 
 
@@ -44,3 +48,53 @@ def test_redact_walks_strings_in_nested_data() -> None:
         }
     }
     assert is_secret_key("MYSQL_PWD") and not is_secret_key("MODE")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mysql -u root -pS3cr3t db", f"mysql -u root -p{REDACTED} db"),
+        ("mysqladmin -p'a b' status", f"mysqladmin -p{REDACTED} status"),
+        ("x;mysql -p123456&&y", f"x;mysql -p{REDACTED}&&y"),
+        ("mysqldump --password=q -pw db", f"mysqldump --password={REDACTED} -p{REDACTED} db"),
+    ],
+)
+def test_password_glued_to_short_p_is_replaced(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize("text", ["mkdir -p /tmp/x", "mysql -p", "a-pb --pid=3", "x --port 5 -- -p"])
+def test_p_without_a_glued_value_is_kept(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_matrix_secrets_stay_out_of_case_ids_and_params(tmp_path: Path) -> None:
+    """A matrix over a secret-looking key, and over commands with a password inside: the case ids
+    name the values `v1`, `v2`, the recorded params are redacted, the case itself runs the real value."""
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: m\n"
+        "workload: {kind: script, script: {command: run}}\n"
+        "matrix:\n"
+        "  workload.script.env.DB_PASSWORD: [first-Planted, second-Planted]\n"
+        "  workload.script.command: ['mysql -pglued-Planted', 'mysql --password=opt-Planted']\n"
+        "  migration.count: [1]\n",
+        encoding="utf-8",
+    )
+    cases = expand_cases(load_scenario(str(path)))
+    assert [c.id for c in cases] == [
+        "DB_PASSWORD=v1,command=v1,count=1#r1",
+        "DB_PASSWORD=v1,command=v2,count=1#r1",
+        "DB_PASSWORD=v2,command=v1,count=1#r1",
+        "DB_PASSWORD=v2,command=v2,count=1#r1",
+    ]
+    recorded = json.dumps([c.params for c in cases])
+    assert "Planted" not in recorded
+    assert cases[1].params == {
+        "workload.script.env.DB_PASSWORD": REDACTED,
+        "workload.script.command": f"mysql --password={REDACTED}",
+        "migration.count": 1,
+    }
+    script = cases[1].scenario.workload.script
+    assert script is not None
+    assert script.env["DB_PASSWORD"] == "first-Planted" and script.command == "mysql --password=opt-Planted"
