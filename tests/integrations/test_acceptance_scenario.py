@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from novamig.embedded.service.migration_monitor import INTEGRITY_CHECK_ENV
 from novamig.measure.contract import Unavailable
 from novamig.measure.libvirt_jobstats import DomainPlace
 from novamig.measure.registry import CloudCapabilities, probes_for
@@ -34,22 +35,26 @@ def test_every_probe_of_the_acceptance_scenario_can_run_on_a_libvirt_cloud(tmp_p
     )
     for plan in plans:
         assert plan.measure.heartbeat_collector is not None  # the guest figure comes over UDP
-        assert plan.sla.memory_integrity is None  # measured by the embedded driver only, today
+        assert plan.sla.memory_integrity is True  # the guest's own verdict, asked over HTTP
         probes = probes_for(plan, libvirt_cloud)
         unavailable = {p.name: p.reason for p in probes if isinstance(p, Unavailable)}
         assert not unavailable, unavailable
-        assert {p.name for p in probes} == set(plan.probes)
+        assert {p.name for p in probes} == {*plan.probes, "integrity"}
         assert plan.sla.downtime_probe in plan.probes
 
 
 @pytest.mark.slow
 @pytest.mark.qemu
-def test_the_acceptance_scenario_passes_on_the_embedded_cloud_with_udp_heartbeats(
-    tmp_path: Path, cloud: str
+def test_the_acceptance_scenario_passes_on_the_embedded_cloud_on_the_guests_own_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The scenario as shipped, moved to the embedded cloud by the overrides an operator would
-    pass (cloud, flavor, image, network, and the collector at the gateway of the guests' network
-    namespace): it passes, and every guest figure came over UDP, as it will on DevStack."""
+    pass (flavor, image, network, and the collector at the gateway of the guests' network
+    namespace), on a cloud of the run's own whose driver does not check memory integrity
+    (NOVAMIG_EMBEDDED_INTEGRITY_CHECK=off): it passes on what a libvirt cloud gives too — every
+    guest figure came over UDP, and every integrity verdict from the guest over HTTP."""
+    monkeypatch.setenv(INTEGRITY_CHECK_ENV, "off")
+    monkeypatch.delenv("OS_CLOUD", raising=False)
     out = tmp_path / "out"
     overrides = [
         "cloud=null",
@@ -61,11 +66,17 @@ def test_the_acceptance_scenario_passes_on_the_embedded_cloud_with_udp_heartbeat
         "migration.interval_s=1",
         "measure.noise_floor_s=2",
     ]
-    assert cmd_run(str(SCENARIO), cloud, str(out), overrides) == 0
+    assert cmd_run(str(SCENARIO), None, str(out), overrides) == 0
     results = load_results(out / "results.json")
     assert results.passed
+    (integrity,) = [c for case in results.cases for c in case.sla if c.name == "memory_integrity"]
+    assert integrity.passed and integrity.value is True
     migrations = [m for case in results.cases for m in case.migrations]
     assert len(migrations) == 4 and all(m.status == "completed" for m in migrations)
     for m in migrations:
         assert m.downtime_ms.guest is not None
         assert m.details["guest"]["via"] == "udp 192.168.1.1:47100"
+        assert m.memory_integrity is True
+        verdict = m.details["integrity"]
+        assert verdict["ok"] is True and verdict["region"] is True and verdict["pages"] == 16 * 256, verdict
+        assert m.hypervisor is not None and "integrity" not in m.hypervisor  # the driver's check was off
