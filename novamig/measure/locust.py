@@ -33,7 +33,7 @@ from novamig.measure.contract import CaseClock, ProbeFigure, ServerInfo
 from novamig.measure.locust_figure import (
     Req,
     figure_from,
-    parse_guest_records,
+    parse_guest_rows,
     quiet_longest_gap_ms,
     window_of,
 )
@@ -230,9 +230,10 @@ class LocustProbe:
         for rec in outcome.records:
             srv = by_host.get(rec.host)
             if srv is not None:
-                srv.reqs.append(Req(self._clock.at(rec.mono_s), rec.latency_ms, rec.ok))
+                srv.reqs.append(Req(self._clock.at(rec.mono_s), rec.latency_ms, rec.ok, rec.name))
         for srv in self._servers.values():
             srv.reqs.sort(key=lambda r: r.t_s)
+            self._save_records(srv)
         self._runner_stats = outcome.stats
         if outcome.exit_code not in (0, None) or outcome.stats is None:
             self._errors.append(f"runner Locust exit code {outcome.exit_code}: {outcome.log_tail[-800:]}")
@@ -275,16 +276,34 @@ class LocustProbe:
 
     def _map_guest_records(self, srv: _Server, csv: str) -> None:
         assert srv.sampler is not None and self._clock is not None
-        rows = parse_guest_records(csv)
+        rows = parse_guest_rows(csv)
         cmap = ClockMap(srv.sampler.samples)
         if not cmap.usable:
             srv.error = srv.error or "no usable clock samples: guest times cannot be mapped"
             return
-        runner_t = cmap.map([g for g, _, _ in rows])
-        srv.reqs = [Req(self._clock.at(t), lat, ok) for t, (_, lat, ok) in zip(runner_t, rows, strict=True)]
+        runner_t = cmap.map([row[0] for row in rows])
+        srv.reqs = [
+            Req(self._clock.at(t), lat, ok, name)
+            for t, (_, lat, ok, name) in zip(runner_t, rows, strict=True)
+        ]
         srv.reqs.sort(key=lambda r: r.t_s)
+        self._save_records(srv)
         srv.step_uncertainty_ms = cmap.step_uncertainty_ms()
         srv.clock = cmap.report(self._clock.at, srv.sampler.errors)
+
+    def _save_records(self, srv: _Server) -> None:
+        """Keep the per-request records (case seconds) beside the other probes' raw data: the
+        figures can be re-derived and a surprising gap looked at request by request."""
+        if not srv.reqs:
+            return
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            lines = ["t_s,latency_ms,ok,name"]
+            lines += [f"{r.t_s:.6f},{r.latency_ms:.3f},{int(r.ok)},{r.name}" for r in srv.reqs]
+            path = self.workdir / f"requests-{srv.info.name}.csv"
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        except OSError as e:
+            self._errors.append(f"saving the request records of {srv.info.name}: {e}")
 
     # -- figures
 

@@ -36,6 +36,7 @@ class RequestSummary:
     latency_ms: dict[str, float | None]  # p50, p90, p95, p99, max, mean of successful requests
     rps: RequestRateSeries | None
     locust_reported: dict[str, Any] | None = None  # Locust's own statistics: totals, by_name
+    by_name: dict[str, dict[str, Any]] | None = None  # per request name, from novamig's own records
 
 
 def _round(value: float | None) -> float | None:
@@ -82,6 +83,7 @@ def summarize_requests(reqs: Sequence[Req], reported: list[dict[str, Any]] | Non
             "by_name": by_name(reported),
         }
     return RequestSummary(
+        by_name=names_from_records(reqs) if any(r.name for r in reqs) else None,
         requests=len(reqs),
         failures=failures,
         failure_ratio=round(failures / len(reqs), 6) if reqs else None,
@@ -107,3 +109,23 @@ def by_name(reported: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         e["mean_ms"] = round(total / e["requests"], 3) if e["requests"] else None
         e["max_ms"] = round(e["max_ms"], 3)
     return dict(sorted(out.items()))
+
+
+def names_from_records(reqs: Sequence[Req]) -> dict[str, dict[str, Any]]:
+    """Per request name (``"GET /api/items"``): requests, failures and the latency percentiles of
+    the successful ones, from novamig's per-request records. Locust's own per-name statistics
+    (`by_name`) give only a mean and a maximum; a mean hides the tail a migration puts on one
+    endpoint, and these are nearest-rank like every other percentile in results.json."""
+    grouped: dict[str, list[Req]] = {}
+    for r in reqs:
+        grouped.setdefault(r.name or "(unnamed)", []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(grouped):
+        group = grouped[name]
+        ok = [r.latency_ms for r in group if r.ok]
+        out[name] = {
+            "requests": len(group),
+            "failures": len(group) - len(ok),
+            **{f"{k}_ms": v for k, v in latency_figures(ok).items() if k in ("p50", "p95", "p99", "max")},
+        }
+    return out

@@ -56,10 +56,14 @@ def test_longest_gap_is_the_blackout_and_resolution_the_sampling_period() -> Non
     after = _steady(10.31, 20.0, 0.01)
     reqs = [*before, stalled, *after]
     fig = figure_from(reqs, 9.0, 12.0)
-    assert fig.downtime_ms == pytest.approx(300.0, abs=0.01)
+    # 300 ms without an answer, less the 10 ms the next answer takes anyway
+    assert fig.downtime_ms == pytest.approx(290.0, abs=0.01)
     assert fig.resolution_ms == pytest.approx(10.0, abs=0.01)
     assert fig.details is not None
     assert fig.details["blackout_s"] == [10.0, 10.3]
+    assert (fig.details["longest_gap_ms"], fig.details["normal_interval_ms"]) == (300.0, 10.0)
+    # the stalled request was outstanding the whole gap: all of it is the service's
+    assert (fig.details["waiting_ms"], fig.details["failing_ms"], fig.details["idle_ms"]) == (300.0, 0.0, 0.0)
     assert fig.details["latency_spike_ms"] == 300.0
     assert fig.details["baseline_p99_ms"] == 2.0
     # the stalled request's slowness is the blackout itself: no brownout beside it
@@ -72,10 +76,27 @@ def test_brownout_counts_slow_answers_outside_the_blackout() -> None:
     slow = [Req(round(10.0 + 0.05 * i, 6), 50.0, True) for i in range(1, 21)]
     reqs += slow + _steady(11.01, 20.0, 0.01)
     fig = figure_from(reqs, 9.5, 13.0)
-    assert fig.downtime_ms == pytest.approx(50.0, abs=0.01)
+    assert fig.downtime_ms == pytest.approx(50.0 - 10.0, abs=0.01)
     # every slow request contributes its last 48 ms (50 − 2 ms baseline); the longest of them is
     # the "blackout" and is cut out: 19 × 48 ms remain
     assert fig.brownout_ms == pytest.approx(19 * 48.0, abs=0.5)
+
+
+def test_gap_breakdown_tells_the_service_from_failures_and_the_client() -> None:
+    """A 700 ms gap: a request outstanding 10.1–10.4 s that failed (a time-out), nothing
+    outstanding 10.0–10.1 and 10.4–10.6 (the client not asking), an answered one 10.6–10.7."""
+    reqs = [
+        *_steady(0.0, 10.0, 0.01),
+        Req(10.4, 300.0, False),
+        Req(10.7, 100.0, True),
+        *_steady(10.71, 20.0, 0.01),
+    ]
+    fig = figure_from(reqs, 9.5, 12.0)
+    assert fig.details is not None and fig.details["blackout_s"] == [10.0, 10.7]
+    parts = {k: fig.details[k] for k in ("waiting_ms", "failing_ms", "idle_ms")}
+    assert parts == pytest.approx({"waiting_ms": 100.0, "failing_ms": 300.0, "idle_ms": 300.0}, abs=0.01)
+    assert sum(parts.values()) == pytest.approx(fig.details["longest_gap_ms"], abs=0.01)
+    assert fig.downtime_ms == pytest.approx(690.0, abs=0.01)
 
 
 def test_a_window_the_records_do_not_cover_has_no_figure_but_a_reason() -> None:
@@ -116,10 +137,11 @@ def test_resolution_is_an_observed_interval() -> None:
 def test_guest_records_parse_and_noise_floor() -> None:
     csv = "3000000000,2.5,1,h,/\n1000000000,1.0,0,h,/a\n2000000000,x,1,h,/\ncut,short\n"
     assert parse_guest_records(csv) == [(1.0, 1.0, False), (3.0, 2.5, True)]
-    reqs = [Req(t, 1.0, ok) for t, ok in ((0.0, True), (0.1, True), (0.4, False), (0.5, True), (2.0, True))]
-    assert quiet_longest_gap_ms(reqs, 0.0, 1.0) == pytest.approx(400.0)
+    # answers every 10 ms, none 0.5–0.9 s (a failure in between): 400 ms less the 10 ms interval
+    reqs = [*_steady(0.0, 0.5, 0.01), Req(0.6, 1.0, False), *_steady(0.9, 2.0, 0.01)]
+    assert quiet_longest_gap_ms(reqs, 0.0, 1.0) == pytest.approx(390.0)
     assert quiet_longest_gap_ms(reqs, 0.0, 3.0) is None, "records do not cover the window"
-    assert quiet_longest_gap_ms(reqs, 0.6, 1.9) is None, "fewer than two successes inside"
+    assert quiet_longest_gap_ms(reqs, 0.55, 0.905) is None, "fewer than two successes inside"
 
 
 def test_clock_map_puts_a_stopped_guest_clock_back_at_the_switchover() -> None:
@@ -270,7 +292,9 @@ def test_probe_sees_a_paused_web_app(
     assert fig.reason is None, fig.reason
     assert fig.downtime_ms is not None and fig.resolution_ms is not None
     paused_ms = (b - a) * 1000
-    assert paused_ms - 5 <= fig.downtime_ms <= paused_ms + fig.resolution_ms + 50 + load_ms, (fig, load_ms)
+    # the figure is the longest gap less one normal interval (the resolution here: no clock step)
+    low = paused_ms - fig.resolution_ms - 5
+    assert low <= fig.downtime_ms <= paused_ms + fig.resolution_ms + 50 + load_ms, (fig, load_ms)
     assert fig.details is not None
     lo, hi = fig.details["blackout_s"]
     assert a - 0.05 <= lo and hi <= b + 0.2 + load_ms / 1000, (fig.details, a, b, load_ms)
