@@ -137,3 +137,36 @@ def test_network_above_the_heartbeat_is_the_echo_thread_within_its_slowest_round
     # the heartbeat above the network is not this rule's: no echo-thread sentence for it
     (other,) = explain(_m({"guest": 330.0, "network": 138.0}, details=within), CASE)
     assert "echo is answered" not in other and other.endswith("unexplained (no known cause fits).")
+
+
+def test_locust_above_the_network_is_told_by_its_own_breakdown() -> None:
+    """Figures of a real locust-web migration: Locust 1037 ms, network 120 ms, a request outstanding
+    the whole gap, which began 565 ms before the network's blackout and ended 351 ms after it."""
+    locust = LocustDetails(where="guest", blackout_s=[127.269, 128.305])
+    for key, value in (
+        ("longest_gap_ms", 1036.0),
+        ("waiting_ms", 1036.0),
+        ("failing_ms", 0.0),
+        ("idle_ms", 0.0),
+    ):
+        locust[key] = value
+    details = ProbeDetails(locust=locust, network=EchoDetails(gap_from_s=127.834, gap_to_s=127.954))
+    (line,) = explain(_m({"network": 120.0, "locust": 1030.0}, details=details), CASE)
+    assert line == (
+        "locust 1030 ms is above network 120 ms: no request to the web application inside the guest was "
+        "answered for 1036 ms: for 1036 ms of it a request was outstanding (the service answering late); "
+        "it began 565 ms before the network's blackout and ended 351 ms after it; the application ran too "
+        "slowly to answer around the switchover."
+    )
+    # a gap away from the blackout, mostly idle, with failures: said as such
+    locust["blackout_s"], locust["waiting_ms"], locust["failing_ms"], locust["idle_ms"] = (
+        [120.0, 121.0],
+        100.0,
+        300.0,
+        600.0,
+    )
+    (line,) = explain(_m({"network": 120.0, "locust": 1030.0}, details=details), CASE)
+    assert "for 300 ms only failing requests (time-outs, resets, reconnects)" in line
+    assert "for 600 ms none (Locust's own scheduling, not the service)" in line
+    assert "is not at the network's blackout (127.83–127.95 s)" in line
+    assert "too slowly" not in line
