@@ -19,6 +19,7 @@ from novamig.embedded.config import DRIVER_CHOICES
 from novamig.exitcodes import ExitCode
 from novamig.guest.commands import cmd_image_build, cmd_image_prune
 from novamig.hypervisor.selfcheck import cmd_selfcheck
+from novamig.measure.sla_coverage import sla_warner
 from novamig.report.commands import cmd_report
 from novamig.report.compare import cmd_compare
 from novamig.report.trend import DEFAULT_HTML, cmd_trend
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    return cmd_validate(args.paths, args.overrides, sys.stdout)
+    return cmd_validate(args.paths, args.overrides, sys.stdout, sla_warner(args.cloud))
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -110,6 +111,13 @@ def _add_validate(sub: Subcommands) -> None:
         default=[],
         metavar="KEY.PATH=VALUE",
         help="override a scenario value (validated like the file); repeatable (default: none)",
+    )
+    p.add_argument(
+        "--cloud",
+        metavar="NAME",
+        default=None,
+        help="the cloud the scenario will run on, as for `run`: warn about SLA figures its probes "
+        "cannot measure there (default: the scenario's cloud:, else OS_CLOUD, else the embedded cloud)",
     )
     p.set_defaults(handler=_validate)
 

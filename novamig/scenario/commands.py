@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from novamig.exitcodes import ExitCode
 from novamig.scenario.issues import ScenarioInvalid
 from novamig.scenario.loader import load_scenario
+from novamig.scenario.models import Scenario
 from novamig.scenario.schema import scenario_json_schema
 
+Warner = Callable[[Scenario], list[str]]
+"""What a valid scenario cannot do on the cloud it would run on (`novamig.measure.sla_coverage`,
+which this package ranks below and so is handed in by the command line)."""
 
-def cmd_validate(paths: list[str], overrides: Sequence[str], out: TextIO) -> int:
+
+def cmd_validate(
+    paths: list[str], overrides: Sequence[str], out: TextIO, warner: Warner | None = None
+) -> int:
     """Check every file; print `FILE: ok` or each problem as `FILE:LINE:COL: key.path: message`.
+
+    A valid file's warnings (`warner`: an SLA figure no probe can measure on the chosen kind of
+    cloud) follow its `ok` as `FILE: warning: ...`; they do not change the exit status, since the
+    same file may run elsewhere.
 
     Returns 0 when every file is valid, 2 otherwise. Bad input never raises: an unexpected exception
     while checking a file is reported on that file's line as an internal error, so one bad file cannot
@@ -22,7 +33,8 @@ def cmd_validate(paths: list[str], overrides: Sequence[str], out: TextIO) -> int
     status = ExitCode.OK
     for path in paths:
         try:
-            load_scenario(path, overrides)
+            scenario = load_scenario(path, overrides)
+            warnings = warner(scenario) if warner is not None else []
         except ScenarioInvalid as exc:
             status = ExitCode.BAD_INPUT
             for issue in exc.issues:
@@ -35,6 +47,8 @@ def cmd_validate(paths: list[str], overrides: Sequence[str], out: TextIO) -> int
             )
         else:
             print(f"{path}: ok", file=out)
+            for warning in warnings:
+                print(f"{path}: warning: {warning}", file=out)
     return int(status)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,49 @@ def test_validate_shipped_scenarios_command() -> None:
         text=True,
         timeout=120,
         check=False,
+        # devstack-acceptance.yaml's hypervisor SLA is measurable there once the SSH hosts are named
+        env={**_without_os_cloud(), "NOVAMIG_SSH_HOSTS": "hosts.yaml"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines() == [f"scenarios/{p.name}: ok" for p in SHIPPED]
+
+
+def _without_os_cloud() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("OS_CLOUD", "NOVAMIG_SSH_HOSTS")}
+
+
+def test_validate_warns_of_an_sla_figure_the_chosen_cloud_cannot_measure() -> None:
+    """On a named cloud there is no embedded driver and no virtio-serial: the guest figure needs a
+    UDP collector, the hypervisor figure the SSH hosts file. A warning does not fail validation."""
+    novamig = Path(sys.executable).parent / "novamig"
+
+    def validate(*args: str, env: dict[str, str] | None = None) -> list[str]:
+        done = subprocess.run(
+            [str(novamig), "validate", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env or _without_os_cloud(),
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.splitlines()
+
+    smoke, acceptance = "scenarios/smoke.yaml", "scenarios/devstack-acceptance.yaml"
+    assert validate(smoke) == [f"{smoke}: ok"]  # the embedded cloud measures every figure
+    ok, warning = validate(smoke, "--cloud", "devstack")
+    assert ok == f"{smoke}: ok"
+    assert warning.startswith(
+        f"{smoke}: warning: sla.downtime_ms judges the guest figure, which cannot be measured on a "
+        "named cloud (devstack: no embedded driver): "
+    )
+    assert "measure.heartbeat_collector" in warning
+    collected = validate(smoke, "--cloud", "devstack", "--set", "measure.heartbeat_collector=192.0.2.1:47100")
+    assert collected == [f"{smoke}: ok"]
+    ok, warning = validate(acceptance)  # its own cloud: devstack-admin
+    assert "sla.downtime_ms judges the hypervisor figure" in warning and "NOVAMIG_SSH_HOSTS" in warning
+    assert validate(acceptance, env={**_without_os_cloud(), "OS_CLOUD": "devstack"}) == [ok, warning]
 
 
 def test_validate_command_exit_2_without_traceback(tmp_path: Path) -> None:
@@ -74,6 +115,7 @@ def test_validate_command_exit_2_without_traceback(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=False,
+        env={**_without_os_cloud(), "NOVAMIG_SSH_HOSTS": "hosts.yaml"},  # no warning on SHIPPED[0]
     )
     assert done.returncode == 2
     assert done.stdout.splitlines() == [
