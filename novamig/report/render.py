@@ -88,7 +88,9 @@ class CaseView:
 
 @dataclass(frozen=True)
 class NameRow:
-    """One request name of one server, as Locust itself counted it (`locust_reported.by_name`)."""
+    """One request name of one server: from novamig's per-request records (``by_name``: counts
+    and nearest-rank p50/p95/p99/max) when results.json has them, else as Locust itself counted
+    it (``locust_reported.by_name``: counts, mean and max only)."""
 
     server: str
     name: str
@@ -96,6 +98,9 @@ class NameRow:
     failures: object
     mean_ms: object
     max_ms: object
+    p50_ms: object = None
+    p95_ms: object = None
+    p99_ms: object = None
 
 
 @dataclass(frozen=True)
@@ -127,17 +132,24 @@ def _locust_names(case: CaseResult) -> list[NameRow]:
     servers = case.locust.servers if case.locust is not None else None
     rows = []
     for sid, stats in (servers or {}).items():
-        by_name = (stats.locust_reported or {}).get("by_name")
+        own = stats.get("by_name")
+        reported = (stats.locust_reported or {}).get("by_name")
+        by_name = own if isinstance(own, dict) and own else reported
+        means = reported if isinstance(reported, dict) else {}
         for name, figures in (by_name if isinstance(by_name, dict) else {}).items():
             get = figures.get if isinstance(figures, dict) else {}.get
+            mean = means.get(name)
             rows.append(
                 NameRow(
                     stats.name or sid,
                     str(name),
                     get("requests"),
                     get("failures"),
-                    get("mean_ms"),
+                    mean.get("mean_ms") if isinstance(mean, dict) else None,
                     get("max_ms"),
+                    get("p50_ms"),
+                    get("p95_ms"),
+                    get("p99_ms"),
                 )
             )
     return rows

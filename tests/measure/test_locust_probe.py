@@ -483,3 +483,29 @@ def test_runner_side_locust_over_a_live_migration(
         f"QEMU downtime {qemu['qemu_downtime_ms']} ms, heartbeat {qemu['heartbeat_ms']} ms; "
         f"requests {entry['requests']}, failures {entry['failures']}, cost {cost}"
     )
+
+
+def test_per_name_percentiles_come_from_the_records() -> None:
+    """Per request name: counts, and nearest-rank percentiles of the successful requests only."""
+    reqs = [Req(0.1 * i, float(i), True, "GET /") for i in range(1, 101)]
+    reqs += [Req(20.0, 5.0, True, "POST /echo"), Req(21.0, 900.0, False, "POST /echo")]
+    s = summarize_requests(reqs)
+    assert s.by_name == {
+        "GET /": {
+            "requests": 100,
+            "failures": 0,
+            "p50_ms": 50.0,
+            "p95_ms": 95.0,
+            "p99_ms": 99.0,
+            "max_ms": 100.0,
+        },
+        "POST /echo": {
+            "requests": 2,
+            "failures": 1,
+            "p50_ms": 5.0,
+            "p95_ms": 5.0,
+            "p99_ms": 5.0,
+            "max_ms": 5.0,
+        },
+    }
+    assert summarize_requests([Req(0.1, 1.0, True)]).by_name is None, "records without names"

@@ -312,8 +312,41 @@ def test_locust_load_over_the_case_and_per_request_name() -> None:
     assert "<title>requests/s</title>" in chart and "<title>failures/s</title>" in chart
     rows = re.findall(r"<tr><td>web-1</td><td>GET /api/items</td>(.*?)</tr>", html, re.S)
     assert len(rows) == 1
-    assert re.findall(r">([\d.]+)</td>", rows[0]) == ["498", "3", "0.8", "23.6"]
+    # Locust's own per-name figures have no percentiles: a dash each, then max and mean
+    assert re.findall(r">([^<>]+)</td>", rows[0]) == ["498", "3", "— / — / — / 23.6", "0.8"]
+    assert "(as Locust reported them: no percentiles)" in html
     assert '<tr><td>web-1</td><td class="num">1960</td>' in html  # the server's own row
+    # novamig's own per-name figures (from the per-request records) carry the percentiles
+    own = {
+        "GET /": {
+            "requests": 701,
+            "failures": 0,
+            "p50_ms": 15.2,
+            "p95_ms": 25.0,
+            "p99_ms": 194.3,
+            "max_ms": 356.6,
+        },
+        "POST /echo": {
+            "requests": 114,
+            "failures": 2,
+            "p50_ms": 16.0,
+            "p95_ms": 30.0,
+            "p99_ms": 351.3,
+            "max_ms": 351.3,
+        },
+    }
+    server = RequestStats(name="web-2", requests=815, locust_reported=per_name)
+    server["by_name"] = own
+    assert case.locust is not None and case.locust.servers is not None
+    case.locust.servers = {"srv-2": server}
+    html = render_index(_results([case]))
+    assert "(as Locust reported them" not in html
+    rows = re.findall(r"<tr><td>web-2</td><td>([^<]+)</td>(.*?)</tr>", html, re.S)
+    cells = {name: re.findall(r">([^<>]+)</td>", rest) for name, rest in rows}
+    assert cells == {
+        "GET /": ["701", "0", "15.2 / 25.0 / 194.3 / 356.6", "—"],
+        "POST /echo": ["114", "2", "16.0 / 30.0 / 351.3 / 351.3", "—"],
+    }
 
 
 def test_no_locust_chart_without_a_rate() -> None:

@@ -69,3 +69,16 @@ def test_a_null_sla_value_says_why_in_both_sla_tables(three_case_results: Result
     # once in the run's SLA table, once in the case's own
     assert html.count(f'<br><span class="why">not measured: {escaped}</span>') == 2
     assert html.count('class="why"') == 2, "a check with a value shows no reason"
+
+
+def test_the_glossary_is_folded_near_the_top_and_defines_every_term(three_case_results: Results) -> None:
+    html = render_index(three_case_results)
+    start = html.index('<details class="glossary"><summary>Glossary')
+    assert start < html.index("<h2>SLA</h2>"), "before the figures it explains"
+    glossary = html[start : html.index("</details>", start)]
+    terms = [t.split("</dt>")[0] for t in glossary.split("<dt>")[1:]]
+    assert terms == [
+        "blackout (downtime)", "brownout", "resolution", "noise floor",
+        "guest (heartbeat)", "network (echo)", "locust", "hypervisor (QEMU)",
+    ]  # fmt: skip
+    assert "source only" in glossary and "less the usual pause between two answers" in glossary
