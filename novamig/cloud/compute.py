@@ -4,20 +4,35 @@ Raw REST through openstacksdk's compute adapter (not the resource layer) because
 calls must be sent with the microversion `microversions` chose, and their answers read field by
 field: the SDK's resource objects pick a microversion of their own and hide fields we time.
 Everything returned is a small frozen dataclass; every failure is a `CloudError`.
+
+Transient failures (HTTP 500/502/503/504, a connection refused or dropped, no answer within the
+timeout) are retried with backoff, but only for idempotent calls (GET, DELETE: a repeat changes
+nothing, a DELETE that did happen answers 404, which its callers take as done). A POST or PUT — the
+live-migrate action, a server create — is sent once: Nova may have acted on a request whose answer
+was lost, and a blind repeat could start a second migration or boot a second server. The error then
+says so, naming the call.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from keystoneauth1 import exceptions as ksa_exc
 
 from novamig.cloud import microversions as mv
-from novamig.cloud.errors import CloudError, CloudUnreachable, MigrationRequestRefused
+from novamig.cloud.errors import CloudError, CloudUnreachable, MigrationRequestLost, MigrationRequestRefused
 
 log = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+RETRY_DELAYS_S = (0.5, 2.0)
+"""Waits before each retry of an idempotent call: at most three attempts, about 2.5 s apart in all
+(plus each attempt's own timeout), so a short API hiccup is ridden out and a dead API is said soon."""
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+"""Answers that say the API (or a proxy in front of it) failed, not that the request was wrong."""
 
 FINAL_MIGRATION_STATUSES = frozenset({"completed", "cancelled", "error", "failed", "done"})
 
@@ -144,15 +159,50 @@ class Compute:
         json: dict[str, Any] | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
     ) -> Any:
+        """One compute API call; an idempotent one is retried on transient failures (see above)."""
+        delays = RETRY_DELAYS_S if method in IDEMPOTENT_METHODS else ()
+        for attempt, delay in enumerate((*delays, None), start=1):
+            try:
+                return self._call_once(method, url, version=version, json=json, ok=ok)
+            except _Transient as exc:
+                if delay is None:
+                    raise exc.final(attempt, retried=bool(delays)) from None
+                log.warning("%s (attempt %d; retrying in %g s)", exc.error, attempt, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _call_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        version: mv.Microversion | None,
+        json: dict[str, Any] | None,
+        ok: tuple[int, ...],
+    ) -> Any:
         use = version or self.version
         try:
-            resp = self.conn.compute.request(url, method, json=json, microversion=str(use), raise_exc=False)
+            # keystoneauth's own retries off: which calls may be repeated is decided above
+            resp = self.conn.compute.request(
+                url,
+                method,
+                json=json,
+                microversion=str(use),
+                raise_exc=False,
+                connect_retries=0,
+                status_code_retries=0,
+            )
+        except ksa_exc.ConnectTimeout as exc:
+            raise _Transient(CloudUnreachable(f"{method} {url}: no answer in time: {exc}")) from None
         except ksa_exc.ConnectFailure as exc:
-            raise CloudUnreachable(f"{method} {url}: {exc}") from None
+            raise _Transient(CloudUnreachable(f"{method} {url}: {exc}")) from None
         except ksa_exc.ClientException as exc:
             raise CloudError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
         if resp.status_code not in ok:
-            raise ComputeApiError(method, url, resp.status_code, _fault_text(resp))
+            error = ComputeApiError(method, url, resp.status_code, _fault_text(resp))
+            if resp.status_code in RETRY_STATUSES:
+                raise _Transient(error)
+            raise error
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()
@@ -196,6 +246,8 @@ class Compute:
             self.call("POST", f"/servers/{server_id}/action", version=request.microversion, json=request.body)
         except ComputeApiError as exc:
             raise MigrationRequestRefused(str(exc)) from None
+        except CloudError as exc:  # no answer: sent once, never repeated (see the module's docstring)
+            raise MigrationRequestLost(str(exc)) from None
 
     def force_complete(self, server_id: str, migration_id: int) -> None:
         version = mv.choose(self.max_version, mv.PREFERRED)
@@ -221,6 +273,25 @@ class ComputeApiError(CloudError):
     def __init__(self, method: str, url: str, status: int, message: str) -> None:
         self.status = status
         super().__init__(f"{method} {url}: HTTP {status}: {message}")
+
+
+class _Transient(Exception):
+    """A failure that a repeat of the same request may not meet again; `error` is what it means."""
+
+    def __init__(self, error: CloudError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+    def final(self, attempts: int, *, retried: bool) -> CloudError:
+        """The error to raise once no attempt is left, saying how many were made, or why none was
+        repeated (the call is not idempotent)."""
+        if retried:
+            note = f" (gave up after {attempts} attempts)"
+        else:
+            note = " (not retried: the request may have reached Nova, and repeating it is not safe)"
+        error = self.error
+        error.args = (str(error) + note,)
+        return error
 
 
 def _fault_text(resp: Any) -> str:

@@ -54,3 +54,9 @@ class BootFailure(CloudError):
 
 class MigrationRequestRefused(CloudError):
     """Nova refused a live-migrate request (the migration never started): a migration error."""
+
+
+class MigrationRequestLost(MigrationRequestRefused):
+    """The live-migrate request got no answer (connection dropped, timeout). Nova may have started
+    the migration, so the request is not repeated: the migration is recorded as an error naming the
+    call, like a refused one, and the case goes on."""

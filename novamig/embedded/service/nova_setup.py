@@ -20,6 +20,7 @@ from oslo_log import log as logging
 from paste import deploy  # type: ignore[import-untyped]
 
 from novamig.embedded.layout import CloudLayout
+from novamig.embedded.service import api_faults
 
 CELL1 = "cell1"
 
@@ -136,7 +137,8 @@ def compute_api_app(layout: CloudLayout) -> Any:
     """The osapi_compute WSGI application, behind keystonemiddleware's auth_token (as on DevStack)."""
     paste_ini = layout.nova_dir / "api-paste.ini"
     paste_ini.write_text(API_PASTE_INI)
-    return deploy.loadapp(f"config:{paste_ini}", name="osapi_compute")
+    # Tests may put injected faults in front of it (api_faults; only when they set its variable).
+    return api_faults.wrap_if_asked(deploy.loadapp(f"config:{paste_ini}", name="osapi_compute"))
 
 
 # The osapi_compute part of Nova's own etc/nova/api-paste.ini (keystone pipeline), kept here so the
