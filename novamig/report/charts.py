@@ -4,7 +4,9 @@
   an error bar and the case's noise floor per probe as a dashed line, so the gap between QEMU's
   figure (source side only) and what the guest saw shows at a glance;
 - `timeline`: one migration over time: memory remaining and processed (from `progress[]`), the
-  status phases as bands, the network probe's blackout as a shaded span, events as markers;
+  status phases as bands, the network probe's and Locust's blackouts as shaded spans, events as
+  markers, and on a second axis (0–100 %) auto-converge's throttle and the dirty-page rate where
+  results hold them (`_rates`);
 - `strip_plot`: one metric per vantage point across all migrations of the run, one dot each.
 
 Every chart returns None when it has nothing to draw; the page then says why instead.
@@ -46,6 +48,8 @@ MAX_SAMPLE_DOTS = 40
 """A timeline marks each progress sample with a dot up to this many samples per line."""
 MAX_STRIP_TIPS = 2000
 """A strip plot row labels every dot on hover up to this many dots; beyond, only its top 5 %."""
+THROTTLE_COLOUR = "#b00020"
+DIRTY_COLOUR = "#6a3d9a"
 KEY_EVENTS = ("post-copy", "abort", "force-complete", "error", "refused", "timeout")
 MIB = 1024 * 1024
 
@@ -137,13 +141,118 @@ def _blackout(m: MigrationRecord) -> tuple[float, float] | None:
     return float(network.gap_from_s), float(network.gap_to_s)
 
 
+@dataclass(frozen=True)
+class _Rates:
+    """Auto-converge's CPU throttle (%) and QEMU's dirty-page rate (pages/s) over one migration,
+    on the case clock, and their peaks (known even when the series are not)."""
+
+    throttle: list[tuple[float, float]]
+    dirty: list[tuple[float, float]]
+    throttle_peak: float | None
+    dirty_peak: float | None
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _series(raw: object, anchor: float) -> list[tuple[float, float]]:
+    """QEMU's ``[[seconds since migrate, value], ...]`` on the case clock from `anchor`."""
+    out = []
+    for pair in raw if isinstance(raw, list) else []:
+        if isinstance(pair, list | tuple) and len(pair) == 2:
+            t, v = _number(pair[0]), _number(pair[1])
+            if t is not None and v is not None:
+                out.append((anchor + t, v))
+    return out
+
+
+def _rates(m: MigrationRecord) -> _Rates:
+    """Throttle and dirty rate where results hold them, best source first:
+
+    1. progress samples carrying ``cpu_throttle_percentage`` / ``dirty_pages_rate`` (QEMU's names),
+       on the case clock already;
+    2. the hypervisor block's ``throttle_series`` / ``dirty_rate_series`` (QEMU's samples, seconds
+       since its migrate command), placed from the first ``running`` progress sample — Nova marks
+       the migration running as it starts the hypervisor's, so this is good to one poll period;
+    3. only the peaks (``throttle_max_percent``, ``dirty_pages_rate_max``): what results.json of
+       the embedded cloud keeps today, shown as text.
+    """
+    throttle = [
+        (s.t, v)
+        for s in m.progress
+        if (v := _number(getattr(s, "cpu_throttle_percentage", None))) is not None
+    ]
+    dirty = [(s.t, v) for s in m.progress if (v := _number(getattr(s, "dirty_pages_rate", None))) is not None]
+    hv = m.hypervisor
+    anchor = next((s.t for s in m.progress if s.status == "running"), None)
+    if hv is not None and anchor is not None:
+        throttle = throttle or _series(hv.get("throttle_series"), anchor)
+        dirty = dirty or _series(hv.get("dirty_rate_series"), anchor)
+    throttle_peak = _number(hv.throttle_max_percent) if hv is not None else None
+    dirty_peak = _number(hv.dirty_pages_rate_max) if hv is not None else None
+    return _Rates(
+        throttle,
+        dirty,
+        throttle_peak if throttle_peak is not None else max((v for _, v in throttle), default=None),
+        dirty_peak if dirty_peak is not None else max((v for _, v in dirty), default=None),
+    )
+
+
+def _draw_rates(c: Canvas, rates: _Rates, x: Scale, box: tuple[float, float, float, float]) -> None:
+    """Throttle (%) and dirty rate (% of its peak) on a right-hand 0–100 % axis, peaks as text."""
+    left, right, top, bottom = box
+    pct = Scale(0, 100, bottom, top)
+    if rates.throttle or rates.dirty:
+        for tick in (0, 50, 100):
+            c.text(right + 4, pct(tick) + 3, f"{tick}%", size=9, fill="#777")
+    if rates.throttle:
+        c.polyline(
+            [(x(t), pct(v)) for t, v in rates.throttle], THROTTLE_COLOUR, tip="auto-converge throttle %"
+        )
+    peak = rates.dirty_peak or max((v for _, v in rates.dirty), default=0.0)
+    if rates.dirty and peak > 0:
+        points = [(x(t), pct(v / peak * 100)) for t, v in rates.dirty]
+        c.polyline(points, DIRTY_COLOUR, tip=f"dirty rate, % of its peak {peak:g} pages/s")
+    said = []
+    if rates.throttle_peak is not None:
+        said.append(f"throttle peak {rates.throttle_peak:g} %")
+    if rates.dirty_peak is not None:
+        said.append(f"dirty rate peak {rates.dirty_peak:g} pages/s")
+    if said:
+        drawn = " (right axis)" if rates.throttle or rates.dirty else ""
+        c.text(left, 12, " · ".join(said) + drawn, size=10, fill=DIRTY_COLOUR)
+
+
+def _span(
+    c: Canvas, span: tuple[float, float], x: Scale, box: tuple[float, float], *, colour: str, tip: str
+) -> None:
+    top, bottom = box
+    c.rect(
+        x(span[0]),
+        top,
+        max(2.0, x(span[1]) - x(span[0])),
+        bottom - top,
+        colour,
+        tip=tip,
+        extra=' fill-opacity="0.35"',
+    )
+
+
+def _locust_blackout(m: MigrationRecord) -> tuple[float, float] | None:
+    locust = m.details.locust
+    span = locust.blackout_s if locust is not None else None
+    return (float(span[0]), float(span[1])) if span and len(span) == 2 else None
+
+
 def timeline(m: MigrationRecord) -> Markup | None:
-    """Memory remaining and processed over time, phases as bands, events as markers."""
+    """Memory remaining and processed over time, phases as bands, blackouts as spans, events as
+    markers, throttle and dirty rate on a second axis where known."""
     end = m.finished_at if m.finished_at is not None else max([m.requested_at, *(s.t for s in m.progress)])
     if end <= m.requested_at and not m.progress:
         return None
     width, height = 680.0, 200.0
-    left, right, top, bottom = 56.0, 16.0, 30.0, 40.0
+    left, right, top, bottom = 56.0, 36.0, 30.0, 40.0
     x = Scale(m.requested_at, max(end, m.requested_at + 0.001), left, width - right)
     totals = [s.memory_total_bytes for s in m.progress if s.memory_total_bytes]
     processed = [s.memory_processed_bytes for s in m.progress if s.memory_processed_bytes]
@@ -159,15 +268,12 @@ def timeline(m: MigrationRecord) -> Markup | None:
     blackout = _blackout(m)
     if blackout:
         tip = f"network blackout {blackout[0]:.3f}–{blackout[1]:.3f} s"
-        c.rect(
-            x(blackout[0]),
-            top,
-            max(2.0, x(blackout[1]) - x(blackout[0])),
-            height - bottom - top,
-            "#333",
-            tip=tip,
-            extra=' fill-opacity="0.35"',
-        )
+        _span(c, blackout, x, (top, height - bottom), colour="#333", tip=tip)
+    unserved = _locust_blackout(m)
+    if unserved:
+        tip = f"Locust: no request answered {unserved[0]:.3f}–{unserved[1]:.3f} s"
+        lower = (top + (height - bottom - top) / 2, height - bottom)  # the lower half: both spans show
+        _span(c, unserved, x, lower, colour=COLOURS["locust"], tip=tip)
     c.y_axis(y, left, width - right, "memory (MiB)")
     c.x_axis(x, height - bottom, "seconds since case start")
     for key, colour in (("memory_remaining_bytes", "#1f77b4"), ("memory_processed_bytes", "#e8710a")):
@@ -176,6 +282,7 @@ def timeline(m: MigrationRecord) -> Markup | None:
         c.polyline(points, colour, tip=key.removeprefix("memory_").removesuffix("_bytes"))
         if len(points) <= MAX_SAMPLE_DOTS:  # beyond, the dots merge into the line and only add bytes
             c.dots(points, colour, 2)
+    _draw_rates(c, _rates(m), x, (left, width - right, top, height - bottom))
     _events(c, m, x, top)
     c.text(width - right, 12, "— remaining", anchor="end", size=10, fill="#1f77b4")
     c.text(width - right - 80, 12, "— processed", anchor="end", size=10, fill="#e8710a")

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 
 from novamig.measure.contract import not_measured_event
+from novamig.report.charts import timeline
 from novamig.report.render import render_index
 from novamig.report.svg import nice_ticks
 from novamig.results import (
     CaseResult,
     Environment,
     Event,
+    HypervisorFigures,
+    LocustDetails,
     LocustStats,
     MigrationRecord,
     PerProbe,
@@ -122,6 +125,41 @@ def test_timeline_shows_phases_memory_blackout_and_events() -> None:
     assert chart.count("<polyline") == 2  # remaining and processed
     assert "force-complete sent" in chart and 'stroke="#b00020"' in chart  # a key event, in red
     assert "web-&lt;b&gt;0&lt;/b&gt;" in chart and "<b>0" not in html
+
+
+def test_timeline_draws_throttle_dirty_rate_and_locust_blackout() -> None:
+    """QEMU's series placed from the first running sample (11.0 s), on a 0–100 % right axis;
+    Locust's unserved span beside the network's blackout."""
+    m = _post_copy_migration()
+    hv = HypervisorFigures(throttle_max_percent=99, dirty_pages_rate_max=5000)
+    hv["throttle_series"] = [[0.0, 0], [1.0, 20], [2.0, 99]]
+    hv["dirty_rate_series"] = [[0.0, 5000], [1.0, 2500], [2.0, 0], ["bad"], [3.0, None]]
+    m.hypervisor = hv
+    m.details.locust = LocustDetails(blackout_s=[14.9, 15.4])
+    chart = timeline(m)
+    assert chart is not None
+    assert "throttle peak 99 % · dirty rate peak 5000 pages/s (right axis)" in chart
+    lines = {
+        title: points
+        for points, title in re.findall(r'<polyline points="([^"]+)"[^>]*><title>([^<]+)</title>', chart)
+    }
+    throttle = [tuple(map(float, p.split(","))) for p in lines["auto-converge throttle %"].split()]
+    dirty = [tuple(map(float, p.split(","))) for p in lines["dirty rate, % of its peak 5000 pages/s"].split()]
+    assert len(throttle) == 3 and len(dirty) == 3  # the malformed samples are left out
+    assert throttle[0][0] == dirty[0][0] and throttle[0][1] == dirty[2][1]  # same start, 0 at 0
+    assert throttle[2][1] < throttle[1][1] < throttle[0][1]  # rising (SVG y grows downwards)
+    assert dirty[0][1] < throttle[1][1]  # 100 % of the dirty peak above a 20 % throttle
+    assert "<title>Locust: no request answered 14.900–15.400 s</title>" in chart
+    assert "<title>network blackout 15.010–15.030 s</title>" in chart
+    # peaks only (what embedded results keep today): said in text, nothing drawn on the right axis
+    m.hypervisor = HypervisorFigures(throttle_max_percent=0, dirty_pages_rate_max=3032)
+    chart = timeline(m)
+    assert chart is not None and "throttle peak 0 % · dirty rate peak 3032 pages/s<" in chart
+    assert "50%" not in chart and "auto-converge throttle %" not in chart
+    # nothing known: no rate text at all
+    m.hypervisor = None
+    chart = timeline(m)
+    assert chart is not None and "peak" not in chart
 
 
 def test_figures_below_resolution_or_noise_floor_are_bounds() -> None:
