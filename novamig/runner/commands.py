@@ -47,6 +47,8 @@ from novamig.embedded import host_policy as embedded_host_policy
 from novamig.embedded.controller import EmbeddedCloud, options_from_env
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 from novamig.exitcodes import ExitCode
+from novamig.guest.build import ImageBuildError
+from novamig.guest.ensure import build_missing_images, image_hint
 from novamig.measure.contract import Probe
 from novamig.measure.libvirt_jobstats import locate_with
 from novamig.measure.locust import unsupported_reason
@@ -356,6 +358,7 @@ def _open_cloud(
     embedded: EmbeddedCloud | None
     own_clouds_yaml: Path | None = None  # the run's own cloud: its clouds.yaml and nothing else
     if choice.name is None:
+        _build_images(plans)
         try:
             embedded = _start_embedded(stack, out_dir)
         except Exception as exc:  # the embedded cloud's start errors are infrastructure
@@ -382,6 +385,9 @@ def _open_cloud(
         _err(f"cloud {name}: preflight failed:")
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
+            hint = image_hint(problem, name, embedded=embedded is not None)
+            if hint is not None:
+                print(f"    {hint}", file=sys.stderr)
         raise RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
     except CloudError as exc:
         _err(str(exc))
@@ -429,6 +435,21 @@ def _capabilities(cloud: _Cloud, applier: HostPolicyApplier, out_dir: Path) -> C
         locate_domain=locate_with(cloud.compute),
         no_guests=embedded.no_guests if embedded is not None else None,
     )
+
+
+def _build_images(plans: Sequence[CasePlan]) -> None:
+    """The run's own embedded cloud serves the novamig images found in the cache when it starts:
+    build the missing ones first (`novamig.guest.ensure`), with progress, instead of failing
+    preflight. Nova's fake driver boots no image."""
+    if options_from_env()["driver"] != "novamig":
+        return
+    try:
+        built = build_missing_images([p.image for p in plans], _err)
+    except ImageBuildError as exc:
+        _err(f"a guest image the run needs could not be built: {exc}")
+        raise RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
+    if built:
+        _err(f"built {', '.join(built)}: in the image cache for every later run")
 
 
 def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> EmbeddedCloud:
