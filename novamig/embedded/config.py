@@ -31,6 +31,8 @@ COMPUTE_DRIVERS = {
     "novamig": "novamig.NovamigDriver",
     # service/fake_mode.py, registered under nova.virt by the cloud process
     "fake": "novamig_fake.ScaleFakeDriver",
+    # service/libvirt_compute.py: Nova's LibvirtDriver, each compute bound to its own libvirtd
+    "libvirt": "novamig_libvirt.NovamigLibvirtDriver",
 }
 """nova.conf's ``compute_driver`` (a path under ``nova.virt``) for each mode that is not one."""
 
@@ -166,6 +168,39 @@ def nova_conf(layout: CloudLayout, secret: Secrets) -> Sections:
     }
 
 
+def libvirt_options(layout: CloudLayout) -> Sections:
+    """nova.conf of the libvirt mode, on top of `nova_conf`: what a DevStack multinode
+    live-migration job's computes run with, for TCG guests on one machine. Each compute's own
+    libvirtd, node UUID and taps are set by its driver (``service/libvirt_compute.py``), not here:
+    the configuration is one for the whole process. The instances path is shared by both computes
+    (Nova's shared-storage check says shared: memory-only live migrations, as with NFS).
+    ``live_migration_inbound_addr`` is left unset: Nova's source then dials
+    ``qemu+tcp://<destination compute>/system``."""
+    return {
+        "DEFAULT": {
+            "instances_path": layout.guests_dir / "instances",
+            "force_raw_images": False,
+            "use_cow_images": True,
+            # Debian's genisoimage is not installed; xorriso's mkisofs emulation takes its options
+            "mkisofs_cmd": "xorrisofs",
+        },
+        "libvirt": {
+            "virt_type": "qemu",
+            "images_type": "qcow2",
+            "cpu_mode": "custom",
+            "cpu_models": "qemu64",
+            "live_migration_scheme": "tcp",
+            "live_migration_permit_post_copy": True,
+            "live_migration_permit_auto_converge": True,
+            "live_migration_completion_timeout": 800,
+            "live_migration_timeout_action": "abort",
+            "live_migration_downtime": 500,
+            "live_migration_downtime_steps": 10,
+            "live_migration_downtime_delay": 75,
+        },
+    }
+
+
 def write_all(layout: CloudLayout, secret: Secrets) -> dict[str, Path]:
     """Write every service's configuration into the work directory; returns name → path."""
     paths = {
@@ -175,5 +210,9 @@ def write_all(layout: CloudLayout, secret: Secrets) -> dict[str, Path]:
     }
     write_private(paths["keystone"], render_ini(keystone_conf(layout)))
     write_private(paths["placement"], render_ini(placement_conf(layout)))
-    write_private(paths["nova"], render_ini(nova_conf(layout, secret)))
+    sections = nova_conf(layout, secret)
+    if layout.driver == "libvirt":
+        for name, options in libvirt_options(layout).items():
+            sections[name].update(options)
+    write_private(paths["nova"], render_ini(sections))
     return paths

@@ -36,13 +36,6 @@ from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayo
 DEFAULT_START_TIMEOUT_S = 120.0
 
 
-LIBVIRT_NOT_READY = (
-    "the libvirt mode (Nova's LibvirtDriver) is not complete: its libvirt hosts and each compute's "
-    'Nova configuration work, its compute services do not run yet (novamig/embedded/README.md, "libvirt '
-    'mode"); use the default QEMU driver'
-)
-
-
 class CloudStartError(RuntimeError):
     """The cloud did not become ready. ``service`` names the part that failed; ``log`` is kept."""
 
@@ -143,8 +136,6 @@ class EmbeddedCloud:
     # -- life cycle ----------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
         """Start the cloud in a fresh work directory and wait until every service answers."""
-        if self.driver == "libvirt":  # its hosts and Nova configuration exist, its computes do not yet
-            raise CloudStartError("nova", LIBVIRT_NOT_READY, None)
         if self.workdir.exists():
             if processes.cloud_pid(self.workdir / "cloud.pid", self.workdir) is not None:
                 raise CloudStartError("cloud", f"already running in {self.workdir}", None)

@@ -133,9 +133,9 @@ def libvirtd_conf(address: str, host_uuid: str) -> str:
     )
 
 
-def qemu_conf(address: str) -> str:
+def qemu_conf(address: str, shared_filesystems: tuple[str, ...] = ()) -> str:
     """``qemu.conf`` for one host (see the module docstring for why each line)."""
-    return (
+    text = (
         "# written by novamig for one libvirt host in its own namespaces\n"
         'user = "root"\n'
         'group = "root"\n'
@@ -144,6 +144,17 @@ def qemu_conf(address: str) -> str:
         "remember_owner = 0\n"
         f'migration_host = "{address}"\n'
     )
+    if shared_filesystems:
+        paths = ", ".join(f'"{p}"' for p in shared_filesystems)
+        text += f"shared_filesystems = [ {paths} ]\n"
+    return text
+
+
+def hosts_file(hosts: list[tuple[str, str]]) -> str:
+    """The ``/etc/hosts`` each libvirtd sees: its peers' compute host names resolve to their
+    management addresses (Nova's source builds ``qemu+tcp://<destination host>/system``)."""
+    lines = ["127.0.0.1 localhost", *(f"{address} {name}" for name, address in hosts)]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -195,10 +206,13 @@ class LibvirtHost:
         """``virsh`` against this host's libvirtd (from the root namespace, over its socket)."""
         return _run(["virsh", "-c", self.uri, *args], timeout_s)
 
-    def plug_tap(self, tap: str) -> None:
+    def plug_tap(self, tap: str, *, exist_ok: bool = False) -> None:
         """A tap on this host's guest bridge, made before libvirt starts or receives a guest on it
-        (Nova's 'tap' VIF: ``<interface type='ethernet'>`` with ``managed='no'``)."""
+        (Nova's 'tap' VIF: ``<interface type='ethernet'>`` with ``managed='no'``). `exist_ok`: a
+        tap already there is left as it is (Nova plugs a server's VIFs again when it restarts)."""
         n = self.netns
+        if exist_ok and _run(["ip", "-n", n, "link", "show", "dev", tap], check=False):
+            return
         _run(["ip", "-n", n, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])
         _run(["ip", "-n", n, "link", "set", tap, "master", self.bridge])
         _run(["ip", "-n", n, "link", "set", tap, "up"])
@@ -294,7 +308,11 @@ class LibvirtHostPair:
         guest_subnet: str = "10.77.0.0/24",
         hostnames: tuple[str, str] = ("novamig-lv-a", "novamig-lv-b"),
         start_timeout_s: float = 60.0,
+        shared_filesystems: tuple[str, ...] = (),
     ) -> None:
+        """`shared_filesystems`: directories both hosts share (the embedded cloud's instances
+        path): libvirt migrates a guest whose disks are there without copying them (qemu.conf's
+        ``shared_filesystems``, libvirt 10.6 and later), as over NFS on a real deployment."""
         why = libvirt_supported()
         if why is not None:
             raise LibvirtHostError(f"cannot run libvirt hosts here: {why}")
@@ -302,6 +320,7 @@ class LibvirtHostPair:
         self.guest_subnet = guest_subnet
         self.hostnames = hostnames
         self.start_timeout_s = start_timeout_s
+        self.shared_filesystems = shared_filesystems
         self.run_dir: Path | None = None
         self.guest_network: GuestNetwork | None = None
         self.hosts: list[LibvirtHost] = []
@@ -359,7 +378,9 @@ class LibvirtHostPair:
         _seed_capabilities(directory / CAPABILITIES)
         host = LibvirtHost(hostname, f"{MGMT_SUBNET_PREFIX}.{index + 1}", _new_netns_name(), directory)
         (directory / "etc" / "libvirtd.conf").write_text(libvirtd_conf(host.address, host.host_uuid))
-        (directory / "etc" / "qemu.conf").write_text(qemu_conf(host.address))
+        (directory / "etc" / "qemu.conf").write_text(qemu_conf(host.address, self.shared_filesystems))
+        names = [(name, f"{MGMT_SUBNET_PREFIX}.{i + 1}") for i, name in enumerate(self.hostnames)]
+        (directory / "hosts").write_text(hosts_file(names))
         _run(["ip", "netns", "add", host.netns])
         self.hosts.append(host)  # from here on close() removes its namespace
         n = host.netns
@@ -411,6 +432,8 @@ class LibvirtHostPair:
         # A sysfs of the host's own network namespace (as `ip netns exec` mounts it): libvirt reads
         # network devices there.
         sysfs = "umount -l /sys; mount -t sysfs sysfs /sys"
+        # Its own /etc/hosts: the compute host names resolve to the management addresses.
+        mounts += '; mount --bind "$2/hosts" /etc/hosts'
         script = f'set -e; hostname "$1"; {sysfs}; {mounts}; exec virtlogd --pid-file "$2/virtlogd.pid"'
         argv = ["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", script, "sh"]
         with open(d / "virtlogd.out", "wb") as out:

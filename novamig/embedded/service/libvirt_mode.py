@@ -1,10 +1,12 @@
-"""The embedded cloud's libvirt mode, first part: each compute's Nova configuration, and a check that
-Nova's own libvirt code reaches that compute's libvirtd with it.
+"""Nova's libvirt code against one libvirt host, outside the cloud: each compute's standalone Nova
+configuration, and a check that Nova's own libvirt code reaches that compute's libvirtd with it.
 
-The mode (the embedded cloud refuses to start in it yet: its computes do not run) will run Nova's real
-``libvirt.LibvirtDriver`` for each compute host against a libvirtd of its own
-(`novamig.hypervisor.libvirt_hosts`). Each compute gets its own configuration file,
-``nova/nova-cpu-<host>.conf``, read after the cloud's ``nova.conf`` — the shape of DevStack's
+The cloud's libvirt mode itself (``novamig cloud up --driver libvirt``) runs both computes in the
+cloud's one process (`novamig.embedded.service.libvirt_compute`, `libvirt_cloud`); this module is
+the diagnostic beside it: Nova's driver in a process of its own per compute (``check``), and one
+migration by Nova's ``Guest.migrate`` between two daemons without the compute services (``migrate``).
+
+Each compute gets its own configuration file here, ``nova/nova-cpu-<host>.conf``, read after the cloud's ``nova.conf`` — the shape of DevStack's
 ``nova-cpu.conf``, so the host policy can later change a compute's options through the same path as
 on DevStack. What it sets, and why:
 

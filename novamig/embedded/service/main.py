@@ -27,6 +27,7 @@ from novamig.embedded.layout import FULL_IMAGE_ID, TINY_IMAGE_ID, CloudLayout
 from novamig.embedded.service import (
     driver_registry,
     guest_network,
+    libvirt_cloud,
     live_migration_pools,
     nova_setup,
     nova_threading,
@@ -157,6 +158,8 @@ class CloudProcess:
                 from novamig.embedded.service import fake_mode  # noqa: PLC0415 - Nova after prepare()
 
                 driver_registry.register(lay, fake_mode, fake_mode.MODULE_NAME)
+        elif lay.driver == libvirt_cloud.MODE:
+            self._start_libvirt(conf)
         with self.stage("live-migration-pools"):
             self._pools = live_migration_pools.install(lay.workdir)
         self._start_nova_services(conf)
@@ -165,6 +168,17 @@ class CloudProcess:
         self._write_ready()
         if self._images is not None:
             self._images.prefetch()  # find (or build) the guest image before the first server is asked for
+
+    def _start_libvirt(self, conf: Any) -> None:
+        """The libvirt mode: a libvirtd per compute, then Nova's LibvirtDriver for each."""
+        with self.stage("libvirt-hosts", "libvirt.log"):
+            self._network = libvirt_cloud.start(self.layout, Path(conf.instances_path))
+        with self.stage("driver"):
+            from novamig.embedded.service import libvirt_compute  # noqa: PLC0415 - Nova after prepare()
+
+            libvirt_compute.install(self._network)
+            driver_registry.register(self.layout, libvirt_compute, libvirt_compute.MODULE_NAME)
+            self._images = libvirt_compute.IMAGES
 
     def _serve_image_and_network(self, conf: Any) -> None:
         """Nova's Glance and Neutron stand-ins, and the Image and Network APIs over their stores."""
@@ -175,6 +189,8 @@ class CloudProcess:
         glance = stand_ins.install_glance(self._fixture_host, full_image)
         conf.set_override("api_servers", [lay.image_url], group="glance")
         neutron = stand_ins.install_neutron(self._fixture_host)
+        if lay.driver == libvirt_cloud.MODE:
+            libvirt_cloud.use_tap_vifs(neutron)
         # uploads (novamig image upload, conn.image.create_image) go to <workdir>/images/;
         # the images the cloud registers itself stay undeletable: the driver boots them by id
         registered = (TINY_IMAGE_ID, FULL_IMAGE_ID)
@@ -264,6 +280,18 @@ def main(argv: list[str]) -> int:
     proc = CloudProcess(layout)
     signal.signal(signal.SIGTERM, proc.request_stop)
     signal.signal(signal.SIGINT, proc.request_stop)
+    code = _serve(proc, layout)
+    if layout.driver == libvirt_cloud.MODE:
+        # Nova's libvirt connection-event threads never end (they wait on a queue), and the
+        # interpreter's exit would join them: leave without waiting, everything is stopped.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _serve(proc: CloudProcess, layout: CloudLayout) -> int:
+    """Start the cloud, serve until asked to stop, stop it; the process's exit status."""
     try:
         proc.run()
     except StartupError as exc:

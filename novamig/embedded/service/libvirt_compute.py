@@ -1,0 +1,188 @@
+"""Nova's own ``LibvirtDriver``, one per compute service of the embedded cloud's libvirt mode.
+
+Loaded by Nova as ``nova.virt.novamig_libvirt.NovamigLibvirtDriver`` (``compute_driver =
+novamig_libvirt.NovamigLibvirtDriver``). Everything a compute does is Nova's libvirt code — domain
+XML, image backend (qcow2 over a cached base), live migration with its flags, monitor, downtime
+steps, completion timeout and post-copy/auto-converge switches, libvirt's job statistics. The
+subclass changes only what cannot be per-compute in one process, because Nova's configuration is
+process-global (both computes run in the cloud's one process on the ``fake:/`` bus):
+
+- **its libvirtd**: the connection URI is the compute's own daemon (`LibvirtHost.uri`), set on the
+  instance before Nova's ``__init__`` builds its ``Host`` (``[libvirt] connection_uri`` stays unset);
+- **its node UUID**: Nova keeps one in ``<state_path>/compute_id`` for the whole process; each
+  compute gets a UUID derived from the cloud's work directory and its host name, reported by its
+  ``Host`` and in its resources (as the QEMU mode's driver does);
+- **its taps**: the 'tap' VIF is plugged in the compute's own network namespace, on its guest
+  bridge (Nova's privsep would make it in the root namespace, where the compute's QEMU is not);
+- **novamig's tiny guest**: it boots from its kernel and initramfs, with the port's address on its
+  kernel command line, and the server's user-data as a fw_cfg file (``opt/org.novamig/user-data``)
+  — the tiny image is not a disk image, and it has no DHCP client or cloud-init. Other images
+  (the full guest's Glance form) boot from their disk as on any cloud.
+
+Nova's privileged helpers run in this process (privsep's client mode off, as Nova's own
+``PrivsepFixture`` does): the cloud process runs as root and starts no privsep daemons.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+import nova.conf
+import nova.privsep
+from nova import exception
+from nova.virt.libvirt import driver, vif
+from nova.virt.libvirt import utils as libvirt_utils
+
+from novamig.embedded.layout import TINY_IMAGE_ID
+from novamig.embedded.service import driver_registry
+from novamig.embedded.service.guest_images import IMAGES
+from novamig.embedded.service.guest_spec import USER_DATA_FW_CFG, vif_address
+from novamig.embedded.service.libvirt_cloud import LibvirtCloud
+from novamig.hypervisor.libvirt_hosts import LibvirtHost
+
+__all__ = ["IMAGES", "MODULE_NAME", "NovamigLibvirtDriver", "install"]
+
+MODULE_NAME = "nova.virt.novamig_libvirt"
+COMPUTE_DRIVER = "novamig_libvirt.NovamigLibvirtDriver"
+
+NODE_NAMESPACE = uuidlib.UUID("1b7a4c0e-2f55-4d0b-8f6c-6c6962766972")
+"""Namespace of the computes' node UUIDs (uuid5 of work directory and host name)."""
+
+CONF = nova.conf.CONF
+
+_clouds: list[LibvirtCloud] = []
+_lock = threading.Lock()
+_nova_hosts: list[Any] = []  # every driver's nova.virt.libvirt.host.Host, for the shutdown
+
+
+def install(cloud: LibvirtCloud) -> None:
+    """Make the hosts known to the drivers Nova will create, and run privsep in-process."""
+    _clouds[:] = [cloud]
+    nova.privsep.sys_admin_pctxt.set_client_mode(False)
+
+
+def _libvirt_host(hostname: str) -> LibvirtHost:
+    if not _clouds:
+        raise RuntimeError("the libvirt hosts are not started (libvirt_compute.install)")
+    return _clouds[0].host(hostname)
+
+
+def node_uuid(hostname: str) -> str:
+    return str(uuidlib.uuid5(NODE_NAMESPACE, f"{driver_registry.current_layout().workdir}:{hostname}"))
+
+
+def with_fw_cfg(domain_xml: str, name: str, path: Path) -> str:
+    """`domain_xml` with a ``<sysinfo type='fwcfg'>`` entry giving the guest `path` as `name`."""
+    sysinfo = f"<sysinfo type='fwcfg'><entry name={quoteattr(name)} file={quoteattr(str(path))}/></sysinfo>"
+    head, sep, tail = domain_xml.rpartition("</domain>")
+    if not sep:
+        raise ValueError("not a libvirt domain XML")
+    return f"{head}{sysinfo}{sep}{tail}"
+
+
+def write_user_data(instance: Any) -> Path | None:
+    """The server's user-data (Nova keeps it base64) in its instance directory, which both
+    computes share (every migration's destination QEMU reads it again); None without any."""
+    if not instance.user_data:
+        return None
+    try:
+        data = base64.b64decode(instance.user_data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise exception.InstanceDeployFailure(reason=f"user_data is not valid base64: {exc}") from exc
+    directory = Path(libvirt_utils.get_instance_path(instance))
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "user-data"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold secrets
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return target
+
+
+class _EndOfEvents(BaseException):
+    """Ends Nova's connection-event thread: its loop catches `Exception` only."""
+
+
+def _end_of_events() -> None:
+    raise _EndOfEvents
+
+
+class NamespaceVifDriver(vif.LibvirtGenericVIFDriver):  # type: ignore[misc]
+    """Nova's VIF driver with the 'tap' VIF plugged in the compute's own namespace."""
+
+    def __init__(self, nova_host: Any, libvirt_host: LibvirtHost) -> None:
+        super().__init__(nova_host)
+        self._libvirt_host = libvirt_host
+
+    def plug_tap(self, instance: Any, vif: Any) -> None:
+        self._libvirt_host.plug_tap(self.get_vif_devname(vif), exist_ok=True)
+
+    def unplug_tap(self, instance: Any, vif: Any) -> None:
+        self._libvirt_host.unplug_tap(self.get_vif_devname(vif))
+
+
+class NovamigLibvirtDriver(driver.LibvirtDriver):  # type: ignore[misc]
+    """Nova's libvirt driver bound to one compute's libvirtd (see the module docstring)."""
+
+    def __init__(self, virtapi: Any, read_only: bool = False) -> None:
+        # Nova creates the compute manager, and with it this driver, while CONF.host is the
+        # service's host name (nova_setup.start_service).
+        self._hostname = str(CONF.host)
+        self._libvirt_host = _libvirt_host(self._hostname)
+        uri = self._libvirt_host.uri
+        # Nova's __init__ calls self._uri() for its Host: an instance attribute shadows the class's
+        # static method, which reads the process-global [libvirt] connection_uri.
+        self._uri = lambda: uri
+        super().__init__(virtapi, read_only)
+        self._host._node_uuid = node_uuid(self._hostname)
+        with _lock:
+            _nova_hosts.append(self._host)
+        self.vif_driver = NamespaceVifDriver(self._host, self._libvirt_host)
+
+    def cleanup_host(self, host: str) -> None:
+        """End the connection-event threads Nova leaves running (a TODO in Nova's
+        ``Host.cleanup``), then Nova's cleanup. Those threads run in Nova's thread pool, one per
+        process: its shutdown in the first compute manager's cleanup would otherwise wait for
+        every compute's thread until the manager's shutdown timeout (160 s by default). So the
+        first compute to stop ends them all: the pool, and with it every compute, stops too."""
+        with _lock:
+            hosts = list(_nova_hosts)
+            _nova_hosts.clear()
+        for nova_host in hosts:
+            nova_host._conn_event_handler_queue.put(_end_of_events)
+        super().cleanup_host(host)
+
+    def get_available_resource(self, nodename: str) -> Any:
+        resources = super().get_available_resource(nodename)
+        resources["uuid"] = node_uuid(self._hostname)  # else the resource tracker takes compute_id
+        return resources
+
+    def _get_guest_config(
+        self, instance: Any, network_info: Any, image_meta: Any, disk_info: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        guest = super()._get_guest_config(instance, network_info, image_meta, disk_info, *args, **kwargs)
+        if instance.image_ref == TINY_IMAGE_ID:
+            image = IMAGES.get()
+            _mac, cidr, gateway = vif_address(network_info)
+            params = {"ip": cidr} if cidr else {}
+            if gateway:
+                params["gw"] = gateway
+            guest.os_kernel = str(image.kernel)
+            guest.os_initrd = str(image.initrd)
+            guest.os_cmdline = image.command_line(**params)
+        return guest
+
+    def _get_guest_xml(
+        self, context: Any, instance: Any, network_info: Any, *args: Any, **kwargs: Any
+    ) -> str:
+        xml = str(super()._get_guest_xml(context, instance, network_info, *args, **kwargs))
+        if instance.image_ref != TINY_IMAGE_ID:
+            return xml  # other images read user-data from a config drive, as cloud-init does
+        path = write_user_data(instance)
+        return with_fw_cfg(xml, USER_DATA_FW_CFG, path) if path is not None else xml
