@@ -221,7 +221,7 @@ def _draw_rates(c: Canvas, rates: _Rates, x: Scale, box: tuple[float, float, flo
         said.append(f"dirty rate peak {rates.dirty_peak:g} pages/s")
     if said:
         drawn = " (right axis)" if rates.throttle or rates.dirty else ""
-        c.text(left, 12, " · ".join(said) + drawn, size=10, fill=DIRTY_COLOUR)
+        c.text(left, bottom + 28, " · ".join(said) + drawn, size=10, fill=DIRTY_COLOUR)  # beside the x title
 
 
 def _span(

@@ -171,17 +171,31 @@ def _locust_breakdown(m: MigrationRecord, high: Figure, low: Figure) -> str | No
         parts.append(f"for {idle:.0f} ms none (Locust's own scheduling, not the service)")
     where = " inside the guest" if locust.where == "guest" else ""
     line = f"no request to the web application{where} was answered for {gap:.0f} ms: " + "; ".join(parts)
-    line += _around_blackout(m, low)
+    around = _around_blackout(m, low)
+    line += around
     if waiting >= 0.5 * gap:
-        line += "; the application ran too slowly to answer around the switchover"
+        line += "; the application ran too slowly to answer"
+        line += "" if "not at the network's blackout" in around else " around the switchover"
     return line
+
+
+def _locust_line(m: MigrationRecord, locust: Figure, others: list[Figure]) -> str | None:
+    """One sentence for Locust above every figure it exceeds, from its breakdown (placed against
+    the network's blackout when the network is among them); None for results without it."""
+    lows = [f for f in others if f.probe != "locust" and f.value < locust.value and _differ(f, locust)]
+    if not lows:
+        return None
+    network = next((f for f in lows if f.probe == "network"), lows[0])
+    cause = _locust_breakdown(m, locust, network)
+    if cause is None:
+        return None
+    names = " and ".join(f"{f.probe} {f.value:.0f} ms" for f in lows)
+    return f"{locust.probe} {locust.value:.0f} ms is above {names}: {cause}."
 
 
 def _cause(m: MigrationRecord, high: Figure, low: Figure) -> str | None:
     """The known cause of `high` reading above `low` (neither of them QEMU's), or None."""
     hv = m.hypervisor
-    if high.probe == "locust" and (line := _locust_breakdown(m, high, low)):
-        return line
     if high.probe == "locust" and m.details.locust is not None and m.details.locust.where == "guest":
         lost = m.details.locust.guest_clock_lost_ms
         extra = f"; {float(lost):.0f} ms of it is the guest clock's step" if lost is not None else ""
@@ -227,6 +241,7 @@ def explain(m: MigrationRecord, case: CaseResult) -> list[str]:
                 "unexplained (QEMU's figure leaves out the resume, so it is usually the smallest)."
             )
     others = list(figures.values())
+    said_locust = False
     for i, a in enumerate(others):
         for b in others[i + 1 :]:
             if not _differ(a, b):
@@ -236,6 +251,11 @@ def explain(m: MigrationRecord, case: CaseResult) -> list[str]:
                 line := _network_above_guest(m, high, low)
             ):
                 lines.append(line)
+                continue
+            if high.probe == "locust" and (line := _locust_line(m, high, others)):
+                if not said_locust:  # one sentence for every figure Locust is above
+                    lines.append(line)
+                said_locust = True
                 continue
             gap = f"{high.probe} {high.value:.0f} ms is above {low.probe} {low.value:.0f} ms"
             bound = f"beyond the {high.slack + low.slack:.0f} ms of their resolutions and noise floors"

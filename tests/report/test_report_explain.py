@@ -170,3 +170,23 @@ def test_locust_above_the_network_is_told_by_its_own_breakdown() -> None:
     assert "for 600 ms none (Locust's own scheduling, not the service)" in line
     assert "is not at the network's blackout (127.83–127.95 s)" in line
     assert "too slowly" not in line
+
+
+def test_locust_above_two_figures_is_one_sentence_placed_against_the_network() -> None:
+    locust = LocustDetails(where="runner", blackout_s=[115.67, 117.12])
+    for key, value in (
+        ("longest_gap_ms", 1457.0),
+        ("waiting_ms", 1457.0),
+        ("failing_ms", 0.0),
+        ("idle_ms", 0.0),
+    ):
+        locust[key] = value
+    details = ProbeDetails(locust=locust, network=EchoDetails(gap_from_s=111.83, gap_to_s=112.04))
+    lines = explain(_m({"guest": 190.0, "network": 208.0, "locust": 1450.0}, details=details), CASE)
+    assert len(lines) == 1, lines  # guest and network agree; Locust above both, said once
+    assert lines[0].startswith(
+        "locust 1450 ms is above guest 190 ms and network 208 ms: no request to the web application was "
+        "answered for 1457 ms"
+    )
+    assert "is not at the network's blackout (111.83–112.04 s)" in lines[0]
+    assert lines[0].endswith("the application ran too slowly to answer.")
