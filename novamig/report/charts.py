@@ -227,16 +227,14 @@ def _draw_rates(c: Canvas, rates: _Rates, x: Scale, box: tuple[float, float, flo
 def _span(
     c: Canvas, span: tuple[float, float], x: Scale, box: tuple[float, float], *, colour: str, tip: str
 ) -> None:
+    """A shaded time span, cut to the plot's time range (a probe's gap may start before the
+    migration's request); the hover text keeps its true ends."""
+    start, end = max(span[0], x.lo), min(span[1], x.hi)
+    if end < start:
+        return
     top, bottom = box
-    c.rect(
-        x(span[0]),
-        top,
-        max(2.0, x(span[1]) - x(span[0])),
-        bottom - top,
-        colour,
-        tip=tip,
-        extra=' fill-opacity="0.35"',
-    )
+    width = max(2.0, x(end) - x(start))
+    c.rect(x(start), top, width, bottom - top, colour, tip=tip, extra=' fill-opacity="0.35"')
 
 
 def _locust_blackout(m: MigrationRecord) -> tuple[float, float] | None:

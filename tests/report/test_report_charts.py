@@ -160,6 +160,14 @@ def test_timeline_draws_throttle_dirty_rate_and_locust_blackout() -> None:
     m.hypervisor = None
     chart = timeline(m)
     assert chart is not None and "peak" not in chart
+    # a gap that began before the request is cut to the plot (its x axis starts at 56 px)
+    m.details.locust = LocustDetails(blackout_s=[9.5, 10.2])
+    chart = timeline(m)
+    assert chart is not None
+    (x0,) = re.findall(r'<rect x="([\d.]+)"[^>]*><title>Locust: no request answered 9.500–10.200 s', chart)
+    assert float(x0) == 56
+    m.details.locust = LocustDetails(blackout_s=[3.0, 4.0])  # wholly before: not drawn
+    assert "Locust: no request" not in str(timeline(m))
 
 
 def test_figures_below_resolution_or_noise_floor_are_bounds() -> None:
