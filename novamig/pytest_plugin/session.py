@@ -115,16 +115,30 @@ def activate(config: pytest.Config, paths: list[Path]) -> None:
         _one_worker_per_named_cloud(config, scenarios.values())
 
 
+XDIST_GROUPS_IGNORED = int(pytest.__version__.split(".")[0]) >= 9
+"""pytest-xdist's ``--dist loadgroup`` puts a ``xdist_group`` on one worker by renaming each item
+``<nodeid>@<group>`` (``WorkerInteractor.pytest_collection_modifyitems`` in xdist/remote.py, 3.8:
+``item._nodeid = ...``). Since pytest 9 a node's id is read from ``Node._id``, so the assignment
+changes nothing, every item keeps its own scope and the groups are spread over the workers
+(checked: two files of two tests in one group ran on gw0 and gw1 with pytest 9.2, xdist 3.8;
+tests/integrations/test_pytest_plugin.py keeps checking it)."""
+
+SPREADING = ("load", "worksteal")
+"""xdist schedulers that would hand one named cloud's cases to several workers at once."""
+
+
 def _one_worker_per_named_cloud(config: pytest.Config, scenarios: Iterable[LoadedScenario]) -> None:
-    """Under ``-n N`` xdist's default ``--dist load`` would spread a named cloud's cases over
-    workers that then drain the same hosts at once. The cases' ``xdist_group`` would keep them on
-    one worker under ``--dist loadgroup``, but xdist 3.8 marks the group by assigning
-    ``item._nodeid``, which pytest 9 no longer reads, so the groups are ignored there; ``--dist
-    loadfile`` (each scenario file's cases on one worker, in order) is what a session with a named
-    cloud gets instead (xdist chooses its scheduler at session start, after this)."""
+    """Under ``-n N`` a named cloud's cases must stay on one worker, or two workers drain the same
+    hosts at once. The cases carry ``xdist_group`` (honoured by ``--dist loadgroup`` where groups
+    work), but with pytest 9 they do not (`XDIST_GROUPS_IGNORED`): a session with a named cloud
+    under ``load``, ``worksteal`` or (pytest 9) ``loadgroup`` runs with ``--dist loadfile`` instead,
+    each scenario file's cases on one worker, in order (xdist chooses its scheduler at session
+    start, after this). ``loadscope`` keeps a file together already; ``each`` is the user's explicit
+    wish to run every case on every worker."""
     flag = config.getoption("novamig_cloud")
     named = any(choose_cloud(flag, s.scenario.cloud).name is not None for s in scenarios)
-    if named and getattr(config.option, "dist", "no") == "load":
+    dist = getattr(config.option, "dist", "no")
+    if named and (dist in SPREADING or (dist == "loadgroup" and XDIST_GROUPS_IGNORED)):
         config.option.dist = "loadfile"
 
 
