@@ -170,6 +170,15 @@ class MigratingDriver(HostDriver):
             if active.paused_for_completion:
                 with contextlib.suppress(Exception):
                     source.machine.command("cont")
+            end_incoming()
+
+        def end_incoming() -> None:
+            # The incoming QEMU never got the guest: end it here rather than wait for Nova's
+            # rollback on the destination, which does not come when the source's QEMU had died
+            # (the migration cannot even start) and would leave it running after the server is gone.
+            incoming = guests.REGISTRY.pop(dest, instance.uuid)
+            if incoming is not None:
+                end_guest(incoming.machine)
 
         try:
             run_live_migration(
@@ -187,6 +196,9 @@ class MigratingDriver(HostDriver):
                 on_failed=failed,
                 record_dir=self._layout.workdir / "migrations",
             )
+        except Exception:
+            end_incoming()
+            raise
         finally:
             self._active.pop(instance.uuid, None)
 
