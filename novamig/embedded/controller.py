@@ -32,6 +32,7 @@ import openstack.connection
 
 from novamig.embedded import clouds_yaml, config, host_policy, lifeline, processes
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
+from novamig.hypervisor.libvirt_hosts import LibvirtHost
 
 DEFAULT_START_TIMEOUT_S = 120.0
 
@@ -274,6 +275,15 @@ class EmbeddedCloud:
         """The network namespace where every guest is reachable at its port address (None without
         root: guests then have user-mode networking only). Run probes inside it."""
         return (self.ready_info or {}).get("guest_netns")
+
+    @property
+    def libvirt_hosts(self) -> dict[str, LibvirtHost] | None:
+        """The libvirt mode's compute hosts by Nova host name (None in other modes): libvirt's job
+        statistics are read inside their namespaces (`novamig.measure.libvirt_jobstats`)."""
+        hosts = (self.ready_info or {}).get("libvirt_hosts")
+        if not isinstance(hosts, dict):
+            return None
+        return {name: LibvirtHost.from_description(data) for name, data in hosts.items()}
 
     @property
     def no_guests(self) -> str | None:

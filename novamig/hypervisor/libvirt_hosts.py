@@ -57,6 +57,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from novamig.guest.image import cache_dir
 from novamig.hypervisor import runtime
@@ -169,6 +170,33 @@ class LibvirtHost:
     bridge: str = "nmbr0"
     virtlogd: subprocess.Popen[bytes] | None = None
     libvirtd: subprocess.Popen[bytes] | None = None
+    libvirtd_pid: int | None = None
+    """libvirtd's PID when this process did not start it (`from_description`, another process
+    reaching the host's namespaces)."""
+
+    def describe(self) -> dict[str, str | int | None]:
+        """What another process needs to run commands on this host (`from_description`)."""
+        pid = self.libvirtd.pid if self.libvirtd is not None else self.libvirtd_pid
+        return {
+            "hostname": self.hostname,
+            "address": self.address,
+            "netns": self.netns,
+            "directory": str(self.directory),
+            "host_uuid": self.host_uuid,
+            "libvirtd_pid": pid,
+        }
+
+    @classmethod
+    def from_description(cls, data: dict[str, Any]) -> LibvirtHost:
+        """The host `describe` wrote, reachable from this process while its libvirtd runs."""
+        return cls(
+            str(data["hostname"]),
+            str(data["address"]),
+            str(data["netns"]),
+            Path(data["directory"]),
+            host_uuid=str(data["host_uuid"]),
+            libvirtd_pid=int(data["libvirtd_pid"]),
+        )
 
     @property
     def socket_path(self) -> Path:
@@ -193,9 +221,10 @@ class LibvirtHost:
     def exec_argv(self, argv: list[str]) -> list[str]:
         """`argv` wrapped to run inside this host's network, mount and UTS namespaces, where
         ``qemu:///system`` is this host's libvirtd (the same command as on a real compute host)."""
-        if self.libvirtd is None:
+        pid = self.libvirtd.pid if self.libvirtd is not None else self.libvirtd_pid
+        if pid is None:
             raise LibvirtHostError(f"libvirt host {self.hostname} is not running")
-        return ["nsenter", f"--target={self.libvirtd.pid}", "--mount", "--uts", "--net", *argv]
+        return ["nsenter", f"--target={pid}", "--mount", "--uts", "--net", *argv]
 
     def shell(self, command: str, timeout_s: float = 30.0) -> str:
         """Run a shell command inside the host's namespaces; its stdout. Raises `LibvirtHostError`

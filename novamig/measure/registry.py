@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from novamig.cloud.host_policy import SSH_HOSTS_ENV
+from novamig.hypervisor.libvirt_hosts import LibvirtHost
 from novamig.measure.contract import Probe, Unavailable
 from novamig.measure.embedded_figures import EmbeddedMigrationFigures
 from novamig.measure.guest_integrity import GuestIntegrityProbe
@@ -73,6 +74,10 @@ class CloudCapabilities:
     job statistics are read there over SSH. None: the hosts are out of reach."""
     locate_domain: Callable[[str], DomainPlace] | None = None
     """Server id → where its libvirt domain is, from Nova (`libvirt_jobstats.locate_with`)."""
+    libvirt_hosts: Mapping[str, LibvirtHost] | None = None
+    """The embedded cloud's libvirt mode: Nova compute host name → its libvirt host on this machine.
+    libvirt's job statistics are read inside the host's namespaces (the DevStack probe's local
+    transport), and the guests' heartbeat comes over UDP only (no virtio-serial reader there)."""
     no_guests: str | None = None
     """Why the cloud's servers have no guest behind them (the embedded cloud's scale mode: "fake
     driver"), so that no probe can measure anything; None: servers are real guests."""
@@ -111,12 +116,22 @@ def _not_embedded_driver_heartbeat(plan: ProbePlan, caps: CloudCapabilities) -> 
     names a UDP collector asks for the DevStack path instead, on any cloud."""
     if caps.embedded_workdir is None:
         return "not the embedded cloud"
+    if caps.libvirt_hosts is not None:
+        return _LIBVIRT_MODE_HEARTBEAT
     if plan.measure.heartbeat_collector is not None:
         return "the scenario names a UDP heartbeat collector, which takes precedence"
     return None
 
 
+_LIBVIRT_MODE_HEARTBEAT = (
+    "the embedded cloud's libvirt mode reads no heartbeat itself: set measure.heartbeat_collector "
+    "to the runner's address on the guests' network (192.168.1.1:PORT) to collect it over UDP"
+)
+
+
 def _no_heartbeat_collector(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
+    if plan.measure.heartbeat_collector is None and caps.libvirt_hosts is not None:
+        return _LIBVIRT_MODE_HEARTBEAT
     if plan.measure.heartbeat_collector is None:
         return (
             "this cloud's hosts are not read by novamig: set measure.heartbeat_collector to an "
@@ -126,7 +141,15 @@ def _no_heartbeat_collector(plan: ProbePlan, caps: CloudCapabilities) -> str | N
 
 
 def _not_embedded(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
+    if caps.libvirt_hosts is not None:
+        return "the embedded cloud's libvirt mode: libvirt's own figures instead"
     return "not the embedded cloud" if caps.embedded_workdir is None else None
+
+
+def _no_libvirt_hosts(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
+    if caps.libvirt_hosts is None or caps.locate_domain is None:
+        return "not the embedded cloud's libvirt mode"
+    return None
 
 
 def _no_ssh_hosts(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
@@ -164,6 +187,11 @@ def _libvirt(plan: ProbePlan, caps: CloudCapabilities, workdir: Path) -> Probe:
     return LibvirtJobFigures.over_ssh(caps.ssh_hosts, caps.locate_domain)
 
 
+def _libvirt_local(plan: ProbePlan, caps: CloudCapabilities, workdir: Path) -> Probe:
+    assert caps.libvirt_hosts is not None and caps.locate_domain is not None  # checked by why_not
+    return LibvirtJobFigures.in_host_namespaces(caps.libvirt_hosts, caps.locate_domain)
+
+
 def _network(plan: ProbePlan, caps: CloudCapabilities, workdir: Path) -> Probe:
     m = plan.measure
     return NetworkProbe(m.network_probe_hz, caps.guest_netns, workdir, protocol=m.network_protocol)
@@ -185,7 +213,9 @@ REGISTRY: tuple[Registration, ...] = (
     Registration(
         "hypervisor", _not_embedded, _embedded_figures("hypervisor")
     ),  # QEMU's figures, by the driver
-    Registration("hypervisor", _no_ssh_hosts, _libvirt),  # libvirt's, on DevStack
+    # libvirt's, by the DevStack code: inside the libvirt mode's host namespaces …
+    Registration("hypervisor", _no_libvirt_hosts, _libvirt_local),
+    Registration("hypervisor", _no_ssh_hosts, _libvirt),  # … and over SSH on DevStack
     Registration("network", _unreachable_guests, _network),
     Registration("locust", _no_locust_load, _locust),
     # the guest's own integrity verdict over HTTP, on every cloud (on the embedded one a second

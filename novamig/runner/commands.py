@@ -434,6 +434,7 @@ def _capabilities(cloud: _Cloud, applier: HostPolicyApplier, out_dir: Path) -> C
         ssh_hosts=applier.targets if isinstance(applier, SshHostPolicy) else None,
         locate_domain=locate_with(cloud.compute),
         no_guests=embedded.no_guests if embedded is not None else None,
+        libvirt_hosts=embedded.libvirt_hosts if embedded is not None else None,
     )
 
 

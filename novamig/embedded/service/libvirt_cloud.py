@@ -59,6 +59,12 @@ class LibvirtCloud:
     def host(self, hostname: str) -> LibvirtHost:
         return self.pair.host(hostname)
 
+    def describe(self) -> dict[str, dict[str, str | int | None]]:
+        """Compute host name → its libvirt host (``ready.json``'s ``libvirt_hosts``): the runner
+        reads libvirt's job statistics inside these namespaces (the DevStack probe's local
+        transport)."""
+        return {h.hostname: h.describe() for h in self.pair.hosts}
+
     def start(self) -> None:
         self.pair.start()
         names = [self.pair.network.name, *(h.netns for h in self.pair.hosts)]

@@ -223,6 +223,8 @@ class CloudProcess:
             "keystone_pid": self._keystone.pid if self._keystone else None,
             "guest_netns": self._network.netns if self._network is not None else None,
         }
+        if isinstance(self._network, libvirt_cloud.LibvirtCloud):
+            ready["libvirt_hosts"] = self._network.describe()
         tmp = lay.ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n")
         tmp.rename(lay.ready_file)
