@@ -21,13 +21,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from novamig.cloud.compute import Compute
 from novamig.cloud.errors import CloudError
 from novamig.cloud.host_policy import HostPolicyApplier, applied
+from novamig.cloud.resources import TAG
 from novamig.measure.contract import CapturesEachMigration, CaseClock, Probe, ServerInfo
 from novamig.measure.sla import evaluate
 from novamig.results import CaseResult, Event, MigrationRecord, PerProbe, ProbeCost
 from novamig.runner.migration_watcher import FAST_POLL_S, POLL_S, MigrationApi, MigrationWatcher
 from novamig.runner.plan import CasePlan
+from novamig.runner.poller import CasePoller, ComputeBatches
 from novamig.runner.probes import FIGURES, apply_figures, probes_set_up
 from novamig.runner.progress_display import LiveView
 from novamig.runner.signals import StopRequest
@@ -218,10 +221,12 @@ def migrate_once(
     view: LiveView,
     poll_s: float | None,
     probes: Sequence[Probe] = (),
+    poller: CasePoller | None = None,
 ) -> tuple[MigrationRecord, int | None]:
     """One live migration of `server`, watched to its end under the plan's policy, and captured by
     the probes that record each migration: the record and Nova's migration id. A case's sequences
-    and the pytest plugin's `novamig_migrate` fixture both migrate through here."""
+    and the pytest plugin's `novamig_migrate` fixture both migrate through here; with the case's
+    `poller` the migration is read by its batched reads, else it polls on its own."""
     watcher = MigrationWatcher(
         api,
         clock,
@@ -236,7 +241,7 @@ def migrate_once(
         poll_s=poll_s or POLL_S,
         fast_poll_s=poll_s or FAST_POLL_S,
     )
-    record = watcher.run()
+    record = watcher.run() if poller is None else poller.watch(watcher)
     for probe in probes:
         if isinstance(probe, CapturesEachMigration):
             try:
@@ -262,6 +267,7 @@ def _migrate_all(
     lock = threading.Lock()
     total = chooser.migrations_per_server(plan.count)
     failures: list[BaseException] = []
+    poller = case_poller(api, clock, poll_s)
 
     def sequence(server: ServerInfo) -> None:
         current, previous = server.host, None
@@ -282,6 +288,7 @@ def _migrate_all(
                 view=view,
                 poll_s=poll_s,
                 probes=probes,
+                poller=poller,
             )
             with lock:
                 records.append((server.id, migration_id, record))
@@ -295,15 +302,30 @@ def _migrate_all(
                     record.events.append(Event(t=clock.now(), what=f"cannot read the server's host: {exc}"))
 
     pool = cf.ThreadPoolExecutor(max_workers=max(1, plan.concurrency), thread_name_prefix="novamig-mig")
-    try:
-        futures = [pool.submit(_guard(sequence, failures), s) for s in servers]
-        pending = set(futures)
-        while pending:  # short waits: the main thread stays responsive to signals
-            _, pending = cf.wait(pending, timeout=WAIT_TICK_S)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    with poller or contextlib.nullcontext():
+        try:
+            futures = [pool.submit(_guard(sequence, failures), s) for s in servers]
+            pending = set(futures)
+            while pending:  # short waits: the main thread stays responsive to signals
+                _, pending = cf.wait(pending, timeout=WAIT_TICK_S)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     if failures:
         raise CaseAborted(f"migration worker failed: {type(failures[0]).__name__}: {failures[0]}")
+
+
+def case_poller(api: MigrationApi, clock: CaseClock, poll_s: float | None) -> CasePoller | None:
+    """The case's one batched poller (`novamig.runner.poller`) on a Nova that lists live migrations
+    by ``changes-since`` (2.59+); None elsewhere (an older Nova, the unit tests' in-memory cloud),
+    where each migration polls on its own."""
+    if not isinstance(api, Compute) or not ComputeBatches.supported(api):
+        return None
+    return CasePoller(
+        ComputeBatches(api, TAG),
+        poll_s=poll_s or POLL_S,
+        fast_poll_s=poll_s or FAST_POLL_S,
+        now=clock.now,
+    )
 
 
 def _guard(fn: Callable[[ServerInfo], None], failures: list[BaseException]) -> Callable[[ServerInfo], None]:

@@ -12,6 +12,11 @@ in-progress list. The policy acts through the API only, as an operator would:
 
 Policy times count from the live-migrate request. Aborting needs the migration in an abortable
 status (running; queued/preparing from 2.65): a refusal is retried on the next poll.
+
+Who reads: `run` polls this one migration itself (the pytest plugin's single migrations, a Nova
+older than 2.59); a case's migrations are read instead by the case's one batched poller
+(`novamig.runner.poller`), which calls `start`, then `step` with each tick's readings. The policy
+above is the same either way: it lives in `step`'s path.
 """
 
 from __future__ import annotations
@@ -137,16 +142,31 @@ class MigrationWatcher:
         self._abort_refusal_noted = False
         self._forced = False
         self._poll_times: list[float] = []
+        self._known: set[int] = set()  # the server's earlier migrations, listed before the request
+        self._st = _PollState()
+        self._timeline = Timeline(0.0, source_host)  # replaced by `start`
 
     # -- public ------------------------------------------------------------------------------------
     def run(self) -> MigrationRecord:
+        """Request the migration and poll it on its own to its end (one watch, or a cloud where
+        the case's batched poller cannot read: `novamig.runner.poller`)."""
+        refused = self.start()
+        if refused is not None:
+            return refused
+        self._reader = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="novamig-poll")
         try:
-            known = {m.id for m in self.api.live_migrations_of(self.server_id)}
+            return self._poll()
+        finally:
+            self._reader.shutdown(wait=True)
+
+    def start(self) -> MigrationRecord | None:
+        """Send the live-migrate request; the record (an error) when Nova refuses it."""
+        try:
+            self._known = {m.id for m in self.api.live_migrations_of(self.server_id)}
         except CloudError as exc:
-            known = set()
             log.warning("%s: cannot list earlier migrations: %s", self.server_name, exc)
         requested_at = self.clock.now()
-        timeline = Timeline(requested_at, self.source_host)
+        self._timeline = timeline = Timeline(requested_at, self.source_host)
         target = self.destination or "scheduler's choice"
         timeline.note(requested_at, f"live-migrate requested: {self.source_host or '?'} → {target}")
         try:
@@ -156,36 +176,60 @@ class MigrationWatcher:
             return self._record(timeline, "error", self.clock.now(), None)
         accepted = self.clock.now()
         timeline.note(accepted, f"request accepted by the API after {accepted - requested_at:.3f} s")
-        self._reader = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="novamig-poll")
-        try:
-            return self._poll(timeline, known)
-        finally:
-            self._reader.shutdown(wait=True)
+        return None
+
+    def step(
+        self, server: ServerState | None, migrations: list[MigrationState], t: float
+    ) -> MigrationRecord | None:
+        """One poll from readings made elsewhere (the case's batched poller): the server as last
+        read and the live-migration records of this server it has seen, both as of `t` (when the
+        reads finished, on the case clock); the record once the migration has ended."""
+        self._st.polls += 1
+        if server is not None:
+            self._st.server = server
+        if self._st.server is None:
+            return None
+        return self._after_read(self._pick(migrations), t)
+
+    def failed(self, exc: CloudError) -> MigrationRecord | None:
+        """A poll whose reads failed (made here or by the batched poller); the record once the
+        cloud has not answered for too long."""
+        self._st.polls += 1
+        return self._poll_failed(self._timeline, self._st, exc)
+
+    @property
+    def near_end(self) -> bool:
+        """Whether a faster poll pays off now (see `Timeline.near_end`)."""
+        return self._timeline.near_end()
 
     # -- the loop ----------------------------------------------------------------------------------
-    def _poll(self, timeline: Timeline, known: set[int]) -> MigrationRecord:
-        st = _PollState()
+    def _poll(self) -> MigrationRecord:
+        st = self._st
         while True:
             st.polls += 1
             poll_started = self.clock.now()
             try:
-                record = self._read(st, known)
+                record = self._read(st, self._known)
             except CloudError as exc:
-                given_up = self._poll_failed(timeline, st, exc)
+                given_up = self._poll_failed(self._timeline, st, exc)
                 if given_up is not None:
                     return given_up
                 self.sleep(self.poll_s)
                 continue
-            st.failing_since, st.failures_noted = None, False
             # The state is known from now on: stamp the observation when the reads finished.
-            t = self.clock.now()
-            obs = self._observe(timeline, st, record, t)
-            ended = self._ended(timeline, st, obs, record) or self._policy_step(timeline, st, record, t)
+            ended = self._after_read(record, self.clock.now())
             if ended is not None:
                 return ended
             # Poll on a fixed period: the time the reads took counts against it.
-            period = self.fast_poll_s if timeline.near_end() else self.poll_s
+            period = self.fast_poll_s if self._timeline.near_end() else self.poll_s
             self.sleep(max(0.0, period - (self.clock.now() - poll_started)))
+
+    def _after_read(self, record: MigrationState | None, t: float) -> MigrationRecord | None:
+        """A poll whose reads succeeded, as of `t`: observe, then the outcome or the policy's step."""
+        st, timeline = self._st, self._timeline
+        st.failing_since, st.failures_noted = None, False
+        obs = self._observe(timeline, st, record, t)
+        return self._ended(timeline, st, obs, record) or self._policy_step(timeline, st, record, t)
 
     def _read(self, st: _PollState, known: set[int]) -> MigrationState | None:
         """One poll's reads: the migration record, and the server beside it (raises CloudError)."""
@@ -310,7 +354,12 @@ class MigrationWatcher:
             record = max(in_progress, key=lambda m: m.id)
             self.migration_id = record.id
             return record
-        fresh = [m for m in self.api.live_migrations_of(self.server_id) if m.id not in known]
+        return self._pick(self.api.live_migrations_of(self.server_id))
+
+    def _pick(self, migrations: list[MigrationState]) -> MigrationState | None:
+        """Ours among a server's live-migration records: not one listed before the request, the
+        one already followed, else the newest."""
+        fresh = [m for m in migrations if m.id not in self._known]
         if self.migration_id is not None:
             fresh = [m for m in fresh if m.id == self.migration_id]
         if not fresh:
@@ -398,6 +447,9 @@ class MigrationWatcher:
                 f"max {periods.max:.3f} s (the duration's resolution)",
             )
         phases = timeline.phases_s()
+        queued = queued_s(timeline)
+        if queued is not None:
+            phases["queued"] = queued
         if phases:
             timeline.note(finished_at, "phases: " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))
         if self._abort_reason is not None:
@@ -421,3 +473,19 @@ class MigrationWatcher:
     @property
     def aborted_by(self) -> str | None:
         return self._abort_reason
+
+
+def queued_s(timeline: Timeline) -> float | None:
+    """``phases_s.queued``: the live-migrate request → the first poll that sees the record past
+    ``accepted``/``queued``/``preparing`` — the wait for the API, the conductor, the scheduler, a
+    free slot under the source's ``max_concurrent_live_migrations`` and the destination's
+    preparation, before any memory is copied. None when the migration never got that far."""
+    started = next(
+        (
+            o.t
+            for o in timeline.observations
+            if o.migration_status is not None and o.migration_status not in EARLY_STATUSES
+        ),
+        None,
+    )
+    return None if started is None else round(started - timeline.requested_at, 6)
