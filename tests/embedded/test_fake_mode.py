@@ -1,14 +1,20 @@
 """The embedded cloud's scale mode: Nova's fake driver on several computes, driven by the runner.
 
-Fast tier: no QEMU, so a 20-server drain goes through the whole harness (fleet, migration
-watcher, probes, results) in well under a minute, and shows that the probes say why they have no
-figure instead of measuring anything.
+Fast tier: no QEMU, so a 20-server drain goes through the whole harness (fleet, the case's batched
+poller, probes, results) in well under a minute, and shows that the probes say why they have no
+figure instead of measuring anything. The poller's API calls are counted in the request log Nova's
+API writes (``nova.api.openstack.requestlog``: one line per request it served).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import re
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +25,9 @@ from novamig.measure.contract import Unavailable, not_measured_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import load_results
 from novamig.runner.commands import cmd_run
+from novamig.runner.migration_watcher import FAST_POLL_S
 from novamig.runner.plan import plan_from_case
+from novamig.runner.poller import PROGRESS_PROBE_READS, PROGRESS_READS_PER_TICK
 from novamig.scenario import expand_cases, load_scenario
 
 MIGRATION_S = 0.3
@@ -33,6 +41,23 @@ host_policy: {max_concurrent_live_migrations: 0}
 measure: {probes: [guest, network, hypervisor], noise_floor_s: 0}
 sla: {migrations_completed_ratio: 1.0}
 """
+
+
+DRAIN_50 = """\
+name: fake-drain-50
+fleet: {count: 50, flavor: {vcpus: 1, ram_mb: 256, disk_gb: 1}, image: novamig-tiny}
+workload: {kind: idle}
+migration: {count: 1, concurrency: 50, target: 'drain:compute1', interval_s: 0}
+host_policy: {max_concurrent_live_migrations: %d}
+measure: {probes: [guest], noise_floor_s: 0}
+sla: {migrations_completed_ratio: 1.0}
+"""
+REQUEST_LINE = re.compile(
+    r'^(\S+ \S+) .*nova\.api\.openstack\.requestlog .*"(GET|POST|PUT|DELETE) (\S+)" status: (\d+)'
+)
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SLOT_STATUSES = frozenset({"preparing", "running", "running (post-copy)", "post-migrating"})
+"""A migration in these statuses holds one of its source's ``max_concurrent_live_migrations``."""
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +107,48 @@ def test_fake_cloud_runs_nova_fake_driver_on_every_compute(fake_cloud: EmbeddedC
     assert {h.hypervisor_type for h in hypervisors} == {"fake"}
 
 
-@pytest.mark.slow
+@dataclass(frozen=True)
+class Request:
+    at: datetime
+    method: str
+    path: str  # server ids replaced by ID, changes-since values by T
+
+
+def _requests(cloud: EmbeddedCloud, offset: int) -> list[Request]:
+    """The compute API requests Nova's request log recorded after `offset`."""
+    assert cloud.layout is not None
+    with (cloud.layout.logs / "nova.log").open() as fh:
+        fh.seek(offset)
+        found = [REQUEST_LINE.search(line) for line in fh]
+    return [
+        Request(
+            datetime.fromisoformat(m.group(1)),
+            m.group(2),
+            re.sub(r"changes-since=[^&]*", "changes-since=T", UUID.sub("ID", m.group(3))),
+        )
+        for m in found
+        if m is not None
+    ]
+
+
+def _log_size(cloud: EmbeddedCloud) -> int:
+    assert cloud.layout is not None
+    return (cloud.layout.logs / "nova.log").stat().st_size
+
+
+def _run(cloud: EmbeddedCloud, tmp_path: Path, scenario_text: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(cloud.clouds_yaml))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(scenario_text)
+    return cmd_run(str(scenario), cloud.cloud_name, str(tmp_path / "out"), [])
+
+
 def test_drain_of_20_servers_through_the_runner(
     tmp_path: Path, fake_cloud: EmbeddedCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(fake_cloud.clouds_yaml))
-    monkeypatch.delenv("OS_CLOUD", raising=False)
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(DRAIN_20)
-    rc = cmd_run(str(scenario), fake_cloud.cloud_name, str(tmp_path / "out"), [])
+    offset = _log_size(fake_cloud)
+    rc = _run(fake_cloud, tmp_path, DRAIN_20, monkeypatch)
     results = load_results(tmp_path / "out" / "results.json")
     [case] = results.cases
     assert rc == 0, case
@@ -103,11 +161,83 @@ def test_drain_of_20_servers_through_the_runner(
     assert {m.dest_host for m in migs} <= {"compute2", "compute3"}
     # each fake migration waits MIGRATION_S in the driver: Nova's record shows at least that
     assert all(m.duration_s is not None and m.duration_s >= MIGRATION_S for m in migs)
+    requests = _requests(fake_cloud, offset)
+    tick = _median_tick_s(requests)
     for m in migs:
-        assert m.poll_period_s is not None and m.poll_period_s > 0  # recorded; its bound: bench/scale.py
+        # every migration is sampled at every tick of the case's poller: its progress period is
+        # the tick's (≤ 0.5 s asked; how far a loaded cloud stretches it is bench/scale.py's figure)
+        assert m.poll_period_s is not None and 0 < m.poll_period_s <= 1.5 * tick, (m.poll_period_s, tick)
+        assert m.duration_s is not None and 0 < m.phases_s["queued"] < m.duration_s, m.phases_s
         for figure in ("guest", "network", "hypervisor"):
             assert getattr(m.downtime_ms, figure) is None
             assert not_measured_reason(m, figure) == "fake driver"
+    _check_batched_calls(requests, n=20)
+
+
+def _median_tick_s(requests: list[Request]) -> float:
+    """The poller's period as Nova saw it: the median gap between its migration-list calls."""
+    ticks = [
+        r.at for r in requests if r.path.startswith("/v2.1/os-migrations?migration_type=live-migration&")
+    ]
+    gaps = sorted((b - a).total_seconds() for a, b in itertools.pairwise(ticks))
+    return gaps[len(gaps) // 2]
+
+
+def _check_batched_calls(requests: list[Request], n: int) -> None:
+    """The case's poller read every migration through two list calls per tick, whatever the
+    number of migrations; per migration only what no list holds."""
+    calls = Counter(f"{r.method} {r.path}" for r in requests)
+    server_lists = calls["GET /v2.1/servers/detail?all_tenants=1&tags=novamig&changes-since=T"]
+    migration_lists = calls["GET /v2.1/os-migrations?migration_type=live-migration&changes-since=T"]
+    # the first tick's server list has no cursor yet; the migrations' first one comes from it
+    assert calls["GET /v2.1/servers/detail?all_tenants=1&tags=novamig"] == 1
+    assert calls["GET /v2.1/os-migrations?migration_type=live-migration"] == 0
+    assert migration_lists == server_lists + 1 >= 2
+    in_progress = [r for r in requests if r.path == "/v2.1/servers/ID/migrations"]
+    # the fake driver reports no memory figures: each running migration read a few times, then not
+    assert len(in_progress) <= PROGRESS_PROBE_READS * n
+    # one listing of the server's earlier migrations before each request
+    assert calls["GET /v2.1/os-migrations?instance_uuid=ID&migration_type=live-migration"] == n
+    assert calls["POST /v2.1/servers/ID/action"] == n
+    # calls per second while polling: bounded by the tick, not by the number of migrations
+    ticks = [r.at for r in requests if "changes-since=T" in r.path and "os-migrations" in r.path]
+    span = (max(ticks) - min(ticks)).total_seconds()
+    polling = 2 * len(ticks) + len(in_progress)
+    assert polling <= (span / FAST_POLL_S + 1) * (2 + PROGRESS_READS_PER_TICK), (polling, span)
+
+
+@pytest.mark.slow
+def test_drain_of_50_servers_queues_within_the_live_migration_limit(
+    tmp_path: Path, fake_cloud: EmbeddedCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """50 servers drained at once from a compute that runs `limit` live migrations at a time: the
+    host empties, no poll ever saw more than `limit` migrations holding a slot, and the wait for a
+    slot shows in ``phases_s.queued``, apart from the migration itself."""
+    limit = 5
+    offset = _log_size(fake_cloud)
+    rc = _run(fake_cloud, tmp_path, DRAIN_50 % limit, monkeypatch)
+    [case] = load_results(tmp_path / "out" / "results.json").cases
+    assert rc == 0, case.error
+    migs = case.migrations
+    assert len(migs) == 50 and all(m.status == "completed" for m in migs)
+    assert all(m.source_host == "compute1" and m.dest_host in ("compute2", "compute3") for m in migs)
+    # Every watch is stamped with its tick's time, so these intervals are the polls' snapshots.
+    edges: list[tuple[float, int]] = []
+    for m in migs:
+        start = next(p.t for p in m.progress if p.status in SLOT_STATUSES)
+        end = next(p.t for p in m.progress if p.status == "completed")
+        edges += [(start, 1), (end, -1)]
+    running = peak = 0
+    for _, step in sorted(edges):  # at one time, ends sort before starts
+        running += step
+        peak = max(peak, running)
+    assert 1 <= peak <= limit
+    queued = sorted(m.phases_s["queued"] for m in migs)
+    running_s = [m.phases_s["running"] for m in migs]
+    # the last ones waited for (50 / limit - 1) rounds of migrations of at least MIGRATION_S each
+    assert queued[-1] >= (50 / limit - 1) * MIGRATION_S, queued
+    assert max(running_s) < queued[-1]
+    _check_batched_calls(_requests(fake_cloud, offset), n=50)
 
 
 def test_cloud_up_refuses_no_computes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
