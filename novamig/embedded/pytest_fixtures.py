@@ -6,19 +6,19 @@ Use from a conftest.py::
 
 ``embedded_cloud`` (session scope) starts the cloud with novamig's QEMU driver; every xdist worker
 gets its own (distinct ports, work directory and clouds.yaml name ``novamig-embedded-<worker>``).
-``embedded_conn`` is an admin openstacksdk Connection to it. Set ``NOVAMIG_EMBEDDED_DRIVER`` (e.g.
-``fake.FakeDriver``) only to test the cloud's plumbing without guests.
+``embedded_conn`` is an admin openstacksdk Connection to it. The cloud's mode comes from the same
+environment as a run's own cloud (`options_from_env`): ``NOVAMIG_EMBEDDED_DRIVER=fake`` with
+``NOVAMIG_EMBEDDED_COMPUTES`` and ``NOVAMIG_FAKE_MIGRATION_S`` gives the scale mode, without guests.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.controller import EmbeddedCloud, options_from_env
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 
 
@@ -32,7 +32,7 @@ def embedded_cloud(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> 
     cloud = EmbeddedCloud(
         workdir,
         cloud_name=cloud_name_for_worker(worker_id),
-        driver=os.environ.get("NOVAMIG_EMBEDDED_DRIVER", "novamig"),
+        **options_from_env(),
     )
     cloud.start()
     try:
