@@ -5,11 +5,24 @@ through the compute API by Nova's own libvirt driver, with libvirt's job statist
 from __future__ import annotations
 
 import configparser
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+from novamig.cloud.compute import Compute, MigrationState
 from novamig.embedded import config
-from novamig.embedded.layout import CloudLayout, Ports, Secrets
-from novamig.hypervisor.libvirt_hosts import hosts_file, qemu_conf
+from novamig.embedded.controller import EmbeddedCloud
+from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
+from novamig.hypervisor.libvirt_hosts import LibvirtHost, hosts_file, libvirt_supported, qemu_conf
+from novamig.measure.contract import Unavailable
+from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
+from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures, locate_with
+from novamig.measure.registry import CloudCapabilities, probes_for
+from novamig.measure.sla import SlaSpec
+from novamig.results import MigrationRecord
+from novamig.scenario.models import Measure, Workload
 
 
 def _nova_conf(tmp_path: Path, driver: str) -> configparser.RawConfigParser:
@@ -53,3 +66,107 @@ def test_each_libvirtd_resolves_the_compute_names_and_shares_the_instances_path(
     assert text.splitlines() == ["127.0.0.1 localhost", "10.88.0.1 compute1", "10.88.0.2 compute2"]
     assert 'shared_filesystems = [ "/x/instances" ]' in qemu_conf("10.88.0.1", ("/x/instances",))
     assert "shared_filesystems" not in qemu_conf("10.88.0.1")
+
+
+def test_the_registry_reads_libvirts_figures_in_the_libvirt_modes_hosts(tmp_path: Path) -> None:
+    """On the libvirt-mode cloud the hypervisor figure is libvirt's (local transport), not the
+    QEMU driver's files; the guest figure comes over UDP only, and without a collector the
+    reason says what to set."""
+    host = LibvirtHost("compute1", "10.88.0.1", "novamig-0-00000a", tmp_path, libvirtd_pid=1)
+    caps = CloudCapabilities(
+        tmp_path,
+        embedded_workdir=tmp_path,
+        guest_netns="novamig-0-00000c",
+        libvirt_hosts={"compute1": host},
+        locate_domain=lambda server_id: DomainPlace("instance-00000001", "compute1", 1),
+    )
+    probes = {p.name: p for p in probes_for(_Plan(), caps)}
+    assert isinstance(probes["hypervisor"], LibvirtJobFigures)
+    assert isinstance(probes["guest"], Unavailable)
+    assert "192.168.1.1:PORT" in probes["guest"].reason
+    with_collector = _Plan(measure=Measure(heartbeat_collector="192.168.1.1:7070"))
+    probes = {p.name: p for p in probes_for(with_collector, caps)}
+    assert isinstance(probes["guest"], UdpHeartbeatProbe)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    case_id: str = "c"
+    probes: tuple[str, ...] = ("guest", "hypervisor")
+    workload: str = "idle"
+    workload_spec: Workload = field(default_factory=Workload)
+    measure: Measure = field(default_factory=Measure)
+    scenario_dir: Path | None = None
+    sla: SlaSpec = field(default_factory=SlaSpec)
+
+
+def _wait_migration(compute: Compute, server_id: str, timeout_s: float) -> MigrationState:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        migrations = compute.live_migrations_of(server_id)
+        if migrations and migrations[-1].final:
+            return migrations[-1]
+        time.sleep(0.3)
+    raise AssertionError(f"no final live migration of {server_id} within {timeout_s} s")
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path: Path) -> None:
+    """``--driver libvirt``: one tiny server through the compute API, then a live migration with
+    no host given — Nova's scheduler, conductor, its libvirt driver's migration and monitor —
+    and libvirt's completed-job statistics read by the DevStack probe's local transport."""
+    pytest.importorskip("libvirt", reason="libvirt-python (the embedded extra) is not installed")
+    why = libvirt_supported()
+    if why is not None:
+        pytest.skip(why)
+    with EmbeddedCloud(tmp_path / "cloud", driver="libvirt") as cloud:
+        hosts = cloud.libvirt_hosts
+        assert hosts is not None and sorted(hosts) == ["compute1", "compute2"]
+        run_dir = hosts["compute1"].directory.parent
+        conn = cloud.connection()
+        hypervisors = {h.name: h for h in conn.compute.hypervisors(details=True)}
+        assert sorted(hypervisors) == ["compute1", "compute2"]
+        assert {h.hypervisor_type for h in hypervisors.values()} == {"QEMU"}
+        assert len({h.id for h in hypervisors.values()}) == 2  # two nodes, each its own UUID
+        net = conn.network.find_network("novamig-net")
+        started = time.monotonic()
+        server = conn.compute.create_server(
+            name="lv", flavor_id="1", image_id=TINY_IMAGE_ID, networks=[{"uuid": net.id}]
+        )
+        server = conn.compute.wait_for_server(server, wait=180, interval=0.5)
+        boot_s = time.monotonic() - started
+        source = server.compute_host
+        name = server.instance_name
+        # Nova's domain, on the tap Nova's VIF driver plugged in that compute's namespace.
+        xml = hosts[source].virsh("dumpxml", name)
+        assert "<nova:instance" in xml and "type='ethernet'" in xml and "managed='no'" in xml
+        compute = Compute(conn)
+        started = time.monotonic()
+        compute.live_migrate(server.id, None, "auto")
+        migration = _wait_migration(compute, server.id, 180)
+        migrate_s = time.monotonic() - started
+        assert migration.status == "completed", migration
+        server = conn.compute.get_server(server.id)
+        assert server.compute_host != source and server.compute_host == migration.dest_host
+        dest = server.compute_host
+        assert name in hosts[dest].virsh("list", "--name").split()
+        assert name not in hosts[source].virsh("list", "--all", "--name").split()
+        probe = LibvirtJobFigures.in_host_namespaces(hosts, locate_with(compute))
+        record = MigrationRecord(
+            server=server.id, source_host=source, dest_host=dest, status="completed", requested_at=0.0
+        )
+        figure = probe.figure(record, server.id, migration.id)
+        assert figure.reason is None, figure.reason
+        assert figure.downtime_ms is not None and figure.details is not None
+        assert figure.details["operation"] == "Incoming migration"
+        assert 1 <= figure.downtime_ms <= figure.details["time_elapsed_ms"] <= migrate_s * 1000
+        print(
+            f"\nlibvirt mode: server ACTIVE in {boot_s:.1f} s; live migration {source} → {dest} "
+            f"completed in {migrate_s:.1f} s (API request to 'completed'); libvirt: "
+            f"{figure.details['time_elapsed_ms']} ms job time, {figure.downtime_ms:.0f} ms downtime"
+        )
+        conn.compute.delete_server(server.id)
+    # The cloud's stop removed the daemons' run directory and namespaces.
+    assert not run_dir.exists()
+    assert not any(Path("/run/netns", h.netns).exists() for h in hosts.values())
