@@ -66,6 +66,7 @@ class _Server:
     sampler: ClockSampler | None = None
     clock: dict[str, Any] | None = None
     step_uncertainty_ms: float = 0.0
+    unmapped: str | None = None  # why this guest's records have no usable times (its clock ran ahead)
 
 
 class LocustProbe:
@@ -289,6 +290,7 @@ class LocustProbe:
         srv.reqs.sort(key=lambda r: r.t_s)
         self._save_records(srv)
         srv.step_uncertainty_ms = cmap.step_uncertainty_ms()
+        srv.unmapped = cmap.ran_ahead()
         srv.clock = cmap.report(self._clock.at, srv.sampler.errors)
 
     def _save_records(self, srv: _Server) -> None:
@@ -314,6 +316,8 @@ class LocustProbe:
                 return ProbeFigure(None, None, "Locust did not load this server")
             if not srv.reqs:
                 return ProbeFigure(None, None, srv.error or "no Locust records for this server")
+            if srv.unmapped:
+                return ProbeFigure(None, None, srv.unmapped)
             start, end = window_of(migration, srv.reqs[-1].t_s)
             fig = figure_from(srv.reqs, start, end, srv.step_uncertainty_ms)
             if fig.details is not None and srv.clock is not None:
@@ -338,7 +342,8 @@ class LocustProbe:
 
     def noise_floor(self, start_s: float, end_s: float) -> float | None:
         try:
-            found = [quiet_longest_gap_ms(srv.reqs, start_s, end_s) for srv in self._servers.values()]
+            usable = [srv for srv in self._servers.values() if not srv.unmapped]
+            found = [quiet_longest_gap_ms(srv.reqs, start_s, end_s) for srv in usable]
             worst = max((g for g in found if g is not None), default=None)
             return None if worst is None else round(worst, 3)
         except Exception:
@@ -379,7 +384,7 @@ class LocustProbe:
                 entry = asdict(summarize_requests(srv.reqs, srv.stats))
                 entry["name"] = srv.info.name
                 entry["address"] = srv.info.address
-                entry["error"] = srv.error
+                entry["error"] = srv.error or srv.unmapped
                 if srv.clock is not None:
                     entry["clock"] = srv.clock
                 out["servers"][sid] = entry

@@ -178,6 +178,25 @@ class ClockMap:
         """Half the median round trip of the kept samples: how far any mapped time may be off."""
         return self.median_rtt_s() / 2
 
+    def ran_ahead(self) -> str | None:
+        """Why the guest's clock cannot be mapped, or None: it gained on the runner's.
+
+        A stopped VM only loses time, so a step forward (negative ``lost_s``) beyond its
+        uncertainty means the guest's clock runs fast. Seen on locust-web under TCG on a host with
+        a load average of 18–77: one guest's CLOCK_MONOTONIC ran ~37× real time (a clocksource
+        calibrated wrong at boot), every record's time was then wrong by up to minutes, and its
+        figures were nonsense. More than 100 ms gained over the run refuses the map.
+        """
+        gained = sum(-s.lost_s - s.uncertainty_s for s in self.steps if -s.lost_s > s.uncertainty_s)
+        if gained <= 0.1 or len(self.kept) < 2:
+            return None
+        span = self.kept[-1].runner_s - self.kept[0].runner_s
+        return (
+            f"the guest's clock ran ahead of the runner's by {gained:.1f} s over {span:.0f} s "
+            f"({len(self.steps)} steps): its clocksource is miscalibrated (seen under TCG on a heavily "
+            "loaded host), so guest Locust's request times cannot be placed on the case clock"
+        )
+
     def step_uncertainty_ms(self) -> float:
         """The largest uncertainty of a step: what a gap holding a step may be off by."""
         return max((s.uncertainty_s * 1000 for s in self.steps), default=0.0)

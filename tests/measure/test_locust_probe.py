@@ -509,3 +509,19 @@ def test_per_name_percentiles_come_from_the_records() -> None:
         },
     }
     assert summarize_requests([Req(0.1, 1.0, True)]).by_name is None, "records without names"
+
+
+def test_a_guest_clock_running_ahead_is_refused() -> None:
+    """A guest clock that gains on the runner's (seen under TCG on an overloaded host: ~37× real
+    time) cannot be mapped; a clock that only stands still while the VM is stopped can."""
+    fast = [ClockSample(t, 100.0 + 2.0 * t, 0.004) for t in (x * 0.25 for x in range(41))]
+    reason = ClockMap(fast).ran_ahead()
+    assert reason is not None and "ran ahead of the runner's by" in reason and "over 10 s" in reason
+
+    def stopping(t: float) -> float:  # stands still 0.4 s from 5.005 s
+        return 100.0 + t - min(0.4, max(0.0, t - 5.005))
+
+    times = [x * 0.25 for x in range(41)]
+    stopped = [ClockSample(t, stopping(t), 0.004) for t in times if not 5.005 < t < 5.405]
+    cmap = ClockMap(stopped)
+    assert len(cmap.steps) == 1 and cmap.ran_ahead() is None
