@@ -12,6 +12,8 @@ action above all — is sent exactly once.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,58 @@ def test_run_records_a_lost_live_migrate_request_and_goes_on(
     assert posts == ["reset", "status 503", "pass"]  # three requests for three migrations
     gets = [fault for method, _, fault in faults.hits() if method == "GET"]
     assert gets[:2] == ["status 502", "status 502"] and set(gets[2:]) == {"pass"}
+
+
+def _force_down(compute: Compute, host: str, down: bool) -> None:
+    """Nova's own way to say a compute service is dead (``forced_down``, microversion 2.53)."""
+    services = compute.call("GET", f"/os-services?binary=nova-compute&host={host}")["services"]
+    for service in services:
+        compute.call("PUT", f"/os-services/{service['id']}", json={"forced_down": down})
+
+
+def test_a_compute_service_stopped_mid_case_errs_its_migrations_clearly(
+    tmp_path: Path,
+    faulty_cloud: tuple[EmbeddedCloud, Faults],
+    compute: Compute,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the case's server is up on one compute, the other compute's service is marked down
+    (as Nova does when it stops reporting): every migration of the case is an error, the server
+    stays ACTIVE where it was, and the run ends (exit 1) rather than hanging on the dead host."""
+    cloud = faulty_cloud[0]
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(cloud.clouds_yaml))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO.replace("count: 3", "count: 2"))
+    downed: list[str] = []
+    done = threading.Event()
+
+    def stop_the_other_compute() -> None:
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            servers = compute.call("GET", "/servers/detail?all_tenants=1")["servers"]
+            active = [s for s in servers if s["status"] == "ACTIVE"]
+            if active:
+                other = "compute2" if active[0]["OS-EXT-SRV-ATTR:host"] == "compute1" else "compute1"
+                _force_down(compute, other, True)
+                downed.append(other)
+                return
+            done.wait(0.1)
+
+    thread = threading.Thread(target=stop_the_other_compute)
+    thread.start()
+    try:
+        rc = cmd_run(str(scenario), cloud.cloud_name, str(tmp_path / "out"), [])
+    finally:
+        done.set()
+        thread.join()
+        for host in downed:
+            _force_down(compute, host, False)
+    assert downed, "the case's server never became ACTIVE"
+    [case] = load_results(tmp_path / "out" / "results.json").cases
+    assert rc == 1, case
+    assert [m.status for m in case.migrations] == ["error", "error"]
+    for migration in case.migrations:
+        notes = " ".join(e.what for e in migration.events)
+        # Nova takes the request (202) and its scheduler finds no host up: the record ends in error
+        assert "migration: - → error" in notes and "server: MIGRATING → ACTIVE" in notes, notes
