@@ -323,8 +323,9 @@ class MigrationRecord(_Model):
     migration_id: int | None = Field(default=None, description="Nova's id of the migration record")
     phases_s: dict[str, float] = Field(
         default_factory=dict,
-        description="seconds spent in each phase: request, accepted/queued, preparing, running, "
-        "post-copy, settle (from the polled status transitions)",
+        description="seconds spent in each phase: request, accepted, preparing, running, "
+        "post-copy, settle (from the polled status transitions); queued: the request → the record "
+        "past accepted/queued/preparing, all the wait before memory is copied (their sum, as polled)",
     )
     poll_period_s: float | None = Field(
         default=None, description="median period at which the migration was polled (bounds every time above)"
