@@ -1,7 +1,8 @@
 """Planted secrets never reach an output file of a real run on the embedded cloud.
 
 A clouds.yaml holding a password, a token and an application-credential secret, and a scenario whose
-script workload carries `MYSQL_PWD` in its environment and `--password=…` on its command line: after
+script workload carries `MYSQL_PWD` in its environment, `--password=…` and `-pSECRET` on its command
+line, and a matrix over a secret-looking key (it names the case and is recorded in its params): after
 `novamig run`, no file of the output folder (results.json, junit.xml, index.html, logs) and nothing
 the run printed may contain any of them. The guest itself must get them (its script needs them),
 so the user-data is the one place they may travel; what is echoed back must not show them.
@@ -25,7 +26,9 @@ TOKEN = "tok-Hh4vN8planted"
 APP_SECRET = "acs-Rr3mW9planted"
 MYSQL_PWD = "mysql-Jj6tB1planted"
 CLI_PASSWORD = "cli-Pp5sD0planted"
-PLANTED = (PASSWORD, TOKEN, APP_SECRET, MYSQL_PWD, CLI_PASSWORD)
+GLUED_PASSWORD = "glued-Gg2cL4planted"
+MATRIX_SECRET = "matrix-Mm8qT3planted"
+PLANTED = (PASSWORD, TOKEN, APP_SECRET, MYSQL_PWD, CLI_PASSWORD, GLUED_PASSWORD, MATRIX_SECRET)
 
 SCENARIO = f"""\
 name: secrets
@@ -33,10 +36,11 @@ fleet: {{count: 1, flavor: {{vcpus: 1, ram_mb: 256, disk_gb: 1}}, image: novamig
 workload:
   kind: script
   script:
-    command: "mysqlslap --user=bench --password={CLI_PASSWORD} --concurrency=2 || true"
+    command: "mysqlslap --user=bench --password={CLI_PASSWORD} -c 2 || mysql -p{GLUED_PASSWORD} || true"
     env: {{MYSQL_PWD: {MYSQL_PWD}, MODE: plain}}
 migration: {{count: 1}}
 measure: {{probes: [hypervisor], noise_floor_s: 0}}
+matrix: {{workload.script.env.DB_PASSWORD: [{MATRIX_SECRET}]}}
 """
 
 
