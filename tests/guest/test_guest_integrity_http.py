@@ -8,6 +8,8 @@ test-only fault (`?corrupt=<page>`, the same as the `integrity-corrupt` command)
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from novamig.hypervisor import QemuMachine, UserModeNetwork
@@ -25,6 +27,19 @@ def _ask(net: UserModeNetwork, query: str = "check=1") -> dict[str, object]:
     return ask_guest("127.0.0.1", port=net.host_port, query=query, timeout_s=15.0)
 
 
+def _first_answer(net: UserModeNetwork, timeout_s: float = 60.0) -> dict[str, object]:
+    """The agent's HTTP thread may start listening a moment after READY (under load, seconds):
+    the first question is asked until it is answered."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return _ask(net)
+        except GuestAnswerError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _migrated(at: float) -> MigrationRecord:
     return MigrationRecord(server="s0", source_host="h1", dest_host="h2", status="completed", requested_at=at)
 
@@ -32,7 +47,7 @@ def _migrated(at: float) -> MigrationRecord:
 def test_integrity_endpoint_checks_keeps_the_last_verdict_and_finds_a_corruption(
     guest: QemuMachine, guest_net: UserModeNetwork
 ) -> None:
-    none = _ask(guest_net)
+    none = _first_answer(guest_net)
     assert none["region"] is False and none["ok"] is None and none["checks"] == 0, none
     started = guest.agent.integrity_start(4, pass_ms=100)
     assert started.ok, started.msg
