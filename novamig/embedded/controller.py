@@ -32,7 +32,7 @@ import openstack.connection
 
 from novamig.embedded import clouds_yaml, config, host_policy, lifeline, processes
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
-from novamig.hypervisor.libvirt_hosts import LibvirtHost
+from novamig.hypervisor.libvirt_hosts import LibvirtHost, find_leftovers, remove_leftovers
 
 DEFAULT_START_TIMEOUT_S = 120.0
 
@@ -220,11 +220,19 @@ class EmbeddedCloud:
         pid = processes.cloud_pid(workdir / "cloud.pid", workdir)
         if pid is not None:
             processes.stop_group(pid)
+        self._remove_libvirt_leftovers()
         if (workdir / "guests").exists():
             processes.stop_guests(workdir / "guests")
         self._cleanup_networks()
         if not keep_workdir and workdir.exists():
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _remove_libvirt_leftovers(self) -> None:
+        """The libvirt mode's hosts, if the cloud process died before it stopped them: its
+        daemons die with it, its guests' QEMUs (daemonised by libvirt) do not."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.workdir / "cloud.pid").read_text().strip())
+            remove_leftovers([left for left in find_leftovers() if left.creator_pid == pid])
 
     def _cleanup_networks(self) -> None:
         """Remove network namespaces the driver recorded (``netns.json``) if they outlived it."""

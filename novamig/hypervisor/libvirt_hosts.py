@@ -577,6 +577,15 @@ def _program_of(pid: int) -> str | None:
         return None
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not: its creator has not reaped it yet, but it left)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 def find_leftovers(tmp_dir: Path | None = None) -> list[Leftover]:
     """Run directories of creators that are gone, with what still runs from them. The daemons
     die with their creator (``PR_SET_PDEATHSIG``), but guests' QEMU processes do not (libvirt
@@ -586,7 +595,7 @@ def find_leftovers(tmp_dir: Path | None = None) -> list[Leftover]:
     found = []
     for run_dir in sorted(base.glob(f"{RUN_DIR_PREFIX}*-*")):
         creator = run_dir.name.removeprefix(RUN_DIR_PREFIX).split("-", 1)[0]
-        if not creator.isdigit() or Path(f"/proc/{creator}").exists():
+        if not creator.isdigit() or _running(int(creator)):
             continue
         pidfiles = [*run_dir.glob("*/libvirtd.pid"), *run_dir.glob("*/virtlogd.pid")]
         pidfiles += [p for p in run_dir.glob("*/run/qemu/*.pid") if p.name != "driver.pid"]

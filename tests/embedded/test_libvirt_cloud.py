@@ -5,6 +5,8 @@ through the compute API by Nova's own libvirt driver, with libvirt's job statist
 from __future__ import annotations
 
 import configparser
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,13 @@ from novamig.cloud.compute import Compute, MigrationState
 from novamig.embedded import config
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
-from novamig.hypervisor.libvirt_hosts import LibvirtHost, hosts_file, libvirt_supported, qemu_conf
+from novamig.hypervisor.libvirt_hosts import (
+    LibvirtHost,
+    find_leftovers,
+    hosts_file,
+    libvirt_supported,
+    qemu_conf,
+)
 from novamig.measure.contract import Unavailable
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures, locate_with
@@ -169,4 +177,40 @@ def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path:
         conn.compute.delete_server(server.id)
     # The cloud's stop removed the daemons' run directory and namespaces.
     assert not run_dir.exists()
+    assert not any(Path("/run/netns", h.netns).exists() for h in hosts.values())
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_a_killed_libvirt_mode_cloud_leaves_nothing_after_stop(tmp_path: Path) -> None:
+    """SIGKILL of the cloud process: its daemons die with it, but the guest's QEMU (daemonised by
+    libvirt), the namespaces and the run directory remain until ``EmbeddedCloud.stop`` removes
+    them."""
+    pytest.importorskip("libvirt", reason="libvirt-python (the embedded extra) is not installed")
+    why = libvirt_supported()
+    if why is not None:
+        pytest.skip(why)
+    cloud = EmbeddedCloud(tmp_path / "cloud", driver="libvirt")
+    try:
+        cloud.start()
+        hosts = cloud.libvirt_hosts
+        assert hosts is not None
+        conn = cloud.connection()
+        net = conn.network.find_network("novamig-net")
+        server = conn.compute.create_server(
+            name="lv", flavor_id="1", image_id=TINY_IMAGE_ID, networks=[{"uuid": net.id}]
+        )
+        server = conn.compute.wait_for_server(server, wait=180, interval=0.5)
+        guest_pids = hosts[server.compute_host].guest_pids()
+        assert len(guest_pids) == 1
+        pid = int(cloud.ready_info["pid"]) if cloud.ready_info else 0
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not find_leftovers() and time.monotonic() < deadline:  # until the process is gone
+            time.sleep(0.1)
+        assert [left.creator_pid for left in find_leftovers()].count(pid) == 1
+    finally:
+        cloud.stop()
+    assert pid not in [left.creator_pid for left in find_leftovers()]
+    assert not Path(f"/proc/{guest_pids[0]}").exists()
     assert not any(Path("/run/netns", h.netns).exists() for h in hosts.values())
