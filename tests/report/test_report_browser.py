@@ -34,6 +34,7 @@ from novamig.results import (
 
 CHROMIUM = shutil.which("chromium")
 SMOKE = Path(__file__).parent / "data" / "smoke-results.json"
+LOCUST_WEB = Path(__file__).parent / "data" / "locust-web-results.json"  # a real run with Locust inside
 CONTROL = "novamig-test-control-message"
 PROBE = f"""<script>
 addEventListener("load", () => {{
@@ -110,10 +111,12 @@ def _trend_page(tmp_path: Path) -> str:
     return render_trend(group_runs(find_results([str(tmp_path / "runs")]), 1.1), 1.1)
 
 
-@pytest.mark.parametrize("page", ["smoke", "failed", "empty", "trend"])
+@pytest.mark.parametrize("page", ["smoke", "locust-web", "failed", "empty", "trend"])
 def test_the_page_loads_without_console_errors_and_draws_every_chart(tmp_path: Path, page: str) -> None:
     if page == "smoke":
         html = render_index(load_results(SMOKE))
+    elif page == "locust-web":
+        html = render_index(load_results(LOCUST_WEB))
     elif page == "failed":
         html = render_index(_failed_run())
     elif page == "empty":
