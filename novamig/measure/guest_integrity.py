@@ -53,8 +53,12 @@ def ask_guest(
             sock = socket.create_connection((address, port), timeout=timeout_s)
         else:
             sock = socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
-            sock.settimeout(timeout_s)
-            sock.connect((address, port))
+            try:
+                sock.settimeout(timeout_s)
+                sock.connect((address, port))
+            except OSError:
+                sock.close()
+                raise
         conn = http.client.HTTPConnection(address, port, timeout=timeout_s)
         conn.sock = sock
         try:
