@@ -190,13 +190,8 @@ def libvirt_options(layout: CloudLayout) -> Sections:
             "cpu_mode": "custom",
             "cpu_models": "qemu64",
             "live_migration_scheme": "tcp",
-            "live_migration_permit_post_copy": True,
-            "live_migration_permit_auto_converge": True,
-            "live_migration_completion_timeout": 800,
-            "live_migration_timeout_action": "abort",
-            "live_migration_downtime": 500,
-            "live_migration_downtime_steps": 10,
-            "live_migration_downtime_delay": 75,
+            # The live_migration_* policy options are each compute's host policy, set at each
+            # migration from EmbeddedCloud.set_host_policy (Nova's defaults until one is set).
         },
     }
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 import threading
 import uuid as uuidlib
@@ -40,6 +41,7 @@ from nova import exception
 from nova.virt.libvirt import driver, vif
 from nova.virt.libvirt import utils as libvirt_utils
 
+from novamig.embedded import host_policy
 from novamig.embedded.layout import TINY_IMAGE_ID
 from novamig.embedded.service import driver_registry
 from novamig.embedded.service.guest_images import IMAGES
@@ -157,6 +159,36 @@ class NovamigLibvirtDriver(driver.LibvirtDriver):  # type: ignore[misc]
         for nova_host in hosts:
             nova_host._conn_event_handler_queue.put(_end_of_events)
         super().cleanup_host(host)
+
+    def live_migration(  # noqa: PLR0917 - Nova's ComputeDriver signature, positional arguments included
+        self,
+        context: Any,
+        instance: Any,
+        dest: str,
+        post_method: Any,
+        recover_method: Any,
+        block_migration: bool = False,
+        migrate_data: Any = None,
+    ) -> None:
+        """Nova's live migration, under this compute's host policy (`EmbeddedCloud.set_host_policy`,
+        read at each migration as in the QEMU mode): its ``[libvirt]`` options are set in Nova's
+        configuration, and the migration flags derived from them again (Nova derives them once, at
+        start), before Nova's code reads them. The configuration is process-wide, so two
+        migrations from the two computes at once run under the policy set last."""
+        self._apply_host_policy()
+        super().live_migration(
+            context, instance, dest, post_method, recover_method, block_migration, migrate_data
+        )
+
+    def _apply_host_policy(self) -> None:
+        policy = dataclasses.asdict(
+            host_policy.read(driver_registry.current_layout().workdir, self._hostname)
+        )
+        with _lock:
+            for name, value in policy.items():
+                if name.startswith("live_migration_"):
+                    CONF.set_override(name, value, group="libvirt")
+            self._parse_migration_flags()
 
     def get_available_resource(self, nodename: str) -> Any:
         resources = super().get_available_resource(nodename)
