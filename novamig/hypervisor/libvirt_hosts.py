@@ -130,7 +130,7 @@ def libvirtd_conf(address: str, host_uuid: str) -> str:
         'auth_tcp = "none"\n'
         f'host_uuid = "{host_uuid}"\n'
         'log_filters = "1:qemu.qemu_migration 1:qemu.qemu_migration_params"\n'
-        'log_outputs = "2:file:/var/log/libvirt/libvirtd.log"\n'
+        'log_outputs = "1:file:/var/log/libvirt/libvirtd.log"\n'
     )
 
 

@@ -150,6 +150,9 @@ def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path:
         xml = hosts[source].virsh("dumpxml", name)
         assert "<nova:instance" in xml and "type='ethernet'" in xml and "managed='no'" in xml
         compute = Compute(conn)
+        # The source's host policy reaches Nova's libvirt code: post-copy permitted → Nova's flags
+        # ask libvirt for QEMU's postcopy-ram capability (logged by the source's libvirtd).
+        cloud.set_host_policy(source, {"live_migration_permit_post_copy": True})
         started = time.monotonic()
         compute.live_migrate(server.id, None, "auto")
         migration = _wait_migration(compute, server.id, 180)
@@ -158,6 +161,8 @@ def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path:
         server = conn.compute.get_server(server.id)
         assert server.compute_host != source and server.compute_host == migration.dest_host
         dest = server.compute_host
+        libvirtd_log = (hosts[source].directory / "log" / "libvirtd.log").read_text(errors="replace")
+        assert "Enabling migration capability 'postcopy-ram'" in libvirtd_log
         assert name in hosts[dest].virsh("list", "--name").split()
         assert name not in hosts[source].virsh("list", "--all", "--name").split()
         probe = LibvirtJobFigures.in_host_namespaces(hosts, locate_with(compute))
