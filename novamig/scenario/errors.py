@@ -26,6 +26,7 @@ PATTERN_WORDS: dict[str, str] = {
     "cloud": _NAME_WORDS,
     "image": _NAME_WORDS,
     "network": _NAME_WORDS,
+    "floating_ip_network": "`auto`, `none` or an external network's name or id (letters, digits, `._:@-`)",
     "flavor": _NAME_WORDS,
     "target": "`auto`, `round-robin`, `drain:HOST` or a host name",
     "locustfile": "`builtin:NAME` or the path of a `.py` file",

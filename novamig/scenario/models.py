@@ -95,6 +95,18 @@ class Fleet(_Model):
     """Glance image name: `novamig-tiny` (agent only) or `novamig-full` (Debian with Locust), or your own."""
     network: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
     """Neutron network name; null → the cloud's only/default network (the embedded cloud's own)."""
+    floating_ip_network: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    """External network (name or id) each server gets a floating IP from once it is ACTIVE, for
+    guests on a tenant network behind a router that the runner cannot reach otherwise; the probes
+    then aim at the floating address and the guests' traffic to the runner leaves from it.
+    `auto` → the cloud's one external network (an error naming them when there are several);
+    null or `none` → no floating IPs, the servers' own addresses."""
+
+    @field_validator("floating_ip_network")
+    @classmethod
+    def _no_floating_ips(cls, value: str | None) -> str | None:
+        """`none` is spelled out in files that want to say so; it means the same as null."""
+        return None if value == "none" else value
 
 
 class MemoryLoad(_Model):
