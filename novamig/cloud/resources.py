@@ -99,20 +99,31 @@ class Resources:
             self.created.append(item)
 
     def delete_all(self) -> None:
-        """Delete everything created, newest first; servers of one batch are deleted together."""
+        """Delete everything created, newest first; servers of one batch are deleted together.
+
+        Floating IPs go first: an address released before its server never routes to a server
+        being deleted, and a server that will not delete keeps no address of the external pool.
+        """
         with self._lock:
             items, self.created = list(reversed(self.created)), []
+        for item in items:
+            if item.kind == "floating_ip":
+                self._delete_one(item)
         servers = [i for i in items if i.kind == "server"]
-        others = [i for i in items if i.kind != "server"]
         if servers:
             self._delete_servers(servers)
-        for item in others:
-            try:
-                item.delete()
-                log.info("deleted %s %s", item.kind, item.name)
-            except Exception as exc:
-                self.leftovers.append(f"{item.kind} {item.name} ({item.id}): {exc}")
-                log.warning("could not delete %s %s: %s", item.kind, item.name, exc)
+        for item in items:
+            if item.kind not in ("server", "floating_ip"):
+                self._delete_one(item)
+
+    def _delete_one(self, item: Created) -> None:
+        """Delete one resource that is not a server; a failure becomes a leftover, never raises."""
+        try:
+            item.delete()
+            log.info("deleted %s %s", item.kind, item.name)
+        except Exception as exc:
+            self.leftovers.append(f"{item.kind} {item.name} ({item.id}): {exc}")
+            log.warning("could not delete %s %s: %s", item.kind, item.name, exc)
 
     def _delete_servers(self, servers: list[Created]) -> None:
         pending: dict[str, Created] = {}
@@ -205,6 +216,45 @@ class Resources:
         except exceptions.SDKException as exc:
             raise CloudError(f"cannot configure security group {name}: {exc}") from None
         return name
+
+    # -- floating IPs (clouds with a Network API) ---------------------------------------------------
+    def floating_ip(self, conn: Any, network_id: str, server_id: str, server_name: str) -> str:
+        """A floating IP from `network_id` on the server's port; returns the floating address.
+
+        Created and associated in one request (``port_id`` and the port's fixed IPv4 address), then
+        remembered before it is tagged, so a failure while tagging still deletes it. Tagged
+        ``novamig`` and with the run's tag like the security group, and its description names the
+        run and the server, for `novamig cleanup` and for a human reading ``openstack floating ip
+        list``.
+        """
+        try:
+            ports = list(conn.network.ports(device_id=server_id))
+        except exceptions.SDKException as exc:
+            raise CloudError(f"cannot find the port of server {server_name}: {exc}") from None
+        port, fixed = _ipv4_port(ports)
+        if port is None or fixed is None:
+            raise CloudError(f"server {server_name} ({server_id}) has no port with an IPv4 address")
+        try:
+            fip = conn.network.create_ip(
+                floating_network_id=network_id,
+                port_id=port.id,
+                fixed_ip_address=fixed,
+                description=f"{TAG} run {self.run_id} server {server_name}",
+            )
+        except exceptions.SDKException as exc:
+            raise CloudError(f"cannot create a floating IP for server {server_name}: {exc}") from None
+        address = str(fip.floating_ip_address)
+
+        def delete() -> None:
+            conn.network.delete_ip(fip.id, ignore_missing=True)
+
+        self._remember(Created("floating_ip", str(fip.id), f"{address} ({server_name})", delete))
+        try:
+            conn.network.set_tags(fip, [TAG, run_tag(self.run_id)])
+        except exceptions.SDKException as exc:
+            raise CloudError(f"cannot tag floating IP {address}: {exc}") from None
+        log.info("floating IP %s → %s (%s)", address, server_name, fixed)
+        return address
 
     # -- servers ---------------------------------------------------------------------------------
     def server(self, spec: ServerSpec) -> str:
@@ -343,3 +393,48 @@ def choose_networks(conn: Any, name: str | None) -> str | list[dict[str, str]]:
     if private:
         return [{"uuid": str(private[0].id)}]
     return "auto"
+
+
+def _ipv4_port(ports: Sequence[Any]) -> tuple[Any, str | None]:
+    """The first port with an IPv4 fixed address, and that address ((None, None) if none has)."""
+    for port in ports:
+        for ip in port.fixed_ips or ():
+            address = str(ip.get("ip_address") or "")
+            if address and ":" not in address:
+                return port, address
+    return None, None
+
+
+def find_floating_network(conn: Any, choice: str) -> str:
+    """The id of the external network `fleet.floating_ip_network` names (`auto`: the only one).
+
+    Networks are listed whole and filtered here on ``router:external`` rather than through the
+    API's filter, whose boolean spelling differs between Neutron and its stand-ins.
+    """
+    where = "fleet.floating_ip_network"
+    if not conn.has_service("network"):
+        raise CloudError(f"{where}: {choice!r} named, but the cloud has no Network API")
+    try:
+        networks = list(conn.network.networks())
+    except exceptions.SDKException as exc:
+        raise CloudError(f"{where}: cannot list networks: {exc}") from None
+    external = [n for n in networks if n.is_router_external]
+    if choice == "auto":
+        if len(external) == 1:
+            return str(external[0].id)
+        if not external:
+            raise CloudError(
+                f"{where}: auto: the cloud has no external network (router:external) to take "
+                "floating IPs from; name one, or set none"
+            )
+        names = ", ".join(sorted(f"{n.name} ({n.id})" for n in external))
+        raise CloudError(f"{where}: auto: {len(external)} external networks, name one of: {names}")
+    found = [n for n in networks if choice in (n.id, n.name)]
+    if not found:
+        known = ", ".join(sorted(n.name for n in external)) or "none"
+        raise CloudError(f"{where}: network {choice!r} not found (external networks: {known})")
+    if len(found) > 1:
+        raise CloudError(f"{where}: {len(found)} networks are named {choice!r}: name one by its id")
+    if not found[0].is_router_external:
+        raise CloudError(f"{where}: network {choice!r} is not external (router:external is false)")
+    return str(found[0].id)

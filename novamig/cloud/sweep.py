@@ -2,8 +2,8 @@
 
 Found by the marks `resources` puts on: servers tagged ``novamig`` (any project), flavors and
 keypairs whose names start with ``novamig-`` and whose description (flavors, 2.55+) says novamig,
-security groups tagged ``novamig``. A resource that merely starts with ``novamig-`` but lacks the mark
-where a mark is possible is left alone.
+security groups and floating IPs tagged ``novamig``. A resource that merely starts with
+``novamig-`` but lacks the mark where a mark is possible is left alone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from novamig.cloud.compute import Compute
 from novamig.cloud.resources import NAME_PREFIX, TAG, Created, Resources, delete_url
 
 log = logging.getLogger(__name__)
+
+
+#: Network API resources `cleanup` sweeps → the openstacksdk proxy method that deletes one.
+_NETWORK_DELETERS = {"security_group": "delete_security_group", "floating_ip": "delete_ip"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ def find_tagged(conn: Any, compute: Compute) -> list[Found]:
     if conn.has_service("network"):
         for group in conn.network.security_groups(tags=TAG):
             found.append(Found("security_group", group.id, group.name))
+        for fip in conn.network.ips(tags=TAG):
+            where = f"on {fip.fixed_ip_address}" if fip.port_id else "not associated"
+            found.append(Found("floating_ip", fip.id, str(fip.floating_ip_address), where))
     return found
 
 
@@ -60,13 +67,13 @@ def delete_found(conn: Any, compute: Compute, found: list[Found]) -> list[str]:
     urls = {"server": "/servers/{}", "flavor": "/flavors/{}", "keypair": "/os-keypairs/{}"}
     # Resources deletes newest first: add non-servers first so servers go before their flavors.
     for item in sorted(found, key=lambda f: f.kind == "server"):
-        if item.kind == "security_group":
-            sg_id = item.id
+        if item.kind in _NETWORK_DELETERS:
+            deleter = getattr(conn.network, _NETWORK_DELETERS[item.kind])
 
-            def delete_sg(sg_id: str = sg_id) -> None:
-                conn.network.delete_security_group(sg_id, ignore_missing=True)
+            def delete_network_item(item_id: str = item.id, deleter: Any = deleter) -> None:
+                deleter(item_id, ignore_missing=True)
 
-            res.created.append(Created(item.kind, item.id, item.name, delete_sg))
+            res.created.append(Created(item.kind, item.id, item.name, delete_network_item))
             continue
         url = urls[item.kind].format(item.id)
 

@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from novamig.cloud.compute import Compute
+from novamig.cloud.errors import CloudError
 from novamig.cloud.keys import generate_keypair, write_private_key
-from novamig.cloud.resources import FlavorRequest, Resources, ServerSpec, find_flavor, resource_name
+from novamig.cloud.resources import (
+    FlavorRequest,
+    Resources,
+    ServerSpec,
+    find_flavor,
+    find_floating_network,
+    resource_name,
+)
 from novamig.measure.contract import ServerInfo
 from novamig.runner.plan import CasePlan
 from novamig.runner.signals import StopRequest
@@ -43,6 +51,7 @@ class CloudFleet:
         self.conn = conn
         self.key_dir = key_dir
         self._access: tuple[str | None, tuple[str, ...]] | None = None
+        self._floating_networks: dict[str, str] = {}
 
     def close(self) -> None:
         """Delete run-wide resources (flavors); call after the last case."""
@@ -101,15 +110,39 @@ class CloudFleet:
                 )
                 ids.append(res.server(spec))
             states = res.wait_active(ids, self.boot_timeout_s, stop=stop.event)
+            floating = self._floating_ips(res, plan, states, stop)
             yield [
                 ServerInfo(
                     sid,
                     states[sid].name,
                     states[sid].host,
-                    states[sid].addresses[0] if states[sid].addresses else None,
+                    floating.get(sid) or (states[sid].addresses[0] if states[sid].addresses else None),
                 )
                 for sid in ids
             ]
         finally:
             res.delete_all()
             self.leftovers += res.leftovers
+
+    def _floating_ips(
+        self, res: Resources, plan: CasePlan, states: dict[str, Any], stop: StopRequest
+    ) -> dict[str, str]:
+        """Server id → floating address, when the plan asks for floating IPs (else empty).
+
+        Made in the case's `Resources`, so they go with the servers, before them, on every exit.
+        The probes aim at these addresses: the servers' own ones sit behind the router.
+        """
+        choice = plan.floating_ip_network
+        if choice is None:
+            return {}
+        if self.conn is None:
+            raise CloudError("fleet.floating_ip_network is set but there is no Network API connection")
+        if choice not in self._floating_networks:
+            self._floating_networks[choice] = find_floating_network(self.conn, choice)
+        network_id = self._floating_networks[choice]
+        floating: dict[str, str] = {}
+        for sid, state in states.items():
+            if stop.is_set():
+                break
+            floating[sid] = res.floating_ip(self.conn, network_id, sid, state.name)
+        return floating

@@ -47,6 +47,7 @@ class CasePlan:
     workload_spec: Workload = field(default_factory=Workload)  # the scenario's workload, whole
     measure: Measure = field(default_factory=Measure)  # probe rates, noise-floor window
     scenario_dir: Path | None = None  # where a user's locustfile path is relative to
+    floating_ip_network: str | None = None  # external network for floating IPs; None → none
 
     @property
     def abort_expected(self) -> bool:
@@ -87,6 +88,7 @@ def plan_from_case(case: Case, scenario_dir: Path | None = None) -> CasePlan:
         flavor=flavor,
         image=s.fleet.image,
         network=s.fleet.network,
+        floating_ip_network=s.fleet.floating_ip_network,
         workload=s.workload.kind,
         count=m.count,
         concurrency=m.concurrency,
