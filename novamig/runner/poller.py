@@ -216,6 +216,7 @@ class CasePoller:
         self._wake = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="novamig-poller", daemon=True)
+        self._side = cf.ThreadPoolExecutor(PROGRESS_READS_PER_TICK, thread_name_prefix="novamig-progress")
         self._progress_turn = 0
         self.ticks = 0
 
@@ -230,6 +231,7 @@ class CasePoller:
             self._closing = True
         self._wake.set()
         self._thread.join()
+        self._side.shutdown(wait=True)
         self.source.close()
 
     def watch(self, watcher: MigrationWatcher) -> MigrationRecord:
@@ -264,10 +266,20 @@ class CasePoller:
     def _tick(self, watches: Sequence[_Watch]) -> None:
         self.ticks += 1
         try:
-            batch = self.source.changed(catch_up=self.ticks % CATCH_UP_EVERY == 0)
+            # The memory-figure reads go out beside the batch (chosen from the last tick's state),
+            # so the tick lasts as long as its slowest call, not their sum.
+            reading = self.source.in_progress
+            progress = [
+                (w, self._side.submit(reading, w.watcher.server_id)) for w in self._progress_turns(watches)
+            ]
+            try:
+                batch = self.source.changed(catch_up=self.ticks % CATCH_UP_EVERY == 0)
+            finally:
+                read = [(w, pending.result()) for w, pending in progress]
             for w in watches:
                 self._merge(w, batch)
-            self._read_progress(watches)
+            for w, records in read:
+                self._merge_progress(w, records)
         except CloudError as exc:
             for w in watches:
                 self._finish_if(w, w.watcher.failed(exc))
@@ -294,20 +306,27 @@ class CasePoller:
         for m in batch.migrations.get(sid, []):
             w.migrations[m.id] = m
 
-    def _read_progress(self, watches: Sequence[_Watch]) -> None:
-        """Memory figures of running migrations, a few per tick in turn (no batch shows them)."""
+    def _progress_turns(self, watches: Sequence[_Watch]) -> list[_Watch]:
+        """The running migrations whose memory figures this tick reads: a few, in turn."""
         wanting = [w for w in watches if self._wants_progress(w)]
         if not wanting:
-            return
+            return []
         start = self._progress_turn % len(wanting)
         chosen = (wanting[start:] + wanting[:start])[:PROGRESS_READS_PER_TICK]
         self._progress_turn += len(chosen)
         for w in chosen:
             w.progress_reads += 1
-            for m in self.source.in_progress(w.watcher.server_id):
-                if m.id in w.migrations:
-                    w.migrations[m.id] = m
-                    w.progress_seen = w.progress_seen or m.memory_total_bytes is not None
+        return chosen
+
+    @staticmethod
+    def _merge_progress(w: _Watch, records: list[MigrationState]) -> None:
+        """A record from the in-progress list replaces the batch's only in the same status (the
+        two reads ran side by side: the batch's may be the newer)."""
+        for m in records:
+            known = w.migrations.get(m.id)
+            if known is not None and known.status == m.status:
+                w.migrations[m.id] = m
+                w.progress_seen = w.progress_seen or m.memory_total_bytes is not None
 
     @staticmethod
     def _wants_progress(w: _Watch) -> bool:
