@@ -217,8 +217,10 @@ def test_drain_of_50_servers_queues_within_the_live_migration_limit(
     offset = _log_size(fake_cloud)
     rc = _run(fake_cloud, tmp_path, DRAIN_50 % limit, monkeypatch)
     [case] = load_results(tmp_path / "out" / "results.json").cases
-    assert rc == 0, case.error
     migs = case.migrations
+    assert rc == 0, case.error or [
+        (m.server, m.status, m.events[-6:]) for m in migs if m.status != "completed"
+    ]
     assert len(migs) == 50 and all(m.status == "completed" for m in migs)
     assert all(m.source_host == "compute1" and m.dest_host in ("compute2", "compute3") for m in migs)
     # Every watch is stamped with its tick's time, so these intervals are the polls' snapshots.
