@@ -168,6 +168,14 @@ class LocustDetails(FigureBlock):
     window_s: list[Number] | None = None
     blackout_s: list[Number] | None = None
     open_ended: bool | None = None  # no success followed the blackout before the records ended
+    longest_gap_ms: Number | None = None  # between two successes; the figure is it minus the normal interval
+    normal_interval_ms: Number | None = None  # median interval between successes (the resolution)
+    # The longest gap's breakdown, three disjoint parts adding up to it: a request that was answered
+    # in the end was outstanding (the service dark or slow) / only failing ones (time-outs, resets,
+    # reconnects) / none (Locust's own scheduling, not the service).
+    waiting_ms: Number | None = None
+    failing_ms: Number | None = None
+    idle_ms: Number | None = None
     requests_in_window: int | None = None
     failures_in_window: int | None = None
     latency_spike_ms: Number | None = None
@@ -249,6 +257,12 @@ class HypervisorFigures(FigureBlock):
     integrity: IntegrityCheck | None = None
     throttle_max_percent: Number | None = None
     dirty_pages_rate_max: Number | None = None
+    # QEMU's per-poll samples of `query-migrate`, [seconds since its migrate command, value]:
+    # ``cpu-throttle-percentage`` (auto-converge, %) and ``ram.dirty-pages-rate`` (pages/s), kept
+    # where the value changes (both move once per dirty-sync round), so a few points per migration.
+    throttle_series: list[list[Number]] | None = None
+    dirty_rate_series: list[list[Number]] | None = None
+    migrate_at_s: Number | None = None  # case seconds of QEMU's migrate command: where the series start
 
 
 class LatencyFigures(FigureBlock):

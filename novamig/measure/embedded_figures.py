@@ -12,10 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from novamig.measure.contract import PassiveProbe, ProbeFigure
+from novamig.measure.contract import CaseClock, PassiveProbe, ProbeFigure, ServerInfo
 from novamig.results import MigrationRecord
 
 
@@ -39,6 +40,13 @@ class EmbeddedMigrationFigures(PassiveProbe):
         self.dir = Path(workdir) / "migrations"
         self._first_noise: dict[str, float | None] = {}  # server → noise before its first migration
         self._first_at: dict[str, float] = {}
+        self._clock: CaseClock | None = None
+
+    def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None:
+        """Keep the case clock: the driver stamps QEMU's migrate command with the host's monotonic
+        clock, which this turns into case seconds so the throttle and dirty-rate series line up
+        with the runner's progress samples."""
+        self._clock = clock
 
     def noise_floor(self, start_s: float, end_s: float) -> float | None:
         """Guest: the driver owns the heartbeat stream and measures the longest gap in the 2 s
@@ -81,7 +89,7 @@ class EmbeddedMigrationFigures(PassiveProbe):
             )
         if self.name == "guest":
             return self._guest_figure(data, migration, server_id)
-        return hypervisor_figure(data)
+        return hypervisor_figure(data, self._clock)
 
     def _guest_figure(self, data: dict[str, Any], migration: MigrationRecord, server_id: str) -> ProbeFigure:
         beat = data.get("heartbeat")
@@ -105,11 +113,16 @@ class EmbeddedMigrationFigures(PassiveProbe):
         )
 
 
-def hypervisor_figure(data: dict[str, Any]) -> ProbeFigure:
-    """The ``hypervisor`` figure of one migration's file: QEMU's downtime, every figure but the
-    sampled series as details, the brownout QEMU's samples give and the integrity check."""
-    details = {k: v for k, v in data.items() if k not in _SERIES}
+def hypervisor_figure(data: dict[str, Any], clock: CaseClock | None = None) -> ProbeFigure:
+    """The ``hypervisor`` figure of one migration's file: QEMU's downtime, every figure as details
+    with the sampled series thinned (`thin_series`), the brownout QEMU's samples give and the
+    integrity check. With the case `clock`, ``migrate_at_s`` places the series on the case clock."""
+    details = {k: v for k, v in data.items() if k not in _DROPPED}
     details.update(series_summary(data))
+    details.update(kept_series(data))
+    started = data.get(MIGRATE_MONOTONIC_KEY)
+    if clock is not None and isinstance(started, int | float) and not isinstance(started, bool):
+        details["migrate_at_s"] = round(clock.at(float(started)), 3)
     integrity = data.get("integrity")
     ok = integrity.get("ok") if isinstance(integrity, dict) else None
     intact = ok if isinstance(ok, bool) else None
@@ -128,8 +141,8 @@ def hypervisor_figure(data: dict[str, Any]) -> ProbeFigure:
 
 
 def series_summary(figures: dict[str, Any]) -> dict[str, Any]:
-    """What results keep of QEMU's sampled series (the series themselves are too long for every
-    migration of every case): the peak auto-converge throttle and the peak dirty-page rate."""
+    """The peak auto-converge throttle and the peak dirty-page rate of QEMU's sampled series:
+    exact even where `thin_series` had to drop points."""
     out: dict[str, Any] = {}
     pairs = (("throttle_series", "throttle_max_percent"), ("dirty_rate_series", "dirty_pages_rate_max"))
     for key, name in pairs:
@@ -138,6 +151,42 @@ def series_summary(figures: dict[str, Any]) -> dict[str, Any]:
             values = [v for _, v in series if isinstance(v, int | float)]
             out[name] = max(values) if values else None
     return out
+
+
+def kept_series(figures: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """QEMU's throttle and dirty-rate series as results keep them (`thin_series`), so the report
+    can draw them beside memory remaining; absent where the file has none."""
+    out: dict[str, list[list[float]]] = {}
+    for key in ("throttle_series", "dirty_rate_series"):
+        series = figures.get(key)
+        if isinstance(series, list):
+            out[key] = thin_series(series)
+    return out
+
+
+def thin_series(series: Sequence[Any], most: int = 0) -> list[list[float]]:
+    """QEMU's ``[[t, value], ...]`` samples cut to what a chart needs.
+
+    The driver samples `query-migrate` every 100 ms or so, but QEMU moves both figures only once
+    per dirty-sync round, so most samples repeat the one before: keep the first, every change,
+    and the last (a step chart drawn from these is the same). A long migration with many rounds
+    may still change more often than a chart can show: beyond `most` points (default
+    `MAX_SERIES_POINTS`) the points are cut into that many runs and each run keeps its highest
+    value — so a peak is never averaged away. Malformed pairs are skipped.
+    """
+    most = most or MAX_SERIES_POINTS
+    points = [
+        [float(p[0]), p[1]]
+        for p in series
+        if isinstance(p, list | tuple)
+        and len(p) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
+    ]
+    kept = [p for i, p in enumerate(points) if i in (0, len(points) - 1) or p[1] != points[i - 1][1]]
+    if len(kept) <= most:
+        return kept
+    runs = [kept[i * len(kept) // most : (i + 1) * len(kept) // most] for i in range(most)]
+    return [max(run, key=lambda p: p[1]) for run in runs if run]
 
 
 def hypervisor_brownout_ms(figures: dict[str, Any]) -> float | None:
@@ -157,4 +206,10 @@ def hypervisor_brownout_ms(figures: dict[str, Any]) -> float | None:
     return round(total, 3) if total is not None else None
 
 
-_SERIES = frozenset({"progress", "dirty_rate_series", "throttle_series", "events"})
+#: The driver file's key for the host's monotonic time (s) of QEMU's migrate command.
+MIGRATE_MONOTONIC_KEY = "migrate_monotonic_s"
+#: Most points `thin_series` keeps of one series: a timeline is 680 px wide.
+MAX_SERIES_POINTS = 200
+# Not copied as they are: QEMU's own progress (the runner samples Nova's) and events (the runner
+# keeps Nova's); the two series go through `thin_series`; the monotonic stamp becomes migrate_at_s.
+_DROPPED = frozenset({"progress", "dirty_rate_series", "throttle_series", "events", MIGRATE_MONOTONIC_KEY})

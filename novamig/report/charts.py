@@ -168,35 +168,39 @@ def _series(raw: object, anchor: float) -> list[tuple[float, float]]:
 
 
 def _rates(m: MigrationRecord) -> _Rates:
-    """Throttle and dirty rate where results hold them, best source first:
-
-    1. progress samples carrying ``cpu_throttle_percentage`` / ``dirty_pages_rate`` (QEMU's names),
-       on the case clock already;
-    2. the hypervisor block's ``throttle_series`` / ``dirty_rate_series`` (QEMU's samples, seconds
-       since its migrate command), placed from the first ``running`` progress sample — Nova marks
-       the migration running as it starts the hypervisor's, so this is good to one poll period;
-    3. only the peaks (``throttle_max_percent``, ``dirty_pages_rate_max``): what results.json of
-       the embedded cloud keeps today, shown as text.
+    """Throttle and dirty rate where results hold them: the hypervisor block's ``throttle_series``
+    / ``dirty_rate_series`` (QEMU's samples, seconds since its migrate command), placed on the case
+    clock from ``migrate_at_s`` (the driver's stamp of that command), or for results without it
+    from the first ``running`` progress sample — Nova marks the migration running as it starts the
+    hypervisor's, so that is good to one poll period. Results with only the peaks
+    (``throttle_max_percent``, ``dirty_pages_rate_max``) get them as text.
     """
-    throttle = [
-        (s.t, v)
-        for s in m.progress
-        if (v := _number(getattr(s, "cpu_throttle_percentage", None))) is not None
-    ]
-    dirty = [(s.t, v) for s in m.progress if (v := _number(getattr(s, "dirty_pages_rate", None))) is not None]
     hv = m.hypervisor
-    anchor = next((s.t for s in m.progress if s.status == "running"), None)
-    if hv is not None and anchor is not None:
-        throttle = throttle or _series(hv.get("throttle_series"), anchor)
-        dirty = dirty or _series(hv.get("dirty_rate_series"), anchor)
-    throttle_peak = _number(hv.throttle_max_percent) if hv is not None else None
-    dirty_peak = _number(hv.dirty_pages_rate_max) if hv is not None else None
+    if hv is None:
+        return _Rates([], [], None, None)
+    anchor = _number(hv.migrate_at_s)
+    if anchor is None:
+        anchor = next((s.t for s in m.progress if s.status == "running"), None)
+    throttle = _series(hv.throttle_series, anchor) if anchor is not None else []
+    dirty = _series(hv.dirty_rate_series, anchor) if anchor is not None else []
+    throttle_peak, dirty_peak = _number(hv.throttle_max_percent), _number(hv.dirty_pages_rate_max)
     return _Rates(
         throttle,
         dirty,
         throttle_peak if throttle_peak is not None else max((v for _, v in throttle), default=None),
         dirty_peak if dirty_peak is not None else max((v for _, v in dirty), default=None),
     )
+
+
+def _steps(series: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A series as a step line: QEMU's value holds until the next sample (results keep only the
+    samples where it changed), so a straight line between two of them would invent a ramp."""
+    out: list[tuple[float, float]] = []
+    for t, v in series:
+        if out:
+            out.append((t, out[-1][1]))
+        out.append((t, v))
+    return out
 
 
 def _draw_rates(c: Canvas, rates: _Rates, x: Scale, box: tuple[float, float, float, float]) -> None:
@@ -207,12 +211,11 @@ def _draw_rates(c: Canvas, rates: _Rates, x: Scale, box: tuple[float, float, flo
         for tick in (0, 50, 100):
             c.text(right + 4, pct(tick) + 3, f"{tick}%", size=9, fill="#777")
     if rates.throttle:
-        c.polyline(
-            [(x(t), pct(v)) for t, v in rates.throttle], THROTTLE_COLOUR, tip="auto-converge throttle %"
-        )
+        points = [(x(t), pct(v)) for t, v in _steps(rates.throttle)]
+        c.polyline(points, THROTTLE_COLOUR, tip="auto-converge throttle %")
     peak = rates.dirty_peak or max((v for _, v in rates.dirty), default=0.0)
     if rates.dirty and peak > 0:
-        points = [(x(t), pct(v / peak * 100)) for t, v in rates.dirty]
+        points = [(x(t), pct(v / peak * 100)) for t, v in _steps(rates.dirty)]
         c.polyline(points, DIRTY_COLOUR, tip=f"dirty rate, % of its peak {peak:g} pages/s")
     said = []
     if rates.throttle_peak is not None:

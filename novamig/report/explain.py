@@ -160,8 +160,8 @@ def _locust_breakdown(m: MigrationRecord, high: Figure, low: Figure) -> str | No
     locust = m.details.locust
     if locust is None:
         return None
-    gap, waiting = _ms(locust.get("longest_gap_ms")), _ms(locust.get("waiting_ms"))
-    failing, idle = _ms(locust.get("failing_ms")) or 0.0, _ms(locust.get("idle_ms")) or 0.0
+    gap, waiting = _ms(locust.longest_gap_ms), _ms(locust.waiting_ms)
+    failing, idle = _ms(locust.failing_ms) or 0.0, _ms(locust.idle_ms) or 0.0
     if gap is None or waiting is None or gap <= 0:
         return None
     parts = [f"for {waiting:.0f} ms of it a request was outstanding (the service answering late)"]

@@ -127,31 +127,47 @@ def test_timeline_shows_phases_memory_blackout_and_events() -> None:
     assert "web-&lt;b&gt;0&lt;/b&gt;" in chart and "<b>0" not in html
 
 
+def _rate_lines(chart: str) -> dict[str, list[tuple[float, ...]]]:
+    """The timeline's polylines by their hover title, as (x, y) pixel pairs."""
+    return {
+        title: [tuple(map(float, p.split(","))) for p in points.split()]
+        for points, title in re.findall(r'<polyline points="([^"]+)"[^>]*><title>([^<]+)</title>', chart)
+    }
+
+
 def test_timeline_draws_throttle_dirty_rate_and_locust_blackout() -> None:
-    """QEMU's series placed from the first running sample (11.0 s), on a 0–100 % right axis;
+    """QEMU's series placed from the first running sample (11.0 s) when results do not say where
+    they start, on a 0–100 % right axis, as steps (each value holds until the next sample);
     Locust's unserved span beside the network's blackout."""
     m = _post_copy_migration()
-    hv = HypervisorFigures(throttle_max_percent=99, dirty_pages_rate_max=5000)
-    hv["throttle_series"] = [[0.0, 0], [1.0, 20], [2.0, 99]]
-    hv["dirty_rate_series"] = [[0.0, 5000], [1.0, 2500], [2.0, 0], ["bad"], [3.0, None]]
-    m.hypervisor = hv
+    m.hypervisor = HypervisorFigures(
+        throttle_max_percent=99,
+        dirty_pages_rate_max=5000,
+        throttle_series=[[0.0, 0], [1.0, 20], [2.0, 99]],
+        dirty_rate_series=[[0.0, 5000], [1.0, 2500], [2.0, 0]],
+    )
     m.details.locust = LocustDetails(blackout_s=[14.9, 15.4])
     chart = timeline(m)
     assert chart is not None
     assert "throttle peak 99 % · dirty rate peak 5000 pages/s (right axis)" in chart
-    lines = {
-        title: points
-        for points, title in re.findall(r'<polyline points="([^"]+)"[^>]*><title>([^<]+)</title>', chart)
-    }
-    throttle = [tuple(map(float, p.split(","))) for p in lines["auto-converge throttle %"].split()]
-    dirty = [tuple(map(float, p.split(","))) for p in lines["dirty rate, % of its peak 5000 pages/s"].split()]
-    assert len(throttle) == 3 and len(dirty) == 3  # the malformed samples are left out
-    assert throttle[0][0] == dirty[0][0] and throttle[0][1] == dirty[2][1]  # same start, 0 at 0
-    assert throttle[2][1] < throttle[1][1] < throttle[0][1]  # rising (SVG y grows downwards)
-    assert dirty[0][1] < throttle[1][1]  # 100 % of the dirty peak above a 20 % throttle
+    lines = _rate_lines(chart)
+    throttle = lines["auto-converge throttle %"]
+    dirty = lines["dirty rate, % of its peak 5000 pages/s"]
+    assert len(throttle) == 5 and len(dirty) == 5  # 3 samples as steps: 2 risers added
+    assert throttle[1] == (throttle[2][0], throttle[0][1])  # 0 % held until the next sample
+    assert throttle[0][0] == dirty[0][0] and throttle[0][1] == dirty[4][1]  # same start, 0 at 0
+    assert throttle[4][1] < throttle[2][1] < throttle[0][1]  # rising (SVG y grows downwards)
+    assert dirty[0][1] < throttle[2][1]  # 100 % of the dirty peak above a 20 % throttle
+    # where the driver stamped QEMU's migrate command (migrate_at_s), the series start there
+    anchored = m.model_copy(deep=True)
+    assert anchored.hypervisor is not None
+    anchored.hypervisor.migrate_at_s = 12.0
+    shifted = _rate_lines(str(timeline(anchored)))["auto-converge throttle %"]
+    px_per_s = (throttle[2][0] - throttle[0][0]) / 1.0
+    assert shifted[0][0] == pytest.approx(throttle[0][0] + px_per_s, abs=0.2)  # 1 s later than 11.0
     assert "<title>Locust: no request answered 14.900–15.400 s</title>" in chart
     assert "<title>network blackout 15.010–15.030 s</title>" in chart
-    # peaks only (what embedded results keep today): said in text, nothing drawn on the right axis
+    # peaks only (results written before the series were kept): said in text, nothing drawn
     m.hypervisor = HypervisorFigures(throttle_max_percent=0, dirty_pages_rate_max=3032)
     chart = timeline(m)
     assert chart is not None and "throttle peak 0 % · dirty rate peak 3032 pages/s<" in chart

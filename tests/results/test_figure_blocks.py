@@ -145,3 +145,52 @@ def test_libvirt_figures_of_a_devstack_stay_as_written() -> None:
     assert record.hypervisor is not None and record.hypervisor["total_downtime_ms"] == 23
     assert record.hypervisor.qemu_downtime_ms is None
     assert json.loads(record.model_dump_json())["hypervisor"] == written
+
+
+def test_throttle_and_dirty_rate_series_and_locust_breakdown_round_trip(tmp_path: Path) -> None:
+    """The fields added to schema 1 since the file above: QEMU's throttle and dirty-rate series
+    with where they start on the case clock, and the Locust gap's breakdown — typed, and read
+    back exactly as written (ints stay ints, order kept)."""
+    results = load_results(OLD)
+    m = results.cases[0].migrations[0]
+    m.hypervisor = HypervisorFigures.model_validate(
+        {
+            "qemu_downtime_ms": 14,
+            "throttle_max_percent": 50,
+            "dirty_pages_rate_max": 8123,
+            "throttle_series": [[0.05, 0], [2.1, 20], [3.2, 50], [4.0, 50]],
+            "dirty_rate_series": [[0.05, 0], [1.1, 8123], [4.0, 4000]],
+            "migrate_at_s": 3.118,
+        }
+    )
+    m.details["locust"] = {
+        "longest_gap_ms": 624.922,
+        "normal_interval_ms": 5.405,
+        "waiting_ms": 600.0,
+        "failing_ms": 20.0,
+        "idle_ms": 4.922,
+        "where": "guest",
+    }
+    write_results(results, tmp_path / "results.json")
+    again = load_results(tmp_path / "results.json")
+    assert again.to_json() == results.to_json() == (tmp_path / "results.json").read_text()
+    hv = again.cases[0].migrations[0].hypervisor
+    assert hv is not None and hv.migrate_at_s == 3.118
+    assert hv.throttle_series == [[0.05, 0], [2.1, 20], [3.2, 50], [4.0, 50]]
+    assert hv.dirty_rate_series is not None and json.dumps(hv.dirty_rate_series[1]) == "[1.1, 8123]"
+    locust = again.cases[0].migrations[0].details.locust
+    assert locust is not None
+    assert (locust.waiting_ms, locust.failing_ms, locust.idle_ms) == (600.0, 20.0, 4.922)
+    assert (locust.longest_gap_ms, locust.normal_interval_ms) == (624.922, 5.405)
+    raw = json.loads((tmp_path / "results.json").read_text())["cases"][0]["migrations"][0]
+    assert list(raw["details"]["locust"]) == [
+        "longest_gap_ms", "normal_interval_ms", "waiting_ms", "failing_ms", "idle_ms", "where"
+    ]  # fmt: skip
+    untouched = again.cases[0].migrations[1].hypervisor  # written before: no series, none invented
+    assert untouched is not None and "throttle_series" not in untouched and untouched.throttle_series is None
+
+
+def test_series_must_be_pairs_of_numbers() -> None:
+    """A writer bug (a series of strings) is refused on load, not drawn as garbage."""
+    with pytest.raises(ValueError, match="throttle_series"):
+        HypervisorFigures.model_validate({"throttle_series": [["soon", "high"]]})

@@ -113,7 +113,7 @@ def test_brownout_and_integrity_come_from_the_migration_file(tmp_path: Path) -> 
     apply_figures(rec, "srv", 9, probes)
     assert rec.brownout_ms.hypervisor == pytest.approx(1490.0)
     assert rec.hypervisor is not None and rec.hypervisor["throttle_max_percent"] == 99
-    assert "throttle_series" not in rec.hypervisor
+    assert rec.hypervisor.throttle_series == [[0.0, 50], [1.0, 99], [2.0, 0]]  # kept for the timeline
     assert rec.brownout_ms.guest == 1200.5
     assert rec.memory_integrity is False
 
