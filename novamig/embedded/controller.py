@@ -32,7 +32,8 @@ import openstack.connection
 
 from novamig.embedded import clouds_yaml, config, host_policy, lifeline, processes
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
-from novamig.hypervisor.libvirt_hosts import LibvirtHost, find_leftovers, remove_leftovers
+from novamig.hypervisor.libvirt_hosts import LibvirtHost
+from novamig.hypervisor.libvirt_leftovers import find_leftovers, remove_leftovers
 
 DEFAULT_START_TIMEOUT_S = 120.0
 

@@ -67,7 +67,6 @@ from novamig.hypervisor.netns import (
     NETNS_PREFIX,
     GuestAddress,
     GuestNetwork,
-    list_novamig_netns,
     netns_supported,
 )
 
@@ -105,7 +104,7 @@ def libvirt_supported() -> str | None:
     return None
 
 
-def _run(argv: list[str], timeout_s: float = 30.0, *, check: bool = True) -> str:
+def run_command(argv: list[str], timeout_s: float = 30.0, *, check: bool = True) -> str:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -229,25 +228,25 @@ class LibvirtHost:
     def shell(self, command: str, timeout_s: float = 30.0) -> str:
         """Run a shell command inside the host's namespaces; its stdout. Raises `LibvirtHostError`
         on a non-zero exit, with stderr in the message."""
-        return _run(self.exec_argv(["sh", "-c", command]), timeout_s)
+        return run_command(self.exec_argv(["sh", "-c", command]), timeout_s)
 
     def virsh(self, *args: str, timeout_s: float = 30.0) -> str:
         """``virsh`` against this host's libvirtd (from the root namespace, over its socket)."""
-        return _run(["virsh", "-c", self.uri, *args], timeout_s)
+        return run_command(["virsh", "-c", self.uri, *args], timeout_s)
 
     def plug_tap(self, tap: str, *, exist_ok: bool = False) -> None:
         """A tap on this host's guest bridge, made before libvirt starts or receives a guest on it
         (Nova's 'tap' VIF: ``<interface type='ethernet'>`` with ``managed='no'``). `exist_ok`: a
         tap already there is left as it is (Nova plugs a server's VIFs again when it restarts)."""
         n = self.netns
-        if exist_ok and _run(["ip", "-n", n, "link", "show", "dev", tap], check=False):
+        if exist_ok and run_command(["ip", "-n", n, "link", "show", "dev", tap], check=False):
             return
-        _run(["ip", "-n", n, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])
-        _run(["ip", "-n", n, "link", "set", tap, "master", self.bridge])
-        _run(["ip", "-n", n, "link", "set", tap, "up"])
+        run_command(["ip", "-n", n, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])
+        run_command(["ip", "-n", n, "link", "set", tap, "master", self.bridge])
+        run_command(["ip", "-n", n, "link", "set", tap, "up"])
 
     def unplug_tap(self, tap: str) -> None:
-        _run(["ip", "-n", self.netns, "link", "del", tap], check=False)
+        run_command(["ip", "-n", self.netns, "link", "del", tap], check=False)
 
     def start_guest(
         self,
@@ -410,26 +409,26 @@ class LibvirtHostPair:
         (directory / "etc" / "qemu.conf").write_text(qemu_conf(host.address, self.shared_filesystems))
         names = [(name, f"{MGMT_SUBNET_PREFIX}.{i + 1}") for i, name in enumerate(self.hostnames)]
         (directory / "hosts").write_text(hosts_file(names))
-        _run(["ip", "netns", "add", host.netns])
+        run_command(["ip", "netns", "add", host.netns])
         self.hosts.append(host)  # from here on close() removes its namespace
         n = host.netns
-        _run(["ip", "-n", n, "link", "set", "lo", "up"])
-        _run(["ip", "-n", n, "link", "add", host.bridge, "type", "bridge", "stp_state", "0"])
-        _run(["ip", "-n", n, "link", "set", host.bridge, "up"])
+        run_command(["ip", "-n", n, "link", "set", "lo", "up"])
+        run_command(["ip", "-n", n, "link", "add", host.bridge, "type", "bridge", "stp_state", "0"])
+        run_command(["ip", "-n", n, "link", "set", host.bridge, "up"])
         # The guest network's side of the veth is named after the host; the host's side is `nmup`.
         g = self.network.name
         outer = f"nmlv{index}"
-        _run(["ip", "-n", g, "link", "add", outer, "type", "veth", "peer", "name", "nmup", "netns", n])
-        _run(["ip", "-n", g, "link", "set", outer, "master", self.network.bridge])
-        _run(["ip", "-n", g, "link", "set", outer, "up"])
-        _run(["ip", "-n", n, "link", "set", "nmup", "master", host.bridge])
-        _run(["ip", "-n", n, "link", "set", "nmup", "up"])
+        run_command(["ip", "-n", g, "link", "add", outer, "type", "veth", "peer", "name", "nmup", "netns", n])
+        run_command(["ip", "-n", g, "link", "set", outer, "master", self.network.bridge])
+        run_command(["ip", "-n", g, "link", "set", outer, "up"])
+        run_command(["ip", "-n", n, "link", "set", "nmup", "master", host.bridge])
+        run_command(["ip", "-n", n, "link", "set", "nmup", "up"])
 
     def _link_hosts(self) -> None:
         """The management link: a veth pair with each host's address (libvirtd's TCP listener,
         the peer-to-peer migration's connection and QEMU's migration stream)."""
         a, b = self.hosts
-        _run(
+        run_command(
             [
                 "ip",
                 "-n",
@@ -447,8 +446,8 @@ class LibvirtHostPair:
             ]
         )
         for h in (a, b):
-            _run(["ip", "-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "nmmgmt"])
-            _run(["ip", "-n", h.netns, "link", "set", "nmmgmt", "up"])
+            run_command(["ip", "-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "nmmgmt"])
+            run_command(["ip", "-n", h.netns, "link", "set", "nmmgmt", "up"])
 
     def _start_daemons(self, host: LibvirtHost) -> None:
         """virtlogd first, in a new private mount + UTS namespace that gets the host's bind mounts
@@ -512,8 +511,8 @@ class LibvirtHostPair:
                 if proc is not None:
                     _end(proc)
             for pid in h.guest_pids():  # anything libvirt did not get to destroy
-                _kill_pid(pid)
-            _run(["ip", "netns", "del", h.netns], check=False)
+                kill_pid(pid)
+            run_command(["ip", "netns", "del", h.netns], check=False)
         self.hosts = []
         if self.guest_network is not None:
             self.guest_network.close()
@@ -547,7 +546,7 @@ def _end(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
     runtime.unregister_process_group(proc.pid)
 
 
-def _kill_pid(pid: int, grace_s: float = 2.0) -> None:
+def kill_pid(pid: int, grace_s: float = 2.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
@@ -555,67 +554,3 @@ def _kill_pid(pid: int, grace_s: float = 2.0) -> None:
             os.kill(pid, 0)
             time.sleep(0.02)
         os.kill(pid, signal.SIGKILL)
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """What a libvirt host pair whose creator died without closing it left behind."""
-
-    run_dir: Path
-    creator_pid: int
-    pids: tuple[int, ...]  # daemons and guests still running, from the pid files in the run dir
-    netns: tuple[str, ...]  # the creator's namespaces (``novamig-<creator pid>-…``)
-
-
-_OUR_PROGRAMS = ("libvirtd", "virtlogd", "qemu-system-x86_64")
-
-
-def _program_of(pid: int) -> str | None:
-    try:
-        return Path(os.readlink(f"/proc/{pid}/exe")).name
-    except OSError:
-        return None
-
-
-def _running(pid: int) -> bool:
-    """Whether `pid` runs (a zombie does not: its creator has not reaped it yet, but it left)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def find_leftovers(tmp_dir: Path | None = None) -> list[Leftover]:
-    """Run directories of creators that are gone, with what still runs from them. The daemons
-    die with their creator (``PR_SET_PDEATHSIG``), but guests' QEMU processes do not (libvirt
-    daemonises them), and nothing removes namespaces or directories of a process killed hard. A
-    PID counts only while it is still one of libvirtd, virtlogd or QEMU (PIDs are reused)."""
-    base = tmp_dir or Path(tempfile.gettempdir())
-    found = []
-    for run_dir in sorted(base.glob(f"{RUN_DIR_PREFIX}*-*")):
-        creator = run_dir.name.removeprefix(RUN_DIR_PREFIX).split("-", 1)[0]
-        if not creator.isdigit() or _running(int(creator)):
-            continue
-        pidfiles = [*run_dir.glob("*/libvirtd.pid"), *run_dir.glob("*/virtlogd.pid")]
-        pidfiles += [p for p in run_dir.glob("*/run/qemu/*.pid") if p.name != "driver.pid"]
-        pids = set()
-        for pidfile in pidfiles:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pidfile.read_text().strip())
-                if _program_of(pid) in _OUR_PROGRAMS:
-                    pids.add(pid)
-        netns = tuple(n for n in list_novamig_netns() if n.startswith(f"{NETNS_PREFIX}{creator}-"))
-        found.append(Leftover(run_dir, int(creator), tuple(sorted(pids)), netns))
-    return found
-
-
-def remove_leftovers(leftovers: list[Leftover]) -> None:
-    """Kill the processes, delete the namespaces and the run directories `find_leftovers` found."""
-    for left in leftovers:
-        for pid in left.pids:
-            if _program_of(pid) in _OUR_PROGRAMS:
-                _kill_pid(pid)
-        for name in left.netns:
-            _run(["ip", "netns", "del", name], check=False)
-        shutil.rmtree(left.run_dir, ignore_errors=True)

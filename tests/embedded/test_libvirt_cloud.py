@@ -17,13 +17,8 @@ from novamig.cloud.compute import Compute, MigrationState
 from novamig.embedded import config
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
-from novamig.hypervisor.libvirt_hosts import (
-    LibvirtHost,
-    find_leftovers,
-    hosts_file,
-    libvirt_supported,
-    qemu_conf,
-)
+from novamig.hypervisor.libvirt_hosts import LibvirtHost, hosts_file, libvirt_supported, qemu_conf
+from novamig.hypervisor.libvirt_leftovers import find_leftovers
 from novamig.measure.contract import Unavailable
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures, locate_with

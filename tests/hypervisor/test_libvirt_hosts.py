@@ -19,12 +19,8 @@ import pytest
 
 from novamig.guest.image import GuestImage
 from novamig.hypervisor.libvirt_domain import tap_domain_xml
-from novamig.hypervisor.libvirt_hosts import (
-    LibvirtHostPair,
-    find_leftovers,
-    libvirt_supported,
-    remove_leftovers,
-)
+from novamig.hypervisor.libvirt_hosts import LibvirtHostPair, libvirt_supported
+from novamig.hypervisor.libvirt_leftovers import find_leftovers, remove_leftovers
 from novamig.hypervisor.netns import list_novamig_netns
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
 from novamig.results import MigrationRecord
