@@ -13,7 +13,7 @@ APT_PACKAGES=(
   syslinux syslinux-common mtools dosfstools fdisk  # full image's bootable Glance disk
   xorriso                             # config drive for the cloud-init tests
   iproute2 bridge-utils               # guest network namespace, bridge, taps
-  nftables                            # the embedded cloud's floating IPs: NAT inside its guest namespace
+  nftables conntrack                  # the embedded cloud's floating IPs: NAT inside its guest namespace
   pkg-config                          # libvirt-python builds against libvirt-dev (see "libvirt" below)
   python3 python3-venv python3-dev    # the .venv
   ca-certificates git

@@ -1,7 +1,8 @@
 """Floating IPs on the embedded cloud, for real: the external network, NAT in the guest namespace.
 
 A scenario with `fleet.floating_ip_network: auto` runs with the network probe aiming at the floating
-address (results.json says which address it probed), and afterwards no floating IP, no NAT rule
+address (results.json says which address it probed) and the guests' UDP heartbeats arriving from
+it, and afterwards no floating IP, no NAT rule
 and nothing tagged is left. A floating IP a killed run left behind is found and removed by
 `novamig cleanup`. The external network and the NAT exist only when the cloud has its guest
 namespace (root) and `nft`: elsewhere these tests are skipped, saying why.
@@ -31,7 +32,8 @@ SCENARIO = """\
 name: floating
 fleet: {count: 1, flavor: {vcpus: 1, ram_mb: 256, disk_gb: 1}, image: novamig-tiny,
         floating_ip_network: auto}
-measure: {probes: [network, hypervisor], noise_floor_s: 1, network_probe_hz: 200}
+measure: {probes: [guest, network, hypervisor], noise_floor_s: 1, network_probe_hz: 200,
+          heartbeat_hz: 200, heartbeat_collector: '10.78.0.1:47011'}
 migration: {count: 1, interval_s: 0}
 sla: {downtime_ms: {probe: network, max: 10000}}
 """
@@ -72,6 +74,10 @@ def test_a_run_probes_through_the_floating_address_and_leaves_nothing(
     assert ipaddress.ip_address(probed) in ipaddress.ip_network(FLOATING_CIDR), m.details["network"]
     assert m.downtime_ms.network is not None, m.details["network"]
     assert case.noise_floor_ms.network is not None  # replies came back through the NAT all along
+    # The guest's UDP heartbeat to the runner's side of the external range arrives from its floating
+    # address (SNAT), which is how the collector knows the server, as behind DevStack's router.
+    assert m.details["guest"]["via"] == "udp 10.78.0.1:47011", m.details["guest"]
+    assert m.downtime_ms.guest is not None, m.details["guest"]
 
     conn = connect(cloud)
     try:

@@ -10,13 +10,18 @@ namespace, whose firewall is the machine owner's:
 * ``output`` hook, DNAT: a probe's packet to the floating address goes to the guest's fixed address
   (the runner's sockets live in that namespace, so their packets are locally generated; conntrack
   turns the replies back into the floating address);
-* ``input`` hook, SNAT: a connection the guest opens to the runner's side of the external range
-  (10.78.0.1, on the guests' bridge) arrives from the floating address, as the router's SNAT makes
-  it on DevStack — which is what the UDP heartbeat collector tells the servers apart by.
+* ``input`` hook, SNAT: a connection the guest opens to the runner (any address of the namespace,
+  which plays the runner's machine: 10.78.0.1 on the guests' bridge, or their gateway 192.168.1.1)
+  arrives from the floating address, as the router's SNAT makes it on DevStack — which is what the
+  UDP heartbeat collector tells the servers apart by.
 
 The whole table is rewritten in one ``nft -f`` transaction after every change, and deleted when no
 floating IP is left, so the rules always match the floating IPs listed, and nothing stays behind.
-Without the namespace (no root) or without ``nft`` there are no floating IPs: writes answer 501.
+NAT applies when a connection is first seen, and a guest sends its UDP heartbeat from boot, before
+its floating IP exists: so after each change the connections of the addresses concerned are
+forgotten (``conntrack -D``, as Neutron's L3 agent does on association), and the next datagram
+takes the new rules. Without the namespace (no root) or without ``nft`` and ``conntrack`` there are
+no floating IPs: writes answer 501.
 """
 
 from __future__ import annotations
@@ -50,13 +55,17 @@ class FloatingIpError(Exception):
 
 
 def nft_available() -> str | None:
-    """None when nftables rules can be made here, else why not."""
-    return None if shutil.which("nft") else "the `nft` command (nftables) is missing"
+    """None when NAT rules can be made and connections forgotten here, else why not."""
+    if shutil.which("nft") is None:
+        return "the `nft` command (nftables) is missing"
+    if shutil.which("conntrack") is None:
+        return "the `conntrack` command (conntrack) is missing"
+    return None
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
+def _run(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
     proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30, check=False)
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise FloatingIpError(500, "NatFailed", f"{' '.join(argv[:6])}: {proc.stderr.strip()}")
     return proc.stdout
 
@@ -88,9 +97,7 @@ class NamespaceNat:
         script = f"table ip {NFT_TABLE} {{}}\ndelete table ip {NFT_TABLE}\n"
         if mapping:
             dnat = "".join(f"    ip daddr {f} dnat to {x}\n" for f, x in sorted(mapping.items()))
-            snat = "".join(
-                f"    ip saddr {x} ip daddr {self.network} snat to {f}\n" for f, x in sorted(mapping.items())
-            )
+            snat = "".join(f"    ip saddr {x} snat to {f}\n" for f, x in sorted(mapping.items()))
             script += (
                 f"table ip {NFT_TABLE} {{\n"
                 "  chain output {\n    type nat hook output priority -100; policy accept;\n"
@@ -99,6 +106,13 @@ class NamespaceNat:
                 f"{snat}  }}\n}}\n"
             )
         self._nft(script)
+
+    def forget(self, addresses: set[str]) -> None:
+        """Drop the tracked connections from and to `addresses`, so their next packet is NATed anew."""
+        for address in sorted(addresses):
+            for side in ("-s", "-d"):
+                # exit status 1: no connection matched, which is fine
+                _run(["ip", "netns", "exec", self.netns, "conntrack", "-D", side, address], ok=(0, 1))
 
     def rules(self) -> str:
         """The namespace's whole nftables ruleset, as ``nft list ruleset`` prints it."""
@@ -164,7 +178,9 @@ class FloatingIps:
             shown.update(port_id=None, fixed_ip_address=None, status="DOWN")
         return shown
 
-    def _association(self, body: dict[str, Any]) -> tuple[str | None, str | None]:
+    def _association(self, body: dict[str, Any], fip_id: str = "") -> tuple[str | None, str | None]:
+        """(port id, fixed address) a request asks for, checked as Neutron checks them; `fip_id`:
+        the floating IP being updated (its own association is no conflict)."""
         port_id = body.get("port_id")
         if port_id is None:
             return None, None
@@ -178,7 +194,7 @@ class FloatingIps:
                 400, "BadRequest", f"Bad floatingip request: port {port_id} has no IPv4 address {wanted}."
             )
         for other in self.items.values():
-            if other["port_id"] == port_id and other["fixed_ip_address"] == wanted:
+            if other["id"] != fip_id and other["port_id"] == port_id and other["fixed_ip_address"] == wanted:
                 raise FloatingIpError(
                     409,
                     "FloatingIPPortAlreadyAssociated",
@@ -187,13 +203,19 @@ class FloatingIps:
                 )
         return str(port_id), wanted
 
-    def _sync(self) -> None:
-        mapping = {
+    def _mapping(self) -> dict[str, str]:
+        return {
             f["floating_ip_address"]: f["fixed_ip_address"]
             for f in map(self.view, self.items.values())
             if f["fixed_ip_address"] is not None
         }
-        self._nat.apply(mapping)
+
+    def _sync(self, before: dict[str, str]) -> None:
+        """Rules for the floating IPs as they are now; connections of what changed forgotten."""
+        after = self._mapping()
+        self._nat.apply(after)
+        changed = set(before.items()) ^ set(after.items())
+        self._nat.forget({address for pair in changed for address in pair})
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("floating_network_id") != EXTERNAL_NETWORK_ID:
@@ -204,6 +226,7 @@ class FloatingIps:
                 "is not a valid external network.",
             )
         with self._lock:
+            before = self._mapping()
             port_id, fixed = self._association(body)
             used = {f["floating_ip_address"] for f in self.items.values()}
             free = [a for a in self._pool if a not in used]
@@ -229,7 +252,7 @@ class FloatingIps:
                 "revision_number": 0,
             }
             self.items[fip["id"]] = fip
-            self._sync()
+            self._sync(before)
             return self.view(fip)
 
     def _get(self, fip_id: str) -> dict[str, Any]:
@@ -242,15 +265,15 @@ class FloatingIps:
         """Associate (``port_id``), disassociate (``port_id: null``) or describe."""
         with self._lock:
             fip = self._get(fip_id)
+            before = self._mapping()
             if "port_id" in body:
-                fip["port_id"], fip["fixed_ip_address"] = None, None
-                port_id, fixed = self._association(body)
+                port_id, fixed = self._association(body, fip_id)
                 fip.update(port_id=port_id, fixed_ip_address=fixed, status="ACTIVE" if port_id else "DOWN")
             if "description" in body:
                 fip["description"] = str(body["description"] or "")
             fip["revision_number"] += 1
             fip["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self._sync()
+            self._sync(before)
             return self.view(fip)
 
     def set_tags(self, fip_id: str, tags: list[str]) -> list[str]:
@@ -262,8 +285,9 @@ class FloatingIps:
     def delete(self, fip_id: str) -> None:
         with self._lock:
             self._get(fip_id)
+            before = self._mapping()
             del self.items[fip_id]
-            self._sync()
+            self._sync(before)
 
     def close(self) -> None:
         """Remove every floating IP's rules (the cloud stops): nothing stays in the namespace."""
