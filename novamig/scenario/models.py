@@ -265,7 +265,8 @@ class Measure(_Model):
     heartbeat_collector: Annotated[str, Field(pattern=HEARTBEAT_COLLECTOR_PATTERN)] | None = None
     """`IPV4:PORT` on the machine running novamig where the guests send their heartbeat over UDP
     (the guest figure on clouds whose hosts novamig cannot read, such as DevStack: an address the
-    guests route to without NAT). Null → the embedded cloud's driver reads the heartbeat over
+    guests route to without NAT, or through a router whose SNAT uses their floating IPs when
+    `fleet.floating_ip_network` is set). Null → the embedded cloud's driver reads the heartbeat over
     virtio-serial, and elsewhere the guest figure is null with the reason."""
 
 
