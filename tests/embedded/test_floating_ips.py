@@ -5,13 +5,18 @@ address (results.json says which address it probed) and the guests' UDP heartbea
 it, and afterwards no floating IP, no NAT rule
 and nothing tagged is left. A floating IP a killed run left behind is found and removed by
 `novamig cleanup`. The external network and the NAT exist only when the cloud has its guest
-namespace (root) and `nft`: elsewhere these tests are skipped, saying why.
+namespace (root), `nft` and `conntrack`: elsewhere these tests are skipped, saying why. The fast
+tests drive the floating-IP store and its NAT in a namespace of their own, and the network API
+without one.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +27,19 @@ from novamig.cloud.connection import connect
 from novamig.cloud.resources import Resources, find_floating_network
 from novamig.cloud.sweep import delete_found, find_tagged
 from novamig.embedded.controller import EmbeddedCloud
-from novamig.embedded.service.floating_ips import FLOATING_CIDR, NFT_TABLE, nft_available
+from novamig.embedded.service.floating_ips import (
+    EXTERNAL_NETWORK_ID,
+    FLOATING_CIDR,
+    NFT_TABLE,
+    FloatingIpError,
+    FloatingIps,
+    NamespaceNat,
+    nft_available,
+)
+from novamig.embedded.service.network_api import NetworkApi
+from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.results import load_results
 from novamig.runner.commands import cmd_cleanup, cmd_run
-
-pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
 SCENARIO = """\
 name: floating
@@ -59,6 +72,8 @@ def nat_rules(netns: str) -> str:
     ).stdout
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
 def test_a_run_probes_through_the_floating_address_and_leaves_nothing(
     tmp_path: Path, cloud: str, guest_netns: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,6 +105,8 @@ def test_a_run_probes_through_the_floating_address_and_leaves_nothing(
     assert "nothing tagged by novamig" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
 def test_cleanup_removes_a_floating_ip_a_killed_run_left(
     cloud: str, guest_netns: str, boot_server: Any
 ) -> None:
@@ -114,3 +131,107 @@ def test_cleanup_removes_a_floating_ip_a_killed_run_left(
         assert NFT_TABLE not in nat_rules(guest_netns)
     finally:
         conn.close()
+
+
+# -- fast: the store and its NAT in a namespace of the test's own -----------------------------------
+PORTS = {
+    "p1": {"id": "p1", "fixed_ips": [{"ip_address": "192.168.1.10"}]},
+    "p2": {"id": "p2", "fixed_ips": [{"ip_address": "192.168.1.11"}]},
+}
+
+
+@pytest.fixture
+def store() -> Iterator[tuple[FloatingIps, NamespaceNat, dict[str, Any]]]:
+    for why in (netns_supported(), nft_available()):
+        if why is not None:
+            pytest.skip(why)
+    ports = json.loads(json.dumps(PORTS))
+    with GuestNetwork(subnet="192.168.1.0/24") as net:
+        nat = NamespaceNat(net.name, "192.168.1.0/24")
+        nat.start()
+        floating = FloatingIps(ports, nat)
+        yield floating, nat, ports
+        floating.close()
+        assert (
+            "10.78.0.1/"
+            not in subprocess.run(
+                ["ip", "-n", net.name, "-o", "addr"], capture_output=True, text=True, check=True
+            ).stdout
+        )
+
+
+def test_each_association_is_one_dnat_and_one_snat_rule(store: Any) -> None:
+    floating, nat, _ = store
+    assert NFT_TABLE not in nat.rules()
+    a = floating.create({"floating_network_id": EXTERNAL_NETWORK_ID, "port_id": "p1"})
+    assert (a["floating_ip_address"], a["fixed_ip_address"], a["status"]) == (
+        "10.78.0.10",
+        "192.168.1.10",
+        "ACTIVE",
+    )
+    b = floating.create({"floating_network_id": EXTERNAL_NETWORK_ID})  # not associated: no rule
+    assert b["port_id"] is None and b["floating_ip_address"] == "10.78.0.11"
+    rules = nat.rules()
+    assert "ip daddr 10.78.0.10 dnat to 192.168.1.10" in rules
+    assert "ip saddr 192.168.1.10 snat to 10.78.0.10" in rules
+    assert "10.78.0.11" not in rules
+    floating.update(b["id"], {"port_id": "p2"})
+    assert "ip daddr 10.78.0.11 dnat to 192.168.1.11" in nat.rules()
+    floating.update(a["id"], {"port_id": None})
+    assert "10.78.0.10" not in nat.rules() and "10.78.0.11" in nat.rules()
+    floating.delete(b["id"])
+    assert NFT_TABLE not in nat.rules()  # no floating IP associated: no table at all
+    floating.delete(a["id"])
+    assert floating.items == {}
+
+
+def test_requests_neutron_refuses_are_refused_the_same_way(store: Any) -> None:
+    floating, _, ports = store
+    with pytest.raises(FloatingIpError, match="is not a valid external network") as bad_net:
+        floating.create({"floating_network_id": "nope", "port_id": "p1"})
+    assert bad_net.value.status == 400
+    with pytest.raises(FloatingIpError, match="Port p9 could not be found") as no_port:
+        floating.create({"floating_network_id": EXTERNAL_NETWORK_ID, "port_id": "p9"})
+    assert no_port.value.status == 404
+    first = floating.create({"floating_network_id": EXTERNAL_NETWORK_ID, "port_id": "p1"})
+    with pytest.raises(FloatingIpError, match="already has a floating IP") as twice:
+        floating.create({"floating_network_id": EXTERNAL_NETWORK_ID, "port_id": "p1"})
+    assert twice.value.status == 409
+    assert floating.update(first["id"], {"port_id": "p1"})["port_id"] == "p1"  # its own: no conflict
+    with pytest.raises(FloatingIpError, match="could not be found") as gone:
+        floating.delete("nope")
+    assert gone.value.status == 404
+    del ports["p1"]  # the server was deleted with its port: the address shows unassociated
+    assert floating.view(floating.items[first["id"]])["port_id"] is None
+    assert sorted(floating.set_tags(first["id"], ["novamig", "b", "novamig"])) == ["b", "novamig"]
+
+
+class _Ports:
+    """The network stand-in's store, reduced to what the floating-IP calls read."""
+
+    def __init__(self) -> None:
+        self._networks: dict[str, Any] = {}
+        self._ports: dict[str, Any] = {}
+
+
+def _call(app: NetworkApi, method: str, path: str, body: Any = None) -> tuple[str, Any]:
+    data = json.dumps(body).encode() if body is not None else b""
+    seen: dict[str, str] = {}
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "CONTENT_LENGTH": str(len(data)),
+        "wsgi.input": io.BytesIO(data),
+    }
+    out = b"".join(app(environ, lambda status, headers: seen.update(status=status)))
+    return seen["status"], json.loads(out) if out else None
+
+
+def test_without_the_guest_namespace_floating_ips_are_not_implemented_saying_why() -> None:
+    app = NetworkApi(_Ports(), "http://127.0.0.1:1")
+    status, body = _call(app, "POST", "/v2.0/floatingips", {"floatingip": {}})
+    assert status.startswith("501")
+    assert "guest network namespace" in body["NeutronError"]["message"]
+    assert _call(app, "GET", "/v2.0/floatingips") == ("200 OK", {"floatingips": []})
+    assert _call(app, "GET", "/v2.0/networks")[1] == {"networks": []}  # no external network shown
