@@ -219,7 +219,8 @@ class Resources:
 
     # -- floating IPs (clouds with a Network API) ---------------------------------------------------
     def floating_ip(self, conn: Any, network_id: str, server_id: str, server_name: str) -> str:
-        """A floating IP from `network_id` on the server's port; returns the floating address.
+        """A floating IP from `network_id` on the server's port; returns the floating address (the
+        server's own when its port is on `network_id` already).
 
         Created and associated in one request (``port_id`` and the port's fixed IPv4 address), then
         remembered before it is tagged, so a failure while tagging still deletes it. Tagged
@@ -234,6 +235,11 @@ class Resources:
         port, fixed = _ipv4_port(ports)
         if port is None or fixed is None:
             raise CloudError(f"server {server_name} ({server_id}) has no port with an IPv4 address")
+        if str(port.network_id) == network_id:
+            # Booted on the external network itself (`fleet.network: public`): its own address is
+            # already the one the runner reaches, and Neutron refuses a floating IP for it.
+            log.info("server %s is on the floating IP network: no floating IP, %s", server_name, fixed)
+            return fixed
         try:
             fip = conn.network.create_ip(
                 floating_network_id=network_id,

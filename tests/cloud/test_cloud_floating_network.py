@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from novamig.cloud.compute import Compute
 from novamig.cloud.errors import CloudError
-from novamig.cloud.resources import find_floating_network
+from novamig.cloud.resources import Resources, find_floating_network
 
 
 @dataclass
@@ -75,3 +76,27 @@ def test_a_missing_or_internal_network_is_refused_naming_the_external_ones() -> 
 def test_a_cloud_without_a_network_api() -> None:
     with pytest.raises(CloudError, match="no Network API"):
         find_floating_network(NetworksOnly(network_api=False), "auto")
+
+
+@dataclass
+class Port:
+    id: str
+    network_id: str
+    fixed_ips: list[dict[str, str]]
+
+
+class PortOnPublic:
+    """A server booted on the external network itself (DevStack's `public`); any floating-IP
+    creation would be a bug, so this stand-in has none to call."""
+
+    def __init__(self) -> None:
+        self.network = self
+
+    def ports(self, device_id: str) -> list[Port]:
+        return [Port("p1", "n-public", [{"ip_address": "172.24.4.20"}])]
+
+
+def test_a_server_on_the_external_network_keeps_its_own_address() -> None:
+    res = Resources(Compute.__new__(Compute), "r1")  # no compute call is made
+    assert res.floating_ip(PortOnPublic(), "n-public", "s1", "novamig-r1-c1-s0") == "172.24.4.20"
+    assert res.created == []  # nothing to delete afterwards
