@@ -41,7 +41,7 @@ from novamig.cloud.host_policy import (
     ssh_policy_from_file,
 )
 from novamig.cloud.preflight import Needs, PreflightReport, preflight
-from novamig.cloud.resources import choose_networks
+from novamig.cloud.resources import choose_networks, find_floating_network
 from novamig.cloud.sweep import delete_found, find_tagged
 from novamig.embedded import host_policy as embedded_host_policy
 from novamig.embedded.controller import EmbeddedCloud, options_from_env
@@ -381,6 +381,8 @@ def _open_cloud(
         )
         report = preflight(conn, compute, needs)
         networks = choose_networks(conn, plans[0].network)
+        for floating in dict.fromkeys(p.floating_ip_network for p in plans if p.floating_ip_network):
+            find_floating_network(conn, floating)  # a missing or ambiguous network stops the run here
     except PreflightFailed as exc:
         _err(f"cloud {name}: preflight failed:")
         for problem in exc.problems:

@@ -37,6 +37,7 @@ from novamig.embedded.service.floating_ips import (
     nft_available,
 )
 from novamig.embedded.service.network_api import NetworkApi
+from novamig.exitcodes import ExitCode
 from novamig.hypervisor.netns import GuestNetwork, netns_supported
 from novamig.results import load_results
 from novamig.runner.commands import cmd_cleanup, cmd_run
@@ -131,6 +132,20 @@ def test_cleanup_removes_a_floating_ip_a_killed_run_left(
         assert NFT_TABLE not in nat_rules(guest_netns)
     finally:
         conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_an_unknown_floating_network_stops_the_run_before_any_boot(
+    tmp_path: Path, cloud: str, guest_netns: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "floating.yaml"
+    path.write_text(SCENARIO.replace("floating_ip_network: auto", "floating_ip_network: nope"))
+    capsys.readouterr()
+    rc = cmd_run(str(path), cloud, str(tmp_path / "out"), [])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.INFRASTRUCTURE, err
+    assert "fleet.floating_ip_network: network 'nope' not found (external networks: novamig-ext)" in err
 
 
 # -- fast: the store and its NAT in a namespace of the test's own -----------------------------------
