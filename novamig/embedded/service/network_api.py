@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -173,6 +174,7 @@ class NetworkApi:
         self._store = store  # the NeutronFixture subclass of stand_ins
         self._url = public_url
         self._floating_ips: FloatingIps | None = None
+        self._floating_lock = threading.Lock()  # requests are served by several threads
 
     def _floating(self) -> FloatingIps | None:
         """The floating IPs, from the first request that finds the guest namespace and ``nft``.
@@ -180,15 +182,19 @@ class NetworkApi:
         Looked up per request until then (never cached as absent): the namespace is created while
         the cloud starts, possibly after this API already answers.
         """
-        if self._floating_ips is None:
-            network = guest_network.current()
-            netns = network.netns if network is not None else None
-            if netns is None or nft_available() is not None:
-                return None
-            nat = NamespaceNat(netns, SUBNET_CIDR)
-            nat.start()
-            self._floating_ips = FloatingIps(self._store._ports, nat)
-        return self._floating_ips
+        with self._floating_lock:
+            if self._floating_ips is None:
+                network = guest_network.current()
+                netns = network.netns if network is not None else None
+                if netns is None or nft_available() is not None:
+                    return None
+                nat = NamespaceNat(netns, SUBNET_CIDR)
+                try:
+                    nat.start()
+                except FloatingIpError as exc:
+                    raise NeutronError(exc.status, exc.kind, exc.message) from None
+                self._floating_ips = FloatingIps(self._store._ports, nat)
+            return self._floating_ips
 
     def _items(self, collection: str) -> dict[str, Any]:
         """A collection's items by id: the store's, plus the external network when it exists."""
