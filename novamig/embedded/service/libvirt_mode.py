@@ -6,9 +6,8 @@ cloud's one process (`novamig.embedded.service.libvirt_compute`, `libvirt_cloud`
 the diagnostic beside it: Nova's driver in a process of its own per compute (``check``), and one
 migration by Nova's ``Guest.migrate`` between two daemons without the compute services (``migrate``).
 
-Each compute gets its own configuration file here, ``nova/nova-cpu-<host>.conf``, read after the cloud's ``nova.conf`` — the shape of DevStack's
-``nova-cpu.conf``, so the host policy can later change a compute's options through the same path as
-on DevStack. What it sets, and why:
+Each compute gets its own configuration file here, ``nova/nova-cpu-<host>.conf``, read after the
+cloud's ``nova.conf`` — the shape of DevStack's ``nova-cpu.conf``. What it sets, and why:
 
 ``[DEFAULT]``
   ``compute_driver = libvirt.LibvirtDriver``; ``host`` (the compute's service name);
