@@ -27,15 +27,10 @@ cloud's ``nova.conf`` — the shape of DevStack's ``nova-cpu.conf``. What it set
 ``[vnc]``
   ``enabled = False``: no console proxy in the embedded cloud.
 
-Traps this mode has to get around before its computes can run:
-Nova's configuration is process-global (``nova.conf.CONF``), so two libvirt computes in one process
-read each other's ``connection_uri`` and inbound address unless each compute's options are
-overridden around its calls, or each compute runs in a process of its own (then the in-process
-``fake:/`` message bus no longer joins them). Nova 34 refuses 'bridge' VIFs; the 'tap' VIF shape
-(``<interface type='ethernet'>``, ``managed='no'``) needs the tap made in the destination host's
-namespace, where Nova's privsep would make it in the root namespace. ``Host.cleanup()`` must run at
-shutdown, and even then Nova's connection-event thread stays blocked on its queue (see
-``__main__`` below).
+How the cloud gets around what this standalone form avoids by running each compute alone
+(Nova's process-global configuration, the 'tap' VIF plugged by privsep in the root namespace,
+Nova's connection-event thread at shutdown) is in `libvirt_compute`; here ``__main__`` ends the
+process with ``os._exit`` for that thread.
 """
 
 from __future__ import annotations
