@@ -218,6 +218,8 @@ class CasePoller:
         self._thread = threading.Thread(target=self._loop, name="novamig-poller", daemon=True)
         self._side = cf.ThreadPoolExecutor(PROGRESS_READS_PER_TICK, thread_name_prefix="novamig-progress")
         self._progress_turn = 0
+        self._servers: dict[str, ServerState] = {}  # the latest listed, by server id
+        self._records: dict[str, dict[int, MigrationState]] = {}  # by server id, then migration id
         self.ticks = 0
 
     def __enter__(self) -> CasePoller:
@@ -276,8 +278,9 @@ class CasePoller:
                 batch = self.source.changed(catch_up=self.ticks % CATCH_UP_EVERY == 0)
             finally:
                 read = [(w, pending.result()) for w, pending in progress]
+            self._remember(batch)
             for w in watches:
-                self._merge(w, batch)
+                self._merge(w)
             for w, records in read:
                 self._merge_progress(w, records)
         except CloudError as exc:
@@ -297,14 +300,23 @@ class CasePoller:
                 log.exception("watch of %s failed", w.watcher.server_name)
                 self._fail(w, exc)
 
-    def _merge(self, w: _Watch, batch: Batch) -> None:
+    def _remember(self, batch: Batch) -> None:
+        """Every server and record the tick listed, watched or not yet: a live-migrate request can
+        take longer to answer than the migration takes (a saturated API), and by the time its
+        watch begins, the cursor has passed all of its record's changes."""
+        self._servers.update(batch.servers)
+        for sid, records in batch.migrations.items():
+            known = self._records.setdefault(sid, {})
+            for m in records:
+                known[m.id] = m
+
+    def _merge(self, w: _Watch) -> None:
         sid = w.watcher.server_id
-        if sid in batch.servers:
-            w.server = batch.servers[sid]
-        elif w.server is None:
-            w.server = self.source.server(sid)  # not in the listing (no tag, or another project)
-        for m in batch.migrations.get(sid, []):
-            w.migrations[m.id] = m
+        w.migrations = self._records.setdefault(sid, {})
+        server = self._servers.get(sid)
+        if server is None:  # not in the listings (not tagged, or another project)
+            server = self._servers[sid] = self.source.server(sid)
+        w.server = server
 
     def _progress_turns(self, watches: Sequence[_Watch]) -> list[_Watch]:
         """The running migrations whose memory figures this tick reads: a few, in turn."""
