@@ -120,6 +120,9 @@ def run_one(cloud: EmbeddedCloud, n: int, work: Path, driver: str) -> Row:
         sys.stderr.write(stderr.decode(errors="replace")[-3000:])
     results = load_results(out / "results.json")
     migs = [m for c in results.cases for m in c.migrations]
+    for m in migs:
+        if m.status != "completed":  # why, in short: the bench's table counts them apart
+            sys.stderr.write(f"{m.server} {m.status}: " + " | ".join(e.what for e in m.events[-5:]) + "\n")
     polls = [m.poll_period_s for m in migs if m.poll_period_s is not None]
     api = _requests(nova_log, offset)
     times = [t for _, t in api]
