@@ -248,6 +248,11 @@ def run_trial(kind: str, delay_s: float, workdir: Path, after: re.Pattern[str] |
     watch.done.wait(30)
     if kind == "SIGKILL":
         _after_kill(trial, watch)
+    elif trial.stage == "start" and trial.rc == -int(getattr(signal, kind)):
+        # Before novamig set its handlers (interpreter start-up, imports): the default action ended
+        # it with nothing created and no output folder; there is no results file to judge.
+        trial.note = "signalled before novamig set its handlers: default action, no results.json"
+        trial.leftovers = _wait_gone(watch, 30)
     else:
         _check_results(trial, out)
         trial.leftovers = _wait_gone(watch, 30)
@@ -310,12 +315,36 @@ def _print_table(trials: list[Trial]) -> None:
         )
         for item in t.leftovers:
             print(f"      leftover: {item}")
+    print(_totals(trials))
+
+
+def _totals(trials: list[Trial]) -> str:
     invalid = sum(1 for t in trials if t.results_ok is False)
     leaks = sum(len(t.leftovers) for t in trials)
-    print(
+    early = sum(1 for t in trials if t.kind != "SIGKILL" and t.results_ok is None)
+    return (
         f"trials {len(trials)} · failed {sum(1 for t in trials if not t.ok)} · leaks {leaks} · "
-        f"invalid results files {invalid}",
+        f"invalid results files {invalid} · ended before the handlers (no results.json) {early}"
     )
+
+
+def _print_markdown(trials: list[Trial]) -> None:
+    """The same table as docs/reliability.md quotes it."""
+    print("| # | signal | at s | stage | exit | results.json | completed before → in results | leftovers |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for i, t in enumerate(trials, 1):
+        if t.kind == "SIGKILL":
+            results, kept = "—", "—"
+            left = f"{t.note.removeprefix('left by the kill: ').split(';')[0]} left by the kill → "
+            left += f"{len(t.leftovers)} after cleanup" + (
+                "" if t.cleanup_rc == 0 else f" (exit {t.cleanup_rc})"
+            )
+        else:
+            results = "—" if t.results_ok is None else ("valid" if t.results_ok else "INVALID")
+            kept = "—" if t.results_ok is None else f"{t.completed_before} → {t.completed_in_results}"
+            left = str(len(t.leftovers))
+        print(f"| {i} | {t.kind} | {t.delay_s:.1f} | {t.stage} | {t.rc} | {results} | {kept} | {left} |")
+    print(f"\n{_totals(trials)}")
 
 
 def main() -> int:
@@ -324,6 +353,7 @@ def main() -> int:
     parser.add_argument("--max-delay", type=float, default=45.0, help="latest signal, s after start")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-clean-start", action="store_true", help="skip the run after the trials")
+    parser.add_argument("--markdown", action="store_true", help="also print the table in Markdown")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     trials: list[Trial] = []
@@ -341,6 +371,8 @@ def main() -> int:
                 flush=True,
             )
         _print_table(trials)  # before the last run: a figure printed is a figure kept
+        if args.markdown:
+            _print_markdown(trials)
         clean = None if args.no_clean_start else clean_start(Path(tmp) / "after")
     if clean is not None:
         print(f"clean start after the trials: {'yes' if clean else 'NO'}")

@@ -1,6 +1,6 @@
 """A sample of the interruption trials (bench/interrupt.py): one SIGINT, one SIGKILL + cleanup.
 
-The benchmark runs many trials at random instants and prints the table README quotes; CI runs
+The benchmark runs many trials at random instants and prints the table docs/reliability.md quotes; CI runs
 these two just after the first migration completed, with the next one starting: a figure measured
 that must be kept, and a migration in flight that must be aborted and its server deleted.
 """
