@@ -1079,6 +1079,21 @@ static void command_loop(void) {
     }
 }
 
+/* The integrity region and the dirtier the settings ask for. With novamig.hb_udp they start
+ * before the wait for the virtio-serial port, like the beats: on a cloud that gives the guest no
+ * such port (DevStack, Nova's libvirt driver) that wait never ends, and the region would never
+ * exist for GET /integrity to check. Without it they start once the port is open, as always. */
+static void start_boot_work(void) {
+    if (cfg.integrity_mib) {
+        const char *err = integrity_start(cfg.integrity_mib, 1000);
+        if (err) logmsg("integrity region at boot: %s", err);
+    }
+    if (cfg.dirty_mib_s > 0) {
+        const char *err = dirtier_start(cfg.dirty_mib_s, cfg.wset_mib ? cfg.wset_mib : 64);
+        if (err) logmsg("dirtier at boot: %s", err);
+    }
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     start_ns = now_ns();
@@ -1099,6 +1114,7 @@ int main(int argc, char **argv) {
         pthread_create(&t, NULL, http_main, NULL);
         logmsg("hb_udp: beats at %u Hz to %s (before the virtio-serial port is open)", cfg.hb_hz,
                cfg.hb_udp_text);
+        start_boot_work();
     }
     char path[300];
     if (cfg.port_path[0]) {
@@ -1124,14 +1140,7 @@ int main(int argc, char **argv) {
         pthread_create(&t, NULL, udp_echo_main, NULL);
         pthread_create(&t, NULL, http_main, NULL);
     }
-    if (cfg.integrity_mib) {
-        const char *err = integrity_start(cfg.integrity_mib, 1000);
-        if (err) logmsg("integrity region at boot: %s", err);
-    }
-    if (cfg.dirty_mib_s > 0) {
-        const char *err = dirtier_start(cfg.dirty_mib_s, cfg.wset_mib ? cfg.wset_mib : 64);
-        if (err) logmsg("dirtier at boot: %s", err);
-    }
+    if (!early) start_boot_work();
     char ip[64];
     guest_ip(ip, sizeof ip);
     logmsg("up: version=%s port=%s hb_hz=%u ip=%s dirty_mib_s=%g wset_mib=%u integrity_mib=%u hb_udp=%s settings=%s",
