@@ -4,12 +4,14 @@ through the compute API by Nova's own libvirt driver, with libvirt's job statist
 
 from __future__ import annotations
 
+import base64
 import configparser
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tempest_runner import run_tempest_tests
@@ -22,12 +24,14 @@ from novamig.embedded.tempest_conf import write_tempest_conf
 from novamig.hypervisor.libvirt_hosts import LibvirtHost, hosts_file, libvirt_supported, qemu_conf
 from novamig.hypervisor.libvirt_leftovers import find_leftovers
 from novamig.measure.contract import Unavailable
+from novamig.measure.guest_integrity import GuestAnswerError, ask_guest
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures, locate_with
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.measure.sla import SlaSpec
 from novamig.results import MigrationRecord
 from novamig.scenario.models import Measure, Workload
+from novamig.workload.userdata import INTEGRITY_MIB, GuestSetup, render_user_data
 
 
 def _nova_conf(tmp_path: Path, driver: str) -> configparser.RawConfigParser:
@@ -105,6 +109,19 @@ class _Plan:
     sla: SlaSpec = field(default_factory=SlaSpec)
 
 
+def _ask_integrity(address: str, netns: str | None, timeout_s: float) -> dict[str, Any]:
+    """The agent's ``GET /integrity?check=1`` answer, asked until the guest's HTTP server
+    answers (it starts a few seconds after ACTIVE: the guest is still booting)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ask_guest(address, netns=netns, timeout_s=5.0)
+        except GuestAnswerError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.3)
+
+
 def _wait_migration(compute: Compute, server_id: str, timeout_s: float) -> MigrationState:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -136,12 +153,20 @@ def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path:
         assert len({h.id for h in hypervisors.values()}) == 2  # two nodes, each its own UUID
         net = conn.network.find_network("novamig-net")
         started = time.monotonic()
+        # The user-data a scenario with memory integrity and a UDP heartbeat gives its servers:
+        # with no virtio-serial port in Nova's domain, the agent must still keep the region.
+        setup = GuestSetup("lv", memory_integrity=True, heartbeat_udp="192.168.1.1:7070")
+        user_data = base64.b64encode(render_user_data(setup).encode()).decode()
         server = conn.compute.create_server(
-            name="lv", flavor_id="1", image_id=TINY_IMAGE_ID, networks=[{"uuid": net.id}]
+            name="lv", flavor_id="1", image_id=TINY_IMAGE_ID, networks=[{"uuid": net.id}], user_data=user_data
         )
         server = conn.compute.wait_for_server(server, wait=180, interval=0.5)
         boot_s = time.monotonic() - started
         source = server.compute_host
+        address = next(a["addr"] for nets in server.addresses.values() for a in nets if a["version"] == 4)
+        before = _ask_integrity(address, cloud.guest_netns, 60.0)
+        assert before["region"] is True and before["ok"] is True, before
+        assert before["pages"] == INTEGRITY_MIB * 256, before
         name = server.instance_name
         # Nova's domain, on the tap Nova's VIF driver plugged in that compute's namespace.
         xml = hosts[source].virsh("dumpxml", name)
@@ -162,6 +187,10 @@ def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path:
         assert "Enabling migration capability 'postcopy-ram'" in libvirtd_log
         assert name in hosts[dest].virsh("list", "--name").split()
         assert name not in hosts[source].virsh("list", "--all", "--name").split()
+        # The region the destination's guest checks is the one the source's guest kept.
+        after = _ask_integrity(address, cloud.guest_netns, 30.0)
+        assert after["ok"] is True and after["pages"] == before["pages"], after
+        assert after["uptime_ms"] > before["uptime_ms"], (before, after)  # the same agent, still running
         probe = LibvirtJobFigures.in_host_namespaces(hosts, locate_with(compute))
         record = MigrationRecord(
             server=server.id, source_host=source, dest_host=dest, status="completed", requested_at=0.0
