@@ -286,6 +286,7 @@ def open_session(
         networks=cloud.networks,
         conn=cloud.conn,
         key_dir=key_dir,
+        guest_netns=cloud.embedded.guest_netns if cloud.embedded is not None else None,
     )
     stack.callback(fleet.close)
     capabilities = _capabilities(cloud, applier, out_dir)

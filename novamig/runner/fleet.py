@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,19 @@ from novamig.cloud.resources import (
     find_floating_network,
     resource_name,
 )
+from novamig.hypervisor.netns import socket_in
 from novamig.measure.contract import ServerInfo
 from novamig.runner.plan import CasePlan
 from novamig.runner.signals import StopRequest
 
 log = logging.getLogger(__name__)
+
+#: The guest agent's UDP echo port (docs/guest-agent.md): any datagram comes back unchanged.
+AGENT_ECHO_PORT = 7
+#: How long a guest may take from ACTIVE to its agent's first echo answer. ACTIVE means the domain
+#: runs, not that the guest has booted: the tiny guest answers a few seconds later under TCG, the
+#: full guest's cloud-init much later.
+GUEST_READY_TIMEOUT_S = 300.0
 
 
 class CloudFleet:
@@ -38,6 +49,8 @@ class CloudFleet:
         user_data: Callable[[CasePlan], str | None] | None = None,
         conn: Any = None,
         key_dir: Path | None = None,
+        guest_netns: str | None = None,
+        ready_timeout_s: float = GUEST_READY_TIMEOUT_S,
     ) -> None:
         self.compute = compute
         self.run_id = run_id
@@ -50,6 +63,8 @@ class CloudFleet:
         self.run_resources = Resources(compute, run_id, label="run")
         self.conn = conn
         self.key_dir = key_dir
+        self.guest_netns = guest_netns  # where the guests' addresses are reached (embedded cloud)
+        self.ready_timeout_s = ready_timeout_s
         self._access: tuple[str | None, tuple[str, ...]] | None = None
         self._floating_networks: dict[str, str] = {}
 
@@ -111,7 +126,7 @@ class CloudFleet:
                 ids.append(res.server(spec))
             states = res.wait_active(ids, self.boot_timeout_s, stop=stop.event)
             floating = self._floating_ips(res, plan, states, stop)
-            yield [
+            servers = [
                 ServerInfo(
                     sid,
                     states[sid].name,
@@ -120,6 +135,9 @@ class CloudFleet:
                 )
                 for sid in ids
             ]
+            if plan.measure.heartbeat_collector is not None:
+                wait_guests_answer(servers, self.guest_netns, self.ready_timeout_s, stop)
+            yield servers
         finally:
             res.delete_all()
             self.leftovers += res.leftovers
@@ -146,3 +164,57 @@ class CloudFleet:
                 break
             floating[sid] = res.floating_ip(self.conn, network_id, sid, state.name)
         return floating
+
+
+def wait_guests_answer(
+    servers: list[ServerInfo],
+    netns: str | None,
+    timeout_s: float,
+    stop: StopRequest,
+    port: int = AGENT_ECHO_PORT,
+) -> None:
+    """Return once every server's guest agent has answered a UDP echo (port 7) at its address.
+
+    Why: on a cloud whose host gives the guest no virtio-serial port (DevStack, the embedded
+    cloud's libvirt mode) ACTIVE means the domain runs, not that the guest has booted, and the
+    case's noise-floor window and first migration would otherwise start before the guest's first
+    heartbeat, leaving that migration without a guest or network figure. The runner waits only
+    when the case sends the heartbeat over UDP (``measure.heartbeat_collector``): then the guests
+    run the novamig agent, whose echo starts with its UDP beats. Servers without an address cannot
+    be asked and are not waited for. Raises `CloudError` naming every guest that did not answer
+    within `timeout_s`; returns early when the run is asked to stop.
+    """
+    pending = {s.address: s for s in servers if s.address}
+    if not pending:
+        return
+    deadline = time.monotonic() + timeout_s
+    sock = socket_in(netns) if netns is not None else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.setblocking(False)
+        while pending and not stop.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                names = ", ".join(f"{s.name} ({s.id}) at {a}" for a, s in sorted(pending.items()))
+                raise CloudError(
+                    f"the guest agent of {names} did not answer a UDP echo on port {port} "
+                    f"within {timeout_s:g} s of ACTIVE: the guest has not booted, its agent is not "
+                    "running, or its address is not reachable from the runner"
+                )
+            for address in pending:
+                with contextlib.suppress(OSError):  # no route yet: asked again next round
+                    sock.sendto(b"novamig-ready", (address, port))
+            _take_answers(sock, pending, min(deadline, now + 0.5))
+    if not pending:
+        waited = time.monotonic() - (deadline - timeout_s)
+        log.info("guests answering %.1f s after ACTIVE: %s", waited, ", ".join(s.name for s in servers))
+
+
+def _take_answers(sock: socket.socket, pending: dict[str, ServerInfo], until: float) -> None:
+    """Remove from `pending` every address whose echo arrives on `sock` before `until`."""
+    while pending and (left := until - time.monotonic()) > 0:
+        readable, _, _ = select.select([sock], [], [], left)
+        if not readable:
+            return
+        with contextlib.suppress(OSError):  # an ICMP error from an earlier send: not an answer
+            _data, peer = sock.recvfrom(2048)
+            pending.pop(peer[0], None)
