@@ -128,6 +128,9 @@ class GuestIntegrityProbe(PassiveProbe):
             return ProbeFigure(None, None, "the guest was not asked after this migration")
         ok = verdict.get("ok")
         if not isinstance(ok, bool):
-            reason = verdict.get("error") or "the guest has no integrity region (agent integrity_mib=0)"
+            reason = verdict.get("error") or (
+                "the guest's agent keeps no integrity region (its settings asked for none"
+                " — integrity_mib=0 — or it could not start one: see the guest's console log)"
+            )
             return ProbeFigure(None, None, str(reason), details=verdict)
         return ProbeFigure(None, None, None, details=verdict, memory_integrity=ok)
