@@ -10,6 +10,7 @@ least two computes) and ``block_migration_for_live_migration`` asks for block mi
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,19 +48,21 @@ class NovamigLiveMigrationTest(tempest_test.BaseTestCase):  # type: ignore[misc]
 
     def test_scenarios(self) -> None:
         """Each configured scenario, one sub-test each: an SLA miss fails it with its numbers."""
-        workdir = Path(tempfile.mkdtemp(prefix="tempest-novamig-"))
         env = dict(os.environ)
         cloud = CONF.novamig.cloud
-        if not cloud:  # Tempest's admin credentials, in a clouds.yaml of their own
+        if not cloud:  # Tempest's admin credentials, in a clouds.yaml of their own, gone after the test
             cloud = CLOUD_NAME
-            clouds_yaml = workdir / "clouds.yaml"
+            credentials = Path(tempfile.mkdtemp(prefix="tempest-novamig-auth-"))
+            self.addCleanup(shutil.rmtree, credentials, ignore_errors=True)
+            clouds_yaml = credentials / "clouds.yaml"
             clouds_yaml.write_text(yaml.safe_dump({"clouds": {CLOUD_NAME: self._cloud_entry()}}))
             clouds_yaml.chmod(0o600)
             env = {k: v for k, v in env.items() if not k.startswith("OS_")}
             env["OS_CLIENT_CONFIG_FILE"] = str(clouds_yaml)
         if CONF.novamig.ssh_hosts:
             env[SSH_HOSTS_ENV] = CONF.novamig.ssh_hosts
-        base = Path(CONF.novamig.out_dir) if CONF.novamig.out_dir else workdir
+        # Results stay after the test: they are the report a failure points at.
+        base = Path(CONF.novamig.out_dir or tempfile.mkdtemp(prefix="tempest-novamig-"))
         for scenario in CONF.novamig.scenarios:
             with self.subTest(scenario=scenario):
                 self._run(scenario, cloud, env, base / Path(scenario).stem)
