@@ -27,6 +27,7 @@ RANKS: dict[str, int] = {
     "": 0,  # novamig/__init__.py: the version
     "stats": 0,
     "exitcodes": 0,
+    "process_state": 0,
     "scenario": 1,
     "results": 2,
     "guest": 3,

@@ -23,6 +23,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from novamig.process_state import alive
+
 BACKUP_SUFFIX = ".novamig-backup"
 OWNER_SUFFIX = ".owner"
 
@@ -42,19 +44,6 @@ def this_owner() -> str:
     return f"{socket.gethostname()} {os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def owner_gone(owner: str | None) -> bool:
     """True when a backup's recorded owner can no longer restore it: no (or an unreadable) owner, or
     a process of this machine that has ended. A process of another machine may still run: False."""
@@ -63,7 +52,7 @@ def owner_gone(owner: str | None) -> bool:
     machine, _, pid = owner.strip().rpartition(" ")
     if not pid.isdigit():
         return True
-    return machine == socket.gethostname() and not _pid_alive(int(pid))
+    return machine == socket.gethostname() and not alive(int(pid))
 
 
 @dataclass(frozen=True)

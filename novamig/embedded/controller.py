@@ -30,6 +30,7 @@ from typing import Any
 import openstack.config
 import openstack.connection
 
+from novamig import process_state
 from novamig.embedded import clouds_yaml, config, host_policy, lifeline, processes
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
 from novamig.hypervisor.libvirt_hosts import LibvirtHost
@@ -253,7 +254,7 @@ class EmbeddedCloud:
         guests = [
             int(p.read_text())
             for p in (workdir / "guests").glob("**/*.pid")
-            if p.read_text().strip().isdigit() and processes.alive(int(p.read_text()))
+            if p.read_text().strip().isdigit() and process_state.alive(int(p.read_text()))
         ]
         return CloudStatus(
             workdir,

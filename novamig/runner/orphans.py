@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from novamig import process_state
 from novamig.cloud import conf_backup
 from novamig.cloud.host_policy import SshHostPolicy
 from novamig.embedded import host_policy, processes
@@ -55,7 +56,7 @@ def _dead_owner(folder: Path) -> bool:
         owner = int((folder / OWNER_FILE).read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return False  # not one of ours, or being written: leave it
-    return not processes.alive(owner)
+    return not process_state.alive(owner)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def _orphaned_workdir(workdir: Path, now: float) -> bool:
 def _creator_alive(netns: str) -> bool:
     """True unless the namespace's name says which process made it and that process is gone."""
     creator = netns.removeprefix(NETNS_PREFIX).split("-", 1)[0]
-    return not creator.isdigit() or processes.alive(int(creator))
+    return not creator.isdigit() or process_state.alive(int(creator))
 
 
 def _policy_dir(workdir: Path) -> Path:

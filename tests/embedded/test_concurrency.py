@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from novamig import process_state
 from novamig.embedded import processes
 from novamig.embedded.controller import EmbeddedCloud
 
@@ -108,7 +109,7 @@ def test_a_dying_destination_ends_in_error_with_the_guest_on_its_source(
     back = wait_for_status(embedded_conn, server.id, "ACTIVE")
     assert back.compute_host == "compute1"
     source_pid = int((embedded_cloud.workdir / "guests" / "compute1" / f"{server.id}.pid").read_text())
-    assert processes.alive(source_pid)
+    assert process_state.alive(source_pid)
 
 
 def test_completion_timeout_aborts_and_the_guest_stays(

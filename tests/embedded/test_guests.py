@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from novamig import process_state
 from novamig.embedded import processes
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.hypervisor.netns import socket_in
@@ -35,7 +36,7 @@ def test_boot_reaches_active_on_a_running_qemu_with_its_port_address(
     assert len(addresses) == 1
 
     pid = _guest_pid(embedded_cloud, server.compute_host, server.id)
-    assert pid is not None and processes.alive(pid)
+    assert pid is not None and process_state.alive(pid)
     cmdline = processes.cmdline(pid)
     assert "qemu-system" in cmdline
     assert "-m 512" in cmdline  # sized by the flavor (m1.small: 512 MiB)
@@ -49,9 +50,9 @@ def test_boot_reaches_active_on_a_running_qemu_with_its_port_address(
     embedded_conn.compute.delete_server(server)
     embedded_conn.compute.wait_for_delete(server, wait=60)
     deadline = time.monotonic() + 10
-    while processes.alive(pid) and time.monotonic() < deadline:
+    while process_state.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not processes.alive(pid)
+    assert not process_state.alive(pid)
 
 
 def test_two_servers_get_distinct_addresses(boot_server: Callable[..., Any]) -> None:
@@ -93,11 +94,11 @@ def test_stop_and_start(
     pid = _guest_pid(embedded_cloud, server.compute_host, server.id)
     embedded_conn.compute.stop_server(server)
     assert wait_for_status(embedded_conn, server.id, "SHUTOFF").power_state == 4
-    assert pid is not None and not processes.alive(pid)
+    assert pid is not None and not process_state.alive(pid)
     embedded_conn.compute.start_server(server)
     started = wait_for_status(embedded_conn, server.id, "ACTIVE", timeout=180)
     new_pid = _guest_pid(embedded_cloud, started.compute_host, server.id)
-    assert new_pid is not None and new_pid != pid and processes.alive(new_pid)
+    assert new_pid is not None and new_pid != pid and process_state.alive(new_pid)
 
 
 @pytest.mark.slow
@@ -116,8 +117,8 @@ def test_live_migration_explicit_host_moves_the_guest(
     assert moved.compute_host == dest
 
     new_pid = _guest_pid(embedded_cloud, dest, server.id)
-    assert new_pid is not None and processes.alive(new_pid)
-    assert old_pid is not None and not processes.alive(old_pid)
+    assert new_pid is not None and process_state.alive(new_pid)
+    assert old_pid is not None and not process_state.alive(old_pid)
     console = embedded_conn.compute.get_server_console_output(moved)["output"]
     assert "novamig-agent" in console
 
@@ -188,7 +189,7 @@ def test_progress_is_visible_and_abort_keeps_the_guest_on_its_source(
     back = wait_for_status(embedded_conn, server.id, "ACTIVE")
     assert back.compute_host == source
     pid = _guest_pid(embedded_cloud, source, server.id)
-    assert pid is not None and processes.alive(pid)
+    assert pid is not None and process_state.alive(pid)
 
 
 @pytest.mark.slow

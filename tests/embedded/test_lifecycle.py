@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from novamig import process_state
 from novamig.embedded import processes
 from novamig.embedded.controller import CloudStartError, EmbeddedCloud
 
@@ -45,7 +46,7 @@ def test_up_status_down_leave_nothing_behind(tmp_path: Path) -> None:
     assert "novamig-embedded: ready in" in up.stdout
     ready = json.loads((workdir / "ready.json").read_text())
     cloud_pid, keystone_pid = ready["pid"], ready["keystone_pid"]
-    assert processes.alive(cloud_pid) and processes.alive(keystone_pid)  # outlived `up`
+    assert process_state.alive(cloud_pid) and process_state.alive(keystone_pid)  # outlived `up`
     assert os.getpgid(cloud_pid) == cloud_pid  # its own process group
     passwords = json.loads((workdir / "secrets.json").read_text()).values()
     for password in passwords:
@@ -69,7 +70,7 @@ def test_up_status_down_leave_nothing_behind(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ACTIVE 4"
     guest_pids = [int(p.read_text()) for p in (workdir / "guests").glob("*/*.pid")]
-    assert len(guest_pids) == 1 and processes.alive(guest_pids[0])
+    assert len(guest_pids) == 1 and process_state.alive(guest_pids[0])
     own_netns = json.loads((workdir / "netns.json").read_text())[0] if os.geteuid() == 0 else None
     assert own_netns is None or own_netns in _netns()
 
@@ -84,10 +85,10 @@ def test_up_status_down_leave_nothing_behind(tmp_path: Path) -> None:
 
     down = _cloud_cmd("down", env)
     assert down.returncode == 0, down.stderr
-    assert not processes.alive(cloud_pid)
-    assert not processes.alive(keystone_pid)
+    assert not process_state.alive(cloud_pid)
+    assert not process_state.alive(keystone_pid)
     assert processes.group_members(cloud_pid) == []
-    assert not processes.alive(guest_pids[0])
+    assert not process_state.alive(guest_pids[0])
     assert not workdir.exists()
     # Only this cloud's namespaces: other test runs on the machine may hold their own meanwhile.
     # The hypervisor layer names a namespace after the process that made it (the cloud process).
@@ -106,7 +107,7 @@ def test_a_failing_service_is_named_and_its_log_kept(tmp_path: Path) -> None:
     assert err.log is not None and err.log.exists()
     assert "no_such_module" in err.log.read_text()
     ready_pid = int((tmp_path / "cloud" / "cloud.pid").read_text())
-    assert not processes.alive(ready_pid)
+    assert not process_state.alive(ready_pid)
     assert processes.group_members(ready_pid) == []
     cloud.stop()
     assert not (tmp_path / "cloud").exists()
@@ -119,7 +120,7 @@ def test_stop_after_the_cloud_process_was_killed_still_ends_keystone(tmp_path: P
     os.kill(ready["pid"], 9)
     deadline_ok = False
     for _ in range(100):
-        if not processes.alive(ready["keystone_pid"]):
+        if not process_state.alive(ready["keystone_pid"]):
             deadline_ok = True
             break
         time.sleep(0.05)

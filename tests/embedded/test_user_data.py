@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from novamig import process_state
 from novamig.embedded import processes
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import FULL_IMAGE_NAME
@@ -46,7 +47,7 @@ def _user_data(
 
 def _qemu_cmdline(cloud: EmbeddedCloud, host: str, server_id: str) -> str:
     pid = int((cloud.workdir / "guests" / host / f"{server_id}.pid").read_text())
-    assert processes.alive(pid)
+    assert process_state.alive(pid)
     return processes.cmdline(pid)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from novamig.embedded import processes
+from novamig import process_state
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.results import load_results
 from novamig.runner.commands import cmd_run
@@ -117,7 +117,7 @@ def _running_guests(cloud: EmbeddedCloud) -> list[str]:
     for pid_file in cloud.workdir.glob("guests/*/*.pid"):
         with contextlib.suppress(OSError, ValueError):
             pid = int(pid_file.read_text())
-            if processes.alive(pid):
+            if process_state.alive(pid):
                 running.append(f"{pid_file.parent.name}/{pid_file.name}: {pid}")
     return running
 
