@@ -139,7 +139,7 @@ def test_destination_qemu_killed_the_migration_errs_and_the_run_goes_on(
     _nothing_left(run_env)
 
 
-def test_source_qemu_killed_the_migration_errs_the_server_is_lost_and_cleanup_completes(
+def test_source_qemu_killed_the_migration_errs_and_cleanup_completes(
     tmp_path: Path, run_env: EmbeddedCloud
 ) -> None:
     killer = Killer(run_env.workdir / "guests", "source")
