@@ -22,13 +22,14 @@ results.json), all on the session's cloud.
 
 The cloud is opened at the first item, once per session and per xdist worker: the embedded cloud
 (each worker its own) unless ``--novamig-cloud``, the scenario's ``cloud:`` or ``OS_CLOUD`` names
-one; on a named cloud ``-n N`` runs with ``--dist loadfile`` (in place of ``load``, ``worksteal``
-and, with pytest 9, ``loadgroup``), so one worker runs a scenario's cases and two workers never
-drain the same hosts (`session.XDIST_GROUPS_IGNORED` says why not ``xdist_group``, which the cases
-carry too). Every item's `CaseResult` travels back to the
-controller on its set-up report (an attribute xdist serialises with the report), where the one
-``results.json``, ``index.html`` and ``junit.xml`` of the session are written after every case, as
-`novamig run` does; each worker's probe records and logs go to its own ``worker-<id>`` folder.
+one (scenarios naming different clouds are a usage error: a session runs on one). On a named cloud
+``-n N`` keeps every case on one worker at a time, so two workers never drain the same hosts:
+the plugin's xdist scheduler (`xdist_scheduling`, which says why xdist's ``loadgroup`` cannot
+under pytest 9) puts the cases of all scenario files in one scope, the cases' ``xdist_group``.
+Every item's `CaseResult` travels back to the controller on its set-up report (an attribute
+xdist serialises with the report), where the one ``results.json``, ``index.html`` and
+``junit.xml`` of the session are written after every case, as `novamig run` does; each worker's
+probe records and logs go to its own ``worker-<id>`` folder.
 """
 
 from __future__ import annotations

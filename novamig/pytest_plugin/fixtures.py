@@ -92,6 +92,7 @@ class FixtureSession:
                     out_dir_of(self.config),
                     self.config.getoption("novamig_cloud"),
                     str(worker["workerid"]) if worker else None,
+                    {},  # no scenario: no case for the xdist scheduler to keep together
                 )
             state = self.own_state
         if state.opened is None:

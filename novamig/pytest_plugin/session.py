@@ -17,6 +17,7 @@ import pytest
 
 from novamig import __version__
 from novamig.cloud.connection import choose_cloud
+from novamig.pytest_plugin.xdist_scheduling import CloudGroupScheduling, group_name, make_scheduler
 from novamig.results import CaseResult, Environment, Results
 from novamig.runner.case import run_case
 from novamig.runner.commands import BadScenario, RunEnds, RunSession, load_plans, open_session, setup_logging
@@ -60,6 +61,7 @@ class NovamigState:
     out_dir: Path
     cloud_flag: str | None
     worker: str | None  # the xdist worker's id; None in the controller or without xdist
+    groups: dict[Path, str]  # scenario file → its named cloud's xdist group (`cloud_groups`)
     opened: OpenedCloud | None = None
 
     @property
@@ -98,9 +100,9 @@ def activate(config: pytest.Config, paths: list[Path]) -> None:
     scenarios = {p: _load(p) for p in paths}
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     worker = str(workerinput["workerid"]) if workerinput is not None else None
-    config.stash[STATE] = NovamigState(
-        scenarios, out_dir_of(config), config.getoption("novamig_cloud"), worker
-    )
+    flag = config.getoption("novamig_cloud")
+    groups = cloud_groups(flag, scenarios.values())
+    config.stash[STATE] = NovamigState(scenarios, out_dir_of(config), flag, worker, groups)
     wanted = [str(p) for p in paths]
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = wanted  # no test paths given: the scenarios are the session
@@ -112,34 +114,22 @@ def activate(config: pytest.Config, paths: list[Path]) -> None:
         config.pluginmanager.register(XdistHooks(), "novamig-xdist")
     if worker is None:
         config.pluginmanager.register(ResultsMerger(config.stash[STATE]), "novamig-results")
-        _one_worker_per_named_cloud(config, scenarios.values())
 
 
-XDIST_GROUPS_IGNORED = int(pytest.__version__.split(".")[0]) >= 9
-"""pytest-xdist's ``--dist loadgroup`` puts a ``xdist_group`` on one worker by renaming each item
-``<nodeid>@<group>`` (``WorkerInteractor.pytest_collection_modifyitems`` in xdist/remote.py, 3.8:
-``item._nodeid = ...``). Since pytest 9 a node's id is read from ``Node._id``, so the assignment
-changes nothing, every item keeps its own scope and the groups are spread over the workers
-(checked: two files of two tests in one group ran on gw0 and gw1 with pytest 9.2, xdist 3.8;
-tests/integrations/test_pytest_plugin.py keeps checking it)."""
-
-SPREADING = ("load", "worksteal")
-"""xdist schedulers that would hand one named cloud's cases to several workers at once."""
-
-
-def _one_worker_per_named_cloud(config: pytest.Config, scenarios: Iterable[LoadedScenario]) -> None:
-    """Under ``-n N`` a named cloud's cases must stay on one worker, or two workers drain the same
-    hosts at once. The cases carry ``xdist_group`` (honoured by ``--dist loadgroup`` where groups
-    work), but with pytest 9 they do not (`XDIST_GROUPS_IGNORED`): a session with a named cloud
-    under ``load``, ``worksteal`` or (pytest 9) ``loadgroup`` runs with ``--dist loadfile`` instead,
-    each scenario file's cases on one worker, in order (xdist chooses its scheduler at session
-    start, after this). ``loadscope`` keeps a file together already; ``each`` is the user's explicit
-    wish to run every case on every worker."""
-    flag = config.getoption("novamig_cloud")
-    named = any(choose_cloud(flag, s.scenario.cloud).name is not None for s in scenarios)
-    dist = getattr(config.option, "dist", "no")
-    if named and (dist in SPREADING or (dist == "loadgroup" and XDIST_GROUPS_IGNORED)):
-        config.option.dist = "loadfile"
+def cloud_groups(flag: str | None, scenarios: Iterable[LoadedScenario]) -> dict[Path, str]:
+    """Each scenario file mapped to its named cloud's xdist group (none on the embedded cloud, which
+    is each worker's own). A session's processes open one cloud for all its scenarios (`_opened`),
+    so scenarios naming different clouds are a usage error rather than a silent run of the second
+    on the first one's cloud."""
+    chosen = {s.path: choose_cloud(flag, s.scenario.cloud).name for s in scenarios}
+    names = set(chosen.values())
+    if len(names) > 1:
+        said = ", ".join(sorted(n or "the embedded cloud" for n in names))
+        raise pytest.UsageError(
+            f"novamig scenarios name different clouds ({said}): a session runs on one cloud; "
+            "pass --novamig-cloud NAME or run them in separate sessions"
+        )
+    return {path: group_name(name) for path, name in chosen.items() if name is not None}
 
 
 class XdistHooks:
@@ -149,6 +139,12 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         state = node.config.stash[STATE]
         node.workerinput["novamig_out"] = str(state.out_dir)
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist's own, which answers for every --dist mode
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> CloudGroupScheduling | None:
+        """A named cloud's cases on one worker at a time (`xdist_scheduling` says why xdist's
+        ``loadgroup`` cannot do it under pytest 9); None lets xdist choose."""
+        return make_scheduler(config, log, config.stash[STATE].groups)
 
 
 class SessionHooks:
@@ -198,13 +194,13 @@ class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[CaseItem]:
         state = self.config.stash[STATE]
         loaded = state.scenarios[self.path.resolve()]
-        named = choose_cloud(state.cloud_flag, loaded.scenario.cloud).name
+        group = state.groups.get(loaded.path)
         for index, plan in enumerate(loaded.plans, start=1):
             item = CaseItem.from_parent(self, name=plan.case_id, plan=plan, index=index)
             item.add_marker(pytest.mark.novamig)
-            if named is not None:
-                # one worker drains a named cloud's hosts at a time (pytest -n N --dist loadgroup)
-                item.add_marker(pytest.mark.xdist_group(f"novamig-cloud-{named}"))
+            if group is not None:
+                # what the scheduler keeps on one worker, said the way other plugins read it
+                item.add_marker(pytest.mark.xdist_group(group))
             yield item
 
 

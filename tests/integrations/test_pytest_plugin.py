@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from novamig.pytest_plugin.session import XDIST_GROUPS_IGNORED
 from novamig.results import load_results
 
 pytest_plugins = ["pytester"]
@@ -122,63 +121,49 @@ def test_an_unreachable_cloud_is_an_error_not_a_failure(pytester: pytest.Pyteste
     assert not (pytester.path / "out" / "results.json").exists()  # no case ran: nothing measured
 
 
-def test_a_named_cloud_s_cases_go_to_one_worker(pytester: pytest.Pytester) -> None:
-    """`-n 2` on a named cloud: the session is switched to `--dist loadfile`, so one worker runs
-    a scenario's cases one after the other (here they error at once: no such cloud)."""
-    (pytester.path / "tiny.yaml").write_text(TINY)
-    result = pytester.runpytest_subprocess(
-        "-n", "2", "-v", "-p", "no:cacheprovider", "--novamig-scenario", "tiny.yaml",
-        "--novamig-cloud", "no-such-cloud", "--novamig-out", str(pytester.path / "out"),
-    )  # fmt: skip
-    result.assert_outcomes(errors=2)
-    workers = {
-        line.split("]")[0] for line in result.outlines if "ERROR tiny.yaml::" in line and "[gw" in line
-    }
-    assert len(workers) == 1, result.outlines
-
-
 def _workers_of(outlines: list[str], prefix: str) -> set[str]:
     return {line.split("]")[0] for line in outlines if prefix in line and "[gw" in line}
 
 
-def test_a_named_cloud_s_cases_go_to_one_worker_under_loadgroup_too(pytester: pytest.Pytester) -> None:
-    """``--dist loadgroup`` ignores the cases' ``xdist_group`` under pytest 9
-    (`XDIST_GROUPS_IGNORED`): it runs as ``loadfile`` on a named cloud, as ``load`` does."""
-    dist = "loadgroup" if XDIST_GROUPS_IGNORED else "load"
+@pytest.mark.parametrize("dist", ["load", "loadgroup", "loadfile"])
+def test_a_named_cloud_s_cases_of_every_scenario_share_one_worker(
+    pytester: pytest.Pytester, dist: str
+) -> None:
+    """`-n 2` on a named cloud: the cases of two scenario files are one xdist group, run by one
+    worker (here they error at once: no such cloud), whatever the ``--dist`` mode. Without the
+    plugin's scheduler, ``loadfile`` gives each file its own worker, and ``load`` and pytest 9's
+    ``loadgroup`` (which drops the ``xdist_group``) spread the cases over both; plain tests in the
+    same session still run."""
     (pytester.path / "tiny.yaml").write_text(TINY)
+    (pytester.path / "tiny2.yaml").write_text(TINY.replace("name: tiny", "name: tiny2"))
+    pytester.makepyfile(test_plain="def test_1():\n    pass\n\ndef test_2():\n    pass\n")
     result = pytester.runpytest_subprocess(
-        "-n", "2", "--dist", dist, "-v", "-p", "no:cacheprovider", "--novamig-scenario", "tiny.yaml",
+        "-n", "2", "--dist", dist, "-v", "-p", "no:cacheprovider", "test_plain.py",
+        "--novamig-scenario", "tiny.yaml", "--novamig-scenario", "tiny2.yaml",
         "--novamig-cloud", "no-such-cloud", "--novamig-out", str(pytester.path / "out"),
     )  # fmt: skip
-    result.assert_outcomes(errors=2)
-    assert len(_workers_of(result.outlines, "ERROR tiny.yaml::")) == 1, result.outlines
+    result.assert_outcomes(passed=2, errors=4)
+    cases = [line for line in result.outlines if "ERROR tiny" in line and "[gw" in line]
+    assert len(cases) == 4, result.outlines
+    assert len(_workers_of(cases, "ERROR tiny")) == 1, result.outlines
 
 
-def test_xdist_groups_are_still_ignored_under_this_pytest(pytester: pytest.Pytester) -> None:
-    """The upstream fact `XDIST_GROUPS_IGNORED` states (pytest-xdist renames grouped items through
-    ``item._nodeid``, which pytest 9 does not read): four plain tests of one ``xdist_group`` under
-    ``--dist loadgroup`` land on both workers. Should this fail, xdist honours groups again with
-    this pytest, and the plugin's switch to ``loadfile`` for ``loadgroup`` can go."""
-    for name in ("a", "b"):
-        pytester.makepyfile(
-            **{
-                f"test_{name}": """
-                import pytest
-
-                @pytest.mark.xdist_group("one")
-                def test_1():
-                    pass
-
-                @pytest.mark.xdist_group("one")
-                def test_2():
-                    pass
-                """
-            }
-        )
-    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4)
-    spread = len(_workers_of(result.outlines, "PASSED test_")) == 2
-    assert spread == XDIST_GROUPS_IGNORED, result.outlines
+def test_scenarios_naming_different_clouds_are_a_usage_error(pytester: pytest.Pytester) -> None:
+    """One session opens one cloud for all its scenarios: two scenarios naming different clouds
+    would run the second on the first's (and escape its xdist group), so pytest refuses them."""
+    (pytester.path / "a.yaml").write_text("cloud: lab-a\n" + TINY)
+    (pytester.path / "b.yaml").write_text("cloud: lab-b\n" + TINY.replace("name: tiny", "name: tiny2"))
+    result = pytester.runpytest(
+        "--collect-only", "--novamig-scenario", "a.yaml", "--novamig-scenario", "b.yaml"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*novamig scenarios name different clouds (lab-a, lab-b)*--novamig-cloud*"])
+    chosen = pytester.runpytest(
+        "--collect-only", "-q", "--novamig-scenario", "a.yaml", "--novamig-scenario", "b.yaml",
+        "--novamig-cloud", "lab-c",
+    )  # fmt: skip
+    assert chosen.ret == pytest.ExitCode.OK
+    assert len([line for line in chosen.outlines if ".yaml::" in line]) == 4
 
 
 @pytest.mark.slow
