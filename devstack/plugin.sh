@@ -69,9 +69,15 @@ function configure_tempest_for_novamig {
     iniset "$TEMPEST_CONFIG" service_available novamig True
     iniset "$TEMPEST_CONFIG" novamig scenarios "$NOVAMIG_TEMPEST_SCENARIOS"
     iniset "$TEMPEST_CONFIG" novamig image "$NOVAMIG_IMAGE_NAME"
-    iniset "$TEMPEST_CONFIG" novamig network "$NOVAMIG_NETWORK"
-    iniset "$TEMPEST_CONFIG" novamig heartbeat_collector "$NOVAMIG_HEARTBEAT_COLLECTOR"
     iniset "$TEMPEST_CONFIG" novamig ssh_hosts "$NOVAMIG_SSH_HOSTS_FILE"
+    # the rest only when set: an option left out keeps the scenario's own value
+    local option variable
+    for option in network floating_ip_network heartbeat_collector; do
+        variable=NOVAMIG_${option^^}
+        if [[ -n "${!variable:-}" ]]; then
+            iniset "$TEMPEST_CONFIG" novamig "$option" "${!variable}"
+        fi
+    done
     if [[ -n "$NOVAMIG_TEMPEST_OVERRIDES" ]]; then
         iniset "$TEMPEST_CONFIG" novamig overrides "$NOVAMIG_TEMPEST_OVERRIDES"
     fi

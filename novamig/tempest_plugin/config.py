@@ -41,7 +41,8 @@ NovamigGroup = [
         "heartbeat_collector",
         default=None,
         help="IPV4:PORT of the node running Tempest where the guests send their UDP heartbeat "
-        "(measure.heartbeat_collector); unset: the scenario's own",
+        "(measure.heartbeat_collector); unset: the scenario's own, and where the scenario sets none "
+        "novamig finds the address from the route to the guests",
     ),
     cfg.StrOpt(
         "ssh_hosts",
@@ -55,6 +56,14 @@ NovamigGroup = [
         help="Network the guests boot on (fleet.network); unset: the scenario's own",
     ),
     cfg.StrOpt(
+        "floating_ip_network",
+        default=None,
+        help="External network (name or id) each guest gets a floating IP from, for guests on a "
+        "tenant network that the node running Tempest reaches only through a router "
+        "(fleet.floating_ip_network): `auto` for the cloud's one external network, `none` for no "
+        "floating IPs; unset: the scenario's own",
+    ),
+    cfg.StrOpt(
         "out_dir",
         default=None,
         help="Folder for each scenario's results.json, index.html and junit.xml; unset: a temporary "
@@ -65,13 +74,16 @@ NovamigGroup = [
 
 
 def scenario_overrides(group: cfg.ConfigOpts.GroupAttr, block_migration: bool) -> list[str]:
-    """The `--set` settings a scenario gets from tempest.conf: the image, the optional collector
-    and network, the operator's own overrides last (they win)."""
+    """The `--set` settings a scenario gets from tempest.conf: the image, the optional collector,
+    network and floating IP network, the operator's own overrides last (they win). An unset option
+    sets nothing, so the scenario's own value (or novamig's discovery) stands."""
     sets = [f"fleet.image={group.image}"]
     if group.heartbeat_collector:
         sets.append(f"measure.heartbeat_collector={group.heartbeat_collector}")
     if group.network:
         sets.append(f"fleet.network={group.network}")
+    if group.floating_ip_network:
+        sets.append(f"fleet.floating_ip_network={group.floating_ip_network}")
     if block_migration:
         sets.append("migration.block_migration=true")
     return [*sets, *group.overrides]

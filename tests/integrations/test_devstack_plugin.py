@@ -9,11 +9,17 @@ each phase's recorded calls are then checked.
 
 from __future__ import annotations
 
+import configparser
 import socket
 import subprocess
 from pathlib import Path
 
 import yaml
+from oslo_config import cfg
+from tempest.test_discover.plugins import TempestTestPluginManager
+
+from novamig.scenario.loader import load_scenario
+from novamig.tempest_plugin.config import scenario_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVSTACK = ROOT / "devstack"
@@ -159,19 +165,68 @@ def test_test_config_writes_the_novamig_group_only_with_tempest(tmp_path: Path) 
     conf = "/opt/stack/tempest/etc/tempest.conf"
     assert not [c for c in run_phase(tmp_path, "stack", "test-config") if c.startswith("iniset")]
     calls = run_phase(
-        tmp_path, "stack", "test-config", enabled="tempest", PUBLIC_NETWORK_GATEWAY="172.24.5.1",
+        tmp_path, "stack", "test-config", enabled="tempest",
         NOVAMIG_TEMPEST_OVERRIDES="sla.downtime_ms.max=800",
     )  # fmt: skip
     inisets = [c for c in calls if c.startswith("iniset")]
+    # the guests on DevStack's tenant network with floating IPs from its external one; no
+    # heartbeat collector forced (the scenario's own, else novamig's discovery from the route)
     assert inisets == [
         f"iniset {conf} service_available novamig True",
         f"iniset {conf} novamig scenarios {tmp_path}/opt/novamig/scenarios/devstack-acceptance.yaml",
         f"iniset {conf} novamig image novamig-full",
-        f"iniset {conf} novamig network public",
-        f"iniset {conf} novamig heartbeat_collector 172.24.5.1:47100",
         f"iniset {conf} novamig ssh_hosts /etc/novamig/ssh-hosts.yaml",
+        f"iniset {conf} novamig network private",
+        f"iniset {conf} novamig floating_ip_network public",
         f"iniset {conf} novamig overrides sla.downtime_ms.max=800",
     ]
+
+
+def test_test_config_follows_devstack_s_network_names_and_the_operator_s_choices(tmp_path: Path) -> None:
+    conf = "/opt/stack/tempest/etc/tempest.conf"
+    renamed = run_phase(
+        tmp_path, "stack", "test-config", enabled="tempest",
+        PRIVATE_NETWORK_NAME="tenant", PUBLIC_NETWORK_NAME="ext",
+    )  # fmt: skip
+    assert f"iniset {conf} novamig network tenant" in renamed
+    assert f"iniset {conf} novamig floating_ip_network ext" in renamed
+    chosen = run_phase(
+        tmp_path, "stack", "test-config", enabled="tempest", NOVAMIG_NETWORK="public",
+        NOVAMIG_FLOATING_IP_NETWORK="none", NOVAMIG_HEARTBEAT_COLLECTOR="172.24.4.1:47100",
+    )  # fmt: skip
+    assert [c for c in chosen if c.startswith(f"iniset {conf} novamig ") and "scenarios" not in c][-3:] == [
+        f"iniset {conf} novamig network public",
+        f"iniset {conf} novamig floating_ip_network none",
+        f"iniset {conf} novamig heartbeat_collector 172.24.4.1:47100",
+    ]
+
+
+def test_the_written_group_reaches_the_acceptance_scenario_through_the_tempest_plugin(
+    tmp_path: Path,
+) -> None:
+    """The recorded `iniset` calls as a tempest.conf, read with the Tempest plugin's options
+    (Tempest's own plugin manager registers them), turned into the `--set` settings its test
+    passes: the shipped acceptance scenario then boots on `private` with floating IPs from
+    `public` and keeps its own heartbeat collector."""
+    calls = run_phase(tmp_path, "stack", "test-config", enabled="tempest")
+    ini = configparser.ConfigParser()
+    for call in calls:
+        if call.startswith("iniset "):
+            _, _, section, option, value = call.split(" ", 4)
+            ini.setdefault(section, {})[option] = value
+    tempest_conf = tmp_path / "tempest.conf"
+    with tempest_conf.open("w") as out:
+        ini.write(out)
+    conf = cfg.ConfigOpts()
+    TempestTestPluginManager().register_plugin_opts(conf)
+    conf([], default_config_files=[str(tempest_conf)])
+    assert conf.novamig.floating_ip_network == "public"
+    assert conf.novamig.heartbeat_collector is None
+    sets = scenario_overrides(conf.novamig, block_migration=False)
+    scenario = load_scenario(ROOT / "scenarios" / "devstack-acceptance.yaml", sets)
+    assert (scenario.fleet.network, scenario.fleet.floating_ip_network) == ("private", "public")
+    assert scenario.fleet.image == "novamig-full"
+    assert scenario.measure.heartbeat_collector == "172.24.4.1:47100"
 
 
 def test_unstack_and_clean_undo_what_stack_did(tmp_path: Path) -> None:

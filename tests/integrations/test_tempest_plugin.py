@@ -13,6 +13,7 @@ from tempest_runner import run_tempest_tests
 
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.tempest_conf import write_tempest_conf
+from novamig.scenario.loader import load_scenario
 from novamig.tempest_plugin.config import scenario_overrides
 
 TEMPEST_TEST = "novamig.tempest_plugin.tests.test_live_migration.NovamigLiveMigrationTest.test_scenarios"
@@ -33,26 +34,43 @@ def test_the_novamig_group_and_service_flag_register_with_defaults() -> None:
     conf([], default_config_files=[])
     assert conf.novamig.image == "novamig-full"
     assert conf.novamig.scenarios == []
+    # unset, so neither forces a value: the scenario's own, or novamig's discovery from the route
     assert conf.novamig.heartbeat_collector is None
+    assert conf.novamig.floating_ip_network is None
+    assert scenario_overrides(conf.novamig, block_migration=False) == ["fleet.image=novamig-full"]
     assert conf.service_available.novamig is True
     listed = dict(TempestTestPluginManager().get_plugin_options_list())
-    assert {o.name for o in listed["novamig"]} >= {"scenarios", "overrides", "image", "heartbeat_collector"}
+    assert {o.name for o in listed["novamig"]} >= {
+        "scenarios",
+        "overrides",
+        "image",
+        "heartbeat_collector",
+        "floating_ip_network",
+    }
 
 
-def test_tempest_conf_becomes_the_scenario_settings_operators_win() -> None:
+def test_tempest_conf_becomes_the_scenario_settings_operators_win(tmp_path: Path) -> None:
     conf = cfg.ConfigOpts()
     TempestTestPluginManager().register_plugin_opts(conf)
     conf([], default_config_files=[])
     conf.set_override("heartbeat_collector", "172.24.4.1:47100", "novamig")
+    conf.set_override("floating_ip_network", "auto", "novamig")
     conf.set_override("overrides", ["sla.downtime_ms.max=800", "fleet.image=mine"], "novamig")
     sets = scenario_overrides(conf.novamig, block_migration=True)
     assert sets == [
         "fleet.image=novamig-full",
         "measure.heartbeat_collector=172.24.4.1:47100",
+        "fleet.floating_ip_network=auto",
         "migration.block_migration=true",
         "sla.downtime_ms.max=800",
         "fleet.image=mine",
     ]
+    # the names are the scenario's: a scenario without floating IPs gets them from tempest.conf
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(TEMPEST_SCENARIO % 120)
+    scenario = load_scenario(plain, sets)
+    assert scenario.fleet.floating_ip_network == "auto"
+    assert scenario.sla.downtime_ms.max == 800 and scenario.fleet.image == "mine"
 
 
 # A scenario the embedded cloud passes when reached only through Tempest's credentials, as a
