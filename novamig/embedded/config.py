@@ -183,6 +183,8 @@ def libvirt_options(layout: CloudLayout) -> Sections:
             "use_cow_images": True,
             # Debian's genisoimage is not installed; xorriso's mkisofs emulation takes its options
             "mkisofs_cmd": "xorrisofs",
+            # no metadata service: a disk image's cloud-init takes its user-data from this drive
+            "force_config_drive": True,
         },
         "libvirt": {
             "virt_type": "qemu",

@@ -191,6 +191,7 @@ class CloudProcess:
         neutron = stand_ins.install_neutron(self._fixture_host)
         if lay.driver == libvirt_cloud.MODE:
             libvirt_cloud.use_tap_vifs(neutron)
+            libvirt_cloud.serve_images(glance, lay)  # novamig-full as its Glance form; image bytes
         # uploads (novamig image upload, conn.image.create_image) go to <workdir>/images/;
         # the images the cloud registers itself stay undeletable: the driver boots them by id
         registered = (TINY_IMAGE_ID, FULL_IMAGE_ID)
