@@ -14,6 +14,8 @@ process-global (both computes run in the cloud's one process on the ``fake:/`` b
   ``Host`` and in its resources (as the QEMU mode's driver does);
 - **its taps**: the 'tap' VIF is plugged in the compute's own network namespace, on its guest
   bridge (Nova's privsep would make it in the root namespace, where the compute's QEMU is not);
+- **an aborted migration**: Nova's source rolls back and the server stays ACTIVE on its source
+  (see `NovamigLibvirtDriver._live_migration_operation`);
 - **novamig's tiny guest**: it boots from its kernel and initramfs, with the port's address on its
   kernel command line, and the server's user-data as a fw_cfg file (``opt/org.novamig/user-data``)
   — the tiny image is not a disk image, and it has no DHCP client or cloud-init. Other images
@@ -35,11 +37,13 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+import libvirt  # type: ignore[import-untyped]
 import nova.conf
 import nova.privsep
 from nova import exception
 from nova.virt.libvirt import driver, vif
 from nova.virt.libvirt import utils as libvirt_utils
+from oslo_log import log as logging
 
 from novamig.embedded import host_policy
 from novamig.embedded.layout import TINY_IMAGE_ID
@@ -58,6 +62,7 @@ NODE_NAMESPACE = uuidlib.UUID("1b7a4c0e-2f55-4d0b-8f6c-6c6962766972")
 """Namespace of the computes' node UUIDs (uuid5 of work directory and host name)."""
 
 CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
 
 _clouds: list[LibvirtCloud] = []
 _lock = threading.Lock()
@@ -179,6 +184,40 @@ class NovamigLibvirtDriver(driver.LibvirtDriver):  # type: ignore[misc]
         super().live_migration(
             context, instance, dest, post_method, recover_method, block_migration, migrate_data
         )
+
+    def _live_migration_operation(  # noqa: PLR0917 - Nova's private signature, positional arguments included
+        self,
+        context: Any,
+        instance: Any,
+        dest: str,
+        block_migration: bool,
+        migrate_data: Any,
+        guest: Any,
+        device_names: Any,
+    ) -> None:
+        """Nova's migrate call, except that libvirt's answer to a cancelled job is not raised again.
+
+        An abort (``os-migrations`` DELETE, or Nova's own completion timeout) is
+        ``virDomainAbortJob``: libvirt resumes the guest on its source, and ``migrateToURI3``
+        fails with ``VIR_ERR_OPERATION_ABORTED`` ("job 'migration out' canceled by client").
+        Nova's migration monitor sees the cancelled job and rolls back (``recover_method`` with
+        ``migration_status='cancelled'``): the server is ACTIVE on its source. Since Nova commit
+        20a9f9d ("Collect result of _live_migration_operation", December 2025, in Nova 34.0.0),
+        ``_live_migration`` then calls ``future.result()`` on this call's thread, so that very
+        error is raised after the rollback, and the compute manager's ``_do_live_migration`` marks
+        the migration ``error`` and the server ``ERROR`` — although the guest runs on its source.
+        Before that commit the error stayed in the thread (Nova's monitor always decided), which
+        is what this returns to for this one error: every other failure is raised as Nova does.
+        If the monitor saw no cancelled job, it still rolls back: its ``VIR_DOMAIN_JOB_NONE`` path
+        finds the domain running on the source and calls ``recover_method``."""
+        try:
+            super()._live_migration_operation(
+                context, instance, dest, block_migration, migrate_data, guest, device_names
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_ABORTED:
+                raise
+            LOG.info("Live migration aborted; Nova's monitor rolls back: %s", exc, instance=instance)
 
     def _apply_host_policy(self) -> None:
         policy = dataclasses.asdict(
