@@ -52,14 +52,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="run this novamig scenario's cases as test items (repeatable)",
+        help="run this novamig scenario's cases as test items (repeatable; default: none, and "
+        "without scenarios here or in the novamig_scenarios ini value the plugin does nothing)",
     )
     group.addoption(
         "--novamig-cloud",
         default=None,
         metavar="NAME",
-        help="the clouds.yaml cloud to run on (default: the scenario's cloud:, else OS_CLOUD, else the "
-        "embedded cloud, started once per session and per xdist worker and stopped at the end)",
+        help="the clouds.yaml cloud to run on (default: the scenarios' cloud:, else OS_CLOUD, else the "
+        "embedded cloud, started once per session and per xdist worker and stopped at the end); with "
+        "-n N a named cloud's cases run on one worker at a time",
     )
     group.addoption(
         "--novamig-out",
@@ -71,7 +73,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "novamig_scenarios",
         type="paths",
         default=[],
-        help="novamig scenario files run as test items, as if each was given to --novamig-scenario",
+        help="novamig scenario files run as test items, as if each was given to --novamig-scenario "
+        "(default: none)",
     )
 
 

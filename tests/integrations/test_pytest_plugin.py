@@ -92,17 +92,58 @@ def test_a_bad_scenario_is_a_usage_error_naming_the_problem(pytester: pytest.Pyt
     missing.stderr.fnmatch_lines(["*none.yaml*"])
 
 
-def test_help_states_the_options_and_the_default_output(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--help")
-    text = " ".join(" ".join(result.outlines).split())
-    for option in (
-        "--novamig-scenario=PATH",
-        "--novamig-cloud=NAME",
-        "--novamig-out=DIR",
-        "novamig_scenarios",
-    ):
-        assert option in text
-    assert "default: reports/pytest-<UTC time>" in text
+OPTIONS = ("--novamig-scenario", "--novamig-cloud", "--novamig-out", "novamig_scenarios")
+
+
+def _help_entries(outlines: list[str]) -> dict[str, str]:
+    """Each of `OPTIONS` in ``pytest --help`` with its help text, its wrapped lines joined."""
+    entries: dict[str, str] = {}
+    current: str | None = None
+    for line in outlines:
+        if line.startswith("  ") and not line.startswith("   "):  # an entry's first line
+            name = line.split()[0].split("=", 1)[0]
+            current = name if name in OPTIONS else None
+            if current is not None:
+                entries[current] = line.strip()
+        elif current is not None and line.startswith("   "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+def test_help_states_each_option_with_its_default(pytester: pytest.Pytester) -> None:
+    """``pytest --help`` shows every option of the plugin with the default it really has."""
+    entries = _help_entries(pytester.runpytest("--help").outlines)
+    assert set(entries) == set(OPTIONS), entries
+    assert "--novamig-scenario=PATH" in entries["--novamig-scenario"]
+    assert "default: none" in entries["--novamig-scenario"]
+    assert "default: none" in entries["novamig_scenarios"]
+    assert "--novamig-cloud=NAME" in entries["--novamig-cloud"]
+    assert (
+        "default: the scenarios' cloud:, else OS_CLOUD, else the embedded cloud" in entries["--novamig-cloud"]
+    )
+    assert "--novamig-out=DIR" in entries["--novamig-out"]
+    assert "default: reports/pytest-<UTC time>, in the current directory" in entries["--novamig-out"]
+    # the defaults the help states are the parser's
+    config = pytester.parseconfig()
+    assert config.getoption("novamig_scenario") == []
+    assert config.getoption("novamig_cloud") is None  # then the scenarios', OS_CLOUD, embedded
+    assert config.getoption("novamig_out") is None  # then reports/pytest-<UTC time>
+    assert config.getini("novamig_scenarios") == []
+
+
+def test_the_readme_names_every_option_and_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### pytest\n", 1)[1].split("\n### ", 1)[0]
+    text = " ".join(section.split())
+    for option in OPTIONS:
+        assert option in text, option
+    assert "`--novamig-out` defaults to `reports/pytest-<UTC time>`" in text
+    assert (
+        "`--novamig-cloud` defaults to the scenarios' `cloud:`, then `OS_CLOUD`, then the embedded cloud"
+        in text
+    )
 
 
 def test_an_unreachable_cloud_is_an_error_not_a_failure(pytester: pytest.Pytester) -> None:
