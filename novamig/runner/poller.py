@@ -13,7 +13,14 @@ calls per second grow with the concurrency until the cloud saturates and every p
   `PROGRESS_READS_PER_TICK` migrations per tick in turn, and given up for a migration whose first
   `PROGRESS_PROBE_READS` reads had no figures (a driver that reports none, such as Nova's fake one).
 
-So the calls per tick are at most ``2 + PROGRESS_READS_PER_TICK`` whatever the concurrency. Each
+* ``GET /os-migrations?migration_type=live-migration&limit=…`` only while a watch has not yet seen
+  its record: the newest records by creation. Nova creates a live-migration record (status
+  ``accepted``) without an ``updated_at``, and ``changes-since`` compares ``updated_at`` only, so
+  the changed list first shows a record at its first update (the scheduler's choice of destination,
+  or ``queued``): without this read the ``accepted`` phase never showed in ``phases_s``.
+
+So the calls per tick are at most ``3 + PROGRESS_READS_PER_TICK`` whatever the concurrency (2 once
+every watch has its record). Each
 watch's state machine (`MigrationWatcher.step`: policy, abort, force-complete, timeout) then runs on
 the tick's readings; what a watch records (``poll_period_s``) is the period this loop achieved.
 
@@ -57,6 +64,9 @@ CATCH_UP_EVERY = 20
 CATCH_UP_MARGIN_S = 60.0
 FIRST_CURSOR_MARGIN_S = 120.0
 """Before any record is seen: how far behind the servers' own newest ``updated`` time to start."""
+NEW_RECORDS_SLACK = 10
+"""The newest-records read asks for this many more than the watches still waiting for theirs: room
+for a few records other clients created meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +75,15 @@ class Batch:
 
     servers: dict[str, ServerState] = field(default_factory=dict)
     migrations: dict[str, list[MigrationState]] = field(default_factory=dict)
+    created: dict[str, list[MigrationState]] = field(default_factory=dict)
+    """The newest records by creation (read while a watch awaits its record): they fill in records
+    not seen yet and never replace a known one, whose changes the changed list brings."""
 
 
 class BatchSource(Protocol):
     """The batched reads the poller makes; `ComputeBatches` reads them from Nova."""
 
-    def changed(self, catch_up: bool) -> Batch: ...
+    def changed(self, catch_up: bool, awaiting: int) -> Batch: ...
 
     def server(self, server_id: str) -> ServerState: ...
 
@@ -104,25 +117,31 @@ class ComputeBatches:
         self._server_cursor: datetime | None = None
         self._migration_cursor: datetime | None = None
         self._start: datetime | None = None  # the first cursor: catch-up reads never go before it
-        self._side = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="novamig-batch")
+        self._side = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="novamig-batch")
 
     @staticmethod
     def supported(compute: Compute) -> bool:
         """``changes-since`` on ``/os-migrations`` needs microversion 2.59."""
         return compute.max_version >= mv.MIGRATIONS_UUID_AND_PAGING
 
-    def changed(self, catch_up: bool) -> Batch:
-        """Both lists; side by side once the migrations' first cursor is known (a busy API answers
-        each slowly, and the tick lasts as long as the slower one)."""
-        if self._migration_cursor is None:
-            servers = self._servers(catch_up)
-            return Batch(servers=servers, migrations=self._migrations(catch_up))
-        pending = self._side.submit(self._servers, catch_up)
+    def changed(self, catch_up: bool, awaiting: int) -> Batch:
+        """The changed lists, and the newest records while `awaiting` watches have not seen theirs;
+        side by side once the migrations' first cursor is known (a busy API answers each slowly,
+        and the tick lasts as long as the slowest)."""
+        newest = self._side.submit(self._created, awaiting) if awaiting else None
         try:
-            migrations = self._migrations(catch_up)
+            if self._migration_cursor is None:
+                servers = self._servers(catch_up)
+                migrations = self._migrations(catch_up)
+            else:
+                pending = self._side.submit(self._servers, catch_up)
+                try:
+                    migrations = self._migrations(catch_up)
+                finally:
+                    servers = pending.result()
         finally:
-            servers = pending.result()
-        return Batch(servers=servers, migrations=migrations)
+            created = newest.result() if newest is not None else {}
+        return Batch(servers=servers, migrations=migrations, created=created)
 
     def close(self) -> None:
         self._side.shutdown(wait=True)
@@ -165,6 +184,17 @@ class ComputeBatches:
             updated = _parse_time(raw.get("updated_at"))
             if updated is not None and (self._migration_cursor is None or updated > self._migration_cursor):
                 self._migration_cursor = updated
+        return out
+
+    def _created(self, awaiting: int) -> dict[str, list[MigrationState]]:
+        """The newest live-migration records by creation (Nova sorts a paged list by
+        ``created_at``, newest first). The cursor does not move: this list is not every change."""
+        query = {"migration_type": "live-migration", "limit": str(awaiting + NEW_RECORDS_SLACK)}
+        version = max(self.compute.version, mv.MIGRATIONS_UUID_AND_PAGING)
+        data = self.compute.call("GET", "/os-migrations?" + urlencode(query), version=version)
+        out: dict[str, list[MigrationState]] = {}
+        for raw in data.get("migrations", []):
+            out.setdefault(str(raw.get("instance_uuid")), []).append(migration_from_json(raw))
         return out
 
     def _cursor(self, newest: datetime, catch_up: bool) -> datetime:
@@ -236,6 +266,11 @@ class CasePoller:
         self._side.shutdown(wait=True)
         self.source.close()
 
+    def watching(self) -> int:
+        """How many migrations the poller follows now (requested, not yet ended)."""
+        with self._lock:
+            return len(self._watches)
+
     def watch(self, watcher: MigrationWatcher) -> MigrationRecord:
         """Request the migration (in the caller's thread: requests go out side by side), then wait
         for the poller to see it to its end; returns `MigrationWatcher.step`'s record."""
@@ -275,7 +310,8 @@ class CasePoller:
                 (w, self._side.submit(reading, w.watcher.server_id)) for w in self._progress_turns(watches)
             ]
             try:
-                batch = self.source.changed(catch_up=self.ticks % CATCH_UP_EVERY == 0)
+                awaiting = sum(1 for w in watches if w.watcher.migration_id is None)
+                batch = self.source.changed(self.ticks % CATCH_UP_EVERY == 0, awaiting)
             finally:
                 read = [(w, pending.result()) for w, pending in progress]
             self._remember(batch)
@@ -309,6 +345,10 @@ class CasePoller:
             known = self._records.setdefault(sid, {})
             for m in records:
                 known[m.id] = m
+        for sid, records in batch.created.items():
+            known = self._records.setdefault(sid, {})
+            for m in records:
+                known.setdefault(m.id, m)
 
     def _merge(self, w: _Watch) -> None:
         sid = w.watcher.server_id
