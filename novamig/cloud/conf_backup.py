@@ -1,7 +1,8 @@
 """Backups of compute configuration a run changes, kept beside the file until it is put back.
 
 A host policy changes a compute host's configuration (DevStack's ``nova-cpu.conf`` over SSH, the
-embedded cloud's ``policies/<host>.json``) for the length of a case. A run that dies in between —
+libvirt mode's ``nova/nova-cpu-<host>.conf`` with the same commands run locally, the embedded
+cloud's ``policies/<host>.json``) for the length of a case. A run that dies in between —
 SIGKILL, the machine's OOM killer, a lost SSH session — cannot restore what it kept in memory, so
 before the first change the original goes to ``<file>.novamig-backup`` beside it, with
 ``<file>.novamig-backup.owner`` naming the run's machine and process. Restoring moves the backup
@@ -112,7 +113,13 @@ def find_local(folder: Path) -> list[Leftover]:
 
 
 # -- a file on a compute host, as shell commands run with sudo over SSH ----------------------------
-def take_remote_command(path: str) -> str:
+# (`sudo=False`: the same commands where the transport runs them as root already, e.g. inside the
+# namespaces of the embedded cloud's libvirt hosts, which have no sudo)
+def _as_root(script: str, sudo: bool) -> str:
+    return f"{'sudo ' if sudo else ''}sh -c {shlex.quote(script)}"
+
+
+def take_remote_command(path: str, *, sudo: bool = True) -> str:
     """Records this process as the owner, backs `path` up unless a backup exists, and prints the
     original (the backup). One command, so a death between its steps leaves a consistent pair."""
     conf, backup, owner = shlex.quote(path), shlex.quote(backup_of(path)), shlex.quote(owner_of(path))
@@ -121,23 +128,23 @@ def take_remote_command(path: str) -> str:
         f"echo {shlex.quote(this_owner())} > {owner} && "
         f"{{ test -e {backup} || {{ cp -p {conf} {tmp} && mv -f {tmp} {backup}; }}; }} && cat {backup}"
     )
-    return f"sudo sh -c {shlex.quote(script)}"
+    return _as_root(script, sudo)
 
 
-def restore_remote_command(path: str) -> str:
+def restore_remote_command(path: str, *, sudo: bool = True) -> str:
     """Moves `path`'s backup back over it and removes the owner file."""
     conf, backup, owner = shlex.quote(path), shlex.quote(backup_of(path)), shlex.quote(owner_of(path))
-    return f"sudo sh -c {shlex.quote(f'mv -f {backup} {conf} && rm -f {owner}')}"
+    return _as_root(f"mv -f {backup} {conf} && rm -f {owner}", sudo)
 
 
 FOUND_MARK = "novamig-backup-present"
 
 
-def find_remote_command(path: str) -> str:
+def find_remote_command(path: str, *, sudo: bool = True) -> str:
     """Prints `FOUND_MARK` and the owner line when `path` has a backup; nothing otherwise."""
     backup, owner = shlex.quote(backup_of(path)), shlex.quote(owner_of(path))
     script = f"if test -e {backup}; then echo {FOUND_MARK}; cat {owner} 2>/dev/null; fi; true"
-    return f"sudo sh -c {shlex.quote(script)}"
+    return _as_root(script, sudo)
 
 
 def parse_find_remote(where: str, output: str) -> Leftover | None:

@@ -8,7 +8,11 @@ cloud, behind one protocol (`HostPolicyApplier`):
 * the embedded cloud — through its library API (no restart: its driver reads the policy per migration;
   the runner hands the cloud in as a `HostPolicySettable`, so this package never imports it);
 * DevStack — over SSH: edit ``nova-cpu.conf``, restart the compute service, wait until Nova reports it
-  up, and put the original file back afterwards, on failure too (`SshHostPolicy`).
+  up, and put the original file back afterwards, on failure too (`SshHostPolicy`);
+* the embedded cloud's libvirt mode — the same path (`ConfFileHostPolicy`) with a local transport:
+  each compute's own ``nova-cpu-<host>.conf`` edited by the same commands inside that compute's
+  libvirt host namespaces, and a reload request to the cloud process for the restart
+  (`LocalConfHostPolicy`).
 
 Both keep the original in a backup beside the changed file (`novamig.cloud.conf_backup`) before the
 first change and restore from it, so a run that dies without restoring leaves the original for
@@ -24,6 +28,7 @@ import contextlib
 import json
 import logging
 import shlex
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +41,7 @@ from novamig.cloud import conf_backup
 from novamig.cloud.conf_backup import Leftover
 from novamig.cloud.errors import CloudConfigInvalid
 from novamig.cloud.ssh import HostSsh, SshError
+from novamig.hypervisor.libvirt_hosts import LibvirtHost, LibvirtHostError
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,18 @@ class HostPolicySettable(Protocol):
     def set_host_policy(self, host: str, options: Mapping[str, Any]) -> None: ...
 
 
+class ComputeConfReloadable(Protocol):
+    """An embedded cloud in its libvirt mode (``EmbeddedCloud``): each compute has its own
+    ``nova-cpu.conf`` and reloads it on request (`libvirt_hosts` is None in other modes)."""
+
+    @property
+    def libvirt_hosts(self) -> Mapping[str, LibvirtHost] | None: ...
+
+    def compute_conf(self, host: str) -> Path: ...
+
+    def reload_compute(self, host: str) -> None: ...
+
+
 class EmbeddedHostPolicy:
     """The embedded cloud's library API: ``set_host_policy(host, options)`` (a whole policy: keys
     left out take Nova's defaults). The policy in force before is read back first and restored,
@@ -124,14 +142,25 @@ class EmbeddedHostPolicy:
     `policy_file` names each host's policy file (``policies/<host>.json`` of the cloud's work
     directory; the runner knows the layout, this package does not import it): with it, the policy in
     force before is also kept in a backup beside that file until it is restored, so a run killed
-    mid-case leaves it for `novamig cleanup` on a cloud that outlives the run."""
+    mid-case leaves it for `novamig cleanup` on a cloud that outlives the run.
+
+    On a cloud in the libvirt mode (Nova's own libvirt driver) the DevStack path runs instead:
+    `LocalConfHostPolicy` edits each compute's ``nova-cpu.conf`` and has the compute reload it."""
 
     def __init__(self, cloud: HostPolicySettable, policy_file: Callable[[str], Path] | None = None) -> None:
         self.cloud = cloud
         self.policy_file = policy_file
         self._before: dict[str, dict[str, Any]] = {}
+        self.conf_files: LocalConfHostPolicy | None = None
+        hosts = getattr(cloud, "libvirt_hosts", None)
+        if hosts is not None and hasattr(cloud, "reload_compute"):
+            reloadable: ComputeConfReloadable = cloud  # type: ignore[assignment]
+            self.conf_files = LocalConfHostPolicy(hosts, reloadable.compute_conf, reloadable.reload_compute)
 
     def apply(self, host: str, options: Mapping[str, Any]) -> None:
+        if self.conf_files is not None:
+            self.conf_files.apply(host, options)
+            return
         before = dict(self.cloud.get_host_policy(host))
         if self.policy_file is not None and host not in self._before:
             path = self.policy_file(host)
@@ -141,6 +170,9 @@ class EmbeddedHostPolicy:
         self.cloud.set_host_policy(host, {**self._before[host], **options})
 
     def restore(self, host: str) -> None:
+        if self.conf_files is not None:
+            self.conf_files.restore(host)
+            return
         self.cloud.set_host_policy(host, self._before.pop(host, {}))
         if self.policy_file is not None:
             conf_backup.drop_local(self.policy_file(host))
@@ -205,8 +237,76 @@ def _ini_value(value: Any) -> str:
     return str(value)
 
 
+class ConfFileHostPolicy:
+    """DevStack's path for a host policy, whatever reaches the host: back the compute's
+    ``nova-cpu.conf`` up, set the options in it (`set_ini_options`), write it back, restart the
+    compute service and wait until it runs again; restore moves the backup back and restarts again.
+
+    Subclasses say how: `_run(host, command, stdin)` runs a shell command on the compute host and
+    returns its stdout; `_restart(host)` restarts (or reloads) the compute service there and returns
+    once it runs with the file; `_conf(host)` is the file's path; `_sudo` whether the commands need
+    sudo; `_hosts()` every host that may hold a backup (for `leftovers`)."""
+
+    _sudo = True
+
+    def __init__(self) -> None:
+        self._touched: set[str] = set()
+
+    def _run(self, host: str, command: str, stdin: str | None = None) -> str:
+        raise NotImplementedError
+
+    def _restart(self, host: str) -> None:
+        raise NotImplementedError
+
+    def _conf(self, host: str) -> str:
+        raise NotImplementedError
+
+    def _hosts(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    def apply(self, host: str, options: Mapping[str, Any]) -> None:
+        conf = self._conf(host)
+        # The backup is taken (or an earlier run's found) in the same command that reads the original.
+        original = self._run(host, conf_backup.take_remote_command(conf, sudo=self._sudo))
+        self._touched.add(host)
+        libvirt = {k: v for k, v in options.items() if k not in DEFAULT_SECTION_OPTIONS}
+        default = {k: v for k, v in options.items() if k in DEFAULT_SECTION_OPTIONS}
+        text = set_ini_options(original, "libvirt", libvirt) if libvirt else original
+        if default:
+            text = set_ini_options(text, "DEFAULT", default)
+        sudo = "sudo " if self._sudo else ""
+        self._run(host, f"{sudo}tee {shlex.quote(conf)} >/dev/null", stdin=text)
+        self._restart(host)
+
+    def restore(self, host: str) -> None:
+        if host in self._touched:
+            self._touched.discard(host)
+            self.restore_leftover(host)
+
+    def leftovers(self) -> list[tuple[str, Leftover]]:
+        """(host, backup) for every host whose configuration has a backup beside it; a host that
+        cannot be reached is logged and skipped."""
+        found: list[tuple[str, Leftover]] = []
+        for host in sorted(self._hosts()):
+            conf = self._conf(host)
+            try:
+                output = self._run(host, conf_backup.find_remote_command(conf, sudo=self._sudo))
+            except (SshError, LibvirtHostError) as exc:
+                log.warning("cannot look for a host policy backup on %s: %s", host, exc)
+                continue
+            leftover = conf_backup.parse_find_remote(f"{host}:{conf}", output)
+            if leftover is not None:
+                found.append((host, leftover))
+        return found
+
+    def restore_leftover(self, host: str) -> None:
+        """Put the backup back on `host` and restart its compute service (a dead run's too)."""
+        self._run(host, conf_backup.restore_remote_command(self._conf(host), sudo=self._sudo))
+        self._restart(host)
+
+
 @dataclass
-class SshHostPolicy:
+class SshHostPolicy(ConfFileHostPolicy):
     """DevStack compute hosts reached over SSH (key-based, BatchMode); `targets` maps Nova host
     names to ssh destinations (``user@address``). Restarting uses DevStack's systemd unit."""
 
@@ -218,51 +318,68 @@ class SshHostPolicy:
     up_timeout_s: float = 180.0
     _touched: set[str] = field(default_factory=set)
 
-    def _ssh(self, host: str, command: str, stdin: str | None = None) -> str:
+    def _run(self, host: str, command: str, stdin: str | None = None) -> str:
         return HostSsh(self.targets, self.ssh_timeout_s)(host, command, stdin)
 
     def _restart(self, host: str) -> None:
-        self._ssh(host, f"sudo systemctl restart {shlex.quote(self.unit)}")
+        self._run(host, f"sudo systemctl restart {shlex.quote(self.unit)}")
         time.sleep(2.0)  # let the old service report itself down before we wait for "up"
         self.wait_up(host, self.up_timeout_s)
 
-    def apply(self, host: str, options: Mapping[str, Any]) -> None:
-        # The backup is taken (or an earlier run's found) in the same command that reads the original.
-        original = self._ssh(host, conf_backup.take_remote_command(self.conf_path))
-        self._touched.add(host)
-        libvirt = {k: v for k, v in options.items() if k not in DEFAULT_SECTION_OPTIONS}
-        default = {k: v for k, v in options.items() if k in DEFAULT_SECTION_OPTIONS}
-        text = set_ini_options(original, "libvirt", libvirt) if libvirt else original
-        if default:
-            text = set_ini_options(text, "DEFAULT", default)
-        self._ssh(host, f"sudo tee {shlex.quote(self.conf_path)} >/dev/null", stdin=text)
-        self._restart(host)
+    def _conf(self, host: str) -> str:
+        return self.conf_path
 
-    def restore(self, host: str) -> None:
-        if host in self._touched:
-            self._touched.discard(host)
-            self._ssh(host, conf_backup.restore_remote_command(self.conf_path))
-            self._restart(host)
+    def _hosts(self) -> Sequence[str]:
+        return list(self.targets)
 
-    def leftovers(self) -> list[tuple[str, Leftover]]:
-        """(host, backup) for every host in `targets` whose configuration has a backup beside it;
-        a host that cannot be reached is logged and skipped."""
-        found: list[tuple[str, Leftover]] = []
-        for host in sorted(self.targets):
-            try:
-                output = self._ssh(host, conf_backup.find_remote_command(self.conf_path))
-            except SshError as exc:
-                log.warning("cannot look for a host policy backup on %s: %s", host, exc)
-                continue
-            leftover = conf_backup.parse_find_remote(f"{host}:{self.conf_path}", output)
-            if leftover is not None:
-                found.append((host, leftover))
-        return found
 
-    def restore_leftover(self, host: str) -> None:
-        """Put a dead run's backup back on `host` and restart its compute service."""
-        self._ssh(host, conf_backup.restore_remote_command(self.conf_path))
-        self._restart(host)
+class LocalConfHostPolicy(ConfFileHostPolicy):
+    """The embedded cloud's libvirt mode: each compute's own ``nova-cpu-<host>.conf`` edited by the
+    DevStack commands run inside that compute's libvirt host namespaces (as root: no sudo), then
+    the compute reloaded by `reload(host)` — a control request to the cloud process that returns
+    once the compute runs with the file (the runner hands in the embedded cloud's, which this
+    package does not import; so are `conf_path` and the hosts)."""
+
+    _sudo = False
+
+    def __init__(
+        self,
+        hosts: Mapping[str, LibvirtHost],
+        conf_path: Callable[[str], Path],
+        reload: Callable[[str], None],
+        timeout_s: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.hosts = dict(hosts)
+        self.conf_path = conf_path
+        self.reload = reload
+        self.timeout_s = timeout_s
+
+    def _run(self, host: str, command: str, stdin: str | None = None) -> str:
+        target = self.hosts.get(host)
+        if target is None:
+            raise LibvirtHostError(f"no libvirt host {host!r} in this cloud")
+        argv = target.exec_argv(["sh", "-c", command])
+        try:
+            proc = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise LibvirtHostError(f"{command!r} on {host} timed out after {self.timeout_s:g} s") from None
+        if proc.returncode != 0:
+            raise LibvirtHostError(
+                f"{command!r} on {host} failed (exit {proc.returncode}): {proc.stderr[:400]}"
+            )
+        return proc.stdout
+
+    def _restart(self, host: str) -> None:
+        self.reload(host)
+
+    def _conf(self, host: str) -> str:
+        return str(self.conf_path(host))
+
+    def _hosts(self) -> Sequence[str]:
+        return list(self.hosts)
 
 
 SSH_HOSTS_ENV = "NOVAMIG_SSH_HOSTS"

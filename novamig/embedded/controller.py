@@ -31,7 +31,7 @@ import openstack.config
 import openstack.connection
 
 from novamig import process_state
-from novamig.embedded import clouds_yaml, config, host_policy, lifeline, processes
+from novamig.embedded import clouds_yaml, compute_conf, config, host_policy, lifeline, processes
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME, DEFAULT_HOSTS, CloudLayout, Ports, Secrets
 from novamig.hypervisor.libvirt_hosts import LibvirtHost
 from novamig.hypervisor.libvirt_leftovers import find_leftovers, remove_leftovers
@@ -294,6 +294,15 @@ class EmbeddedCloud:
         if not isinstance(hosts, dict):
             return None
         return {name: LibvirtHost.from_description(data) for name, data in hosts.items()}
+
+    def compute_conf(self, host: str) -> Path:
+        """The libvirt mode's ``nova-cpu.conf`` of compute `host` (`novamig.embedded.compute_conf`)."""
+        return compute_conf.conf_path(self.workdir, host)
+
+    def reload_compute(self, host: str) -> None:
+        """Make compute `host` read its ``nova-cpu.conf`` again (libvirt mode; the stand-in for
+        DevStack's restart of ``n-cpu``); returns once it runs with the file as it is now."""
+        compute_conf.reload(self.workdir, host)
 
     @property
     def no_guests(self) -> str | None:

@@ -18,6 +18,7 @@ read at each migration, so nothing restarts), and on DevStack computes over SSH
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from typing import IO
 from novamig import process_state
 from novamig.cloud import conf_backup
 from novamig.cloud.host_policy import SshHostPolicy
-from novamig.embedded import host_policy, processes
+from novamig.embedded import compute_conf, host_policy, processes
 from novamig.embedded.controller import EmbeddedCloud, default_workdir
 from novamig.hypervisor.netns import NETNS_PREFIX, list_novamig_netns
 
@@ -108,7 +109,8 @@ def find_orphans(tmp: Path | None = None) -> list[Orphan]:
         # `cloud up`'s cloud, running or not (its folder stays); a run's own, while it runs
         # (a dead one's folder goes as a whole)
         for workdir in [default_workdir(), *(d for d in live_own if not _orphaned_workdir(d, now))]
-        for leftover in conf_backup.find_local(_policy_dir(workdir))
+        for folder in (_policy_dir(workdir), compute_conf.conf_dir(workdir))  # libvirt mode: nova-cpu confs
+        for leftover in conf_backup.find_local(folder)
         if conf_backup.owner_gone(leftover.owner)
     ]
     found += [Orphan("namespace", n) for n in list_novamig_netns() if not _creator_alive(n)]
@@ -123,8 +125,9 @@ def remove_orphans(found: list[Orphan]) -> list[str]:
             EmbeddedCloud(Path(orphan.name)).stop()
         elif orphan.kind == "temp folder":
             shutil.rmtree(orphan.name, ignore_errors=True)
-        elif orphan.kind == "host policy":
-            conf_backup.restore_local(Path(orphan.name))
+        elif orphan.kind == "host policy" and conf_backup.restore_local(Path(orphan.name)):
+            with contextlib.suppress(compute_conf.ComputeConfError):  # the file is back either way
+                compute_conf.reload_put_back(Path(orphan.name))
     left = [o for o in found if o.kind not in ("namespace", "host policy") and Path(o.name).exists()]
     left += [o for o in found if o.kind == "host policy" and Path(conf_backup.backup_of(o.name)).exists()]
     present = set(list_novamig_netns())

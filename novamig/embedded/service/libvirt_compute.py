@@ -16,6 +16,11 @@ process-global (both computes run in the cloud's one process on the ``fake:/`` b
   bridge (Nova's privsep would make it in the root namespace, where the compute's QEMU is not);
 - **an aborted migration**: Nova's source rolls back and the server stays ACTIVE on its source
   (see `NovamigLibvirtDriver._live_migration_operation`);
+- **its nova-cpu.conf**: each compute reads its own ``nova/nova-cpu-<host>.conf`` when it starts
+  and again on ``SIGHUP`` to the cloud process (`novamig.embedded.compute_conf`): its
+  ``[libvirt]`` live-migration options and ``max_concurrent_live_migrations`` become the host's
+  policy in force (``policies/<host>.json``, read at each migration) — DevStack's edit of
+  ``nova-cpu.conf`` and restart of ``n-cpu``, with a reload in place of the restart;
 - **novamig's tiny guest**: it boots from its kernel and initramfs, with the port's address on its
   kernel command line, and the server's user-data as a fw_cfg file (``opt/org.novamig/user-data``)
   — the tiny image is not a disk image, and it has no DHCP client or cloud-init. Other images
@@ -31,6 +36,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import signal
 import threading
 import uuid as uuidlib
 from pathlib import Path
@@ -45,7 +51,7 @@ from nova.virt.libvirt import driver, vif
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
-from novamig.embedded import host_policy
+from novamig.embedded import compute_conf, host_policy
 from novamig.embedded.layout import TINY_IMAGE_ID
 from novamig.embedded.service import driver_registry
 from novamig.embedded.service.guest_images import IMAGES
@@ -67,12 +73,29 @@ LOG = logging.getLogger(__name__)
 _clouds: list[LibvirtCloud] = []
 _lock = threading.Lock()
 _nova_hosts: list[Any] = []  # every driver's nova.virt.libvirt.host.Host, for the shutdown
+_drivers: dict[str, NovamigLibvirtDriver] = {}  # host name → its driver, for the reloads
 
 
 def install(cloud: LibvirtCloud) -> None:
-    """Make the hosts known to the drivers Nova will create, and run privsep in-process."""
+    """Make the hosts known to the drivers Nova will create, run privsep in-process, and make
+    SIGHUP reload every compute's nova-cpu.conf (called in the main thread, as signal handlers
+    must be set there)."""
     _clouds[:] = [cloud]
     nova.privsep.sys_admin_pctxt.set_client_mode(False)
+    signal.signal(signal.SIGHUP, _on_sighup)
+
+
+def _on_sighup(_signum: int, _frame: Any) -> None:
+    """The reload runs in a thread of its own: a signal handler must not block the main thread."""
+    threading.Thread(target=reload_all, name="nova-cpu-conf-reload", daemon=True).start()
+
+
+def reload_all() -> None:
+    """Every compute reads its nova-cpu.conf again (each acknowledges, see `compute_conf`)."""
+    with _lock:
+        drivers = list(_drivers.values())
+    for nova_driver in drivers:
+        nova_driver.load_conf()
 
 
 def _libvirt_host(hostname: str) -> LibvirtHost:
@@ -151,6 +174,30 @@ class NovamigLibvirtDriver(driver.LibvirtDriver):  # type: ignore[misc]
         with _lock:
             _nova_hosts.append(self._host)
         self.vif_driver = NamespaceVifDriver(self._host, self._libvirt_host)
+        workdir = driver_registry.current_layout().workdir
+        self._conf_file = compute_conf.conf_path(workdir, self._hostname)
+        if not self._conf_file.exists():  # the policy in force at start: Nova's defaults or the cloud's
+            policy = host_policy.read(workdir, self._hostname)
+            self._conf_file.write_text(compute_conf.render(self._hostname, uri, policy))
+        self.load_conf()
+        with _lock:
+            _drivers[self._hostname] = self
+
+    def load_conf(self) -> None:
+        """Read this compute's nova-cpu.conf: its live-migration options become the host's policy
+        in force. A file Nova would refuse leaves the policy as it was (DevStack's n-cpu would
+        not start with it); the answer is in the acknowledgement either way."""
+        text = self._conf_file.read_text()
+        try:
+            options = compute_conf.parse(text)
+        except ValueError as exc:
+            LOG.error("%s: %s refused: %s", self._hostname, self._conf_file, exc)
+            compute_conf.acknowledge(self._conf_file, text, error=str(exc))
+            return
+        workdir = driver_registry.current_layout().workdir
+        host_policy.write(workdir, self._hostname, dataclasses.asdict(options))
+        compute_conf.acknowledge(self._conf_file, text)
+        LOG.info("%s: loaded %s: %s", self._hostname, self._conf_file, options)
 
     def cleanup_host(self, host: str) -> None:
         """End the connection-event threads Nova leaves running (a TODO in Nova's
