@@ -124,9 +124,20 @@ def _not_embedded_driver_heartbeat(plan: ProbePlan, caps: CloudCapabilities) -> 
 
 
 _LIBVIRT_MODE_HEARTBEAT = (
-    "the embedded cloud's libvirt mode reads no heartbeat itself: set measure.heartbeat_collector "
-    "to the runner's address on the guests' network (192.168.1.1:PORT) to collect it over UDP"
+    "the embedded cloud's libvirt mode reads no heartbeat itself, and no UDP collector address was "
+    "found from the route to the guests: set measure.heartbeat_collector to the runner's address on "
+    "the guests' network (192.168.1.1:PORT)"
 )
+
+
+def heartbeat_over_udp(caps: CloudCapabilities) -> bool:
+    """Whether the guests' heartbeat can reach the runner only over UDP on this cloud: anywhere
+    but the embedded cloud's own driver, which reads the virtio-serial channel (and a cloud without
+    guests). The runner then finds a collector address when the scenario names none
+    (`novamig.measure.collector_address`)."""
+    if caps.no_guests is not None:
+        return False
+    return caps.embedded_workdir is None or caps.libvirt_hosts is not None
 
 
 def _no_heartbeat_collector(plan: ProbePlan, caps: CloudCapabilities) -> str | None:
@@ -134,8 +145,9 @@ def _no_heartbeat_collector(plan: ProbePlan, caps: CloudCapabilities) -> str | N
         return _LIBVIRT_MODE_HEARTBEAT
     if plan.measure.heartbeat_collector is None:
         return (
-            "this cloud's hosts are not read by novamig: set measure.heartbeat_collector to an "
-            "IPV4:PORT of this machine that the guests reach, to collect their heartbeat over UDP"
+            "no UDP heartbeat collector address was found from the route to the guests (no "
+            "Network API, or no route): set measure.heartbeat_collector to an IPV4:PORT of this "
+            "machine that the guests reach"
         )
     return None
 

@@ -49,6 +49,7 @@ from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 from novamig.exitcodes import ExitCode
 from novamig.guest.build import ImageBuildError
 from novamig.guest.ensure import build_missing_images, image_hint
+from novamig.measure.collector_address import CollectorAddresses
 from novamig.measure.contract import Probe
 from novamig.measure.libvirt_jobstats import locate_with
 from novamig.measure.locust import unsupported_reason
@@ -57,6 +58,7 @@ from novamig.results import Environment, Results
 from novamig.runner.fleet import CloudFleet
 from novamig.runner.orphans import Swept, owned_temp_dir, restore_ssh_backups, sweep_local
 from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
+from novamig.runner.probes import with_heartbeat_collector
 from novamig.runner.progress_display import LiveView
 from novamig.runner.run import default_out_dir, new_run_id, run_plans, utc_now, write_outputs
 from novamig.runner.signals import StopRequest, stop_on_signals
@@ -238,10 +240,17 @@ class RunSession:
     fleet: CloudFleet
     host_policy: HostPolicyApplier
     capabilities: CloudCapabilities
+    collectors: CollectorAddresses | None = None
+
+    def prepare(self, plan: CasePlan) -> CasePlan:
+        """`plan` with what this cloud decides for it: the UDP heartbeat collector's address when
+        the scenario names none (`novamig.runner.probes.with_heartbeat_collector`). The fleet
+        applies it too, so the user-data, the probes and the wait for the guests agree."""
+        return with_heartbeat_collector(plan, self.capabilities, self.collectors)
 
     def probes(self, plan: CasePlan) -> list[Probe]:
         """The probes `novamig.measure.registry.probes_for` picks for `plan` on this cloud."""
-        return probes_for(plan, self.capabilities)
+        return probes_for(self.prepare(plan), self.capabilities)
 
 
 def open_session(
@@ -278,6 +287,8 @@ def open_session(
     # the run.
     key_dir = owned_temp_dir(f"novamig-{run_id}-ssh-")
     stack.callback(shutil.rmtree, key_dir, True)
+    capabilities = _capabilities(cloud, applier, out_dir)
+    collectors = CollectorAddresses(cloud.conn, cloud.networks, capabilities.guest_netns)
     fleet = CloudFleet(
         cloud.compute,
         user_data=user_data_for,
@@ -287,10 +298,10 @@ def open_session(
         conn=cloud.conn,
         key_dir=key_dir,
         guest_netns=cloud.embedded.guest_netns if cloud.embedded is not None else None,
+        prepare=lambda plan: with_heartbeat_collector(plan, capabilities, collectors),
     )
     stack.callback(fleet.close)
-    capabilities = _capabilities(cloud, applier, out_dir)
-    return RunSession(run_id, cloud, environment, fleet, applier, capabilities)
+    return RunSession(run_id, cloud, environment, fleet, applier, capabilities, collectors)
 
 
 def _run(

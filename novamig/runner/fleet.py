@@ -51,6 +51,7 @@ class CloudFleet:
         key_dir: Path | None = None,
         guest_netns: str | None = None,
         ready_timeout_s: float = GUEST_READY_TIMEOUT_S,
+        prepare: Callable[[CasePlan], CasePlan] | None = None,
     ) -> None:
         self.compute = compute
         self.run_id = run_id
@@ -65,6 +66,8 @@ class CloudFleet:
         self.key_dir = key_dir
         self.guest_netns = guest_netns  # where the guests' addresses are reached (embedded cloud)
         self.ready_timeout_s = ready_timeout_s
+        # fills in what the session decides for every case (the UDP heartbeat collector's address)
+        self.prepare = prepare if prepare is not None else (lambda plan: plan)
         self._access: tuple[str | None, tuple[str, ...]] | None = None
         self._floating_networks: dict[str, str] = {}
 
@@ -105,6 +108,7 @@ class CloudFleet:
     def provision(
         self, plan: CasePlan, case_index: int, boot_host: str | None, stop: StopRequest
     ) -> Iterator[list[ServerInfo]]:
+        plan = self.prepare(plan)
         flavor_id = self._flavor(plan.flavor)
         key_name, groups = self._guest_access()
         res = Resources(self.compute, self.run_id, label=f"case {case_index}")

@@ -5,15 +5,24 @@ Probes are chosen by `novamig.measure.registry.probes_for` and follow the contra
 `apply_figures` writes each probe's figure of a migration into ``downtime_ms.<probe>`` (and its
 resolution, brownout, details and integrity check), and the reason a figure is missing into the
 migration's events, where the SLA checks find it again.
+
+Before that, `with_heartbeat_collector` fills in the UDP heartbeat collector's address of a case
+that names none, wherever the guests' heartbeat can only come over UDP: the source address of the
+route to the guests (`novamig.measure.collector_address`). The case's user-data, its probes and the
+fleet's wait for the guests then all use that one address.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 
+from novamig.measure.collector_address import CollectorAddresses
 from novamig.measure.contract import Probe, ProbeFigure, Unavailable, not_measured_event
+from novamig.measure.registry import CloudCapabilities, heartbeat_over_udp
 from novamig.results import Event, HypervisorFigures, MigrationRecord
+from novamig.runner.plan import CasePlan
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +77,21 @@ def probes_set_up(probes: Sequence[Probe]) -> Mapping[str, str | None]:
     """What the SLA checks need to know of a case's probes: figure → None when its probe ran, or
     the reason it could not (`Unavailable`)."""
     return {p.name: p.reason if isinstance(p, Unavailable) else None for p in probes}
+
+
+def with_heartbeat_collector(
+    plan: CasePlan, capabilities: CloudCapabilities, addresses: CollectorAddresses | None
+) -> CasePlan:
+    """`plan` with ``measure.heartbeat_collector`` set to the address the route to its guests
+    gives (`CollectorAddresses.for_case`) when it names none and the guests' heartbeat can only
+    come over UDP on this cloud (`heartbeat_over_udp`); else `plan` itself. Why always then, not
+    only for the guest figure: the agent starts its integrity region and dirtier at boot only with
+    a UDP target, and the fleet waits for the guests' echo only then."""
+    if plan.measure.heartbeat_collector is not None or addresses is None:
+        return plan
+    if not heartbeat_over_udp(capabilities):
+        return plan
+    found = addresses.for_case(plan.floating_ip_network)
+    if found is None:
+        return plan
+    return dataclasses.replace(plan, measure=plan.measure.model_copy(update={"heartbeat_collector": found}))

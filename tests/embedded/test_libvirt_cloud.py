@@ -23,6 +23,7 @@ from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
 from novamig.embedded.tempest_conf import write_tempest_conf
 from novamig.hypervisor.libvirt_hosts import LibvirtHost, hosts_file, libvirt_supported, qemu_conf
 from novamig.hypervisor.libvirt_leftovers import find_leftovers
+from novamig.measure.collector_address import DEFAULT_PORT, CollectorAddresses
 from novamig.measure.contract import Unavailable
 from novamig.measure.guest_integrity import GuestAnswerError, ask_guest
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
@@ -51,6 +52,8 @@ def test_the_libvirt_mode_writes_novas_libvirt_options(tmp_path: Path) -> None:
     assert default["instances_path"] == str(tmp_path / "guests" / "instances")
     assert (default["force_raw_images"], default["use_cow_images"]) == ("false", "true")
     assert default["mkisofs_cmd"] == "xorrisofs"
+    # No metadata service: a disk image's cloud-init reads its user-data from the config drive.
+    assert default["force_config_drive"] == "true"
     assert (libvirt["virt_type"], libvirt["images_type"]) == ("qemu", "qcow2")
     assert (libvirt["cpu_mode"], libvirt["cpu_models"]) == ("custom", "qemu64")
     assert libvirt["live_migration_scheme"] == "tcp"
@@ -167,6 +170,15 @@ def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path:
         before = _ask_integrity(address, cloud.guest_netns, 60.0)
         assert before["region"] is True and before["ok"] is True, before
         assert before["pages"] == INTEGRITY_MIB * 256, before
+        # The port's address came with the port's MAC to the cloud's DHCP server (the full
+        # guest's Glance form asks for it; this tiny guest has it on its kernel command line).
+        port = next(conn.network.ports(device_id=server.id))
+        leases = (cloud.workdir / "dhcp" / "udhcpd.conf").read_text().splitlines()
+        assert f"static_lease {port.mac_address} {address}" in leases
+        # With no collector named, a case's heartbeat goes to the source of the route to the
+        # guests' subnet inside the guests' namespace: the gateway, on the default port.
+        collectors = CollectorAddresses(conn, [{"uuid": net.id}], cloud.guest_netns)
+        assert collectors.for_case(None) == f"192.168.1.1:{DEFAULT_PORT}"
         name = server.instance_name
         # Nova's domain, on the tap Nova's VIF driver plugged in that compute's namespace.
         xml = hosts[source].virsh("dumpxml", name)

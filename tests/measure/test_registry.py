@@ -94,8 +94,9 @@ def test_a_named_heartbeat_collector_takes_the_guest_figure_on_any_cloud(tmp_pat
 def test_another_cloud_says_what_to_set_up(tmp_path: Path) -> None:
     probes = by_name(probes_for(Plan(ALL), CloudCapabilities(tmp_path)))
     assert reason(probes["guest"]) == (
-        "this cloud's hosts are not read by novamig: set measure.heartbeat_collector to an "
-        "IPV4:PORT of this machine that the guests reach, to collect their heartbeat over UDP"
+        "no UDP heartbeat collector address was found from the route to the guests (no "
+        "Network API, or no route): set measure.heartbeat_collector to an IPV4:PORT of this "
+        "machine that the guests reach"
     )
     assert reason(probes["hypervisor"]) == (
         "libvirt's job statistics are read over SSH: set NOVAMIG_SSH_HOSTS to a YAML file "
