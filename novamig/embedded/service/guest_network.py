@@ -83,3 +83,15 @@ def install(workdir: Path) -> CloudNetwork:
 
 def current() -> CloudNetwork | None:
     return _networks[0] if _networks else None
+
+
+def adopt(workdir: Path, network: GuestNetwork | None) -> None:
+    """Make `network`, made and removed by another part of the cloud (the libvirt mode's host
+    pair), the cloud's guest network for what looks it up here (the floating IPs' NAT); None
+    forgets it."""
+    if network is None:
+        _networks.clear()
+        return
+    adopted = CloudNetwork(workdir)
+    adopted._net = network
+    _networks[:] = [adopted]

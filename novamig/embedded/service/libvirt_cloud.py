@@ -26,7 +26,9 @@ Choices, and why:
   cache), and every image's bytes — that one, and any uploaded through the Image API — reach Nova's
   image download (the stand-in would hand Nova an empty file); with no metadata service, Nova
   writes a config drive for every server (``force_config_drive``), from which the guest's
-  cloud-init takes its user-data.
+  cloud-init takes its user-data;
+- the guests' namespace is the cloud's guest network for the floating IPs (`guest_network.adopt`):
+  their NAT runs there as in the QEMU mode, so a scenario with ``fleet.floating_ip_network`` runs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from novamig.embedded.layout import FULL_IMAGE_ID, CloudLayout
+from novamig.embedded.service import guest_network
 from novamig.embedded.service.dhcp import DhcpServer
 from novamig.embedded.service.stand_ins import SUBNET_CIDR, full_image_meta
 from novamig.guest.full import CloudImage, find_cloud_image
@@ -89,11 +92,13 @@ class LibvirtCloud:
             network.name, network.bridge, network.host_ip, network.subnet.prefixlen, self._workdir / "dhcp"
         )
         _ports.serve(self.dhcp)
+        guest_network.adopt(self._workdir, network)  # floating IPs: NAT in this namespace
 
     def stop(self) -> None:
         """End the DHCP server; destroy the guests, end both daemons, remove the namespaces and
         directories."""
         _ports.serve(None)
+        guest_network.adopt(self._workdir, None)
         if self.dhcp is not None:
             self.dhcp.stop()
         self.pair.close()
