@@ -31,6 +31,12 @@ human format rounds bytes to 0.001 of a KiB/MiB/GiB). Both options are newer tha
 (libvirt 1.2.9): an older virsh that rejects one is asked again without it, and the parser reads
 both formats.
 
+**After post-copy** the destination holds no completed job; the source emits the statistics in a
+``job-completed`` event and undefines the domain. The probe listens for those events during the
+case (`novamig.measure.libvirt_job_events`, over the same transport) and takes the source's when
+the destination has none (details ``format: job-completed event``, ``operation: Outgoing
+migration``).
+
 `parse_domjobinfo` is pure; `LibvirtJobFigures` is the probe (name ``hypervisor``). It reads through
 a transport, ``(host, shell command) -> stdout``: on DevStack SSH (`novamig.cloud.ssh`); on the
 embedded cloud's libvirt hosts (`novamig.hypervisor.libvirt_hosts`) the same command run inside the
@@ -50,7 +56,8 @@ from typing import Any
 
 from novamig.cloud.ssh import HostSsh, SshError
 from novamig.hypervisor.libvirt_hosts import LibvirtHost, LibvirtHostError
-from novamig.measure.contract import PassiveProbe, ProbeFigure
+from novamig.measure.contract import CaseClock, PassiveProbe, ProbeFigure, ServerInfo
+from novamig.measure.libvirt_job_events import JobCompletedEvents, namespace_spawner, ssh_spawner
 from novamig.results import MigrationRecord
 
 log = logging.getLogger(__name__)
@@ -299,9 +306,12 @@ class LibvirtJobFigures(PassiveProbe):
         self,
         ssh: Callable[[str, str], str],
         locate: Callable[[str], DomainPlace],
+        events: JobCompletedEvents | None = None,
     ) -> None:
         self.ssh = ssh
         self.locate = locate
+        self.events = events  # the source's job-completed events: the figure after post-copy
+        self._origin: float | None = None
         self._lock = threading.Lock()
         self._captured: dict[_Key, ProbeFigure] = {}
         self._options: tuple[str, ...] = FULL_OPTIONS  # narrowed once an older virsh refuses one
@@ -311,7 +321,7 @@ class LibvirtJobFigures(PassiveProbe):
         cls, targets: Mapping[str, str], locate: Callable[[str], DomainPlace], timeout_s: float = 30.0
     ) -> LibvirtJobFigures:
         """The usual construction: the hosts file's targets (`SshHostPolicy.targets`)."""
-        return cls(HostSsh(targets, timeout_s), locate)
+        return cls(HostSsh(targets, timeout_s), locate, JobCompletedEvents(ssh_spawner(targets), targets))
 
     @classmethod
     def in_host_namespaces(
@@ -326,7 +336,17 @@ class LibvirtJobFigures(PassiveProbe):
                 raise LibvirtHostError(f"no libvirt host {host!r} in this cloud")
             return target.shell(command, timeout_s)
 
-        return cls(run, locate)
+        return cls(run, locate, JobCompletedEvents(namespace_spawner(hosts), hosts))
+
+    def start(self, servers: Sequence[ServerInfo], clock: CaseClock) -> None:
+        """Listen for the hosts' job-completed events for the whole case (`libvirt_job_events`)."""
+        self._origin = clock.origin
+        if self.events is not None:
+            self.events.start()
+
+    def stop(self) -> None:
+        if self.events is not None:
+            self.events.stop()
 
     # -- Probe protocol: no noise floor (libvirt reports a downtime it measured itself, there is
     # nothing to sample at rest) and no cost worth counting (one ssh call per migration, after it)
@@ -366,11 +386,35 @@ class LibvirtJobFigures(PassiveProbe):
             text = self._domjobinfo(host, place.instance_name)
         except TRANSPORT_ERRORS as exc:
             return ProbeFigure(None, None, f"virsh domjobinfo on {host}: {_brief(exc)}")
+        return self._figure_of(text, migration, place.instance_name)
+
+    def _figure_of(self, text: str, migration: MigrationRecord, instance_name: str) -> ProbeFigure:
+        """The figure of the destination's domjobinfo `text`, or of the source's event when the
+        destination holds no completed job (after post-copy)."""
+        host = str(migration.dest_host)
         try:
             stats = parse_domjobinfo(text)
         except JobInfoParseError as exc:
             return ProbeFigure(None, None, f"virsh domjobinfo on {host}: unreadable output ({exc})")
+        if stats.job_type != "Completed":
+            from_event = self._from_source_event(migration, instance_name)
+            if from_event is not None:
+                return from_event
         return figure_from_stats(stats, host)
+
+    def _from_source_event(self, migration: MigrationRecord, instance_name: str) -> ProbeFigure | None:
+        """The figure from the source's job-completed event of this migration; None without one."""
+        if self.events is None or self._origin is None:
+            return None
+        text = self.events.take(migration.source_host, instance_name, self._origin + migration.requested_at)
+        if text is None:
+            return None
+        try:
+            stats = parse_domjobinfo(text)
+        except JobInfoParseError as exc:
+            why = f"libvirt's job-completed event on {migration.source_host}: unreadable ({exc})"
+            return ProbeFigure(None, None, why)
+        return figure_from_source_event(stats, migration.source_host)
 
     def _domjobinfo(self, host: str, instance_name: str) -> str:
         """domjobinfo with the options this virsh accepts: an option it does not know is dropped
@@ -415,6 +459,18 @@ def figure_from_stats(stats: JobStats, host: str) -> ProbeFigure:
         return ProbeFigure(None, None, why, details)
     if stats.total_downtime_ms is None:
         return ProbeFigure(None, None, f"libvirt on {host} reported no downtime for the job", details)
+    return ProbeFigure(float(stats.total_downtime_ms), 1.0, None, details)
+
+
+def figure_from_source_event(stats: JobStats, host: str) -> ProbeFigure:
+    """The ProbeFigure of the source `host`'s job-completed event (``Outgoing migration``): the
+    same statistics libvirt would keep on the destination, refreshed at the end of post-copy."""
+    details = {**stats.figures(), "libvirt_host": host, "format": "job-completed event"}
+    if stats.operation != "Outgoing migration":
+        why = f"libvirt's job-completed event on {host} is not the outgoing migration ({stats.operation})"
+        return ProbeFigure(None, None, why, details)
+    if stats.total_downtime_ms is None:
+        return ProbeFigure(None, None, f"libvirt's job-completed event on {host} has no downtime", details)
     return ProbeFigure(float(stats.total_downtime_ms), 1.0, None, details)
 
 
