@@ -316,6 +316,32 @@ class LocustStats(FigureBlock):
     error: str | None = None
 
 
+class ServerAfter(_Model):
+    """The server as Nova showed it once a migration had failed."""
+
+    status: str | None = Field(
+        default=None, description="Nova's status (ACTIVE, ERROR …); null: the server is gone"
+    )
+    host: str | None = None
+    task_state: str | None = None
+    power_state: str | None = Field(
+        default=None,
+        description="Nova's record of the guest's power state (running, shutdown …), refreshed by a "
+        "periodic task: it may still say running after the guest died",
+    )
+    guest_running: bool | None = Field(
+        default=None,
+        description="the hypervisor's answer now, through Nova's diagnostics: false → the guest is not "
+        "running; null → not asked or no answer",
+    )
+    fault: str | None = Field(default=None, description="Nova's fault message, when the server has one")
+
+
+#: MigrationRecord keys written only when set, so a results.json without a failed migration reads
+#: as it did before they existed, byte for byte.
+_WRITTEN_WHEN_SET = ("error", "server_after", "server_lost")
+
+
 class MigrationRecord(_Model):
     server: str
     source_host: str
@@ -358,6 +384,30 @@ class MigrationRecord(_Model):
         default=None,
         description="the guest's integrity region verified after the migration; null → not checked",
     )
+    error: str | None = Field(
+        default=None,
+        description="why a migration of status error failed, one line: Nova's reason (the failed "
+        "step of its live-migration instance action) when Nova gives one, else what novamig saw; "
+        "written only when set",
+    )
+    server_after: ServerAfter | None = Field(
+        default=None,
+        description="the server as Nova showed it after the failure (status error); written only when set",
+    )
+    server_lost: bool | None = Field(
+        default=None,
+        description="true: the failure left the server without a running guest (gone, ERROR, shut "
+        "off, or the hypervisor says its guest is not running); its further migrations in the case "
+        "are skipped; written only when true",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_failure_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in _WRITTEN_WHEN_SET:
+            if data.get(key) is None or data.get(key) is False:
+                data.pop(key, None)
+        return data
 
 
 class SlaCheck(_Model):

@@ -24,6 +24,7 @@ from keystoneauth1 import exceptions as ksa_exc
 
 from novamig.cloud import microversions as mv
 from novamig.cloud.errors import CloudError, CloudUnreachable, MigrationRequestLost, MigrationRequestRefused
+from novamig.cloud.instance_actions import InstanceAction, action_from_json, newest_request_id
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 FINAL_MIGRATION_STATUSES = frozenset({"completed", "cancelled", "error", "failed", "done"})
 
+POWER_STATES = {0: "nostate", 1: "running", 3: "paused", 4: "shutdown", 6: "crashed", 7: "suspended"}
+"""``OS-EXT-STS:power_state`` (nova.compute.power_state): what the hypervisor last said of the guest."""
+
+INSTANCE_ACTION_EVENT_DETAILS = mv.Microversion(2, 84)
+"""Instance action events carry ``details``, a short reason for a failed step, from 2.84."""
+REQUEST_ID_HEADERS = ("x-openstack-request-id", "x-compute-request-id")
+
 
 @dataclass(frozen=True)
 class ServerState:
@@ -47,6 +55,7 @@ class ServerState:
     fault: str | None = None
     tags: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()  # IPv4 addresses of the server's ports, fixed before floating
+    power_state: int | None = None  # Nova's record of it (`POWER_STATES`), refreshed only now and then
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ def server_from_json(data: dict[str, Any]) -> ServerState:
         fault=fault.get("message") if isinstance(fault, dict) else None,
         tags=tuple(data.get("tags") or ()),
         addresses=_ipv4_addresses(data.get("addresses")),
+        power_state=_int(data.get("OS-EXT-STS:power_state")),
     )
 
 
@@ -159,7 +169,23 @@ class Compute:
         json: dict[str, Any] | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
     ) -> Any:
-        """One compute API call; an idempotent one is retried on transient failures (see above)."""
+        """One compute API call, its answer's JSON body (None when empty); an idempotent one is
+        retried on transient failures (see above)."""
+        resp = self.request(method, url, version=version, json=json, ok=ok)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        version: mv.Microversion | None = None,
+        json: dict[str, Any] | None = None,
+        ok: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> Any:
+        """`call`, answering with the HTTP response itself (its headers: the request id)."""
         delays = RETRY_DELAYS_S if method in IDEMPOTENT_METHODS else ()
         for attempt, delay in enumerate((*delays, None), start=1):
             try:
@@ -203,9 +229,7 @@ class Compute:
             if resp.status_code in RETRY_STATUSES:
                 raise _Transient(error)
             raise error
-        if resp.status_code == 204 or not resp.content:
-            return None
-        return resp.json()
+        return resp
 
     # -- reads ---------------------------------------------------------------------------------------
     def server(self, server_id: str) -> ServerState:
@@ -225,6 +249,40 @@ class Compute:
         data = self.call("GET", f"/os-migrations?instance_uuid={server_id}&migration_type=live-migration")
         return sorted((migration_from_json(m) for m in data["migrations"]), key=lambda m: m.id)
 
+    def migration_action(self, server_id: str, request_id: str | None) -> InstanceAction | None:
+        """Nova's ``live-migration`` action of the request `request_id` (the newest such action of
+        the server when the request's id is unknown), with its events; None when Nova has none.
+        Admin: the events' tracebacks and hosts are shown to an admin only."""
+        version = mv.choose(self.max_version, INSTANCE_ACTION_EVENT_DETAILS)
+        if request_id is None:
+            listed = self.call("GET", f"/servers/{server_id}/os-instance-actions", version=version)
+            request_id = newest_request_id((listed or {}).get("instanceActions") or [], "live-migration")
+            if request_id is None:
+                return None
+        try:
+            data = self.call("GET", f"/servers/{server_id}/os-instance-actions/{request_id}", version=version)
+        except ComputeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return action_from_json((data or {}).get("instanceAction") or {})
+
+    def guest_running(self, server_id: str) -> bool | None:
+        """Whether the hypervisor runs the server's guest now, asked through Nova's diagnostics
+        (admin): the compute host reads the guest's power state live and answers 409 when it is not
+        running. Nova's ``power_state`` field is only its last record, refreshed by a periodic
+        task (every 10 minutes by default), so a guest whose QEMU died stays ``running`` there.
+        Asked at the oldest diagnostics format (before 2.48), which every driver that reports
+        diagnostics implements. None: no answer either way (the driver reports no diagnostics)."""
+        try:
+            self.call("GET", f"/servers/{server_id}/diagnostics", version=mv.MINIMUM)
+        except ComputeApiError as exc:
+            if exc.status == 409:
+                return False
+            log.info("server %s: diagnostics say nothing of its guest: %s", server_id, exc)
+            return None
+        return True
+
     def compute_services(self) -> list[ComputeService]:
         data = self.call("GET", "/os-services?binary=nova-compute")
         return [ComputeService(s["host"], s["status"], s["state"]) for s in data["services"]]
@@ -240,14 +298,22 @@ class Compute:
         return out
 
     # -- actions -------------------------------------------------------------------------------------
-    def live_migrate(self, server_id: str, host: str | None, block_migration: mv.BlockMigration) -> None:
+    def live_migrate(
+        self, server_id: str, host: str | None, block_migration: mv.BlockMigration
+    ) -> str | None:
+        """Request the live migration; the API request's id, under which Nova records the
+        ``live-migration`` instance action (`migration_action`), when the answer names it."""
         request = mv.live_migrate_request(self.max_version, host, block_migration)
         try:
-            self.call("POST", f"/servers/{server_id}/action", version=request.microversion, json=request.body)
+            resp = self.request(
+                "POST", f"/servers/{server_id}/action", version=request.microversion, json=request.body
+            )
         except ComputeApiError as exc:
             raise MigrationRequestRefused(str(exc)) from None
         except CloudError as exc:  # no answer: sent once, never repeated (see the module's docstring)
             raise MigrationRequestLost(str(exc)) from None
+        headers = getattr(resp, "headers", None) or {}
+        return next((str(headers[h]) for h in REQUEST_ID_HEADERS if headers.get(h)), None)
 
     def force_complete(self, server_id: str, migration_id: int) -> None:
         version = mv.choose(self.max_version, mv.PREFERRED)

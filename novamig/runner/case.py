@@ -28,6 +28,7 @@ from novamig.cloud.resources import TAG
 from novamig.measure.contract import CapturesEachMigration, CaseClock, Probe, ServerInfo
 from novamig.measure.sla import evaluate
 from novamig.results import CaseResult, Event, MigrationRecord, PerProbe, ProbeCost
+from novamig.runner.migration_failure import explain_failure
 from novamig.runner.migration_watcher import FAST_POLL_S, POLL_S, MigrationApi, MigrationWatcher
 from novamig.runner.plan import CasePlan
 from novamig.runner.poller import CasePoller, ComputeBatches
@@ -242,6 +243,9 @@ def migrate_once(
         fast_poll_s=poll_s or FAST_POLL_S,
     )
     record = watcher.run() if poller is None else poller.watch(watcher)
+    # Read here, in the migration's own thread, not in the case poller's: a few calls per failure.
+    hosts = None if destination is None else (source_host, destination, record.dest_host)
+    explain_failure(api, record, server.id, watcher.request_id, clock, hosts=hosts)
     for probe in probes:
         if isinstance(probe, CapturesEachMigration):
             try:
@@ -292,7 +296,10 @@ def _migrate_all(
             )
             with lock:
                 records.append((server.id, migration_id, record))
-            view.server(server.name, record.status, k + 1, total)
+            view.server(server.name, "lost" if record.server_lost else record.status, k + 1, total)
+            if record.server_lost:
+                _skip_the_rest(record, total - k - 1, clock)
+                return
             if record.status == "completed":
                 previous, current = current, record.dest_host
             else:
@@ -312,6 +319,17 @@ def _migrate_all(
             pool.shutdown(wait=True, cancel_futures=True)
     if failures:
         raise CaseAborted(f"migration worker failed: {type(failures[0]).__name__}: {failures[0]}")
+
+
+def _skip_the_rest(record: MigrationRecord, left: int, clock: CaseClock) -> None:
+    """A lost server's remaining migrations are not requested: each would fail in turn (Nova
+    refuses a server in ERROR, a guest that is gone cannot move), hiding the one failure that
+    matters. The lost migration's record says how many were skipped."""
+    if left <= 0:
+        return
+    what = f"{left} further migration(s) of this server skipped: the server is lost"
+    record.events.append(Event(t=clock.now(), what=what))
+    log.warning("%s: %s", record.server, what)
 
 
 def case_poller(api: MigrationApi, clock: CaseClock, poll_s: float | None) -> CasePoller | None:

@@ -65,7 +65,9 @@ class MigrationApi(Protocol):
 
     def live_migrations_of(self, server_id: str) -> list[MigrationState]: ...
 
-    def live_migrate(self, server_id: str, host: str | None, block_migration: BlockMigration) -> None: ...
+    def live_migrate(self, server_id: str, host: str | None, block_migration: BlockMigration) -> str | None:
+        """Request the migration; the API request's id when known (Nova's instance action)."""
+        ...
 
     def force_complete(self, server_id: str, migration_id: int) -> None: ...
 
@@ -137,6 +139,7 @@ class MigrationWatcher:
         self.fast_poll_s = min(fast_poll_s, self.poll_s)
         self.sleep = sleep
         self.migration_id: int | None = None
+        self.request_id: str | None = None  # the live-migrate request's, naming Nova's instance action
         self._abort_reason: str | None = None  # "policy" | "timeout" | "interrupted"
         self._abort_sent_at: float | None = None
         self._abort_refusal_noted = False
@@ -170,10 +173,10 @@ class MigrationWatcher:
         target = self.destination or "scheduler's choice"
         timeline.note(requested_at, f"live-migrate requested: {self.source_host or '?'} → {target}")
         try:
-            self.api.live_migrate(self.server_id, self.destination, self.block_migration)
+            self.request_id = self.api.live_migrate(self.server_id, self.destination, self.block_migration)
         except MigrationRequestRefused as exc:
             timeline.note(self.clock.now(), f"request refused: {exc}")
-            return self._record(timeline, "error", self.clock.now(), None)
+            return self._record(timeline, "error", self.clock.now(), None, why=f"request refused: {exc}")
         accepted = self.clock.now()
         timeline.note(accepted, f"request accepted by the API after {accepted - requested_at:.3f} s")
         return None
@@ -257,8 +260,9 @@ class MigrationWatcher:
         if now - st.failing_since >= POLL_FAILURE_LIMIT_S or (
             self.stop.is_set() and now - st.failing_since >= ABORT_GRACE_S / 4
         ):
+            why = f"the cloud did not answer for {now - st.failing_since:.0f} s: {exc}"
             timeline.note(now, f"the cloud did not answer for {now - st.failing_since:.0f} s: giving up")
-            return self._record(timeline, "error", now, st.dest_host)
+            return self._record(timeline, "error", now, st.dest_host, why=why)
         return None
 
     def _observe(
@@ -299,26 +303,28 @@ class MigrationWatcher:
         if record is not None and record.final and st.final_status is None:
             st.final_status, st.final_at = record.status, t
         if st.final_status == "completed" and st.final_at is not None:
+            why = None
             if server.status == "ERROR":
-                timeline.note(t, f"server went to ERROR after the migration: {server.fault or '-'}")
-                return self._record(timeline, "error", t, dest_host)
-            if t - st.final_at > SETTLE_S:
-                timeline.note(
-                    t,
-                    f"migration completed but the server is not ACTIVE on {dest_host} after {SETTLE_S:.0f} s",
+                why = f"server went to ERROR after the migration: {server.fault or '-'}"
+            elif t - st.final_at > SETTLE_S:
+                why = (
+                    f"migration completed but the server is not ACTIVE on {dest_host} after {SETTLE_S:.0f} s"
                 )
-                return self._record(timeline, "error", t, dest_host)
+            if why is not None:
+                timeline.note(t, why)
+                return self._record(timeline, "error", t, dest_host, why=why)
         elif st.final_status is not None and st.final_at is not None:
             settled = server.status in ("ACTIVE", "ERROR") and server.task_state is None
             if settled or t - st.final_at > SETTLE_S:
-                return self._record(timeline, self._outcome(st.final_status), t, dest_host)
+                why = f"Nova ended the migration {st.final_status}; server {server.status} on {server.host}"
+                return self._record(timeline, self._outcome(st.final_status), t, dest_host, why=why)
         if record is None and t - timeline.requested_at > RECORD_APPEAR_S and server.task_state is None:
-            timeline.note(
-                t,
+            why = (
                 f"no migration record appeared within {RECORD_APPEAR_S:.0f} s; "
-                f"server {server.status} on {server.host}",
+                f"server {server.status} on {server.host}"
             )
-            return self._record(timeline, "error", t, None)
+            timeline.note(t, why)
+            return self._record(timeline, "error", t, None, why=why)
         return None
 
     def _policy_step(
@@ -330,9 +336,10 @@ class MigrationWatcher:
             return None
         self._apply_policy(timeline, t, t - timeline.requested_at, record)
         if self._abort_sent_at is not None and t - self._abort_sent_at > ABORT_GRACE_S:
-            timeline.note(t, f"Nova did not confirm the abort within {ABORT_GRACE_S:.0f} s")
+            why = f"Nova did not confirm the abort within {ABORT_GRACE_S:.0f} s"
+            timeline.note(t, why)
             outcome: MigrationStatus = "timeout" if self._abort_reason == "timeout" else "error"
-            return self._record(timeline, outcome, t, st.dest_host)
+            return self._record(timeline, outcome, t, st.dest_host, why=why)
         return None
 
     def _find_record(self, known: set[int], last_status: str | None) -> MigrationState | None:
@@ -435,8 +442,16 @@ class MigrationWatcher:
         )
 
     def _record(
-        self, timeline: Timeline, status: MigrationStatus, finished_at: float, dest_host: str | None
+        self,
+        timeline: Timeline,
+        status: MigrationStatus,
+        finished_at: float,
+        dest_host: str | None,
+        *,
+        why: str | None = None,
     ) -> MigrationRecord:
+        """The migration's record; `why` becomes its `error` when the status is error (Nova's own
+        reason is added afterwards, by `novamig.runner.migration_failure`)."""
         poll_period: float | None = None
         periods = summarize([b - a for a, b in itertools.pairwise(self._poll_times)])
         if periods is not None:
@@ -468,6 +483,7 @@ class MigrationWatcher:
             migration_id=self.migration_id,
             phases_s={k: round(v, 6) for k, v in phases.items()},
             poll_period_s=poll_period,
+            error=why if status == "error" else None,
         )
 
     @property

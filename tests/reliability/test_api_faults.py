@@ -224,4 +224,16 @@ def test_a_compute_service_stopped_mid_case_errs_its_migrations_clearly(
     for migration in case.migrations:
         notes = " ".join(e.what for e in migration.events)
         # Nova takes the request (202) and its scheduler finds no host up: the record ends in error
-        assert "migration: - → error" in notes and "server: MIGRATING → ACTIVE" in notes, notes
+        # (the poller may see the record `accepted` first, or already in error)
+        transitions = [e.what for e in migration.events if e.what.startswith("migration: ")]
+        assert transitions and transitions[-1].endswith("→ error"), transitions
+        assert "server: MIGRATING → ACTIVE" in notes, notes
+        # why, as Nova recorded it (its live-migration instance action's failed step) and the
+        # service that is down, in the migration's one-line error
+        error = migration.error or ""
+        assert error.startswith("Nova: conductor_live_migrate_instance"), error
+        assert "No valid host was found" in error and f"compute service {downed[0]} is down" in error, error
+        assert "\n" not in error
+        after = migration.server_after
+        assert after is not None and (after.status, after.host) == ("ACTIVE", migration.source_host), after
+        assert after.guest_running is True and migration.server_lost is None, migration

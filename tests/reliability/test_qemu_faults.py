@@ -7,9 +7,11 @@ thread of the test SIGKILLs one of the guest's two QEMU processes: the destinati
 QEMU processes are found through the pid files the cloud keeps (``guests/<host>/<uuid>.pid``).
 
 * destination killed: the first migration ends `error` with its reason in the timeline, the server's
-  state is recorded, and the second migration runs (the guest still lives on the source);
-* source killed: the guest is gone: the migration ends `error`, the case records the server as
-  lost, and the run's cleanup still deletes every server and flavor.
+  state is recorded (ACTIVE on its source, its guest running), and the second migration runs;
+* source killed: the guest is gone, though Nova still records the server ACTIVE and running on its
+  source: the migration ends `error`, the hypervisor's answer through Nova's diagnostics marks the
+  server lost, its second migration is skipped with the reason, and the run's cleanup still
+  deletes every server and flavor.
 """
 
 from __future__ import annotations
@@ -135,11 +137,15 @@ def test_destination_qemu_killed_the_migration_errs_and_the_run_goes_on(
     notes = " ".join(e.what for e in first.events)
     assert "migration: running → failed" in notes, notes  # the reason, as Nova recorded it
     assert "server: MIGRATING → ACTIVE" in notes, notes  # the server's state: back on its source
+    after = first.server_after
+    assert after is not None, first
+    assert (after.status, after.host, after.guest_running) == ("ACTIVE", first.source_host, True), after
+    assert first.server_lost is None and first.error, first
     assert second.status == "completed", second
     _nothing_left(run_env)
 
 
-def test_source_qemu_killed_the_migration_errs_and_cleanup_completes(
+def test_source_qemu_killed_the_server_is_lost_its_next_migration_skipped_and_cleanup_completes(
     tmp_path: Path, run_env: EmbeddedCloud
 ) -> None:
     killer = Killer(run_env.workdir / "guests", "source")
@@ -147,5 +153,15 @@ def test_source_qemu_killed_the_migration_errs_and_cleanup_completes(
     assert killer.killed, "the migration ended before the source QEMU could be killed"
     [case] = load_results(results_path).cases
     assert rc == 1, case
-    assert case.migrations[0].status == "error", case.migrations[0]
+    [lost] = case.migrations  # the second migration of the lost server was never requested
+    assert lost.status == "error", lost
+    assert lost.server_lost is True, lost
+    after = lost.server_after
+    assert after is not None, lost
+    # Nova's own record still says the guest runs on its source; the hypervisor says it does not
+    assert (after.status, after.host, after.power_state) == ("ACTIVE", lost.source_host, "running"), after
+    assert after.guest_running is False, after
+    assert lost.error is not None and "server lost: its guest no longer runs" in lost.error, lost.error
+    notes = [e.what for e in lost.events]
+    assert "1 further migration(s) of this server skipped: the server is lost" in notes, notes
     _nothing_left(run_env)
