@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
 import os
 import signal
 import time
@@ -17,6 +18,8 @@ import pytest
 from tempest_runner import run_tempest_tests
 
 from novamig.cloud.compute import Compute, MigrationState
+from novamig.cloud.errors import CloudError
+from novamig.cloud.host_policy import EmbeddedHostPolicy
 from novamig.embedded import config
 from novamig.embedded.controller import EmbeddedCloud
 from novamig.embedded.layout import TINY_IMAGE_ID, CloudLayout, Ports, Secrets
@@ -24,7 +27,7 @@ from novamig.embedded.tempest_conf import write_tempest_conf
 from novamig.hypervisor.libvirt_hosts import LibvirtHost, hosts_file, libvirt_supported, qemu_conf
 from novamig.hypervisor.libvirt_leftovers import find_leftovers
 from novamig.measure.collector_address import DEFAULT_PORT, CollectorAddresses
-from novamig.measure.contract import Unavailable
+from novamig.measure.contract import CaseClock, Unavailable
 from novamig.measure.guest_integrity import GuestAnswerError, ask_guest
 from novamig.measure.heartbeat_udp import UdpHeartbeatProbe
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures, locate_with
@@ -184,43 +187,136 @@ def test_a_server_boots_and_live_migrates_through_novas_libvirt_driver(tmp_path:
         xml = hosts[source].virsh("dumpxml", name)
         assert "<nova:instance" in xml and "type='ethernet'" in xml and "managed='no'" in xml
         compute = Compute(conn)
-        # The source's host policy reaches Nova's libvirt code: post-copy permitted → Nova's flags
-        # ask libvirt for QEMU's postcopy-ram capability (logged by the source's libvirtd).
-        cloud.set_host_policy(source, {"live_migration_permit_post_copy": True})
-        started = time.monotonic()
-        compute.live_migrate(server.id, None, "auto")
-        migration = _wait_migration(compute, server.id, 180)
-        migrate_s = time.monotonic() - started
-        assert migration.status == "completed", migration
-        server = conn.compute.get_server(server.id)
-        assert server.compute_host != source and server.compute_host == migration.dest_host
-        dest = server.compute_host
-        libvirtd_log = (hosts[source].directory / "log" / "libvirtd.log").read_text(errors="replace")
-        assert "Enabling migration capability 'postcopy-ram'" in libvirtd_log
-        assert name in hosts[dest].virsh("list", "--name").split()
-        assert name not in hosts[source].virsh("list", "--all", "--name").split()
-        # The region the destination's guest checks is the one the source's guest kept.
-        after = _ask_integrity(address, cloud.guest_netns, 30.0)
-        assert after["ok"] is True and after["pages"] == before["pages"], after
-        assert after["uptime_ms"] > before["uptime_ms"], (before, after)  # the same agent, still running
+        # The host policy takes DevStack's path: the source's nova-cpu.conf edited by the same
+        # commands (inside its libvirt host's namespaces), then the compute reloaded; post-copy
+        # permitted there → Nova's flags ask libvirt for QEMU's postcopy-ram (its libvirtd logs it).
+        policy = EmbeddedHostPolicy(cloud)
+        assert policy.conf_files is not None  # the libvirt mode's path, not policies/<host>.json
+        conf_file = cloud.compute_conf(source)
+        original_conf = conf_file.read_text()
+        policy.apply(source, {"live_migration_permit_post_copy": True})
+        assert "live_migration_permit_post_copy = True" in conf_file.read_text()
+        assert cloud.get_host_policy(source)["live_migration_permit_post_copy"] is True  # reloaded
         probe = LibvirtJobFigures.in_host_namespaces(hosts, locate_with(compute))
-        record = MigrationRecord(
-            server=server.id, source_host=source, dest_host=dest, status="completed", requested_at=0.0
-        )
-        figure = probe.figure(record, server.id, migration.id)
-        assert figure.reason is None, figure.reason
-        assert figure.downtime_ms is not None and figure.details is not None
-        assert figure.details["operation"] == "Incoming migration"
-        assert 1 <= figure.downtime_ms <= figure.details["time_elapsed_ms"] <= migrate_s * 1000
-        print(
-            f"\nlibvirt mode: server ACTIVE in {boot_s:.1f} s; live migration {source} → {dest} "
-            f"completed in {migrate_s:.1f} s (API request to 'completed'); libvirt: "
-            f"{figure.details['time_elapsed_ms']} ms job time, {figure.downtime_ms:.0f} ms downtime"
-        )
+        clock = CaseClock()
+        probe.start([], clock)
+        try:
+            started = time.monotonic()
+            compute.live_migrate(server.id, None, "auto")
+            migration = _wait_migration(compute, server.id, 180)
+            migrate_s = time.monotonic() - started
+            assert migration.status == "completed", migration
+            server = conn.compute.get_server(server.id)
+            assert server.compute_host != source and server.compute_host == migration.dest_host
+            dest = server.compute_host
+            libvirtd_log = (hosts[source].directory / "log" / "libvirtd.log").read_text(errors="replace")
+            assert "Enabling migration capability 'postcopy-ram'" in libvirtd_log
+            assert name in hosts[dest].virsh("list", "--name").split()
+            assert name not in hosts[source].virsh("list", "--all", "--name").split()
+            # The region the destination's guest checks is the one the source's guest kept.
+            after = _ask_integrity(address, cloud.guest_netns, 30.0)
+            assert after["ok"] is True and after["pages"] == before["pages"], after
+            assert after["uptime_ms"] > before["uptime_ms"], (before, after)  # the same agent, still running
+            record = MigrationRecord(
+                server=server.id, source_host=source, dest_host=dest, status="completed", requested_at=0.0
+            )
+            figure = probe.figure(record, server.id, migration.id)
+            assert figure.reason is None, figure.reason
+            assert figure.downtime_ms is not None and figure.details is not None
+            assert figure.details["operation"] == "Incoming migration"
+            assert 1 <= figure.downtime_ms <= figure.details["time_elapsed_ms"] <= migrate_s * 1000
+            print(
+                f"\nlibvirt mode: server ACTIVE in {boot_s:.1f} s; live migration {source} → {dest} "
+                f"completed in {migrate_s:.1f} s (API request to 'completed'); libvirt: "
+                f"{figure.details['time_elapsed_ms']} ms job time, {figure.downtime_ms:.0f} ms downtime"
+            )
+            policy.restore(source)
+            assert conf_file.read_text() == original_conf
+            assert cloud.get_host_policy(source)["live_migration_permit_post_copy"] is False
+            _post_copy_back_then_abort(cloud, compute, probe, clock, server.id, dest)
+        finally:
+            probe.stop()
         conn.compute.delete_server(server.id)
     # The cloud's stop removed the daemons' run directory and namespaces.
     assert not run_dir.exists()
     assert not any(Path("/run/netns", h.netns).exists() for h in hosts.values())
+
+
+def _force_complete_until_final(compute: Compute, server_id: str, timeout_s: float) -> MigrationState:
+    """Force-complete (the switch to post-copy) the server's running migration, again until it ends:
+    libvirt refuses the switch until QEMU's migration has started, and Nova only logs that."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        migration = compute.live_migrations_of(server_id)[-1]
+        if migration.final:
+            return migration
+        if migration.status == "running":
+            with contextlib.suppress(CloudError):
+                compute.force_complete(server_id, migration.id)
+        time.sleep(1.0)
+    raise AssertionError(f"the live migration of {server_id} did not end within {timeout_s} s")
+
+
+def _slow_policy_then(
+    cloud: EmbeddedCloud, compute: Compute, server_id: str, host: str, options: dict[str, Any]
+) -> tuple[EmbeddedHostPolicy, int]:
+    """`options` (1 MiB/s: the migration keeps running) on `host` through its nova-cpu.conf, and a
+    live migration of the server started from there; the policy and the migration's id."""
+    policy = EmbeddedHostPolicy(cloud)
+    policy.apply(host, {"live_migration_bandwidth": 1, **options})
+    compute.live_migrate(server_id, None, "auto")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        migrations = compute.live_migrations_of(server_id)
+        if migrations and migrations[-1].status == "running":
+            return policy, migrations[-1].id
+        time.sleep(0.2)
+    raise AssertionError(f"the live migration of {server_id} did not start running")
+
+
+def _post_copy_back_then_abort(
+    cloud: EmbeddedCloud,
+    compute: Compute,
+    probe: LibvirtJobFigures,
+    clock: CaseClock,
+    server_id: str,
+    host: str,
+) -> None:
+    """Back from `host` with a switch to post-copy: libvirt's figure comes from the source's
+    job-completed event (the destination keeps none after post-copy). Then a migration aborted while
+    it runs: the server stays ACTIVE where it was, its domain running there."""
+    hosts = cloud.libvirt_hosts
+    assert hosts is not None
+    requested = clock.now()
+    policy, _ = _slow_policy_then(cloud, compute, server_id, host, {"live_migration_permit_post_copy": True})
+    migration = _force_complete_until_final(compute, server_id, 120)
+    policy.restore(host)
+    assert migration.status == "completed", migration
+    back = str(migration.dest_host)
+    record = MigrationRecord(
+        server=server_id, source_host=host, dest_host=back, status="completed", requested_at=requested
+    )
+    probe.capture(record, server_id, migration.id)
+    figure = probe.figure(record, server_id, migration.id)
+    assert figure.reason is None, figure.reason
+    assert figure.details is not None and figure.details["format"] == "job-completed event"
+    assert figure.details["operation"] == "Outgoing migration" and figure.details["libvirt_host"] == host
+    assert figure.details["postcopy_requests"] >= 1 and figure.downtime_ms is not None
+    print(f"after post-copy: libvirt {figure.downtime_ms:.0f} ms downtime (source's job-completed event)")
+
+    policy, migration_id = _slow_policy_then(cloud, compute, server_id, back, {})
+    compute.abort(server_id, migration_id, "running")
+    migration = _wait_migration(compute, server_id, 60)
+    policy.restore(back)
+    assert migration.status == "cancelled", migration
+    deadline = time.monotonic() + 30
+    server = compute.server(server_id)
+    while server.status != "ACTIVE" and time.monotonic() < deadline:  # Nova's rollback finishing
+        time.sleep(0.3)
+        server = compute.server(server_id)
+    assert (server.status, server.host) == ("ACTIVE", back), server
+    name = cloud.connection().compute.get_server(server_id).instance_name
+    assert name in hosts[back].virsh("list", "--name").split()
 
 
 @pytest.mark.slow
