@@ -8,15 +8,19 @@ own (`novamig.measure.heartbeat_udp_collector`), stamping each arrival on CLOCK_
 of the runner's `time.monotonic()` and of `CaseClock`.
 
 **Where the runner must bind** (`bind`, the address the guests send to): an address the guests can
-reach *without source NAT*, because servers are told apart by the datagrams' source address, which
-must be `ServerInfo.address`:
+reach, from which their datagrams arrive with the source address the runner knows the server by
+(`ServerInfo.address`: its floating address when it has one, else its fixed one), because servers
+are told apart by that source address. A floating IP's NAT (DevStack's router, the embedded cloud's
+nftables) rewrites the source to the floating address, which is that address; a router's SNAT to
+its own address (a server without a floating IP, the collector outside its network) is not, and
+such a guest is not recognised: the figure then says which senders were seen.
 
-* embedded cloud: the gateway of the guests' network inside the guest namespace (``192.168.1.1`` in
-  `guest_netns`; pass ``netns=<guest_netns>``, the collector enters it before binding);
-* DevStack / a real cloud: the runner's own address on a network the guests route to (a user
-  setting; ``netns=None``). A guest behind a router with SNAT (no floating IP, collector outside)
-  arrives from the router's address and is not recognised: the figure then says which senders
-  were seen.
+* the scenario's ``measure.heartbeat_collector`` when set;
+* else the source address of this machine's route to the guests' subnet — the floating-IP network's
+  when the case uses floating IPs — inside the probes' namespace (`novamig.measure.collector_address`,
+  chosen by the runner before the servers boot): on the embedded cloud ``192.168.1.1`` (or
+  ``10.78.0.1`` with floating IPs) in `guest_netns` (pass ``netns=<guest_netns>``, the collector
+  enters it before binding); on DevStack br-ex's ``172.24.4.1`` (``netns=None``).
 
 Definitions (per server; the same as the network probe's, novamig.measure.network, with beats for
 replies — docs/measurement.md, "guest", says the same for readers of results):
