@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
 def _cleanup(args: argparse.Namespace) -> int:
     from novamig.runner.commands import cmd_cleanup  # noqa: PLC0415 - openstacksdk, see module doc
 
-    return cmd_cleanup(args.cloud, args.yes)
+    return cmd_cleanup(args.cloud, args.yes, args.run)
 
 
 def _cloud(args: argparse.Namespace) -> int:
@@ -226,6 +226,12 @@ def _add_cleanup(sub: Subcommands) -> None:
         help="clouds.yaml entry (default: OS_CLOUD, else the embedded cloud if it is up)",
     )
     p.add_argument("--yes", action="store_true", help="delete (default: list only)")
+    p.add_argument(
+        "--run",
+        metavar="ID",
+        help="only the resources of this run (its id, printed when it starts) (default: every run's; "
+        "a run still going on this machine keeps its resources unless you confirm)",
+    )
     p.set_defaults(handler=_cleanup)
 
 

@@ -42,7 +42,7 @@ from novamig.cloud.host_policy import (
 )
 from novamig.cloud.preflight import Needs, PreflightReport, preflight
 from novamig.cloud.resources import choose_networks, find_floating_network
-from novamig.cloud.sweep import delete_found, find_tagged
+from novamig.cloud.sweep import delete_found, find_tagged, select
 from novamig.embedded import host_policy as embedded_host_policy
 from novamig.embedded.controller import EmbeddedCloud, options_from_env
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME
@@ -56,7 +56,14 @@ from novamig.measure.locust import unsupported_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import Environment, Results
 from novamig.runner.fleet import CloudFleet
-from novamig.runner.orphans import Swept, owned_temp_dir, restore_ssh_backups, sweep_local
+from novamig.runner.orphans import (
+    Swept,
+    confirm_live_run,
+    live_runs,
+    owned_temp_dir,
+    restore_ssh_backups,
+    sweep_local,
+)
 from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
 from novamig.runner.probes import with_heartbeat_collector
 from novamig.runner.progress_display import LiveView
@@ -552,7 +559,7 @@ def _sweep_ssh_hosts(compute: Compute, yes: bool) -> Swept:
     return restore_ssh_backups(ssh_policy_from_file(hosts_file, compute), yes, sys.stdout)
 
 
-def cmd_cleanup(cloud: str | None, yes: bool) -> int:
+def cmd_cleanup(cloud: str | None, yes: bool, run: str | None = None) -> int:
     # This machine first: a SIGKILLed run's own embedded cloud has no clouds.yaml entry to name.
     swept = sweep_local(yes, sys.stdout)
     name = _cleanup_cloud(cloud, yes and swept.found > 0)
@@ -564,9 +571,9 @@ def cmd_cleanup(cloud: str | None, yes: bool) -> int:
             compute = Compute(conn)
             hosts = _sweep_ssh_hosts(compute, yes)
             swept = Swept(swept.found + hosts.found, swept.left + hosts.left)
-            found = find_tagged(conn, compute)
+            found = [f for f in find_tagged(conn, compute) if run is None or f.run_id == run]
             if not found:
-                print(f"cloud {name}: nothing tagged by novamig")
+                print(f"cloud {name}: nothing tagged by novamig" + (f" for run {run}" if run else ""))
                 return int(ExitCode.INFRASTRUCTURE) if swept.left else int(ExitCode.OK)
             print(f"cloud {name}: {len(found)} resource(s) tagged by novamig:")
             for item in found:
@@ -574,6 +581,9 @@ def cmd_cleanup(cloud: str | None, yes: bool) -> int:
             if not yes:
                 print("dry run: nothing deleted (add --yes to delete)")
                 return int(ExitCode.OK)
+            # another run still going keeps its resources unless confirmed (`sweep.select`)
+            chosen = select(found, run=run, live=live_runs(), confirm=confirm_live_run(sys.stdin, sys.stdout))
+            found = chosen.delete
             leftovers = delete_found(conn, compute, found)
         finally:
             conn.close()

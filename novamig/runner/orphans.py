@@ -14,17 +14,25 @@ beside it (`novamig.cloud.conf_backup`); a backup whose owner is gone is a lefto
 moving it over the file: in a live embedded cloud's work directory here (``policies/<host>.json``,
 read at each migration, so nothing restarts), and on DevStack computes over SSH
 (`restore_ssh_backups`, which restarts the compute service as a run's own restore does).
+
+The same owner files say which runs are still going: every run keeps its private SSH key in an
+owned temp folder named after its run id (``novamig-<run id>-ssh-…``), removed when it ends. A
+cleanup of the cloud (`novamig.cloud.sweep.select`) keeps those runs' resources unless the user
+confirms (`confirm_live_run`) or names the run with ``--run``: two runs on one cloud never clean
+up each other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -32,6 +40,7 @@ from typing import IO
 from novamig import process_state
 from novamig.cloud import conf_backup
 from novamig.cloud.host_policy import SshHostPolicy
+from novamig.cloud.sweep import Found
 from novamig.embedded import compute_conf, host_policy, processes
 from novamig.embedded.controller import EmbeddedCloud, default_workdir
 from novamig.hypervisor.netns import NETNS_PREFIX, list_novamig_netns
@@ -52,12 +61,51 @@ def owned_temp_dir(prefix: str) -> Path:
     return path
 
 
-def _dead_owner(folder: Path) -> bool:
+#: A run's own SSH-key folder (`owned_temp_dir(f"novamig-{run_id}-ssh-")` in the run command).
+RUN_KEY_DIR = re.compile(r"^novamig-([0-9a-f]+)-ssh-")
+
+
+def _owner(folder: Path) -> int | None:
     try:
-        owner = int((folder / OWNER_FILE).read_text(encoding="ascii").strip())
+        return int((folder / OWNER_FILE).read_text(encoding="ascii").strip())
     except (OSError, ValueError):
-        return False  # not one of ours, or being written: leave it
-    return not process_state.alive(owner)
+        return None  # not one of ours, or being written
+
+
+def _dead_owner(folder: Path) -> bool:
+    owner = _owner(folder)
+    return owner is not None and not process_state.alive(owner)
+
+
+def live_runs(tmp: Path | None = None) -> dict[str, int]:
+    """The runs going on on this machine: run id → its process (from their SSH-key folders)."""
+    root = tmp or Path(tempfile.gettempdir())
+    live: dict[str, int] = {}
+    for folder in root.glob("novamig-*-ssh-*"):
+        named = RUN_KEY_DIR.match(folder.name)
+        owner = _owner(folder) if named else None
+        if named and owner is not None and process_state.alive(owner):
+            live[named.group(1)] = owner
+    return live
+
+
+def confirm_live_run(inp: IO[str], out: IO[str]) -> Callable[[str, int, list[Found]], bool]:
+    """`novamig.cloud.sweep.select`'s question about a run still going: asked on a terminal only;
+    without one (a script, CI) the answer is no, and the run's resources are kept."""
+
+    def confirm(run_id: str, pid: int, items: list[Found]) -> bool:
+        question = (
+            f"run {run_id} is still going (process {pid} on this machine): "
+            f"delete its {len(items)} resource(s) under it? [y/N] "
+        )
+        if not inp.isatty():
+            kept = f"its {len(items)} resource(s) kept (name it with --run {run_id} to delete them)"
+            print(f"run {run_id} is still going (process {pid}): {kept}", file=out)
+            return False
+        print(question, end="", file=out, flush=True)
+        return inp.readline().strip().lower() in ("y", "yes")
+
+    return confirm
 
 
 @dataclass(frozen=True)
