@@ -34,6 +34,7 @@ from novamig.runner.poller import (
     NEW_RECORDS_SLACK,
     PROGRESS_PROBE_READS,
     PROGRESS_READS_PER_TICK,
+    REQUESTS_IN_FLIGHT,
     CasePoller,
     ComputeBatches,
 )
@@ -111,10 +112,14 @@ class NovaLists(Compute):
     log: list[Request] = field(default_factory=list)
     servers: dict[str, _Server] = field(default_factory=dict)
     answered: int = 0  # live-migrate requests answered
+    hold_requests: bool = False  # each request waits for as many in flight as the poller may send
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     def __post_init__(self) -> None:
         self.max_version = self.version = mv.Microversion(2, 80)
         self._lock = threading.Lock()
+        self._flight = threading.Condition()
         for i in range(self.count):
             sid = f"00000000-0000-4000-8000-{i:012d}"
             self.servers[sid] = _Server(sid)
@@ -193,9 +198,19 @@ class NovaLists(Compute):
         with self._lock:
             self.log.append(Request(t, "POST", f"/servers/{server_id}/action"))
             s.requested = t
+        with self._flight:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self._flight.notify_all()
+            if self.hold_requests:
+                # answered once one request more than the poller may send is in flight, or after
+                # 0.2 s: a poller that sends too many shows it in `most_in_flight`
+                unanswered = self.count - self.answered
+                self._flight.wait_for(lambda: self.in_flight > min(REQUESTS_IN_FLIGHT, unanswered - 1), 0.2)
         if s.answer_after_s:
             self.time.wait_until(t + s.answer_after_s)
-        with self._lock:
+        with self._flight:
+            self.in_flight -= 1
             self.answered += 1
         return None
 
@@ -325,3 +340,14 @@ def test_a_request_answered_after_its_migration_ended_still_finds_its_record() -
     assert record.status == "completed" and record.dest_host == "compute2", record.events
     assert record.migration_id == int(late.id[-6:]) + 1
     assert all(r.status == "completed" for r in records)
+
+
+def test_at_most_a_few_requests_await_their_answer_at_a_time() -> None:
+    """A case's live-migrate requests go out as earlier ones are answered, `REQUESTS_IN_FLIGHT`
+    at a time (an API's worker pool serves them in turn: sent all at once, the last waited past the
+    client's timeout); the migrations themselves still overlap."""
+    nova = NovaLists(FakeTime(), 3 * REQUESTS_IN_FLIGHT, hold_requests=True)
+    records, _ = _migrate_all(nova)
+    assert nova.most_in_flight == REQUESTS_IN_FLIGHT
+    assert all(r.status == "completed" for r in records)
+    assert max(r.requested_at for r in records) < min(r.finished_at for r in records)
