@@ -159,10 +159,10 @@ def _server_after(api: FailureApi, server_id: str, note: _Note) -> tuple[ServerA
         f"server after the failure: {server.status} on {server.host or '-'}, power state {power or '-'}, "
         f"guest {'running' if running else 'not running' if running is False else 'not asked'}"
     )
-    return after, _lost_because(server, power, running)
+    return after, lost_because(server, power, running)
 
 
-def _lost_because(server: ServerState, power: str | None, running: bool | None) -> str | None:
+def lost_because(server: ServerState, power: str | None, running: bool | None) -> str | None:
     """Why the server is lost, from its state after the failure; None: it is not."""
     if server.status in LOST_STATUSES:
         return f"Nova has it {server.status}" + (f" ({server.fault})" if server.fault else "")
