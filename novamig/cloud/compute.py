@@ -24,7 +24,7 @@ from keystoneauth1 import exceptions as ksa_exc
 
 from novamig.cloud import microversions as mv
 from novamig.cloud.errors import CloudError, CloudUnreachable, MigrationRequestLost, MigrationRequestRefused
-from novamig.cloud.instance_actions import InstanceAction, action_from_json, newest_request_id
+from novamig.cloud.instance_actions import InstanceAction, action_from_json
 
 log = logging.getLogger(__name__)
 
@@ -249,16 +249,11 @@ class Compute:
         data = self.call("GET", f"/os-migrations?instance_uuid={server_id}&migration_type=live-migration")
         return sorted((migration_from_json(m) for m in data["migrations"]), key=lambda m: m.id)
 
-    def migration_action(self, server_id: str, request_id: str | None) -> InstanceAction | None:
-        """Nova's ``live-migration`` action of the request `request_id` (the newest such action of
-        the server when the request's id is unknown), with its events; None when Nova has none.
-        Admin: the events' tracebacks and hosts are shown to an admin only."""
+    def migration_action(self, server_id: str, request_id: str) -> InstanceAction | None:
+        """Nova's action of the request `request_id` (a live-migrate's: ``live-migration``), with
+        its events; None when Nova has none. Admin: the events' tracebacks and hosts are shown to
+        an admin only."""
         version = mv.choose(self.max_version, INSTANCE_ACTION_EVENT_DETAILS)
-        if request_id is None:
-            listed = self.call("GET", f"/servers/{server_id}/os-instance-actions", version=version)
-            request_id = newest_request_id((listed or {}).get("instanceActions") or [], "live-migration")
-            if request_id is None:
-                return None
         try:
             data = self.call("GET", f"/servers/{server_id}/os-instance-actions/{request_id}", version=version)
         except ComputeApiError as exc:

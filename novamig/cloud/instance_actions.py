@@ -86,15 +86,6 @@ def action_from_json(data: dict[str, Any]) -> InstanceAction:
     )
 
 
-def newest_request_id(actions: list[dict[str, Any]], action: str) -> str | None:
-    """The request id of the newest action of that kind in ``/os-instance-actions``'s list."""
-    matching = [a for a in actions if isinstance(a, dict) and a.get("action") == action]
-    if not matching:
-        return None
-    newest = max(matching, key=lambda a: str(a.get("start_time") or ""))
-    return str(newest.get("request_id") or "") or None
-
-
 def _last_line(text: str | None) -> str | None:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1] if lines else None

@@ -243,9 +243,11 @@ def migrate_once(
         fast_poll_s=poll_s or FAST_POLL_S,
     )
     record = watcher.run() if poller is None else poller.watch(watcher)
-    # Read here, in the migration's own thread, not in the case poller's: a few calls per failure.
-    hosts = None if destination is None else (source_host, destination, record.dest_host)
-    explain_failure(api, record, server.id, watcher.request_id, clock, hosts=hosts)
+    # Read here, in the migration's own thread, not in the case poller's: a few calls per failure;
+    # not once the run is stopping, whose cleanup must not wait on them.
+    if not stop.is_set():
+        hosts = None if destination is None else (source_host, destination, record.dest_host)
+        explain_failure(api, record, server.id, watcher.request_id, clock, hosts=hosts)
     for probe in probes:
         if isinstance(probe, CapturesEachMigration):
             try:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from novamig.cloud.compute import POWER_STATES, ComputeApiError, ComputeService, ServerState
-from novamig.cloud.errors import CloudError
+from novamig.cloud.errors import CloudError, CloudUnreachable
 from novamig.cloud.instance_actions import InstanceAction
 from novamig.measure.contract import CaseClock
 from novamig.results import Event, MigrationRecord, ServerAfter
@@ -46,7 +46,7 @@ class FailureApi(Protocol):
 
     def server(self, server_id: str) -> ServerState: ...
 
-    def migration_action(self, server_id: str, request_id: str | None) -> InstanceAction | None: ...
+    def migration_action(self, server_id: str, request_id: str) -> InstanceAction | None: ...
 
     def guest_running(self, server_id: str) -> bool | None: ...
 
@@ -65,13 +65,29 @@ def explain_failure(
     """Complete an `error` record with Nova's reason, the compute services of `hosts` (source,
     destination; None: every host, when the scheduler chose) that are down or disabled, the
     server's state and whether it is lost. Each read that fails is noted in the timeline and
-    skipped: the record stays what it was."""
+    skipped: the record stays what it was; a cloud that does not answer ends them all at once
+    (each read would wait out its retries in turn)."""
     if record.status != "error" or not isinstance(api, FailureApi):
         return
 
     def note(what: str) -> None:
         record.events.append(Event(t=clock.now(), what=what))
 
+    try:
+        _explain(api, record, server_id, request_id, note, hosts=hosts)
+    except CloudUnreachable as exc:
+        note(f"the failure not explained: the cloud does not answer: {exc}")
+
+
+def _explain(
+    api: FailureApi,
+    record: MigrationRecord,
+    server_id: str,
+    request_id: str | None,
+    note: _Note,
+    *,
+    hosts: tuple[str | None, ...] | None,
+) -> None:
     reason = _nova_reason(api, server_id, request_id, note)
     if reason is not None:
         record.error = f"Nova: {reason}"
@@ -89,9 +105,15 @@ def explain_failure(
 
 
 def _nova_reason(api: FailureApi, server_id: str, request_id: str | None, note: _Note) -> str | None:
-    """The first failed step of Nova's instance action for this migration, each step noted."""
+    """The first failed step of Nova's instance action for this migration, each step noted.
+    None without the request's id: a refused request started no action (its refusal is the
+    reason), and the server's newest action could be an earlier migration's."""
+    if request_id is None:
+        return None
     try:
         action = api.migration_action(server_id, request_id)
+    except CloudUnreachable:
+        raise
     except CloudError as exc:
         note(f"Nova's instance action not read: {exc}")
         return None
@@ -109,6 +131,8 @@ def _services_down(api: FailureApi, hosts: set[str] | None, note: _Note) -> str 
         return None
     try:
         services = api.compute_services()
+    except CloudUnreachable:
+        raise
     except CloudError as exc:
         note(f"compute services not read: {exc}")
         return None
@@ -133,6 +157,8 @@ def _server_after(api: FailureApi, server_id: str, note: _Note) -> tuple[ServerA
             return ServerAfter(), "Nova no longer has the server"
         note(f"the server after the failure not read: {exc}")
         return None, None
+    except CloudUnreachable:
+        raise
     except CloudError as exc:
         note(f"the server after the failure not read: {exc}")
         return None, None
@@ -145,6 +171,8 @@ def _server_after(api: FailureApi, server_id: str, note: _Note) -> tuple[ServerA
     if server.status not in LOST_STATUSES and server.power_state == RUNNING:
         try:
             running = api.guest_running(server_id)
+        except CloudUnreachable:
+            raise
         except CloudError as exc:
             note(f"the hypervisor not asked whether the guest runs: {exc}")
     after = ServerAfter(

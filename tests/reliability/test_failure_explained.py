@@ -9,7 +9,7 @@ that decide whether the server is lost. The cloud end of both is in the slow tes
 from __future__ import annotations
 
 from novamig.cloud.compute import ServerState, server_from_json
-from novamig.cloud.instance_actions import REASON_MAX_CHARS, action_from_json, newest_request_id
+from novamig.cloud.instance_actions import REASON_MAX_CHARS, action_from_json
 from novamig.results import MigrationRecord, ServerAfter
 from novamig.runner.migration_failure import lost_because
 
@@ -63,16 +63,6 @@ def test_details_win_over_the_traceback_and_a_reason_stays_one_short_line() -> N
     assert reason is not None and "\n" not in reason and len(reason) == REASON_MAX_CHARS
     fine = action_from_json({"events": [_event("compute_live_migration", "Success", "t")]})
     assert fine.reason() is None  # a rollback without an exception: Nova has no reason to give
-
-
-def test_the_newest_live_migration_action_is_found_without_a_request_id() -> None:
-    listed = [
-        {"action": "live-migration", "request_id": "req-old", "start_time": "2026-12-06T03:00:00"},
-        {"action": "pause", "request_id": "req-pause", "start_time": "2026-12-06T05:00:00"},
-        {"action": "live-migration", "request_id": "req-new", "start_time": "2026-12-06T04:00:00"},
-    ]
-    assert newest_request_id(listed, "live-migration") == "req-new"
-    assert newest_request_id([], "live-migration") is None
 
 
 def _server(status: str, power_state: int | None) -> ServerState:
