@@ -168,16 +168,23 @@ def test_drain_of_20_servers_through_the_runner(
         # the tick's (≤ 0.5 s asked; how far a loaded cloud stretches it is bench/scale.py's figure)
         assert m.poll_period_s is not None and 0 < m.poll_period_s <= 1.5 * tick, (m.poll_period_s, tick)
         assert m.duration_s is not None and 0 < m.phases_s["queued"] < m.duration_s, m.phases_s
+        # Nova's conductor creates the record `accepted` and the scheduler then picks the host:
+        # the poller reads new records as they are created, so that phase is there to be timed
+        assert m.phases_s["request"] <= m.phases_s["queued"], m.phases_s
         for figure in ("guest", "network", "hypervisor"):
             assert getattr(m.downtime_ms, figure) is None
             assert not_measured_reason(m, figure) == "fake driver"
     _check_batched_calls(requests, n=20)
+    assert sum("accepted" in m.phases_s for m in migs) >= len(migs) // 2, [m.phases_s for m in migs]
 
 
 def _median_tick_s(requests: list[Request]) -> float:
-    """The poller's period as Nova saw it: the median gap between its migration-list calls."""
+    """The poller's period as Nova saw it: the median gap between its changed-migrations lists (one
+    a tick; the newest-records list of some ticks is not counted)."""
     ticks = [
-        r.at for r in requests if r.path.startswith("/v2.1/os-migrations?migration_type=live-migration&")
+        r.at
+        for r in requests
+        if r.path.startswith("/v2.1/os-migrations?migration_type=live-migration&changes-since=")
     ]
     gaps = sorted((b - a).total_seconds() for a, b in itertools.pairwise(ticks))
     return gaps[len(gaps) // 2]
@@ -193,6 +200,12 @@ def _check_batched_calls(requests: list[Request], n: int) -> None:
     assert calls["GET /v2.1/servers/detail?all_tenants=1&tags=novamig"] == 1
     assert calls["GET /v2.1/os-migrations?migration_type=live-migration"] == 0
     assert migration_lists == server_lists + 1 >= 2
+    # the newest records (Nova writes no update time on an `accepted` one): only while a watch
+    # has not seen its record, so never more than once a tick
+    newest = [
+        r for r in requests if r.path.startswith("/v2.1/os-migrations?migration_type=live-migration&limit=")
+    ]
+    assert 1 <= len(newest) <= migration_lists
     in_progress = [r for r in requests if r.path == "/v2.1/servers/ID/migrations"]
     # the fake driver reports no memory figures: each running migration read a few times, then not
     assert len(in_progress) <= PROGRESS_PROBE_READS * n
@@ -202,8 +215,8 @@ def _check_batched_calls(requests: list[Request], n: int) -> None:
     # calls per second while polling: bounded by the tick, not by the number of migrations
     ticks = [r.at for r in requests if "changes-since=T" in r.path and "os-migrations" in r.path]
     span = (max(ticks) - min(ticks)).total_seconds()
-    polling = 2 * len(ticks) + len(in_progress)
-    assert polling <= (span / FAST_POLL_S + 1) * (2 + PROGRESS_READS_PER_TICK), (polling, span)
+    polling = 2 * len(ticks) + len(newest) + len(in_progress)
+    assert polling <= (span / FAST_POLL_S + 1) * (3 + PROGRESS_READS_PER_TICK), (polling, span)
 
 
 @pytest.mark.slow
