@@ -21,9 +21,12 @@ reads once a ``Job type`` line for "Completed" is put in front.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -58,19 +61,35 @@ def ssh_spawner(targets: Mapping[str, str]) -> Spawner:
             targets[host],
             command,
         ]
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return _popen(argv)
 
     return spawn
+
+
+def _popen(argv: list[str]) -> subprocess.Popen[str]:
+    """In a session of its own: `stop` ends the whole group — ``nsenter`` execs a shell that runs
+    virsh as its child, and a SIGTERM to the shell alone leaves virsh running (and its pipe open)."""
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
 
 
 def namespace_spawner(hosts: Mapping[str, LibvirtHost]) -> Spawner:
     """Long-running commands inside the embedded cloud's libvirt hosts' namespaces."""
 
     def spawn(host: str, command: str) -> subprocess.Popen[str]:
-        argv = hosts[host].exec_argv(["sh", "-c", command])
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return _popen(hosts[host].exec_argv(["sh", "-c", command]))
 
     return spawn
+
+
+def _signal_group(proc: subprocess.Popen[str], signum: int) -> None:
+    """`signum` to the command's process group (see `_popen`), else to the command alone."""
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
 
 
 @dataclass
@@ -108,12 +127,12 @@ class JobCompletedEvents:
 
     def stop(self) -> None:
         for proc in self._procs:
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         for proc in self._procs:
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
                 proc.wait()
         for thread in self._threads:
             thread.join(5)

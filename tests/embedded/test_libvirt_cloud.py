@@ -253,7 +253,7 @@ def _force_complete_until_final(compute: Compute, server_id: str, timeout_s: flo
         if migration.status == "running":
             with contextlib.suppress(CloudError):
                 compute.force_complete(server_id, migration.id)
-        time.sleep(1.0)
+        time.sleep(0.3)
     raise AssertionError(f"the live migration of {server_id} did not end within {timeout_s} s")
 
 

@@ -35,7 +35,9 @@ def _printing(text_by_host: dict[str, str], calls: list[tuple[str, str]]) -> Spa
     def spawn(host: str, command: str) -> subprocess.Popen[str]:
         calls.append((host, command))
         script = f"sleep 0.3; printf %s {shlex.quote(text_by_host.get(host, ''))}; exec sleep 60"
-        return subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["sh", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
 
     return spawn
 
