@@ -4,8 +4,9 @@ The poller reads the server and its in-progress migrations every `poll_s` (≤ 0
 the end (`fast_poll_s`), and the final status from ``/os-migrations`` once the record leaves the
 in-progress list. The policy acts through the API only, as an operator would:
 
-* ``post_copy_after_s`` — force-complete once the migration has run that long (post-copy where the
-  hosts permit it, pause-and-copy otherwise — Nova's choice, recorded as Nova reports it);
+* ``post_copy_after_s`` — force-complete once the migration has run that long and Nova's record
+  shows the copy has begun (at most `COPY_BEGIN_WAIT_S` later) — post-copy where the hosts permit
+  it, pause-and-copy otherwise: Nova's choice, recorded as Nova reports it;
 * ``abort_after_s`` — abort: the expected outcome is ``cancelled``;
 * ``timeout_s`` — abort and record ``timeout`` (also when Nova never confirms the abort);
 * the run being stopped (Ctrl-C) — abort and record what happened.
@@ -50,6 +51,11 @@ POLL_FAILURE_LIMIT_S = 120.0
 """Polls failing this long in a row (cloud gone, API down): the migration is recorded as an error."""
 SETTLE_S = 60.0
 """After the record is final, how long the server may take to become ACTIVE again."""
+# Nova reports `running` from the start of its migration job, seconds before the hypervisor copies
+# anything on a loaded host; Nova's libvirt driver then fails the post-copy switch ("Failed to switch
+# to post-copy live migration") and the migration goes on in pre-copy. So force-complete waits for
+# the first memory figures (the copy has begun), at most this much longer on a cloud that gives none.
+COPY_BEGIN_WAIT_S = 10.0
 EARLY_STATUSES = frozenset({"accepted", "queued", "preparing"})
 NOVA_IN_PROGRESS = frozenset({"queued", "preparing", "running", "post-migrating"})
 """What ``GET /servers/{id}/migrations`` lists (nova.db migration_get_in_progress_by_instance)."""
@@ -410,11 +416,14 @@ class MigrationWatcher:
             and elapsed >= p.post_copy_after_s
             and record is not None
             and record.status == "running"
+            and (_copy_begun(record) or elapsed >= p.post_copy_after_s + COPY_BEGIN_WAIT_S)
         ):
+            late = elapsed - p.post_copy_after_s
+            waited = f", {late:.1f} s late: the copy had not begun" if late >= 2 * POLL_S else ""
             try:
                 self.api.force_complete(self.server_id, record.id)
                 self._forced = True
-                timeline.note(t, f"force-complete sent (post_copy_after_s={p.post_copy_after_s})")
+                timeline.note(t, f"force-complete sent (post_copy_after_s={p.post_copy_after_s}{waited})")
             except ComputeApiError as exc:
                 timeline.note(t, f"force-complete refused: {exc}")
                 self._forced = True
@@ -505,3 +514,12 @@ def queued_s(timeline: Timeline) -> float | None:
         None,
     )
     return None if started is None else round(started - timeline.requested_at, 6)
+
+
+def _copy_begun(record: MigrationState) -> bool:
+    """Nova's record shows memory copied: the hypervisor's migration has started."""
+    return bool(record.memory_processed_bytes) or (
+        record.memory_remaining_bytes is not None
+        and record.memory_total_bytes is not None
+        and record.memory_remaining_bytes < record.memory_total_bytes
+    )

@@ -173,7 +173,8 @@ class MigrationPolicy(_Model):
     auto_converge: bool = False
     """Throttle the guest's vCPUs until pre-copy converges."""
     post_copy_after_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
-    """Switch to post-copy this many seconds after the migration starts; null → never."""
+    """Switch to post-copy (Nova's force-complete) this many seconds after the live-migrate request,
+    once Nova's record shows the copy has begun (at most 10 s later); null → never."""
     abort_after_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     """Abort the migration this many seconds after it starts; null → never."""
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600

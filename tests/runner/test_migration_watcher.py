@@ -16,6 +16,7 @@ from one `FakeTime`, so a 10-minute timeout runs in milliseconds and every time 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from novamig.measure.contract import CaseClock
 from novamig.results import MigrationRecord
 from novamig.runner.migration_watcher import (
     ABORT_GRACE_S,
+    COPY_BEGIN_WAIT_S,
     NOVA_IN_PROGRESS,
     POLL_FAILURE_LIMIT_S,
     MigrationWatcher,
@@ -78,6 +80,7 @@ class Script:
     abortable: frozenset[str] = frozenset({"running"})  # Nova before 2.65
     refuse_request: bool = False
     memory_bytes: int = 256 * MIB
+    copy_begins_s: float = 0.0  # running, but no memory figures for this long (the copy has not begun)
 
 
 @dataclass
@@ -137,6 +140,10 @@ class ScriptedMigrationApi:
             return None
         status = self._status(e)
         remaining: int | None = None
+        if status == "running" and e < self._running_from() + self.script.copy_begins_s:
+            return MigrationState(
+                id=EARLIER_MIGRATION + 1, status=status, source_host=self.source, dest_host=self.dest
+            )
         if status == "running":
             total = self.script.memory_bytes
             ran = e - self._running_from()
@@ -392,6 +399,25 @@ def test_force_complete_is_sent_once_even_when_nova_refuses_it() -> None:
     forced = w.event_at("force-complete sent")
     assert running <= forced < running + POLL_S
     assert len([c for c in w.api.calls if c[1] == "force_complete"]) == 1
+    assert w.record.status == "completed"
+
+
+def test_force_complete_waits_until_nova_shows_the_copy_begun() -> None:
+    """Nova says `running` before the hypervisor copies anything; a post-copy switch then fails in
+    Nova's libvirt driver, so the request waits for the first memory figures."""
+    s = Script(copy_s=None, copy_begins_s=4.0)
+    w = watch(s, Policy(post_copy_after_s=1.0, timeout_s=None))
+    begun = s.appears_s + s.queued_s + s.preparing_s + s.copy_begins_s
+    forced = w.event_at("force-complete sent (post_copy_after_s=1.0, ")
+    assert begun <= forced < begun + POLL_S
+    assert w.record.status == "completed"
+
+
+def test_force_complete_without_memory_figures_is_sent_after_the_longest_wait() -> None:
+    s = Script(copy_s=None, copy_begins_s=math.inf)
+    w = watch(s, Policy(post_copy_after_s=1.0, timeout_s=None))
+    forced = w.event_at("force-complete sent")
+    assert 1.0 + COPY_BEGIN_WAIT_S <= forced < 1.0 + COPY_BEGIN_WAIT_S + POLL_S
     assert w.record.status == "completed"
 
 
