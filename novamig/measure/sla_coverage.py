@@ -8,8 +8,10 @@ of cloud rather than a started one:
 * the embedded cloud (no ``--cloud``, no scenario ``cloud:``, no ``OS_CLOUD``): its driver reads
   the heartbeat and QEMU's figures and checks memory integrity; its guests are reached inside its
   network namespace when novamig runs as root;
-* a named cloud: no embedded driver, no virtio-serial — the guest figure needs
-  ``measure.heartbeat_collector``, the hypervisor figure needs the SSH hosts file named by
+* a named cloud: no embedded driver, no virtio-serial — the guest figure comes over UDP, to
+  ``measure.heartbeat_collector`` or, when the scenario names none, to the address a run finds from
+  the route to the guests (`novamig.measure.collector_address`; validation assumes it will find one,
+  as it cannot look without connecting); the hypervisor figure needs the SSH hosts file named by
   NOVAMIG_SSH_HOSTS (its presence is checked, not its contents). A ``novamig cloud up`` cloud named
   with ``--cloud`` is judged as a named cloud too: validation does not connect to find out.
 """
@@ -29,6 +31,7 @@ from novamig.scenario import Scenario, expand_cases
 from novamig.scenario.models import Measure, Workload
 
 _NOWHERE = Path("/nonexistent/novamig-validate")  # never written: probes are only chosen, not made
+_ROUTE_FOUND = "0.0.0.0:47100"  # stands for the collector address a run finds from the route
 
 
 @dataclass(frozen=True)
@@ -104,12 +107,15 @@ def sla_warnings(
     warnings: dict[str, None] = {}
     for case in expand_cases(scenario):
         s = case.scenario
+        measure = s.measure
+        if not embedded and measure.heartbeat_collector is None:
+            measure = measure.model_copy(update={"heartbeat_collector": _ROUTE_FOUND})
         plan = _Plan(
             case.id,
             tuple(s.measure.probes),
             s.workload.kind,
             s.workload,
-            s.measure,
+            measure,
             SlaSpec(memory_integrity=s.sla.memory_integrity or None),
         )
         for key, figure in _sla_figures(s, embedded):
