@@ -16,8 +16,10 @@ machine at, and so an address they can send to:
 * the port is `DEFAULT_PORT` (the one the DevStack plugin opens for the guests) when free there, else
   one the kernel picks.
 
-None (with the reason, logged) when the cloud has no Network API or no route: the guest figure is
-then unavailable with its usual reason, and ``measure.heartbeat_collector`` names the address.
+None (with the reason, logged) when the cloud has no Network API or no route other than the default
+one (the guests' subnet is not routed here: beats and echoes would leave by the default gateway): the
+guest figure is then unavailable with its usual reason, and ``measure.heartbeat_collector`` names the
+address.
 """
 
 from __future__ import annotations
@@ -59,7 +61,35 @@ def route_source(destination: str, netns: str | None = None) -> str:
         source = str(routes[0]["prefsrc"])
     except (ValueError, LookupError, TypeError):
         raise NoRoute(f"the route to {destination} names no source address: {out.stdout.strip()}") from None
+    if not _routed_beyond_default(destination, netns):
+        raise NoRoute(
+            f"only the default route leads to {destination}: the guests' subnet is not routed to this "
+            "machine (no floating IPs, or the runner is not on the guests' network)"
+        )
     return source
+
+
+def _routed_beyond_default(destination: str, netns: str | None) -> bool:
+    """Some route other than the default one matches `destination` (any table: loopback's is in
+    ``local``). Only the default route means the guests' subnet is unknown here: echoes and beats
+    would go to whatever network that route leads to, never to the guests."""
+    argv = [
+        "ip",
+        "-j",
+        *(["-n", netns] if netns else []),
+        "route",
+        "show",
+        "match",
+        destination,
+        "table",
+        "all",
+    ]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        routes = json.loads(out.stdout) if out.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return False
+    return any(isinstance(r, dict) and r.get("dst") not in (None, "default") for r in routes)
 
 
 def free_port(address: str, netns: str | None, preferred: int = DEFAULT_PORT) -> int:

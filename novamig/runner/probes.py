@@ -84,14 +84,26 @@ def with_heartbeat_collector(
 ) -> CasePlan:
     """`plan` with ``measure.heartbeat_collector`` set to the address the route to its guests
     gives (`CollectorAddresses.for_case`) when it names none and the guests' heartbeat can only
-    come over UDP on this cloud (`heartbeat_over_udp`); else `plan` itself. Why always then, not
-    only for the guest figure: the agent starts its integrity region and dirtier at boot only with
-    a UDP target, and the fleet waits for the guests' echo only then."""
+    come over UDP on this cloud (`heartbeat_over_udp`) and the case uses the agent; else `plan`
+    itself. Not only for the guest figure: the agent starts its integrity region and dirtier at boot
+    only with a UDP target, and the fleet waits for the guests' echo only then."""
     if plan.measure.heartbeat_collector is not None or addresses is None:
         return plan
-    if not heartbeat_over_udp(capabilities):
+    if not heartbeat_over_udp(capabilities) or not _uses_the_guest_agent(plan):
         return plan
     found = addresses.for_case(plan.floating_ip_network)
     if found is None:
         return plan
     return dataclasses.replace(plan, measure=plan.measure.model_copy(update={"heartbeat_collector": found}))
+
+
+def _uses_the_guest_agent(plan: CasePlan) -> bool:
+    """The case needs what the agent does with a UDP target: the guest figure, the memory dirtier
+    or integrity region, the guest's integrity verdict. A case that needs none of them (an idle
+    guest judged by the hypervisor's figure) sends nothing to the guests and waits for no echo."""
+    return (
+        "guest" in plan.probes
+        or "integrity" in plan.probes
+        or plan.workload == "memory"
+        or bool(plan.sla.memory_integrity)
+    )

@@ -3,6 +3,7 @@ loopback and inside a namespace the project makes (`GuestNetwork`: a bridge at 1
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,13 @@ def test_the_source_is_this_side_of_the_route_to_the_guests_subnet() -> None:
         # the namespace has no default route: nothing leaves it, and the reason says so
         with pytest.raises(NoRoute, match=r"no route to 203\.0\.113\.5"):
             route_source("203.0.113.5", net.name)
+        # with a default route, a subnet reached only through it is not the guests': nothing found
+        subprocess.run(
+            ["ip", "-n", net.name, "route", "add", "default", "via", "10.77.0.2"], check=True, timeout=10
+        )
+        with pytest.raises(NoRoute, match=r"only the default route leads to 203\.0\.113\.5"):
+            route_source("203.0.113.5", net.name)
+        assert route_source(probe, net.name) == "10.77.0.1"
 
 
 @needs_netns
@@ -56,8 +64,8 @@ def test_small_subnets_are_asked_for_their_one_address() -> None:
     assert subnet_probe_address("10.0.0.7/32") == "10.0.0.7"
 
 
-def _plan(tmp_path: Path, collector: str | None = None) -> CasePlan:
-    text = "name: t\nfleet: {count: 1}\nmigration: {count: 1}\n"
+def _plan(tmp_path: Path, collector: str | None = None, extra: str = "") -> CasePlan:
+    text = "name: t\nfleet: {count: 1}\nmigration: {count: 1}\n" + extra
     if collector is not None:
         text += f"measure: {{heartbeat_collector: '{collector}'}}\n"
     path = tmp_path / "t.yaml"
@@ -84,3 +92,30 @@ def test_a_plan_keeps_the_collector_it_names_and_the_embedded_driver_needs_none(
     embedded = CloudCapabilities(tmp_path, embedded_workdir=tmp_path, guest_netns="ns")
     assert with_heartbeat_collector(plain, embedded, addresses) is plain
     assert with_heartbeat_collector(plain, CloudCapabilities(tmp_path), None) is plain
+
+
+class _AskedConnection:
+    """Records whether the Network API was asked for the guests' subnet (it has none)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def has_service(self, name: str) -> bool:
+        self.asked += 1
+        return False
+
+
+def test_a_case_that_does_not_use_the_guest_agent_gets_no_collector(tmp_path: Path) -> None:
+    """An idle guest judged by the hypervisor's figure: nothing is sent to the guests, so no address
+    is looked for; a case with the guest probe does look."""
+    conn = _AskedConnection()
+    addresses = CollectorAddresses(conn, "auto", None)
+    hypervisor_only = _plan(
+        tmp_path, extra="measure: {probes: [hypervisor]}\nsla: {downtime_ms: {probe: hypervisor}}\n"
+    )
+    assert (
+        with_heartbeat_collector(hypervisor_only, CloudCapabilities(tmp_path), addresses) is hypervisor_only
+    )
+    assert conn.asked == 0
+    with_heartbeat_collector(_plan(tmp_path), CloudCapabilities(tmp_path), addresses)
+    assert conn.asked == 1
