@@ -73,20 +73,25 @@ def test_a_nova_pause_is_measured_by_the_guest_and_network_probes(
     )
     fig = probe.figure(window, server.id, None)
     assert fig.downtime_ms is not None and fig.resolution_ms is not None, fig.reason
-    # the network gap spans the stop, plus up to one probe period on each side and what the
-    # guest's and the host's scheduling add (the noise floor)
-    lo = known["pause_min_ms"] - fig.resolution_ms
-    hi = known["pause_max_ms"] + 2 * fig.resolution_ms + max(noise, known["heartbeat_noise_floor_ms"] or 0.0)
-    assert lo <= fig.downtime_ms <= hi, (fig.downtime_ms, known, noise)
-
     # the guest's heartbeat, read by the driver over virtio-serial: 1 ms beats
     beat = known["heartbeat_gap_ms"]
+    assert beat is not None, known
+    # The network gap spans the stop, plus up to one probe period on each side and what the
+    # guest's and the host's scheduling add (the noise floor). Lower side: never much shorter than
+    # STOP→RESUME. Upper side: the guest is dark from STOP until it runs again, a few ms after
+    # QEMU's RESUME on a loaded host (it once answered 1.7 ms past a STOP→RESUME bound); its own
+    # heartbeat gap, less one beat, shows that wake-up, so the upper side is judged against it.
+    # The heartbeat itself is bounded by the last assertion, so this bound cannot drift.
+    guest_dark_ms = max(known["pause_max_ms"], beat - 1.0)
+    lo = known["pause_min_ms"] - fig.resolution_ms
+    hi = guest_dark_ms + 2 * fig.resolution_ms + max(noise, known["heartbeat_noise_floor_ms"] or 0.0)
+    assert lo <= fig.downtime_ms <= hi, (fig.downtime_ms, known, noise)
+
     print(
         f"pause {known['pause_min_ms']}–{known['pause_max_ms']} ms; network {fig.downtime_ms} ms; "
         f"heartbeat {beat} ms; noise floors: network {noise} ms, "
         f"heartbeat {known['heartbeat_noise_floor_ms']} ms"
     )
-    assert beat is not None, known
     beat_noise = known["heartbeat_noise_floor_ms"]
     assert beat_noise is not None, known
     # Within its resolution plus the worse noise floor, plus a known offset: under TCG the first
