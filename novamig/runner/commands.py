@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from novamig import __version__
 from novamig.cloud.compute import Compute
@@ -55,6 +55,7 @@ from novamig.measure.libvirt_jobstats import locate_with
 from novamig.measure.locust import unsupported_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import Environment, Results
+from novamig.runner.console_summary import print_summary
 from novamig.runner.fleet import CloudFleet
 from novamig.runner.orphans import (
     Swept,
@@ -350,7 +351,7 @@ def _run(
         session.fleet.close()
         if session.fleet.leftovers:
             _err("could not delete: " + "; ".join(session.fleet.leftovers))
-        _summary(outcome.results, out_dir, sys.stderr)
+        print_summary(outcome.results, out_dir, sys.stderr)
         return outcome.exit_code
 
 
@@ -513,24 +514,6 @@ def _attach_embedded(cloud_name: str) -> EmbeddedCloud | None:
     if workdir is None or not (Path(workdir) / "cloud.json").exists():
         return None
     return EmbeddedCloud.attach(Path(workdir))
-
-
-def _summary(results: Results, out_dir: Path, stream: IO[str]) -> None:
-    for case in results.cases:
-        done = sum(1 for m in case.migrations if m.status == "completed")
-        verdict = "PASS" if case.passed else "FAIL"
-        print(f"{verdict} {case.id}: {done}/{len(case.migrations)} migrations completed", file=stream)
-        if case.error:
-            print(f"     error: {case.error}", file=stream)
-        for check in case.sla:
-            if not check.passed:
-                value = f"value {check.value}"
-                if check.value is None:
-                    value = f"not measured ({check.reason})" if check.reason else "not measured"
-                print(f"     SLA {check.name}: {value}, limit {check.limit}", file=stream)
-    state = "interrupted" if results.interrupted else ("passed" if results.passed else "failed")
-    print(f"novamig: run {state}; results in {out_dir / 'results.json'}", file=stream)
-    print(f"novamig: HTML report: {(out_dir / 'index.html').resolve()}", file=stream)
 
 
 def _cleanup_cloud(cloud: str | None, machine_swept: bool) -> str | int:
