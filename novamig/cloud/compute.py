@@ -32,6 +32,12 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 RETRY_DELAYS_S = (0.5, 2.0)
 """Waits before each retry of an idempotent call: at most three attempts, about 2.5 s apart in all
 (plus each attempt's own timeout), so a short API hiccup is ridden out and a dead API is said soon."""
+LIVE_MIGRATE_TIMEOUT_S = 120.0
+"""How long the live-migrate POST waits for its answer (every other call: the connection's
+``api_timeout``, 30 s). Nova answers it only after its conductor has checked the destination, and
+a busy cloud takes long for that: measured up to 24 s on the embedded cloud with 100 migrations
+requested, so 1 in 100 requests went past 30 s. Such a request is sent once and never repeated (Nova
+may have acted on it), so a lost answer costs the migration: a longer wait here is cheap."""
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 """Answers that say the API (or a proxy in front of it) failed, not that the request was wrong."""
 
@@ -168,10 +174,11 @@ class Compute:
         version: mv.Microversion | None = None,
         json: dict[str, Any] | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
+        timeout_s: float | None = None,
     ) -> Any:
         """One compute API call, its answer's JSON body (None when empty); an idempotent one is
         retried on transient failures (see above)."""
-        resp = self.request(method, url, version=version, json=json, ok=ok)
+        resp = self.request(method, url, version=version, json=json, ok=ok, timeout_s=timeout_s)
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()
@@ -184,12 +191,14 @@ class Compute:
         version: mv.Microversion | None = None,
         json: dict[str, Any] | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
+        timeout_s: float | None = None,
     ) -> Any:
-        """`call`, answering with the HTTP response itself (its headers: the request id)."""
+        """`call`, answering with the HTTP response itself (its headers: the request id).
+        `timeout_s`: this call's own wait for an answer, instead of the connection's."""
         delays = RETRY_DELAYS_S if method in IDEMPOTENT_METHODS else ()
         for attempt, delay in enumerate((*delays, None), start=1):
             try:
-                return self._call_once(method, url, version=version, json=json, ok=ok)
+                return self._call_once(method, url, version=version, json=json, ok=ok, timeout_s=timeout_s)
             except _Transient as exc:
                 if delay is None:
                     raise exc.final(attempt, retried=bool(delays)) from None
@@ -205,8 +214,11 @@ class Compute:
         version: mv.Microversion | None,
         json: dict[str, Any] | None,
         ok: tuple[int, ...],
+        timeout_s: float | None = None,
     ) -> Any:
         use = version or self.version
+        # keystoneauth takes a request's own ``timeout`` over its session's
+        extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
         try:
             # keystoneauth's own retries off: which calls may be repeated is decided above
             resp = self.conn.compute.request(
@@ -217,6 +229,7 @@ class Compute:
                 raise_exc=False,
                 connect_retries=0,
                 status_code_retries=0,
+                **extra,
             )
         except ksa_exc.ConnectTimeout as exc:
             raise _Transient(CloudUnreachable(f"{method} {url}: no answer in time: {exc}")) from None
@@ -301,7 +314,11 @@ class Compute:
         request = mv.live_migrate_request(self.max_version, host, block_migration)
         try:
             resp = self.request(
-                "POST", f"/servers/{server_id}/action", version=request.microversion, json=request.body
+                "POST",
+                f"/servers/{server_id}/action",
+                version=request.microversion,
+                json=request.body,
+                timeout_s=LIVE_MIGRATE_TIMEOUT_S,
             )
         except ComputeApiError as exc:
             raise MigrationRequestRefused(str(exc)) from None
