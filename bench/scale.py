@@ -8,14 +8,19 @@ The runner is a child process of this script, attached to the cloud by name, so 
 and peak RSS are read from wait4(2) and include nothing of the cloud's. Figures:
 
 - wall: the whole run (boot, migrate, delete) and the migration case's own duration;
-- CPU/migration: the runner's user+system CPU seconds divided by N (boot and delete included);
+- CPU/migration: the runner's user+system CPU seconds divided by N (start-up, boot and delete
+  included), and apart its CPU while the migrations ran (requested and watched: the case's
+  ``migration_cpu_s``, from getrusage in the runner) divided by N; the rest, outside the migrations
+  (start-up, boot, delete), is given whole: it is paid once per run or grows with the servers
+  booted, not with the migrations watched at once;
 - API calls/migration: compute API requests during the run (Nova's request log), divided by N,
   with the median server-side time of one request; "polling" counts the case poller's reads
   (its list calls and the per-server in-progress reads) apart;
 - poll period: the migration records' ``poll_period_s`` (how far apart the poller's samples of a
   migration were), median and max over the N migrations;
 - peak RSS of the runner;
-- with QEMU: each probe's CPU (% of one core over the case) against its budget.
+- with QEMU: each probe's CPU (% of one core over the case) against its budget;
+- the load average (1 min) when the row started and when it ended: others' work on the machine.
 
 Last, the time to write a results.json of 1 000 migrations (the report bench's synthetic run, with
 progress samples and events as a real run has them), best of 3.
@@ -68,6 +73,7 @@ class Row:
     wall_s: float
     case_s: float
     cpu_s: float
+    watch_cpu_s: float | None  # the runner's CPU while the migrations ran, all cases
     api_calls: int
     polling_calls: int
     api_time_median_s: float
@@ -75,6 +81,8 @@ class Row:
     poll_max_s: float | None
     peak_rss_mib: float
     probe_cpu: str  # "guest 1.2 % / 5 %, …" (QEMU), "-" where no probe ran
+    load_start: float
+    load_end: float
 
 
 def _requests(nova_log: Path, offset: int) -> list[tuple[str, float]]:
@@ -107,6 +115,7 @@ def run_one(cloud: EmbeddedCloud, n: int, work: Path, driver: str) -> Row:
     offset = nova_log.stat().st_size
     env = dict(os.environ, PYTHONWARNINGS="ignore", **cloud.env())
     argv = [str(Path(sys.executable).with_name("novamig")), "run", str(scenario), "--cloud", cloud.cloud_name]
+    load_start = os.getloadavg()[0]
     started = time.monotonic()
     proc = subprocess.Popen(
         [*argv, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -126,6 +135,7 @@ def run_one(cloud: EmbeddedCloud, n: int, work: Path, driver: str) -> Row:
     polls = [m.poll_period_s for m in migs if m.poll_period_s is not None]
     api = _requests(nova_log, offset)
     times = [t for _, t in api]
+    watched = [c.migration_cpu_s for c in results.cases if c.migration_cpu_s is not None]
     return Row(
         n=n,
         rc=proc.returncode,
@@ -133,6 +143,7 @@ def run_one(cloud: EmbeddedCloud, n: int, work: Path, driver: str) -> Row:
         wall_s=wall,
         case_s=sum(c.duration_s or 0 for c in results.cases),
         cpu_s=usage.ru_utime + usage.ru_stime,
+        watch_cpu_s=sum(watched) if watched else None,
         api_calls=len(api),
         polling_calls=sum(1 for path, _ in api if POLLING.search(path)),
         api_time_median_s=statistics.median(times) if times else 0.0,
@@ -140,6 +151,8 @@ def run_one(cloud: EmbeddedCloud, n: int, work: Path, driver: str) -> Row:
         poll_max_s=max(polls) if polls else None,
         peak_rss_mib=usage.ru_maxrss / 1024,
         probe_cpu=_probe_cpu(results),
+        load_start=load_start,
+        load_end=os.getloadavg()[0],
     )
 
 
@@ -153,12 +166,14 @@ def table(rows: list[Row], title: str) -> Table:
         "concurrent",
         "completed",
         "wall s (case s)",
-        "CPU s/migration",
+        "CPU s/migration: total (watching)",
+        "CPU s outside the migrations",
         "API calls/migration (polling)",
         "API time median s",
         "poll period median/max s",
         "peak RSS MiB",
         "probe CPU / budget",
+        "load average start/end",
     ):
         t.add_column(col, justify="right")
     for r in rows:
@@ -166,12 +181,14 @@ def table(rows: list[Row], title: str) -> Table:
             str(r.n),
             f"{r.completed}/{r.n}" + ("" if r.rc == 0 else f" (rc {r.rc})"),
             f"{r.wall_s:.1f} ({r.case_s:.1f})",
-            f"{r.cpu_s / r.n:.3f}",
+            f"{r.cpu_s / r.n:.3f} ({_f(None if r.watch_cpu_s is None else r.watch_cpu_s / r.n, 3)})",
+            _f(None if r.watch_cpu_s is None else r.cpu_s - r.watch_cpu_s),
             f"{r.api_calls / r.n:.1f} ({r.polling_calls / r.n:.1f})",
             f"{r.api_time_median_s:.3f}",
             f"{_f(r.poll_median_s)} / {_f(r.poll_max_s)}",
             f"{r.peak_rss_mib:.0f}",
             r.probe_cpu,
+            f"{r.load_start:.1f} / {r.load_end:.1f}",
         )
     return t
 

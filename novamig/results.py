@@ -454,6 +454,21 @@ class CaseResult(_Model):
     duration_s: float | None = Field(default=None, description="seconds from case start to its end")
     probe_cost: dict[str, ProbeCost] = Field(default_factory=dict, description="per probe name")
     error: str | None = Field(default=None, description="why the case could not run to its end")
+    migration_cpu_s: float | None = Field(
+        default=None,
+        description="CPU seconds (user + system, every thread) the runner's process spent from the "
+        "first live-migrate request to the last migration's end: requesting and watching them, and "
+        "the probes that run inside the runner; not the start-up, the boot or the delete",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_cpu(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``migration_cpu_s`` is written only when measured: a results.json written before the
+        field existed reads and writes back byte for byte."""
+        data: dict[str, Any] = handler(self)
+        if data.get("migration_cpu_s") is None:
+            data.pop("migration_cpu_s", None)
+        return data
 
 
 class Environment(_Model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
+import resource
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def run_case(
     noise_floor = PerProbe()
     costs: dict[str, ProbeCost] = {}
     locust: dict[str, Any] = {}
+    migration_cpu: float | None = None
     try:
         chooser = TargetChooser(plan.target, hosts, ping_pong=plan.ping_pong)
         with applied(host_policy, hosts, plan.host_options):
@@ -92,18 +94,22 @@ def run_case(
                 try:
                     noise_window = _noise_window(plan, clock, stop, view)
                     view.message(f"{len(servers)} server(s) ACTIVE; migrating")
-                    _migrate_all(
-                        plan,
-                        servers=servers,
-                        chooser=chooser,
-                        api=api,
-                        clock=clock,
-                        stop=stop,
-                        view=view,
-                        records=records,
-                        poll_s=poll_s,
-                        probes=probes,
-                    )
+                    cpu_before = process_cpu_s()
+                    try:
+                        _migrate_all(
+                            plan,
+                            servers=servers,
+                            chooser=chooser,
+                            api=api,
+                            clock=clock,
+                            stop=stop,
+                            view=view,
+                            records=records,
+                            poll_s=poll_s,
+                            probes=probes,
+                        )
+                    finally:
+                        migration_cpu = process_cpu_s() - cpu_before
                     # the probes' windows reach past each migration's end (the destination's
                     # first minute of work shows post-copy faults and late stalls)
                     stop.event.wait(PROBE_TAIL_S)
@@ -145,8 +151,17 @@ def run_case(
         probe_cost=costs,
         locust=locust or None,
         duration_s=clock.now(),
+        migration_cpu_s=None if migration_cpu is None else round(migration_cpu, 3),
     )
     return CaseOutcome(result, infrastructure)
+
+
+def process_cpu_s() -> float:
+    """The runner process's CPU seconds so far, user and system, all its threads: the watching
+    of a case's migrations is apart from the start-up (the interpreter, openstacksdk), the boot
+    and the delete, which a run pays whatever its number of migrations."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _noise_window(

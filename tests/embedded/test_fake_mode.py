@@ -24,6 +24,7 @@ from novamig.embedded.controller import EmbeddedCloud, compute_hosts, options_fr
 from novamig.measure.contract import Unavailable, not_measured_reason
 from novamig.measure.registry import CloudCapabilities, probes_for
 from novamig.results import load_results
+from novamig.runner.case import process_cpu_s
 from novamig.runner.commands import cmd_run
 from novamig.runner.migration_watcher import FAST_POLL_S
 from novamig.runner.plan import plan_from_case
@@ -148,10 +149,14 @@ def test_drain_of_20_servers_through_the_runner(
     tmp_path: Path, fake_cloud: EmbeddedCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     offset = _log_size(fake_cloud)
+    cpu_before = process_cpu_s()
     rc = _run(fake_cloud, tmp_path, DRAIN_20, monkeypatch)
+    run_cpu = process_cpu_s() - cpu_before  # the run is in this process: its whole CPU
     results = load_results(tmp_path / "out" / "results.json")
     [case] = results.cases
     assert rc == 0, case
+    # the watching's CPU is measured apart from the boot and the delete, which the run also paid
+    assert case.migration_cpu_s is not None and 0 < case.migration_cpu_s < run_cpu, (case, run_cpu)
     # How long the drain takes is a speed figure: bench/scale.py measures and reports it.
     assert results.environment.scale_mode == "scale mode: fake driver on 3 computes, no downtime measured"
     assert "scale mode: fake driver on 3 computes" in (tmp_path / "out" / "index.html").read_text()

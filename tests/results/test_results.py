@@ -98,6 +98,19 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert raw["environment"]["started_at"].startswith("2026-11-25T23:00:00")
 
 
+def test_the_migrations_cpu_is_written_only_when_measured(tmp_path: Path) -> None:
+    """``migration_cpu_s`` came after ``novamig.results/1``: a case without it writes no key (so a
+    file written before it reads back byte for byte), one with it keeps its value."""
+    results = sample_results()
+    path = tmp_path / "results.json"
+    write_results(results, path)
+    assert "migration_cpu_s" not in json.loads(path.read_text())["cases"][0]
+    results.cases[0].migration_cpu_s = 0.125
+    write_results(results, path)
+    assert json.loads(path.read_text())["cases"][0]["migration_cpu_s"] == 0.125
+    assert load_results(path) == results
+
+
 def test_unknown_schema_version_is_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     raw = json.loads(sample_results().to_json())
