@@ -26,7 +26,9 @@ policy, abort, force-complete, timeout) then runs on the tick's readings; what a
 ``changes-since`` compares with the ``updated_at`` each Nova service writes from its own clock, at
 one-second resolution: the cursor stays `CURSOR_MARGIN_S` behind the newest time seen, and every
 `CATCH_UP_EVERY` ticks the reads go back `CATCH_UP_MARGIN_S`, so a compute whose clock lags the
-others by less than that is still read.
+others by less than that is still read. The margin is what each tick re-reads: every row changed
+within it (and the second it rounds to) comes again in every tick's answer, and at 100 concurrent
+migrations those answers are what a tick waits for.
 """
 
 from __future__ import annotations
@@ -58,7 +60,15 @@ log = logging.getLogger(__name__)
 
 PROGRESS_READS_PER_TICK = 2
 PROGRESS_PROBE_READS = 3
-CURSOR_MARGIN_S = 3.0
+CURSOR_MARGIN_S = 1.0
+"""How far behind the newest ``updated_at`` seen the changed lists read. A row can become visible
+after one stamped later: its writer stamped it, then committed after another writer's commit (the
+UPDATE is stamped when it is sent; the transaction's other statements and the commit follow). With
+stamps to the second as MySQL's DATETIME keeps them (rounded: up to 0.5 s either way), one second
+behind still lists a row whose commit came up to half a second after a later-stamped row's; with
+sub-second stamps (SQLite, the embedded cloud) up to a second. tests/runner/test_poller.py plays
+such commits against the lists. A longer lag (a clock behind, a writer stalled) is read by the
+catch-up reads below, later."""
 CATCH_UP_EVERY = 20
 CATCH_UP_MARGIN_S = 60.0
 FIRST_CURSOR_MARGIN_S = 120.0

@@ -17,6 +17,7 @@ Time is fake (`FakeTime`): it moves when the poller waits between ticks, so a ti
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -25,12 +26,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from novamig.cloud import microversions as mv
 from novamig.cloud.compute import Compute
 from novamig.measure.contract import CaseClock
 from novamig.results import MigrationRecord
+from novamig.runner import poller as poller_module
 from novamig.runner.migration_watcher import MigrationWatcher, Policy
 from novamig.runner.poller import (
+    CATCH_UP_EVERY,
+    CURSOR_MARGIN_S,
     NEW_RECORDS_SLACK,
     PROGRESS_PROBE_READS,
     PROGRESS_READS_PER_TICK,
@@ -94,6 +100,9 @@ class _Server:
     dest: str = "compute2"
     stretch: float = 1.0  # its course takes this many times `COURSE`'s
     answer_after_s: float = 0.0  # the live-migrate request is answered this long after it was sent
+    lag_s: float = 0.0
+    """Its rows' changes are stamped (``updated_at``) this long before a list can see them: the
+    writer stamps the row, then commits; another server's writer may commit at once."""
     requested: float | None = None
 
     def at(self, since_request: float) -> float:
@@ -115,6 +124,10 @@ class NovaLists(Compute):
     hold_requests: bool = False  # each request waits for as many in flight as the poller may send
     in_flight: int = 0
     most_in_flight: int = 0
+    whole_seconds: bool = False
+    """``updated_at`` rounded to the second, as MySQL's DATETIME stores it: a row can carry a
+    stamp up to 0.5 s later than the one of a row written after it."""
+    listed_rows: int = 0  # rows the changed lists returned, every tick's counted
 
     def __post_init__(self) -> None:
         self.max_version = self.version = mv.Microversion(2, 80)
@@ -126,6 +139,7 @@ class NovaLists(Compute):
 
     # -- the state, as of a time ---------------------------------------------------------------------
     def _record(self, s: _Server, t: float) -> dict[str, Any] | None:
+        t -= s.lag_s  # what a reader sees at t: the changes committed by then
         if s.requested is None or t < s.at(COURSE[0][0]):
             return None
         passed = [(at, status) for at, status in COURSE if t >= s.at(at)]
@@ -143,7 +157,8 @@ class NovaLists(Compute):
         }
 
     def _server(self, s: _Server, t: float) -> dict[str, Any]:
-        if s.requested is None:
+        t -= s.lag_s
+        if s.requested is None or t < s.requested:
             status, task, host, updated = "ACTIVE", None, s.source, 0.0
         elif t >= (arrived := s.at(COURSE[-1][0] + SETTLE_S)):
             status, task, host, updated = "ACTIVE", None, s.dest, arrived
@@ -155,11 +170,13 @@ class NovaLists(Compute):
             "status": status,
             "OS-EXT-STS:task_state": task,
             "OS-EXT-SRV-ATTR:host": host,
-            "updated": self.time.wall(updated).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "updated": self._stamp(updated)[:19] + "Z",  # Nova's server view: to the second
             "tags": [TAG],
         }
 
     def _stamp(self, t: float) -> str:
+        if self.whole_seconds:
+            t = 1000.0 + round(t - 1000.0)  # fake time 1000.0 is a whole second of Nova's clock
         return self.time.wall(t).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
     # -- the API ---------------------------------------------------------------------------------------
@@ -173,7 +190,9 @@ class NovaLists(Compute):
         path = parts.path.split("/")
         if parts.path == "/servers/detail":
             rows = [self._server(s, t) for s in self.servers.values()]
-            return {"servers": [r for r in rows if since is None or _time(r["updated"]) >= since]}
+            rows = [r for r in rows if since is None or _time(r["updated"]) >= since]
+            self.listed_rows += len(rows) if since is not None else 0
+            return {"servers": rows}
         if path[1] == "servers":
             if len(path) == 3:
                 return {"server": self._server(self.servers[path[2]], t)}
@@ -184,6 +203,7 @@ class NovaLists(Compute):
         rows = [m for s in self.servers.values() if (m := self._record(s, t)) is not None]
         if since is not None:  # Nova: updated_at >= changes-since; a NULL updated_at never matches
             rows = [m for m in rows if m["updated_at"] is not None and _time(m["updated_at"]) >= since]
+            self.listed_rows += len(rows)
         if "instance_uuid" in query:
             rows = [m for m in rows if m["instance_uuid"] == query["instance_uuid"]]
         if "limit" in query:  # paged: newest created first
@@ -351,3 +371,61 @@ def test_at_most_a_few_requests_await_their_answer_at_a_time() -> None:
     assert nova.most_in_flight == REQUESTS_IN_FLIGHT
     assert all(r.status == "completed" for r in records)
     assert max(r.requested_at for r in records) < min(r.finished_at for r in records)
+
+
+def _lagging_nova(n: int) -> NovaLists:
+    """`n` servers whose courses interleave (stretched 1× to 1.9×), every other one's changes
+    committed `LAG_S` after they were stamped, stamps to the whole second (MySQL's DATETIME)."""
+    nova = NovaLists(FakeTime(), n, whole_seconds=True)
+    for i, s in enumerate(nova.servers.values()):
+        s.stretch = 1.0 + (i % 10) / 10
+        s.lag_s = LAG_S if i % 2 else 0.0
+    return nova
+
+
+LAG_S = 0.45
+"""Below half a second: a stamp rounded to the second (0.5 s either way) then stays within one
+second of a row stamped later and committed first, which `CURSOR_MARGIN_S` covers."""
+
+
+def _phases_seen(records: list[MigrationRecord], nova: NovaLists) -> list[str]:
+    """What the poller did not see of each migration: a status change missing from its events
+    (a list missed it, and the next status was seen instead), or a status not seen for as long as
+    it lasted, within a tick (``phases_s``; its ``queued`` is the queueing time, not the status)."""
+    wrong = []
+    by_name = {s.id[-3:]: s for s in nova.servers.values()}
+    statuses = [status for _, status in COURSE[1:]]
+    for r in records:
+        s = by_name[r.server]
+        for before, after in itertools.pairwise(dict.fromkeys(statuses)):
+            if f"migration: {before} → {after}" not in {e.what for e in r.events}:
+                wrong.append(f"{r.server}: {before} → {after} not seen")
+        for (at, status), (until, _) in itertools.pairwise(COURSE[3:]):  # preparing, running
+            expected = s.stretch * (until - at)
+            seen = r.phases_s.get(status)
+            if seen is None or abs(seen - expected) > POLL_S + 1e-6:
+                wrong.append(f"{r.server} {status}: {seen} s, lasted {expected:g} s")
+    return wrong
+
+
+def test_the_cursor_margin_misses_no_change_committed_after_a_later_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lists read `CURSOR_MARGIN_S` behind the newest stamp seen: a change stamped before that
+    one but committed after it (a writer slower to commit) is still listed, and every status of
+    every migration is seen for as long as it lasted. Without the margin some are lost: the test
+    can tell."""
+    nova = _lagging_nova(40)
+    records, poller = _migrate_all(nova)
+    assert _phases_seen(records, nova) == []
+    assert all(r.status == "completed" for r in records)
+    # what the ticks re-read: each change is listed again by the ticks within the margin and the
+    # second its stamp rounds to (ticks mostly `POLL_S` apart here), and by the catch-up reads
+    changes = 40 * (len(COURSE) - 1 + 2)  # the record's updates, the server's two
+    catch_up_rows = (poller.ticks // CATCH_UP_EVERY) * 40 * 2
+    assert nova.listed_rows <= changes * ((CURSOR_MARGIN_S + 1.0) / POLL_S + 1) + catch_up_rows
+
+    monkeypatch.setattr(poller_module, "CURSOR_MARGIN_S", 0.0)
+    nova = _lagging_nova(40)
+    records, _ = _migrate_all(nova)
+    assert _phases_seen(records, nova) != []
