@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -302,14 +303,20 @@ HZ = 250
 @pytest.mark.slow
 @needs_netns
 def test_guest_beats_over_udp_and_a_qmp_pause_agrees_with_virtio_serial(
-    machines: MachineFactory, tiny_image: GuestImage, tmp_path: Path, wait_until: WaitUntil
+    machines: MachineFactory,
+    tiny_image: GuestImage,
+    tmp_path: Path,
+    wait_until: WaitUntil,
+    scheduling_jitter: HostLoad,
 ) -> None:
     """A tiny guest on a guest network with ``novamig.hb_udp`` aimed at the bridge's address.
 
     The collector receives about `HZ` beats a second; three 300 ms QMP stop/cont pauses are each
-    measured by the UDP gap within one period plus the noise floor of QEMU's STOP→RESUME (median,
-    like the network probe's test), and agree with the virtio-serial heartbeat's gap of the same
-    pause within the sum of both resolutions and both noise floors.
+    measured by the UDP gap within one period plus the noise floor (median, like the network
+    probe's test): never much shorter than QEMU's STOP→RESUME, never much longer than the time the
+    guest was dark (STOP→RESUME plus its wake-up, which the virtio-serial heartbeat shows); and
+    each agrees with the virtio-serial heartbeat's gap over the same interval within the sum of
+    both resolutions and both channels' delivery jitter, measured in the same run.
     """
     port = 7070
     with GuestNetwork() as net:
@@ -352,37 +359,80 @@ def test_guest_beats_over_udp_and_a_qmp_pause_agrees_with_virtio_serial(
 
     beats = probe.records
     assert beats is not None and addr.ip in beats, f"no beats from {addr.ip}: {sorted(beats or {})}"
-    recv = beats[addr.ip].recv_ns
-    per_second = [
-        sum(1 for t in recv if lo <= t < lo + 1_000_000_000)
-        for lo in range(quiet_ns[0], quiet_ns[1], 1_000_000_000)
-    ]
-    print(f"UDP beats per second in the quiet window: {per_second} (asked {HZ})")
-    assert max(per_second) >= 0.9 * HZ and max(per_second) <= 1.05 * HZ, per_second
+    per_second = _per_second(beats[addr.ip].recv_ns, quiet_ns)
+    # The same beats over virtio-serial: what the guest really sent, fewer than asked when the
+    # host does not run its vCPU on time (at a load average of 60-140 the collector got 71-195
+    # beats a second at 250 Hz).
+    sent_per_second = _per_second([b.host_ns for b in virtio], quiet_ns)
+    print(f"UDP beats per second in the quiet window: {per_second} (asked {HZ}, sent {sent_per_second})")
+    # The collector receives about what the guest sent, at most the rate asked (a collector that
+    # drops datagrams or counts one twice fails here).
+    assert max(per_second) >= 0.9 * min(HZ, max(sent_per_second)), (per_second, sent_per_second)
+    assert max(per_second) <= 1.05 * HZ, per_second
 
     floor = probe.noise_floor(*quiet)
     assert floor is not None, "the guest must beat throughout the quiet window"
-    virtio_floor = noise_floor([b.host_ns for b in virtio], *quiet_ns).max_ms
     period = 1000.0 / HZ
-    errors, disagreements = [], []
+    virtio_ns = [b.host_ns for b in virtio]
+    virtio_floor = noise_floor(virtio_ns, *quiet_ns).max_ms
+    # The virtio-serial beats are stamped where a thread of this process reads them: late by what
+    # their quiet window showed, or by the worst stall of this process's threads during the test
+    # (the quiet window alone once fell short: a pause's virtio-serial gap 90 ms longer than its
+    # UDP gap, quiet floors 26-28 ms; the UDP collector is a process of its own at SCHED_FIFO).
+    jitter_ms = scheduling_jitter.worst_ms
+    virtio_jitter = max(virtio_floor, period, jitter_ms)
+    errors = []  # against QEMU's STOP→RESUME: the guest cannot beat for less than that
+    over_guest = []  # against the guest's own dark time: STOP→RESUME plus its wake-up
+    disagreements = []  # against the virtio-serial gap over the same interval
     for p in pauses:
         fig = probe.figure(_record(clock, p.stop_ns - 300 * MS, p.resume_ns), "id-hbu", None)
         assert fig.downtime_ms is not None and fig.resolution_ms == period, fig.reason
-        assert fig.brownout_ms is not None
-        assert p.gap_ms is not None
+        assert fig.brownout_ms is not None and fig.details is not None
+        virtio_ms = _virtio_gap_over(virtio_ns, clock, fig.details)
+        assert virtio_ms is not None, (fig.details, p)
         errors.append(round(fig.downtime_ms - p.stop_resume_ms, 2))
-        disagreements.append(round(fig.downtime_ms - p.gap_ms, 2))
+        over_guest.append(round(fig.downtime_ms - max(p.stop_resume_ms, virtio_ms - period), 2))
+        disagreements.append(round(fig.downtime_ms - virtio_ms, 2))
     tolerance = period + floor
-    agreement = 2 * period + floor + virtio_floor
+    # The upper side's reference is the virtio-serial gap: a late-read last beat before the gap
+    # shortens it by up to its delivery jitter beyond one beat.
+    tolerance_hi = tolerance + virtio_jitter - period
+    agreement = 2 * period + floor + virtio_jitter
     print(
-        f"UDP gap − STOP→RESUME {errors} ms (tolerance {tolerance:.2f}); UDP gap − virtio-serial gap "
+        f"UDP gap − STOP→RESUME {errors} ms (tolerance {tolerance:.2f}); UDP gap − the guest's dark "
+        f"time {over_guest} ms (tolerance {tolerance_hi:.2f}); UDP gap − virtio-serial gap "
         f"{disagreements} ms (tolerance {agreement:.2f}); noise floors UDP {floor} ms, "
-        f"virtio {virtio_floor:.3f} ms; "
+        f"virtio {virtio_floor:.3f} ms; worst thread stall {jitter_ms:.1f} ms; "
         f"collector cost {probe.cost()}"
     )
-    assert abs(statistics.median(errors)) <= tolerance, (errors, floor)
+    # Lower side: a gap never much shorter than the pause. Upper side: the guest is dark from STOP
+    # until its vCPU runs again, a few ms after QEMU's RESUME on a loaded host (5-9 ms measured on
+    # 2 busy cores), so STOP→RESUME alone is no upper reference. The UDP and the virtio-serial beats
+    # are the same beats (one loop sends both), so the virtio-serial gap over the same interval,
+    # less one beat, is that dark time — and, should the host starve the guest longer than the
+    # pause inside the figure's window (its 1 s margin after RESUME), that stall's length. A
+    # collector that stamps late or invents a gap of its own (a datagram it failed to read) lands
+    # above it by more than its period and both channels' delivery jitter.
     assert min(errors) >= -tolerance, (errors, floor)
+    assert statistics.median(over_guest) <= tolerance_hi, (over_guest, errors, floor, virtio_jitter)
     assert all(abs(d) <= agreement for d in disagreements), (disagreements, agreement)
+
+
+def _per_second(arrivals_ns: list[int], window_ns: tuple[int, int]) -> list[int]:
+    """Arrivals in each whole second of `window_ns` (monotonic ns)."""
+    return [
+        sum(1 for t in arrivals_ns if lo <= t < lo + 1_000_000_000)
+        for lo in range(window_ns[0], window_ns[1], 1_000_000_000)
+    ]
+
+
+def _virtio_gap_over(virtio_ns: list[int], clock: CaseClock, details: dict[str, Any]) -> float | None:
+    """The virtio-serial heartbeat's longest gap overlapping the UDP figure's gap (``gap_from_s``
+    to ``gap_to_s``, case seconds): the same silence seen through the other channel."""
+    start_ns = round((float(details["gap_from_s"]) + clock.origin) * 1e9)
+    end_ns = round((float(details["gap_to_s"]) + clock.origin) * 1e9)
+    gap = longest_gap(virtio_ns, start_ns, end_ns)
+    return None if gap is None else gap.ms
 
 
 @pytest.mark.qemu
