@@ -20,7 +20,9 @@ and peak RSS are read from wait4(2) and include nothing of the cloud's. Figures:
   migration were), median and max over the N migrations;
 - peak RSS of the runner;
 - with QEMU: each probe's CPU (% of one core over the case) against its budget;
-- the load average (1 min) when the row started and when it ended: others' work on the machine.
+- the load average (1 min) when the row started, the highest seen while it ran (read every 5 s)
+  and when it ended: others' work on the machine, which the cloud and the runner share the cores
+  with.
 
 Last, the time to write a results.json of 1 000 migrations (the report bench's synthetic run, with
 progress samples and events as a real run has them), best of 3.
@@ -40,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +85,7 @@ class Row:
     peak_rss_mib: float
     probe_cpu: str  # "guest 1.2 % / 5 %, …" (QEMU), "-" where no probe ran
     load_start: float
+    load_max: float
     load_end: float
 
 
@@ -90,6 +94,11 @@ def _requests(nova_log: Path, offset: int) -> list[tuple[str, float]]:
     with nova_log.open() as fh:
         fh.seek(offset)
         return [(m.group(1), float(m.group(2))) for line in fh if (m := REQUEST.search(line.rstrip()))]
+
+
+def _sample_load(loads: list[float], done: threading.Event) -> None:
+    while not done.wait(5.0):
+        loads.append(os.getloadavg()[0])
 
 
 def _probe_cpu(results: Results) -> str:
@@ -121,9 +130,15 @@ def run_one(cloud: EmbeddedCloud, n: int, work: Path, driver: str) -> Row:
         [*argv, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     assert proc.stderr is not None
+    loads = [load_start]
+    done = threading.Event()
+    sampler = threading.Thread(target=_sample_load, args=(loads, done), daemon=True)
+    sampler.start()
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
+    done.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.stderr.write(stderr.decode(errors="replace")[-3000:])
@@ -152,6 +167,7 @@ def run_one(cloud: EmbeddedCloud, n: int, work: Path, driver: str) -> Row:
         peak_rss_mib=usage.ru_maxrss / 1024,
         probe_cpu=_probe_cpu(results),
         load_start=load_start,
+        load_max=max(loads),
         load_end=os.getloadavg()[0],
     )
 
@@ -173,7 +189,7 @@ def table(rows: list[Row], title: str) -> Table:
         "poll period median/max s",
         "peak RSS MiB",
         "probe CPU / budget",
-        "load average start/end",
+        "load average start/max/end",
     ):
         t.add_column(col, justify="right")
     for r in rows:
@@ -188,7 +204,7 @@ def table(rows: list[Row], title: str) -> Table:
             f"{_f(r.poll_median_s)} / {_f(r.poll_max_s)}",
             f"{r.peak_rss_mib:.0f}",
             r.probe_cpu,
-            f"{r.load_start:.1f} / {r.load_end:.1f}",
+            f"{r.load_start:.1f} / {r.load_max:.1f} / {r.load_end:.1f}",
         )
     return t
 
