@@ -106,8 +106,13 @@ def test_idle_guest_migrates_with_memory_intact(
     _assert_alive_and_intact(dst)
     hb = HeartbeatCollector(src.agent, dst.agent).analyse(result)
     assert hb.switchover_gap_ms is not None and hb.switchover_gap_ms > 0
-    # the guest cannot have been interrupted for less than QEMU's own stop
-    assert hb.switchover_gap_ms >= result.qemu_downtime_ms - 1
+    # The guest cannot have been interrupted for less than QEMU's own stop, less one beat and
+    # what the host's reading of the beats adds: the last beat before the stop, read late, is
+    # stamped late and shortens the gap by that much (the source's longest beat gap in the quiet
+    # 2 s before the migration, beyond one beat, measures that lateness in this run).
+    assert hb.noise_floor_ms is not None, hb
+    read_late_ms = max(0.0, hb.noise_floor_ms - 1.0)
+    assert hb.switchover_gap_ms >= result.qemu_downtime_ms - 1 - read_late_ms, (hb, result.qemu_downtime_ms)
 
 
 def test_50_mib_s_converges_at_1_gbit(machines: MachineFactory, source: SourceFactory) -> None:

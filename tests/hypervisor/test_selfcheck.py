@@ -57,7 +57,10 @@ def test_selfcheck_json(
     assert mig["status"] == "completed", out["problems"]
     for key in ("total_ms", "qemu_downtime_ms", "stop_resume_ms", "heartbeat_gap_ms"):
         assert isinstance(mig[key], (int, float)), key
-    assert mig["heartbeat_gap_ms"] >= mig["qemu_downtime_ms"] - 1
+    # The guest cannot have been interrupted for less than QEMU's own stop, less one beat and the
+    # host's lateness in reading the last beat before it (a late read stamps it late and shortens
+    # the gap): the noise floor beyond one beat (1 kHz).
+    assert mig["heartbeat_gap_ms"] >= mig["qemu_downtime_ms"] - 1 - max(0.0, floor - 1), (mig, floor)
     # The exit code says what the report says: 0 exactly when it lists no problem.
     assert (code == 0) == (not out["problems"]), (code, out["problems"])
 

@@ -136,7 +136,9 @@ def test_icmp_checksum_is_rfc_1071() -> None:
     assert icmp_checksum(b"\x01") == 0xFFFF - 0x0100  # an odd length is padded with a zero byte
 
 
-def test_icmp_to_loopback_answers_at_the_asked_rate(tmp_path: Path, wait_until: WaitUntil) -> None:
+def test_icmp_to_loopback_answers_at_the_asked_rate(
+    tmp_path: Path, wait_until: WaitUntil, scheduling_jitter: HostLoad
+) -> None:
     """The kernel answers ICMP echo on loopback: a steady run, nothing lost, the socket kind named."""
     probe = NetworkProbe(500, None, tmp_path, protocol="icmp")
     clock = CaseClock()
@@ -155,10 +157,15 @@ def test_icmp_to_loopback_answers_at_the_asked_rate(tmp_path: Path, wait_until: 
         pytest.fail(f"the ICMP prober did not run: {cost}")
     assert "icmp-dgram" in cost.note or "icmp-raw" in cost.note, cost.note
     assert "replies 0/" not in cost.note and "stray" not in cost.note, cost.note
+    # The kernel answers at once, so every gap beyond one period is the prober's own lateness: on
+    # a busy host up to one stall of the host (measured in this run by a thread of this process);
+    # a prober that loses replies or stamps them late shows gaps well beyond that.
+    load_ms = scheduling_jitter.worst_ms
     floor = probe.noise_floor(*quiet)
-    assert floor is not None and 2.0 * 0.9 <= floor < 100, floor
+    assert floor is not None and 2.0 * 0.9 <= floor < 100 + load_ms, (floor, load_ms)
     fig = probe.figure(_record(clock, window_ns, window_ns + 100 * MS), "id-1", None)
-    assert fig.downtime_ms is not None and fig.downtime_ms < 100 and fig.details is not None, fig
+    assert fig.downtime_ms is not None and fig.details is not None, fig
+    assert fig.downtime_ms < 100 + load_ms, (fig, load_ms)
     assert fig.details["protocol"] == "icmp" and fig.details["lost"] == 0, fig.details
 
 
@@ -408,23 +415,29 @@ def test_live_migration_switchover_gap_is_seen_and_replies_resume(
             probe.stop()
         assert result.status == "completed", result.error
         hb = HeartbeatCollector(src.agent, dst.agent).analyse(result, settle_s=0)
-    assert probe.noise_floor(*quiet) is not None
+    floor = probe.noise_floor(*quiet)
+    assert floor is not None
     fig = probe.figure(_record(clock, result.started_ns, result.finished_ns), "id-nm", None)
     assert fig.downtime_ms is not None, fig.reason
     assert result.qemu_downtime_ms is not None
-    # nothing answers while neither QEMU runs the guest
-    assert fig.downtime_ms >= result.qemu_downtime_ms - 2.0, (fig, result.qemu_downtime_ms)
+    # Nothing answers while neither QEMU runs the guest: the gap is at least QEMU's stop, less one
+    # period and the prober's lateness in stamping the last reply before it (a late stamp shortens
+    # the gap) — the quiet window's noise floor, which holds both.
+    assert fig.downtime_ms >= result.qemu_downtime_ms - floor, (fig, result.qemu_downtime_ms, floor)
     assert fig.downtime_ms < 5000, fig
     assert fig.details is not None
     gap_to = fig.details["gap_to_s"]
     assert gap_to >= clock.at(result.started_ns / 1e9)
-    # ... and the destination keeps answering: replies through the last second before the stop
+    # ... and the destination keeps answering: replies through the last second before the stop,
+    # no gap longer than 200 ms beyond what this run showed with no migration (the quiet window's
+    # noise floor: the host's stalls of the guest and the prober); a dark destination leaves no
+    # figure or a gap of the whole window
     cost = probe.cost()
     assert cost is not None
     after = probe.figure(
         _record(clock, result.finished_ns + 1100 * MS, result.finished_ns + 1200 * MS), "id-nm", None
     )
-    assert after.downtime_ms is not None and after.downtime_ms < 200, after
+    assert after.downtime_ms is not None and after.downtime_ms < 200 + floor, (after, floor)
     print(
         f"network gap {fig.downtime_ms} ms, QEMU downtime {result.qemu_downtime_ms} ms, "
         f"heartbeat switchover {hb.switchover_gap_ms} ms, details {fig.details}"
