@@ -9,7 +9,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from novamig.measure.heartbeat_udp_collector import read_records as read_beats
 from novamig.measure.network import NetworkProbe
 from novamig.measure.spawned_probe import SpawnedProbe
 from novamig.results import MigrationRecord
+from novamig.stats import longest_gap
 
 PROBER_MODULE = b"novamig.measure.echo"
 #: The `wait_until(predicate, timeout, what)` fixture (tests/conftest.py).
@@ -99,6 +100,16 @@ def migration_record(clock: CaseClock, start_ns: int, end_ns: int | None) -> Mig
         requested_at=clock.at(start_ns / 1e9),
         finished_at=None if end_ns is None else clock.at(end_ns / 1e9),
     )
+
+
+def gap_over(arrivals_ns: Sequence[int], clock: CaseClock, details: dict[str, Any]) -> float | None:
+    """The longest gap (ms) of `arrivals_ns` (monotonic ns) overlapping a figure's gap
+    (``details["gap_from_s"]`` to ``details["gap_to_s"]``, case seconds on `clock`): the same
+    silence seen through another channel, such as the guest's virtio-serial heartbeat."""
+    start_ns = round((float(details["gap_from_s"]) + clock.origin) * 1e9)
+    end_ns = round((float(details["gap_to_s"]) + clock.origin) * 1e9)
+    gap = longest_gap(arrivals_ns, start_ns, end_ns)
+    return None if gap is None else gap.ms
 
 
 @pytest.fixture(scope="session", autouse=True)
