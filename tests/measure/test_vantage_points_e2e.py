@@ -140,7 +140,10 @@ def test_idle_migration_four_figures_agree(tmp_path: Path, cloud: str, embedded_
         assert switchover >= stop_resume - (floor_g + res_g), why
         assert n >= stop_resume - (floor_n + res_n), why
         assert lo >= stop_resume - (floor_l + res_l), why
-        assert h <= g and h <= n, why
+        # So QEMU's downtime is below the guest's and the network's figure, within the same
+        # delivery jitter: with no stall beside it, a switchover gap read short (10.1 ms for
+        # STOP→RESUME 14.9 ms, above) is below a downtime QEMU may report up to STOP→RESUME.
+        assert h <= g + floor_g + res_g + res_h and h <= n + floor_n + res_n + res_h, why
         # The guest figure is the worst of the heartbeat's switchover gap and its stalls on either
         # side (heartbeat stalls of 300, 342 and 563 ms next to a switchover were seen while the
         # network probe's replies kept coming: not every guest-side stall is a network blackout).
