@@ -11,7 +11,9 @@ Criteria come from the scenario's ``sla`` block, plus one that always applies:
 ``migrations.failed`` (limit 0) counts migrations whose outcome was ``error`` or ``timeout``, or
 ``cancelled`` when the scenario did not ask for an abort (an expected abort is not a failure).
 ``migrations.completed_ratio`` (the scenario's ``migrations_completed_ratio``, 1.0 by default) is
-the share of migrations that ended ``completed``, judged once the case requested any.
+the share of migrations that ended ``completed``, judged once the case requested any. A scenario
+that lowers that ratio below 1 says how many migrations may fail, so ``migrations.failed`` is then
+not judged: with both, a ratio of 0.5 could never pass a case in which one migration timed out.
 
 Downtime and duration are judged over completed migrations; downtime on the probe the scenario
 names (``downtime_ms.guest.max`` …). Percentiles are `novamig.stats.percentile`'s nearest rank: a
@@ -140,6 +142,12 @@ class Check:
         return SlaCheck(name=name, limit=limit, value=value, passed=COMPARISONS[self.compare](value, limit))
 
 
+def _failed_limit(spec: SlaSpec) -> float | None:
+    """0, unless the scenario's own completed ratio below 1 already says how many may fail."""
+    ratio = spec.migrations_completed_ratio
+    return None if ratio is not None and ratio < 1 else 0
+
+
 def _failed(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
     bad = {"error", "timeout"} | (set() if case.abort_expected else {"cancelled"})
     return [m.status in bad for m in case.migrations]
@@ -210,7 +218,7 @@ def _integrity(case: CaseFigures, spec: SlaSpec) -> list[Value | None]:
 # sla.downtime_ms.probe. A null value fails with the reason the check's last column gives.
 CHECKS: tuple[Check, ...] = (
     # name, figure it reads, statistic, comparison, limit (None: not judged), values, why null
-    Check("migrations.failed", "status", "count", "at_most", lambda s: 0, _failed, _no_completed_migration),
+    Check("migrations.failed", "status", "count", "at_most", _failed_limit, _failed, _no_completed_migration),
     Check(
         "migrations.completed_ratio", "status", "share", "at_least",
         lambda s: s.migrations_completed_ratio, _completed, _no_completed_migration, needs_migrations=True,

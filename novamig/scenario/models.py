@@ -311,7 +311,8 @@ class Sla(_Model):
     memory_integrity: bool = False
     """Guest memory must read back intact after every migration (checked by the agent)."""
     migrations_completed_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
-    """Fraction of migrations that must end `completed` (1.0 → every one)."""
+    """Fraction of migrations that must end `completed` (1.0 → every one, and any failed migration fails
+    the case; below 1 this alone says how many may fail, e.g. a sweep whose pre-copy cells may time out)."""
 
     @model_validator(mode="after")
     def _rules(self) -> Sla:

@@ -118,3 +118,17 @@ def test_every_check_declares_what_it_reads() -> None:
     )
     judged = [c.name for c in evaluate(everything, [mig(guest=0.5)])]
     assert judged == [c.name.format(probe="guest") for c in CHECKS]  # every check, in table order
+
+
+def test_a_completed_ratio_below_one_says_how_many_may_fail_instead_of_the_failed_count() -> None:
+    records = [mig(), mig(), mig("timeout")]
+    checks = by_name(evaluate(SlaSpec(migrations_completed_ratio=0.5), records))
+    assert "migrations.failed" not in checks
+    assert checks["migrations.completed_ratio"].passed and checks[
+        "migrations.completed_ratio"
+    ].value == round(2 / 3, 6)
+    checks = by_name(evaluate(SlaSpec(migrations_completed_ratio=0.9), records))
+    assert not checks["migrations.completed_ratio"].passed
+    # the default (every migration must complete) keeps the count, with its number of failures
+    checks = by_name(evaluate(SlaSpec(), records))
+    assert checks["migrations.failed"].value == 1 and not checks["migrations.failed"].passed
