@@ -342,6 +342,15 @@ class ServerAfter(_Model):
 _WRITTEN_WHEN_SET = ("error", "server_after", "server_lost")
 
 
+def _without_unset(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`data` less those of `keys` that are null or false: fields added after the schema's first
+    version are written only when set, so an older results.json reads and writes back byte for byte."""
+    for key in keys:
+        if data.get(key) is None or data.get(key) is False:
+            data.pop(key, None)
+    return data
+
+
 class MigrationRecord(_Model):
     server: str
     source_host: str
@@ -403,11 +412,7 @@ class MigrationRecord(_Model):
 
     @model_serializer(mode="wrap")
     def _without_unset_failure_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in _WRITTEN_WHEN_SET:
-            if data.get(key) is None or data.get(key) is False:
-                data.pop(key, None)
-        return data
+        return _without_unset(handler(self), _WRITTEN_WHEN_SET)
 
 
 class SlaCheck(_Model):
@@ -465,10 +470,7 @@ class CaseResult(_Model):
     def _without_unset_cpu(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """``migration_cpu_s`` is written only when measured: a results.json written before the
         field existed reads and writes back byte for byte."""
-        data: dict[str, Any] = handler(self)
-        if data.get("migration_cpu_s") is None:
-            data.pop("migration_cpu_s", None)
-        return data
+        return _without_unset(handler(self), ("migration_cpu_s",))
 
 
 class Environment(_Model):
