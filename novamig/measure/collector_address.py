@@ -42,6 +42,14 @@ DEFAULT_PORT = 47100
 """The collector's port when free: DevStack's plugin opens it for the guests (NOVAMIG_HEARTBEAT_PORT)."""
 
 
+IP_TIMEOUT_S = 10.0  # an `ip route` query answers in milliseconds; more means the system is stuck
+
+
+def _ip_route_argv(netns: str | None, *args: str) -> list[str]:
+    """``ip -j route ARGS`` (JSON out), inside `netns` when given."""
+    return ["ip", "-j", *(["-n", netns] if netns else []), "route", *args]
+
+
 class NoRoute(Exception):
     """No source address for the guests' subnet could be found."""
 
@@ -49,9 +57,9 @@ class NoRoute(Exception):
 def route_source(destination: str, netns: str | None = None) -> str:
     """This machine's source address for packets to `destination` (``ip -j route get``), inside
     `netns` when given. Raises `NoRoute` when there is no route or no source address."""
-    argv = ["ip", "-j", *(["-n", netns] if netns else []), "route", "get", destination]
+    argv = _ip_route_argv(netns, "get", destination)
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise NoRoute(f"{' '.join(argv)}: {exc}") from None
     if out.returncode != 0:
@@ -73,19 +81,9 @@ def _routed_beyond_default(destination: str, netns: str | None) -> bool:
     """Some route other than the default one matches `destination` (any table: loopback's is in
     ``local``). Only the default route means the guests' subnet is unknown here: echoes and beats
     would go to whatever network that route leads to, never to the guests."""
-    argv = [
-        "ip",
-        "-j",
-        *(["-n", netns] if netns else []),
-        "route",
-        "show",
-        "match",
-        destination,
-        "table",
-        "all",
-    ]
+    argv = _ip_route_argv(netns, "show", "match", destination, "table", "all")
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT_S, check=False)
         routes = json.loads(out.stdout) if out.returncode == 0 else []
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return False
