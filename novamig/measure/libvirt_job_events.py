@@ -12,7 +12,7 @@ undefines the domain (``VIR_MIGRATE_UNDEFINE_SOURCE``), so nothing can read them
 the event is the only place they exist. This listener therefore runs for the whole case, one
 ``virsh event --event job-completed --loop`` per compute host over the same transport as the probe
 (SSH on DevStack, the host's namespaces on the embedded cloud's libvirt mode), and keeps each event
-for the probe to take.
+for the probe to take. Each ends with the case, on the far host too (`ended_by_stdin`).
 
 virsh prints each event as ``event 'job-completed' for domain 'NAME':`` followed by one indented
 ``name: value`` line per typed parameter (the names ``--rawstats`` prints), which the probe's parser
@@ -39,7 +39,25 @@ from novamig.hypervisor.libvirt_hosts import LibvirtHost
 
 log = logging.getLogger(__name__)
 
-EVENT_COMMAND = shlex.join(["virsh", "-c", "qemu:///system", "event", "--event", "job-completed", "--loop"])
+VIRSH_EVENT = shlex.join(["virsh", "-c", "qemu:///system", "event", "--event", "job-completed", "--loop"])
+
+
+def ended_by_stdin(command: str) -> str:
+    """`command` under a shell that ends it once the caller's end of stdin closes.
+
+    Over SSH, killing the local ``ssh`` closes the channel, but a remote command without a terminal
+    gets no SIGHUP: ``virsh event --loop`` would notice only when it next writes an event, which
+    may be never, and would stay on the compute host. sshd does close the remote command's stdin,
+    so ``cat`` returns and the shell kills the command. On the libvirt mode's namespaces the same
+    wrapper runs under ``nsenter``, so both transports end the listener the same way. (In a shell
+    without job control, a background command's stdin is ``/dev/null``: only ``cat`` reads ours.)
+    """
+    script = f"{command} & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid"
+    return shlex.join(["sh", "-c", script])
+
+
+EVENT_COMMAND = ended_by_stdin(VIRSH_EVENT)
+"""What the listener runs on each host (both transports)."""
 _HEADER = re.compile(r"^event 'job-completed' for domain '?([^':]+)'?:\s*$")
 SETTLE_S = 0.2
 """An event is complete once no line has come for this long (virsh prints it in one go)."""
@@ -68,9 +86,16 @@ def ssh_spawner(targets: Mapping[str, str]) -> Spawner:
 
 def _popen(argv: list[str]) -> subprocess.Popen[str]:
     """In a session of its own: `stop` ends the whole group — ``nsenter`` execs a shell that runs
-    virsh as its child, and a SIGTERM to the shell alone leaves virsh running (and its pipe open)."""
+    virsh as its child, and a SIGTERM to the shell alone leaves virsh running (and its pipe open).
+    stdin is a pipe kept open until `stop`: closing it is what ends the command on the far side
+    (`ended_by_stdin`)."""
     return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -126,6 +151,10 @@ class JobCompletedEvents:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        for proc in self._procs:
+            if proc.stdin is not None:  # ends the remote listener (`ended_by_stdin`)
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
         for proc in self._procs:
             _signal_group(proc, signal.SIGTERM)
         for proc in self._procs:

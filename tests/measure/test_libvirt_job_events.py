@@ -6,12 +6,16 @@ migration's event first, then this one's. The live path is in the libvirt mode's
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 from novamig.measure.contract import CaseClock
-from novamig.measure.libvirt_job_events import JobCompletedEvents, Spawner
+from novamig.measure.libvirt_job_events import JobCompletedEvents, Spawner, ended_by_stdin
 from novamig.measure.libvirt_jobstats import DomainPlace, LibvirtJobFigures
 from novamig.results import MigrationRecord
 
@@ -63,7 +67,7 @@ def test_the_figure_after_post_copy_comes_from_the_sources_event() -> None:
     finally:
         probe.stop()
     assert [c[0] for c in calls] == ["compute1", "compute2"]
-    assert calls[0][1] == "virsh -c qemu:///system event --event job-completed --loop"
+    assert calls[0][1] == ended_by_stdin("virsh -c qemu:///system event --event job-completed --loop")
     assert figure.reason is None and figure.downtime_ms == 55.0, figure
     assert figure.details is not None
     assert figure.details["operation"] == "Outgoing migration"
@@ -86,3 +90,55 @@ def test_an_event_from_before_the_migration_is_not_taken() -> None:
         assert events.take("compute1", "instance-00000001", since=time.monotonic(), timeout_s=0.3) is None
     finally:
         events.stop()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _sleepers(pid: int) -> list[int]:
+    out: list[int] = []
+    for p in _descendants(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"/proc/{p}/comm").read_text().strip() == "sleep":
+                out.append(p)
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_the_listener_ends_when_its_callers_stdin_closes() -> None:
+    """What ends ``virsh event --loop`` on a DevStack host when the local ssh goes: sshd closes the
+    remote command's stdin. Here the command's stdin is closed the same way, with no signal sent."""
+    proc = subprocess.Popen(
+        ["sh", "-c", ended_by_stdin("sleep 600")], stdin=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not (sleepers := _sleepers(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sleepers, "the wrapped command did not start"
+        time.sleep(0.2)
+        assert proc.poll() is None, "the wrapper ended before its stdin closed"
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_running(c) for c in sleepers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(_running(c) for c in sleepers), "the wrapped command outlived its caller's stdin"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
