@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from novamig import __version__
-from novamig.embedded.config import DRIVER_CHOICES
+from novamig.embedded.config import DRIVER_CHOICES, GUEST_DRIVERS
 from novamig.exitcodes import ExitCode
 from novamig.guest.commands import cmd_image_build, cmd_image_prune
 from novamig.hypervisor.selfcheck import cmd_selfcheck
@@ -68,7 +68,7 @@ def _selfcheck(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from novamig.runner.commands import cmd_run  # noqa: PLC0415 - openstacksdk, see module doc
 
-    return cmd_run(args.scenario, args.cloud, args.out, args.overrides)
+    return cmd_run(args.scenario, args.cloud, args.out, args.overrides, args.embedded_driver)
 
 
 def _cleanup(args: argparse.Namespace) -> int:
@@ -154,6 +154,15 @@ def _add_run(sub: Subcommands) -> None:
         default=[],
         metavar="KEY.PATH=VALUE",
         help="override a scenario value, YAML syntax, validated like the file; repeatable (default: none)",
+    )
+    p.add_argument(
+        "--embedded-driver",
+        choices=GUEST_DRIVERS,
+        default=None,
+        help="when no cloud is named, the driver of the embedded cloud the run starts: novamig "
+        "(QEMU guests under novamig's own virt driver) or libvirt (Nova's own LibvirtDriver, one "
+        "libvirtd per compute); bad input together with a named cloud (default: "
+        "$NOVAMIG_EMBEDDED_DRIVER, else novamig)",
     )
     p.set_defaults(handler=_run)
 
@@ -261,8 +270,10 @@ def _add_cloud(sub: Subcommands) -> None:
         "--driver",
         choices=DRIVER_CHOICES,
         default="novamig",
-        help="up: novamig (default: QEMU guests, the measurement); fake: the scale mode, Nova's "
-        "live-migrating fake driver on --computes computes, no guests and no downtime figures",
+        help="up: novamig (default: QEMU guests under novamig's own virt driver, the measurement); "
+        "libvirt: Nova's own LibvirtDriver, one libvirtd per compute in namespaces of its own (the "
+        "code path of a DevStack live-migration job); fake: the scale mode, Nova's live-migrating "
+        "fake driver on --computes computes, no guests and no downtime figures",
     )
     p.add_argument(
         "--computes", type=int, default=2, metavar="N", help="up: how many compute hosts (default 2)"

@@ -27,6 +27,9 @@ DRIVER_CHOICES = ("novamig", "fake", "libvirt")
 measurement), Nova's fake driver on many computes (the scale mode: no guests, no downtime figures)
 and Nova's LibvirtDriver. Any other value is taken as a Nova driver path (``fake.FakeDriver``)."""
 
+GUEST_DRIVERS = ("novamig", "libvirt")
+"""The modes whose servers are real guests, booted from the novamig images."""
+
 COMPUTE_DRIVERS = {
     "novamig": "novamig.NovamigDriver",
     # service/fake_mode.py, registered under nova.virt by the cloud process

@@ -15,9 +15,8 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from novamig.cloud.connection import (
     CloudChoice,
     choose_cloud,
     connect,
-    embedded_workdir,
     known_clouds,
     quiet_sdk_logs,
 )
@@ -44,6 +42,7 @@ from novamig.cloud.preflight import Needs, PreflightReport, preflight
 from novamig.cloud.resources import choose_networks, find_floating_network
 from novamig.cloud.sweep import delete_found, find_tagged, select
 from novamig.embedded import host_policy as embedded_host_policy
+from novamig.embedded.config import GUEST_DRIVERS
 from novamig.embedded.controller import EmbeddedCloud, options_from_env
 from novamig.embedded.layout import DEFAULT_CLOUD_NAME
 from novamig.exitcodes import ExitCode
@@ -65,6 +64,7 @@ from novamig.runner.orphans import (
     restore_ssh_backups,
     sweep_local,
 )
+from novamig.runner.own_cloud import attach_embedded, embedded_nova_version, scale_mode, start_embedded
 from novamig.runner.plan import CasePlan, plan_from_case, user_data_for
 from novamig.runner.probes import with_heartbeat_collector
 from novamig.runner.progress_display import LiveView
@@ -146,7 +146,15 @@ def load_plans(scenario: str, overrides: Sequence[str] = ()) -> tuple[Scenario, 
     return sc, plans
 
 
-def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[str]) -> int:
+def cmd_run(
+    scenario: str,
+    cloud: str | None,
+    out: str | None,
+    overrides: list[str],
+    embedded_driver: str | None = None,
+) -> int:
+    """`embedded_driver`: the driver of the embedded cloud the run starts when no cloud is named
+    (None: ``NOVAMIG_EMBEDDED_DRIVER``, else novamig's own); naming one with a cloud is bad input."""
     try:
         sc, plans = load_plans(scenario, overrides)
     except BadScenario as exc:
@@ -166,6 +174,7 @@ def cmd_run(scenario: str, cloud: str | None, out: str | None, overrides: list[s
             plans=plans,
             flag=cloud,
             out_dir=out_dir,
+            embedded_driver=embedded_driver,
         )
     finally:
         logging.getLogger("novamig").removeHandler(handler)
@@ -269,12 +278,15 @@ def open_session(
     out_dir: Path,
     stop: StopRequest,
     run_id: str,
+    embedded: Mapping[str, Any] | None = None,
 ) -> RunSession:
-    """The cloud `choice` names (or an own embedded cloud) opened for `plans`; everything it
-    opens (connection, fleet, SSH key, an own cloud) closes with `stack`. RunEnds when it cannot:
-    what went wrong was said on stderr."""
+    """The cloud `choice` names (or an own embedded cloud, started with `embedded`'s options,
+    default `options_from_env`) opened for `plans`; everything it opens (connection, fleet, SSH
+    key, an own cloud) closes with `stack`. RunEnds when it cannot: what went wrong was said on
+    stderr."""
     started_at = utc_now()
-    cloud = _open_cloud(stack, choice, plans, out_dir, stop)
+    options = dict(embedded) if embedded is not None else options_from_env()
+    cloud = _open_cloud(stack, choice, plans, out_dir, stop, embedded_options=options)
     print(
         f"novamig: run {run_id} on {cloud.name}: compute {cloud.report.max_microversion}, "
         f"hosts {', '.join(cloud.report.usable_hosts)}; {len(plans)} case(s); output {out_dir}",
@@ -283,11 +295,11 @@ def open_session(
     applier = _host_policy(cloud, plans)
     environment = Environment(
         cloud=cloud.name,
-        nova_version=_embedded_nova_version() if cloud.embedded is not None else None,
+        nova_version=embedded_nova_version() if cloud.embedded is not None else None,
         max_microversion=str(cloud.report.max_microversion),
         compute_hosts=cloud.report.usable_hosts,
         hypervisor_versions=cloud.report.hypervisor_versions,
-        scale_mode=_scale_mode(cloud.embedded),
+        scale_mode=scale_mode(cloud.embedded),
         novamig_version=__version__,
         started_at=started_at,
     )
@@ -319,16 +331,33 @@ def _run(
     plans: Sequence[CasePlan],
     flag: str | None,
     out_dir: Path,
+    embedded_driver: str | None = None,
 ) -> int:
     run_id = new_run_id()
     stop = StopRequest()
     choice = choose_cloud(flag, scenario_cloud)
+    if embedded_driver is not None and choice.name is not None:
+        _err(
+            f"--embedded-driver chooses the driver of the cloud a run starts itself, but this run "
+            f"goes to cloud {choice.name!r} (from {choice.source}); start an embedded cloud "
+            f"with `novamig cloud up --driver {embedded_driver}` and name it with --cloud instead"
+        )
+        return int(ExitCode.BAD_INPUT)
+    embedded = options_from_env()
+    if embedded_driver is not None:
+        embedded["driver"] = embedded_driver
     print(f"novamig: run {run_id}: {choice.reason}", file=sys.stderr)  # before the cloud is touched
     started_at = utc_now()
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
         try:
             session = open_session(
-                stack, choice=choice, plans=plans, out_dir=out_dir, stop=stop, run_id=run_id
+                stack,
+                choice=choice,
+                plans=plans,
+                out_dir=out_dir,
+                stop=stop,
+                run_id=run_id,
+                embedded=embedded,
             )
         except RunEnds as end:
             if end.code == ExitCode.INTERRUPTED:
@@ -355,6 +384,21 @@ def _run(
         return outcome.exit_code
 
 
+def build_images(plans: Sequence[CasePlan], driver: str) -> None:
+    """The run's own embedded cloud serves the novamig images found in the cache when it starts:
+    build the missing ones first (`novamig.guest.ensure`), with progress, instead of failing
+    preflight. Only the drivers that boot guests need them (Nova's fake driver boots no image)."""
+    if driver not in GUEST_DRIVERS:
+        return
+    try:
+        built = build_missing_images([p.image for p in plans], _err)
+    except ImageBuildError as exc:
+        _err(f"a guest image the run needs could not be built: {exc}")
+        raise RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
+    if built:
+        _err(f"built {', '.join(built)}: in the image cache for every later run")
+
+
 def _write_interrupted(scenario: dict[str, Any], cloud: str, started_at: dt.datetime, out_dir: Path) -> None:
     """Stopped before the cloud was ready: nothing was measured, but the output says so, so a
     stopped run always leaves a valid results.json (`interrupted`, no cases) for whoever reads it."""
@@ -372,21 +416,24 @@ def _open_cloud(
     plans: Sequence[CasePlan],
     out_dir: Path,
     stop: StopRequest,
+    *,
+    embedded_options: Mapping[str, Any],
 ) -> _Cloud:
-    """The chosen cloud (the run's own embedded cloud when none is named), connected and
-    preflighted for what the plans need; its connection (and an own cloud) closes with `stack`."""
+    """The chosen cloud (the run's own embedded cloud, started with `embedded_options`, when none
+    is named), connected and preflighted for what the plans need; its connection (and an own
+    cloud) closes with `stack`."""
     embedded: EmbeddedCloud | None
     own_clouds_yaml: Path | None = None  # the run's own cloud: its clouds.yaml and nothing else
     if choice.name is None:
-        _build_images(plans)
+        build_images(plans, str(embedded_options["driver"]))
         try:
-            embedded = _start_embedded(stack, out_dir)
+            embedded = start_embedded(stack, out_dir, embedded_options)
         except Exception as exc:  # the embedded cloud's start errors are infrastructure
             _err(f"the embedded cloud did not start: {exc}")
             raise RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
         name, own_clouds_yaml = embedded.cloud_name, embedded.clouds_yaml
     else:
-        name, embedded = choice.name, _attach_embedded(choice.name)
+        name, embedded = choice.name, attach_embedded(choice.name)
     if stop.is_set():
         raise RunEnds(int(ExitCode.INTERRUPTED))
     try:
@@ -458,62 +505,6 @@ def _capabilities(cloud: _Cloud, applier: HostPolicyApplier, out_dir: Path) -> C
         no_guests=embedded.no_guests if embedded is not None else None,
         libvirt_hosts=embedded.libvirt_hosts if embedded is not None else None,
     )
-
-
-def _build_images(plans: Sequence[CasePlan]) -> None:
-    """The run's own embedded cloud serves the novamig images found in the cache when it starts:
-    build the missing ones first (`novamig.guest.ensure`), with progress, instead of failing
-    preflight. Nova's fake driver boots no image."""
-    if options_from_env()["driver"] != "novamig":
-        return
-    try:
-        built = build_missing_images([p.image for p in plans], _err)
-    except ImageBuildError as exc:
-        _err(f"a guest image the run needs could not be built: {exc}")
-        raise RunEnds(int(ExitCode.INFRASTRUCTURE)) from exc
-    if built:
-        _err(f"built {', '.join(built)}: in the image cache for every later run")
-
-
-def _start_embedded(stack: contextlib.ExitStack, out_dir: Path) -> EmbeddedCloud:
-    cloud = EmbeddedCloud(**options_from_env())
-
-    def stop_cloud() -> None:
-        if cloud.layout is not None and cloud.layout.logs.exists():
-            with contextlib.suppress(OSError):
-                shutil.copytree(cloud.layout.logs, out_dir / "logs" / "embedded", dirs_exist_ok=True)
-        cloud.stop()
-
-    stack.callback(stop_cloud)
-    cloud.start()
-    log.info("embedded cloud started in %s (stopped and removed at the end of the run)", cloud.workdir)
-    return cloud
-
-
-def _scale_mode(embedded: EmbeddedCloud | None) -> str | None:
-    """The environment's label of a cloud whose servers have no guest (None: a measurement)."""
-    if embedded is None or embedded.no_guests is None:
-        return None
-    return f"scale mode: {embedded.no_guests} on {len(embedded.hosts)} computes, no downtime measured"
-
-
-def _embedded_nova_version() -> str | None:
-    """The embedded cloud runs the Nova installed here: its version is this package's."""
-    try:
-        return metadata.version("nova")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _attach_embedded(cloud_name: str) -> EmbeddedCloud | None:
-    """An embedded cloud named in clouds.yaml (``novamig cloud up``), attached; None otherwise."""
-    try:
-        workdir = embedded_workdir(cloud_name)
-    except CloudError:
-        return None  # connect() reports the error with its exit code
-    if workdir is None or not (Path(workdir) / "cloud.json").exists():
-        return None
-    return EmbeddedCloud.attach(Path(workdir))
 
 
 def _cleanup_cloud(cloud: str | None, machine_swept: bool) -> str | int:

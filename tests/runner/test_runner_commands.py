@@ -51,6 +51,17 @@ def test_unreachable_cloud_exits_3(tmp_path: Path, clouds: Path, capsys: pytest.
     assert "cannot authenticate" in capsys.readouterr().err
 
 
+def test_an_embedded_driver_with_a_named_cloud_exits_2_before_the_cloud_is_touched(
+    tmp_path: Path, clouds: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """alpha is unreachable: reaching it would exit 3, so exit 2 shows nothing was tried."""
+    rc = cmd_run(scenario(tmp_path), "alpha", str(tmp_path / "out"), [], embedded_driver="libvirt")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "cloud 'alpha' (from --cloud)" in err and "novamig cloud up --driver libvirt" in err
+    assert "cannot authenticate" not in err
+
+
 def test_invalid_scenario_exits_2_with_positions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = scenario(tmp_path, "name: x\nmigration: {count: -1}\n")
     assert cmd_run(path, None, str(tmp_path / "out"), []) == 2
