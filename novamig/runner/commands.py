@@ -346,7 +346,8 @@ def _run(
     embedded = options_from_env()
     if embedded_driver is not None:
         embedded["driver"] = embedded_driver
-    print(f"novamig: run {run_id}: {choice.reason}", file=sys.stderr)  # before the cloud is touched
+    mode = f" (driver {embedded['driver']})" if choice.name is None else ""
+    print(f"novamig: run {run_id}: {choice.reason}{mode}", file=sys.stderr)  # before the cloud is touched
     started_at = utc_now()
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
         try:
