@@ -343,10 +343,10 @@ _WRITTEN_WHEN_SET = ("error", "server_after", "server_lost")
 
 
 def _without_unset(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    """`data` less those of `keys` that are null or false: fields added after the schema's first
+    """`data` less those of `keys` that are null, false or empty: fields added after the schema's first
     version are written only when set, so an older results.json reads and writes back byte for byte."""
     for key in keys:
-        if data.get(key) is None or data.get(key) is False:
+        if data.get(key) is None or data.get(key) is False or data.get(key) == []:
             data.pop(key, None)
     return data
 
@@ -465,12 +465,17 @@ class CaseResult(_Model):
         "first live-migrate request to the last migration's end: requesting and watching them, and "
         "the probes that run inside the runner; not the start-up, the boot or the delete",
     )
+    sla_reasons: list[str] = Field(
+        default_factory=list,
+        description="why this case's SLA differs from the scenario's: the reason of each `sla_by_cell` "
+        "entry merged into it; written only when there is one",
+    )
 
     @model_serializer(mode="wrap")
     def _without_unset_cpu(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """``migration_cpu_s`` is written only when measured: a results.json written before the
-        field existed reads and writes back byte for byte."""
-        return _without_unset(handler(self), ("migration_cpu_s",))
+        """``migration_cpu_s`` and ``sla_reasons`` are written only when set: a results.json written
+        before the fields existed reads and writes back byte for byte."""
+        return _without_unset(handler(self), ("migration_cpu_s", "sla_reasons"))
 
 
 class Environment(_Model):

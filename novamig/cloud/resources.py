@@ -299,8 +299,11 @@ class Resources:
         server_ids: Sequence[str],
         timeout_s: float = BOOT_TIMEOUT_S,
         stop: threading.Event | None = None,
+        timeout_hint: str = "",
     ) -> dict[str, ServerState]:
-        """Wait until every server is ACTIVE; BootFailure with Nova's fault message otherwise."""
+        """Wait until every server is ACTIVE; BootFailure with Nova's fault message otherwise.
+
+        `timeout_hint` ends the message of a timeout: what the caller's user can raise."""
         deadline = time.monotonic() + timeout_s
         states: dict[str, ServerState] = {}
         waiting = list(server_ids)
@@ -323,6 +326,7 @@ class Resources:
                 raise BootFailure(
                     f"{len(waiting)} server(s) not ACTIVE after {timeout_s:.0f} s "
                     f"(e.g. {last.name}: {last.status}/{last.task_state or '-'})"
+                    + (f"; {timeout_hint}" if timeout_hint else "")
                 )
             time.sleep(POLL_S)
         return states

@@ -16,8 +16,12 @@ that lowers that ratio below 1 says how many migrations may fail, so ``migration
 not judged: with both, a ratio of 0.5 could never pass a case in which one migration timed out.
 
 Downtime and duration are judged over completed migrations; downtime on the probe the scenario
-names (``downtime_ms.guest.max`` …). Percentiles are `novamig.stats.percentile`'s nearest rank: a
-p95 is a value some migration really had (with fewer than 20 migrations, the largest).
+names (``downtime_ms.guest.max`` …). When no migration completed and the case's own completed
+ratio is 0 (a sweep's cell where the scenario expects migrations not to converge, `sla_by_cell`),
+those checks and memory integrity have nothing to judge and the scenario said so: they pass with
+value null and that reason, instead of failing the case the ratio allowed. Percentiles are
+`novamig.stats.percentile`'s nearest rank: a p95 is a value some migration really had (with fewer
+than 20 migrations, the largest).
 """
 
 from __future__ import annotations
@@ -128,6 +132,7 @@ class Check:
     values: Callable[[CaseFigures, SlaSpec], Sequence[Value | None]]
     if_null: Callable[[CaseFigures, SlaSpec], str]  # why the value is null
     needs_migrations: bool = False  # judged only once the case requested a migration
+    of_completed: bool = False  # reads completed migrations only
 
     def judge(self, case: CaseFigures, spec: SlaSpec) -> SlaCheck | None:
         limit = self.limit(spec)
@@ -135,11 +140,19 @@ class Check:
             return None
         name = self.name.format(probe=spec.downtime_probe)
         value = STATISTICS[self.statistic](self.values(case, spec))
+        if value is None and self.of_completed and _none_completed_allowed(case, spec):
+            reason = f"{_no_completed_migration(case, spec)}, which the case's completed ratio of 0 allows"
+            return SlaCheck(name=name, limit=limit, value=None, passed=True, reason=reason)
         if value is None:
             return SlaCheck(name=name, limit=limit, value=None, passed=False, reason=self.if_null(case, spec))
         if isinstance(value, float):
             value = round(value, 6)
         return SlaCheck(name=name, limit=limit, value=value, passed=COMPARISONS[self.compare](value, limit))
+
+
+def _none_completed_allowed(case: CaseFigures, spec: SlaSpec) -> bool:
+    """No migration completed, and the case's SLA says none has to."""
+    return bool(case.migrations) and not case.completed and spec.migrations_completed_ratio == 0
 
 
 def _failed_limit(spec: SlaSpec) -> float | None:
@@ -224,17 +237,17 @@ CHECKS: tuple[Check, ...] = (
         lambda s: s.migrations_completed_ratio, _completed, _no_completed_migration, needs_migrations=True,
     ),
     Check("duration_s.max", "duration_s", "max", "at_most", lambda s: s.duration_max_s, _durations,
-          _no_completed_migration),
+          _no_completed_migration, of_completed=True),
     Check("duration_s.p95", "duration_s", "p95", "at_most", lambda s: s.duration_p95_s, _durations,
-          _no_completed_migration),
+          _no_completed_migration, of_completed=True),
     Check("downtime_ms.{probe}.max", "downtime_ms.{probe}", "max", "at_most", lambda s: s.downtime_max_ms,
-          _downtimes, _downtime_null),
+          _downtimes, _downtime_null, of_completed=True),
     Check("downtime_ms.{probe}.p95", "downtime_ms.{probe}", "p95", "at_most", lambda s: s.downtime_p95_ms,
-          _downtimes, _downtime_null),
+          _downtimes, _downtime_null, of_completed=True),
     Check("locust_failure_ratio.max", "locust.total.failure_ratio", "value", "at_most",
           lambda s: s.locust_failure_ratio_max, _locust_ratio, _locust_null),
     Check("memory_integrity", "memory_integrity", "all", "is", lambda s: True if s.memory_integrity else None,
-          _integrity, _integrity_null),
+          _integrity, _integrity_null, of_completed=True),
 )  # fmt: skip
 """Every SLA criterion novamig judges, in the order results list them. Adding one is one row (and,
 for a new limit, its field in `SlaSpec` and the scenario's ``sla`` block)."""

@@ -108,6 +108,7 @@ class SlaRow:
     case: str
     anchor: str
     check: SlaCheck
+    own_sla: str = ""  # why the case's SLA is not the scenario's (its `sla_by_cell` reasons)
 
     @property
     def probe(self) -> str:
@@ -249,7 +250,7 @@ def render_index(results: Results) -> str:
     measured = measured_probes(results)
     budget = Budget.for_cases(len(results.cases))
     views = [_case_view(i, c, measured, budget) for i, c in enumerate(results.cases, 1)]
-    sla = [SlaRow(v.case.id, v.anchor, s) for v in views for s in v.case.sla]
+    sla = [SlaRow(v.case.id, v.anchor, s, " ".join(v.case.sla_reasons)) for v in views for s in v.case.sla]
     return ENV.get_template("index.html.j2").render(
         r=results,
         views=views,

@@ -152,6 +152,7 @@ def run_case(
         locust=locust or None,
         duration_s=clock.now(),
         migration_cpu_s=None if migration_cpu is None else round(migration_cpu, 3),
+        sla_reasons=list(plan.sla_reasons),
     )
     return CaseOutcome(result, infrastructure)
 

@@ -34,6 +34,8 @@ def print_summary(results: Results, out_dir: Path, stream: IO[str]) -> None:
         done = sum(1 for m in case.migrations if m.status == "completed")
         verdict = "PASS" if case.passed else "FAIL"
         print(f"{verdict} {case.id}: {done}/{len(case.migrations)} migrations completed", file=stream)
+        for reason in case.sla_reasons:
+            print(f"     own SLA: {reason}", file=stream)
         if case.error:
             print(f"     error: {case.error}", file=stream)
         for line in _migration_errors(case):

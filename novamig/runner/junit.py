@@ -52,7 +52,7 @@ def sla_message(check: SlaCheck) -> str:
 
 
 def _verdicts(case: CaseResult) -> list[str]:
-    lines = []
+    lines = [f"own SLA: {reason}" for reason in case.sla_reasons]
     for check in case.sla:
         mark = "PASS" if check.passed else "FAIL"
         lines.append(f"{mark} {sla_message(check)}")

@@ -48,6 +48,9 @@ class CasePlan:
     measure: Measure = field(default_factory=Measure)  # probe rates, noise-floor window
     scenario_dir: Path | None = None  # where a user's locustfile path is relative to
     floating_ip_network: str | None = None  # external network for floating IPs; None → none
+    sla_reasons: tuple[str, ...] = ()  # why this cell's SLA differs (its `sla_by_cell` entries)
+    boot_timeout_s: float = 600.0  # fleet.boot_timeout_s: servers ACTIVE
+    ready_timeout_s: float = 300.0  # fleet.ready_timeout_s: ACTIVE → the agent's first echo answer
 
     @property
     def abort_expected(self) -> bool:
@@ -116,4 +119,7 @@ def plan_from_case(case: Case, scenario_dir: Path | None = None) -> CasePlan:
         workload_spec=s.workload,
         measure=s.measure,
         scenario_dir=scenario_dir,
+        sla_reasons=case.sla_reasons,
+        boot_timeout_s=s.fleet.boot_timeout_s,
+        ready_timeout_s=s.fleet.ready_timeout_s,
     )

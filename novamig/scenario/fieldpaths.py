@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 #: Matrix keys may not vary these: they define the experiment rather than a parameter of it.
-NOT_IN_MATRIX = ("name", "description", "matrix", "repeat")
+NOT_IN_MATRIX = ("name", "description", "matrix", "sla_by_cell", "repeat")
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,8 @@ def model_fields_at(root: type[BaseModel], path: Sequence[str | int]) -> list[st
         for t in kinds:
             if _is_model(t) and isinstance(segment, str) and segment in t.model_fields:
                 nxt.extend(_alternatives(t.model_fields[segment].annotation))
+            elif isinstance(segment, int) and typing.get_origin(t) is list:  # a list of models
+                nxt.extend(_alternatives(typing.get_args(t)[0]))
         kinds = nxt
     return [name for t in kinds if _is_model(t) for name in t.model_fields]
 

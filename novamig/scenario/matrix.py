@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from novamig.scenario.cellsla import matching_entries, merge_cell_sla
 from novamig.scenario.datapaths import PathConflict, set_path, split_key_path
 from novamig.scenario.redaction import path_has_secret, redact
 
@@ -47,12 +48,14 @@ class Case:
     """One run of one matrix cell; `scenario` is the scenario with the cell applied (no matrix, repeat 1).
 
     `params` is what results and reports record: the cell's values with secrets redacted (the real
-    values are in `scenario`, which is what runs)."""
+    values are in `scenario`, which is what runs). `sla_reasons` are the reasons of the
+    `sla_by_cell` entries merged into the case's `scenario.sla`, for its results and report."""
 
     id: str
     params: dict[str, Any]
     repetition: int
     scenario: Scenario = field(repr=False, compare=False)
+    sla_reasons: tuple[str, ...] = ()
 
     @property
     def cell_id(self) -> str:
@@ -121,7 +124,8 @@ def cells(scenario: Scenario) -> list[Cell]:
 
 
 def cell_data(scenario: Scenario, cell: Cell) -> dict[str, Any]:
-    """The scenario's data with a cell's values written in, its matrix emptied and repeat 1.
+    """The scenario's data with a cell's values written in, the `sla` of its `sla_by_cell` entries
+    merged over the scenario's, its matrix and `sla_by_cell` emptied and repeat 1.
 
     Raises `datapaths.PathConflict` when a matrix key goes through a value that is not a mapping.
     """
@@ -130,13 +134,21 @@ def cell_data(scenario: Scenario, cell: Cell) -> dict[str, Any]:
         # Unwritten: the cell derives it from its own `measure.probes`, as the scenario did.
         del data["sla"]["downtime_ms"]["probe"]
     data["matrix"] = {}
+    data["sla_by_cell"] = []
     data["repeat"] = 1
     for key, value in cell.params.items():
         try:
             set_path(data, split_key_path(key), value)
         except PathConflict as exc:
             raise PathConflict(exc.depth, str(exc), key) from None
+    merge_cell_sla(data, scenario, cell.params)
     return data
+
+
+def cell_sla_reasons(scenario: Scenario, cell: Cell) -> tuple[str, ...]:
+    """The reasons of the `sla_by_cell` entries that apply to a cell, in order, each once."""
+    reasons = (scenario.sla_by_cell[i].reason for i in matching_entries(scenario, cell.params))
+    return tuple(dict.fromkeys(reasons))
 
 
 def expand_cases(scenario: Scenario) -> list[Case]:
@@ -147,7 +159,7 @@ def expand_cases(scenario: Scenario) -> list[Case]:
     """
     per_cell = [(cell, type(scenario).model_validate(cell_data(scenario, cell))) for cell in cells(scenario)]
     return [
-        Case(f"{cell.name}#r{rep}", redact(cell.params), rep, resolved)
+        Case(f"{cell.name}#r{rep}", redact(cell.params), rep, resolved, cell_sla_reasons(scenario, cell))
         for rep in range(1, scenario.repeat + 1)
         for cell, resolved in per_cell
     ]

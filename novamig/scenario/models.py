@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -101,6 +102,14 @@ class Fleet(_Model):
     then aim at the floating address and the guests' traffic to the runner leaves from it.
     `auto` → the cloud's one external network (an error naming them when there are several);
     null or `none` → no floating IPs, the servers' own addresses."""
+    boot_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600
+    """How long the servers may take to become ACTIVE, s. Nova's scheduling, the image download to
+    a compute and the hypervisor's start all count; a loaded or nested cloud may need more."""
+    ready_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300
+    """How long a guest may take from ACTIVE to its agent's first UDP echo answer, s (waited for only
+    when the heartbeat goes over UDP, `measure.heartbeat_collector`). ACTIVE means the domain runs,
+    not that the guest has booted: the tiny guest answers within seconds, a full guest after its
+    cloud-init, which on a slow cloud (nested TCG, a loaded machine) can take longer than 300 s."""
 
     @field_validator("floating_ip_network")
     @classmethod
@@ -320,6 +329,38 @@ class Sla(_Model):
         return self
 
 
+class CellSla(_Model):
+    """An SLA of its own for some matrix cells, and why: a sweep whose cells are expected to differ
+    (pre-copy above the bandwidth is expected not to converge; how often it still does is the finding).
+    """
+
+    cells: Annotated[
+        dict[Annotated[str, Field(pattern=MATRIX_KEY_PATTERN)], Any],
+        Field(max_length=10, json_schema_extra={"propertyNames": {"pattern": MATRIX_KEY_PATTERN}}),
+    ]
+    """Matrix key, written as in `matrix` → one of its values or a list of them; the entry applies to
+    every cell whose values match all of them (`{}` → every cell)."""
+    sla: Sla
+    """A partial `sla` block, merged key by key over the scenario's `sla` for those cells (later
+    entries over earlier ones); a key it does not write keeps the scenario's value."""
+    reason: Annotated[str, Field(min_length=1, max_length=1_000)]
+    """Why these cells are judged differently; recorded in their cases' results and shown in the report."""
+
+    @field_validator("reason")
+    @classmethod
+    def _says_why(cls, value: str) -> str:
+        """A blank reason would hide the very thing the key exists to say."""
+        if not value.strip():
+            raise ValueError("must say why these cells have their own SLA (it is blank)")
+        return value
+
+    @field_serializer("sla")
+    def _written_only(self, sla: Sla) -> dict[str, Any]:
+        """Only the keys the entry writes: its unwritten defaults are not limits it sets, and the
+        scenario recorded in results.json must not read as if they were."""
+        return sla.model_dump(exclude_unset=True)
+
+
 MatrixValues = Annotated[list[Any], Field(min_length=1, max_length=100)]
 
 
@@ -349,6 +390,8 @@ class Scenario(_Model):
         Field(max_length=10, json_schema_extra={"propertyNames": {"pattern": MATRIX_KEY_PATTERN}}),
     ] = Field(default_factory=dict)
     """Dotted key path → values; one case per combination, first key varying slowest."""
+    sla_by_cell: Annotated[list[CellSla], Field(max_length=100)] = Field(default_factory=list)
+    """SLAs of some matrix cells, each merged over `sla` for the cells it picks, with its reason."""
     repeat: Annotated[int, Field(ge=1, le=1_000)] = 1
     """Times each case runs; repetitions are interleaved (all cases once, then again)."""
 

@@ -5,7 +5,9 @@ The value is read as YAML, so `--set migration.count=3` is the number 3,
 Everything after `matrix.` is one matrix key: `--set 'matrix.migration.count=[1, 2]'`.
 
 Setting a key the matrix varies pins it: the matrix entry is dropped, so every case uses the value
-given on the command line (the command line wins over the file).
+given on the command line (the command line wins over the file). `sla_by_cell` follows: an entry
+that picks the pinned value no longer names the key, one that picks other values is dropped; new
+matrix values (`--set matrix.KEY=[...]`) likewise narrow the values the entries pick.
 
 Problems with an override are reported as `<--set>:0:0: key.path: message`: an override has no
 place in the file, and `<--set>` cannot be mistaken for a file name.
@@ -20,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from novamig.scenario.cellsla import KEY as SLA_BY_CELL
+from novamig.scenario.cellsla import restrict_entries
 from novamig.scenario.datapaths import PathConflict, set_path, split_key_path
 from novamig.scenario.fieldpaths import check_matrix_key, check_path
 from novamig.scenario.issues import OVERRIDE_FILE, OVERRIDE_PATH, Issue, KeyPath, format_key_path
@@ -74,6 +78,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> Applied:
             problem = getattr(exc, "problem", None) or "invalid YAML"
             result.issues.append(_issue(format_key_path(keys), f"cannot read the value as YAML: {problem}"))
             continue
+        before = _matrix(result.data)
         try:
             set_path(result.data, keys, value)
         except PathConflict as exc:
@@ -83,4 +88,39 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> Applied:
         matrix = result.data.get("matrix")
         if keys[0] != "matrix" and isinstance(matrix, dict):
             matrix.pop(key_text, None)
+        _follow_matrix(result, before)
     return result
+
+
+def _matrix(data: dict[str, Any]) -> dict[str, Any]:
+    matrix = data.get("matrix")
+    return dict(matrix) if isinstance(matrix, dict) else {}
+
+
+def _written_value(data: dict[str, Any], key: str) -> list[Any]:
+    """The value the file (or an earlier override) writes at a dotted key, as a one-item list; empty
+    when it is not written."""
+    node: Any = data
+    for part in split_key_path(key):
+        if not isinstance(node, dict) or part not in node:
+            return []
+        node = node[part]
+    return [node]
+
+
+def _follow_matrix(result: Applied, before: dict[str, Any]) -> None:
+    """Keep `sla_by_cell` in step with an override that changed what the matrix varies: a key pinned
+    to one value, given new values, or no longer varied (`--set matrix={}`: it keeps the value the
+    file writes; an entry picking it by a value the file does not write is dropped). Once an entry
+    is dropped, the later ones' places in the file no longer hold, so their problems are reported
+    at `<--set>`."""
+    after = _matrix(result.data)
+    dropped = False
+    for key, old_values in before.items():
+        if (key in after and after[key] is old_values) or not isinstance(old_values, list):
+            continue
+        new_values = after.get(key)
+        allowed = new_values if isinstance(new_values, list) else _written_value(result.data, key)
+        dropped |= restrict_entries(result.data, key, allowed, old_values)
+    if dropped:
+        result.paths.append((SLA_BY_CELL,))

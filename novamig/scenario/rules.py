@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from novamig.scenario.cellsla import entry_problem, entry_problems, matching_entries
 from novamig.scenario.datapaths import PathConflict, split_key_path
 from novamig.scenario.errors import problems_from
 from novamig.scenario.fieldpaths import check_matrix_key
-from novamig.scenario.issues import format_key_path
+from novamig.scenario.issues import KeyPath, format_key_path
 from novamig.scenario.matrix import MAX_CASES, case_count, cell_data, cells
 from novamig.scenario.problems import Problem, RuleViolations
 
@@ -233,6 +234,7 @@ def _matrix(s: Scenario) -> Iterator[Problem]:
         )
         return
     keys = {key: split_key_path(key) for key in s.matrix}
+    reported: set[tuple[KeyPath, str]] = set()
     for cell in cells(s):
         try:
             data = cell_data(s, cell)
@@ -242,8 +244,15 @@ def _matrix(s: Scenario) -> Iterator[Problem]:
         try:
             type(s).model_validate(data)
         except ValidationError as exc:
+            entries = matching_entries(s, cell.params)
             for problem in problems_from(exc, data, type(s)):
-                yield _cell_problem(problem, cell.name, keys, cell.indexes)
+                located = entry_problem(problem, cell.name, s, entries)
+                if located is None:
+                    yield _cell_problem(problem, cell.name, keys, cell.indexes)
+                elif (problem.path, problem.message) not in reported:
+                    # once per problem: an entry picking many cells would repeat it for each
+                    reported.add((problem.path, problem.message))
+                    yield located
 
 
 def _cell_problem(
@@ -290,8 +299,9 @@ def check_sla(s: Sla) -> None:
 def check_scenario(s: Scenario) -> None:
     """Raise `RuleViolations` with every cross-section rule a scenario breaks.
 
-    Matrix cells are validated only when the scenario itself passes: a cell inherits the
-    scenario's problems, and reporting them once per cell would bury the real one.
+    Matrix cells (and the `sla_by_cell` entries that pick them) are validated only when the
+    scenario itself passes: a cell inherits the scenario's problems, and reporting them once per
+    cell would bury the real one.
     """
     problems = list(_scenario(s))
-    _raise(problems or _matrix(s))
+    _raise(problems or [*entry_problems(s), *_matrix(s)])

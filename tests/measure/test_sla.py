@@ -120,6 +120,31 @@ def test_every_check_declares_what_it_reads() -> None:
     assert judged == [c.name.format(probe="guest") for c in CHECKS]  # every check, in table order
 
 
+def test_a_completed_ratio_of_zero_lets_a_case_with_no_completed_migration_pass() -> None:
+    """A sweep's cell that expects no migration to converge (its own SLA's ratio 0): the checks that
+    read completed migrations have nothing to judge and pass with the reason; with a ratio above 0,
+    or once a migration completed, they judge as ever."""
+    records = [mig("timeout"), mig("timeout")]
+    spec = SlaSpec(
+        migrations_completed_ratio=0, memory_integrity=True, downtime_max_ms=500, duration_max_s=60
+    )
+    checks = by_name(evaluate(spec, records))
+    assert all(c.passed for c in checks.values()), checks
+    assert checks["migrations.completed_ratio"].value == 0
+    for name in ("memory_integrity", "downtime_ms.guest.max", "duration_s.max"):
+        assert checks[name].value is None
+        assert (
+            checks[name].reason
+            == "no migration completed (2 requested), which the case's completed ratio of 0 allows"
+        )
+    checks = by_name(evaluate(SlaSpec(migrations_completed_ratio=0.1, memory_integrity=True), records))
+    assert not checks["memory_integrity"].passed
+    one_done = [mig("timeout"), mig(guest=900.0)]
+    checks = by_name(evaluate(spec, one_done))
+    assert not checks["downtime_ms.guest.max"].passed and checks["downtime_ms.guest.max"].value == 900
+    assert not checks["memory_integrity"].passed, "the migration that completed was not checked"
+
+
 def test_a_completed_ratio_below_one_says_how_many_may_fail_instead_of_the_failed_count() -> None:
     records = [mig(), mig(), mig("timeout")]
     checks = by_name(evaluate(SlaSpec(migrations_completed_ratio=0.5), records))

@@ -82,3 +82,19 @@ def test_the_glossary_is_folded_near_the_top_and_defines_every_term(three_case_r
         "guest (heartbeat)", "network (echo)", "locust", "hypervisor (QEMU)",
     ]  # fmt: skip
     assert "source only" in glossary and "less the usual pause between two answers" in glossary
+
+
+def test_a_cell_with_its_own_sla_shows_the_reason_by_its_sla_tables(three_case_results: Results) -> None:
+    reason = "Pre-copy cannot keep up with 200 MiB/s at 128 MiB/s <bandwidth>"
+    three_case_results.cases[1].sla_reasons = [reason]
+    html = render_index(three_case_results)
+    escaped = reason.replace("<", "&lt;").replace(">", "&gt;")
+    note = f"This cell has its own SLA (<code>sla_by_cell</code>): {escaped}</p>"
+    assert html.count(note) == 1
+    # by the case's own SLA table, in its section, before the table
+    assert html.index(note) < html.index("<tr><th>SLA</th><th>limit</th>", html.index(note))
+    # and in the run's SLA table, on the case's rows
+    marker = f'<span class="why" title="{escaped}">own SLA (sla_by_cell)</span>'
+    assert html.count(marker) == len(three_case_results.cases[1].sla) > 0
+    three_case_results.cases[1].sla_reasons = []
+    assert "own SLA" not in render_index(three_case_results)

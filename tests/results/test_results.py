@@ -111,6 +111,20 @@ def test_the_migrations_cpu_is_written_only_when_measured(tmp_path: Path) -> Non
     assert load_results(path) == results
 
 
+def test_a_cells_own_sla_reasons_are_written_only_when_there_are_some(tmp_path: Path) -> None:
+    """``sla_reasons`` (a matrix cell's `sla_by_cell` reasons) came after ``novamig.results/1``: a
+    case without any writes no key, one with them reads back the same."""
+    results = sample_results()
+    path = tmp_path / "results.json"
+    write_results(results, path)
+    assert "sla_reasons" not in json.loads(path.read_text())["cases"][0]
+    results.cases[0].sla_reasons = ["pre-copy cannot keep up", "second"]
+    write_results(results, path)
+    assert json.loads(path.read_text())["cases"][0]["sla_reasons"] == ["pre-copy cannot keep up", "second"]
+    assert load_results(path) == results
+    assert load_results(path).cases[0].sla_reasons == ["pre-copy cannot keep up", "second"]
+
+
 def test_unknown_schema_version_is_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     raw = json.loads(sample_results().to_json())

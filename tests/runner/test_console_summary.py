@@ -56,3 +56,12 @@ def test_many_failures_are_cut_to_a_few_and_counted() -> None:
     text = _printed([CaseResult(id="c#r1", passed=False, migrations=failed)])
     assert text.count(": error: reason ") == MIGRATION_ERRORS_SHOWN
     assert "… and 3 more (results.json)" in text
+
+
+def test_a_cell_with_its_own_sla_says_why() -> None:
+    own = CaseResult(id="own#r1", passed=True, sla_reasons=["pre-copy cannot keep up at 200 MiB/s"])
+    text = _printed([own, CaseResult(id="plain#r1", passed=True)])
+    assert text.count("own SLA:") == 1
+    assert (
+        "PASS own#r1: 0/0 migrations completed\n     own SLA: pre-copy cannot keep up at 200 MiB/s\n" in text
+    )

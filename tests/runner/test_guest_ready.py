@@ -56,6 +56,7 @@ def test_names_every_guest_that_did_not_answer(echo_port: int) -> None:
     message = str(caught.value)
     assert "s1 (id-2) at 127.0.0.2" in message and "s0" not in message
     assert f"UDP echo on port {echo_port} within 1.5 s" in message
+    assert message.endswith("raise `fleet.ready_timeout_s` (e.g. `--set fleet.ready_timeout_s=4.5`)")
 
 
 def test_a_stop_request_ends_the_wait() -> None:

@@ -102,3 +102,16 @@ def test_locust_in_the_guest_with_a_missing_user_locustfile_is_refused_before_an
     err = capsys.readouterr().err
     assert "mine.py" in err and "does not exist" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_case_plan_carries_its_cells_sla_reasons_and_the_fleet_timeouts() -> None:
+    from novamig.runner.plan import plan_from_case
+    from novamig.scenario import expand_cases, load_scenario
+
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "precopy-vs-postcopy.yaml"
+    overrides = ["fleet.ready_timeout_s=900", "fleet.boot_timeout_s=1200", "repeat=1"]
+    plans = {c.id: plan_from_case(c) for c in expand_cases(load_scenario(path, overrides))}
+    assert {(p.boot_timeout_s, p.ready_timeout_s) for p in plans.values()} == {(1200, 900)}
+    own = plans.pop("dirty_rate_mib_s=200,post_copy_after_s=null#r1")
+    assert own.sla.migrations_completed_ratio == 0 and own.sla_reasons and "128 MiB/s" in own.sla_reasons[0]
+    assert {(p.sla.migrations_completed_ratio, p.sla_reasons) for p in plans.values()} == {(0.5, ())}

@@ -240,3 +240,13 @@ def test_migrations_failed_without_an_sla_say_how_many(three_case_results: Resul
     three_case_results.cases[1].sla = []
     failure = ET.fromstring(junit_xml(three_case_results)).find("testsuite/testcase[2]/failure")
     assert failure is not None and failure.get("message") == "1 of 1 migrations did not complete (error)"
+
+
+def test_a_cell_with_its_own_sla_says_why_in_its_output(three_case_results: Results) -> None:
+    three_case_results.cases[1].sla_reasons = ["expected not to converge"]
+    xml = junit_xml(three_case_results)
+    _validate(xml)
+    cases = ET.fromstring(xml).findall("testsuite/testcase")
+    out = cases[1].find("system-out")
+    assert out is not None and (out.text or "").startswith("own SLA: expected not to converge\n")
+    assert all("own SLA" not in (c.findtext("system-out") or "") for c in (cases[0], cases[2]))

@@ -149,6 +149,6 @@ def test_load_scenario_raises_with_issues() -> None:
         load_scenario(path, ["fleet.count=0", "nope=1"])
     assert [str(i) for i in caught.value.issues] == [
         "<--set>:0:0: nope: unknown key `nope`; valid keys: `name`, `description`, `cloud`, `fleet`, "
-        "`workload`, `migration`, `host_policy`, `measure`, `sla`, `matrix`, `repeat`",
+        "`workload`, `migration`, `host_policy`, `measure`, `sla`, `matrix`, `sla_by_cell`, `repeat`",
         "<--set>:0:0: fleet.count: Input should be greater than or equal to 1, got 0",
     ]
