@@ -48,6 +48,12 @@ class ServerProvisioner(Protocol):
     """Boots a case's servers and deletes them when the block ends, whatever happens (the cloud's
     is `fleet.CloudFleet`; the unit tests have an in-memory one)."""
 
+    @property
+    def servers_tag(self) -> str:
+        """A tag every server it boots carries and no other run's server does: the batched
+        poller lists only these, not every novamig server of the project."""
+        ...
+
     def provision(
         self, plan: CasePlan, case_index: int, boot_host: str | None, stop: StopRequest
     ) -> contextlib.AbstractContextManager[list[ServerInfo]]: ...
@@ -107,6 +113,7 @@ def run_case(
                             records=records,
                             poll_s=poll_s,
                             probes=probes,
+                            servers_tag=fleet.servers_tag,
                         )
                     finally:
                         migration_cpu = process_cpu_s() - cpu_before
@@ -285,11 +292,12 @@ def _migrate_all(
     records: list[tuple[str, int | None, MigrationRecord]],
     poll_s: float | None,
     probes: Sequence[Probe] = (),
+    servers_tag: str = TAG,
 ) -> None:
     lock = threading.Lock()
     total = chooser.migrations_per_server(plan.count)
     failures: list[BaseException] = []
-    poller = case_poller(api, clock, poll_s)
+    poller = case_poller(api, clock, poll_s, servers_tag)
 
     def sequence(server: ServerInfo) -> None:
         current, previous = server.host, None
@@ -350,14 +358,17 @@ def _skip_the_rest(record: MigrationRecord, left: int, clock: CaseClock) -> None
     log.warning("%s: %s", record.server, what)
 
 
-def case_poller(api: MigrationApi, clock: CaseClock, poll_s: float | None) -> CasePoller | None:
+def case_poller(
+    api: MigrationApi, clock: CaseClock, poll_s: float | None, servers_tag: str = TAG
+) -> CasePoller | None:
     """The case's one batched poller (`novamig.runner.poller`) on a Nova that lists live migrations
     by ``changes-since`` (2.59+); None elsewhere (an older Nova, the unit tests' in-memory cloud),
-    where each migration polls on its own."""
+    where each migration polls on its own. It lists the servers tagged `servers_tag` (the run's
+    own: other runs' servers on the same cloud would only lengthen each listing)."""
     if not isinstance(api, Compute) or not ComputeBatches.supported(api):
         return None
     return CasePoller(
-        ComputeBatches(api, TAG),
+        ComputeBatches(api, servers_tag),
         poll_s=poll_s or POLL_S,
         fast_poll_s=poll_s or FAST_POLL_S,
         now=clock.now,

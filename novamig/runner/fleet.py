@@ -21,6 +21,7 @@ from novamig.cloud.resources import (
     find_flavor,
     find_floating_network,
     resource_name,
+    run_tag,
 )
 from novamig.hypervisor.netns import socket_in
 from novamig.measure.contract import ServerInfo
@@ -101,6 +102,11 @@ class CloudFleet:
                 groups = (group,) if group else ()
             self._access = (key_name, groups)
         return self._access
+
+    @property
+    def servers_tag(self) -> str:
+        """The run's own tag, which `Resources` puts on every server it boots."""
+        return run_tag(self.run_id)
 
     @contextlib.contextmanager
     def provision(
