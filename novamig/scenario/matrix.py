@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from novamig.scenario.cellsla import matching_entries, merge_cell_sla
 from novamig.scenario.datapaths import PathConflict, set_path, split_key_path
-from novamig.scenario.redaction import path_has_secret, redact
+from novamig.scenario.redaction import path_has_secret, redact, redact_text
 
 if TYPE_CHECKING:
     from novamig.scenario.models import Scenario
@@ -146,8 +146,9 @@ def cell_data(scenario: Scenario, cell: Cell) -> dict[str, Any]:
 
 
 def cell_sla_reasons(scenario: Scenario, cell: Cell) -> tuple[str, ...]:
-    """The reasons of the `sla_by_cell` entries that apply to a cell, in order, each once."""
-    reasons = (scenario.sla_by_cell[i].reason for i in matching_entries(scenario, cell.params))
+    """The reasons of the `sla_by_cell` entries that apply to a cell, in order, each once; free
+    text that results record, so redacted like any recorded string (`--password=…`)."""
+    reasons = (redact_text(scenario.sla_by_cell[i].reason) for i in matching_entries(scenario, cell.params))
     return tuple(dict.fromkeys(reasons))
 
 

@@ -251,3 +251,9 @@ def test_fleet_timeouts_are_bounded(check: Check) -> None:
     assert check("name: a\nfleet: {boot_timeout_s: 90000}\n") == [
         "F:2:25: fleet.boot_timeout_s: Input should be less than or equal to 86400, got 90000"
     ]
+
+
+def test_a_reason_is_recorded_with_secrets_redacted() -> None:
+    s = sweep({"cells": {RATE: 16}, "sla": {}, "reason": "measured with --password=hunter2 on the host"})
+    reasons = {c.sla_reasons for c in expand_cases(s) if c.sla_reasons}
+    assert reasons == {("measured with --password=<redacted> on the host",)}
