@@ -465,6 +465,16 @@ def test_cloud_image_boots_by_itself_with_dhcp_and_cloud_init(
             assert time.monotonic() < deadline, f"cloud-init did not apply the user-data:\n{text[-3000:]}"
             time.sleep(0.5)
         applied_s = time.monotonic() - t0
+        # the four stages ran in one process (cloud_init_stages.py), each as cloud-init reports
+        # it, all succeeded, and the image's cloud-init configuration passed cloud-init's schema
+        deadline = time.monotonic() + 120
+        while "novamig-init: cloud-init finished" not in (text := console.read_text(errors="replace")):
+            assert time.monotonic() < deadline, f"cloud-init did not finish:\n{text[-3000:]}"
+            time.sleep(0.5)
+        assert "cloud-init finished (last error status: 0)" in text, text[-3000:]
+        for stage in ("init-local", "init", "modules:config", "modules:final"):
+            assert f"running '{stage}' at" in text, (stage, text[-3000:])
+        assert "Datasource DataSourceConfigDrive" in text and "Invalid cloud-config" not in text
         info = agent.command("info").fields
         assert info["hb_udp"] == f"10.0.2.2:{collector_port}" and info["dirtier"] == "1", info
         time.sleep(3.0)

@@ -31,6 +31,7 @@ from novamig.guest.full.layout import (
     BUILD_SCRIPT_VERSION,
     CLOUD_APPEND,
     CLOUD_INIT_CONFIG,
+    CLOUD_INIT_STAGES,
     CLOUD_MODULES,
     CLOUD_PACKAGES,
     CLOUD_TOOLS,
@@ -67,6 +68,9 @@ def _guest_sources(cloud: bool = False) -> dict[str, bytes]:
     for entry in sorted(locustfiles.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".py") and entry.is_file():
             files[f"{GUEST_LOCUSTFILES.lstrip('/')}/{entry.name}"] = entry.read_bytes()
+    if cloud:
+        # run by init.sh in place of four cloud-init commands (one interpreter start, not four)
+        files[CLOUD_INIT_STAGES.lstrip("/")] = _resource("novamig.guest.full", "cloud_init_stages.py")
     return files
 
 
