@@ -24,8 +24,10 @@ version, and the guest-side sources. A cached image is not rebuilt when the mirr
 package versions: pass ``force=True`` for that.
 
 Modules: `layout` (fixed inputs), `images` (the two forms), `mirror` (the Debian mirror),
-`rootfs` (one build, step by step), `variants` (cache keys, build and lookup). This package only
-re-exports their public names; none of them imports the package itself.
+`rootfs` (one build, step by step), `variants` (cache keys, build and lookup), and
+`cloud_init_stages` (not used on the host: the Glance form's PID 1 runs it in the guest to run
+cloud-init's four stages in one process). This package only re-exports their public names; none
+of them imports the package itself.
 """
 
 from __future__ import annotations
