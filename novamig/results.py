@@ -395,9 +395,9 @@ class MigrationRecord(_Model):
     )
     error: str | None = Field(
         default=None,
-        description="why a migration of status error failed, one line: Nova's reason (the failed "
-        "step of its live-migration instance action) when Nova gives one, else what novamig saw; "
-        "written only when set",
+        description="why a migration of status error or timeout failed, one line: Nova's reason (the "
+        "failed step of its live-migration instance action) when Nova gives one, else what novamig "
+        "saw (for a timeout: the limit that ran out, then how the abort ended); written only when set",
     )
     server_after: ServerAfter | None = Field(
         default=None,

@@ -492,8 +492,14 @@ class MigrationWatcher:
             migration_id=self.migration_id,
             phases_s={k: round(v, 6) for k, v in phases.items()},
             poll_period_s=poll_period,
-            error=why if status == "error" else None,
+            error=self._timeout_error(why) if status == "timeout" else why if status == "error" else None,
         )
+
+    def _timeout_error(self, why: str | None) -> str:
+        """A timed-out migration's one line: the limit that ran out, then what Nova did (a
+        timeout is a failure like an error, and the console and report show this line for it)."""
+        limit = f"not completed within migration.policy.timeout_s = {self.policy.timeout_s:g} s; aborted"
+        return f"{limit} ({why})" if why else limit
 
     @property
     def aborted_by(self) -> str | None:

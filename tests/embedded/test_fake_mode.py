@@ -112,7 +112,12 @@ def test_fake_cloud_runs_nova_fake_driver_on_every_compute(fake_cloud: EmbeddedC
 class Request:
     at: datetime
     method: str
-    path: str  # server ids replaced by ID, changes-since values by T
+    path: str  # server ids replaced by ID, changes-since values by T, the run's tag by novamig-run-RUN
+
+
+def _normal_path(path: str) -> str:
+    path = re.sub(r"changes-since=[^&]*", "changes-since=T", UUID.sub("ID", path))
+    return re.sub(r"tags=novamig-run-[0-9a-f]+", "tags=novamig-run-RUN", path)
 
 
 def _requests(cloud: EmbeddedCloud, offset: int) -> list[Request]:
@@ -125,7 +130,7 @@ def _requests(cloud: EmbeddedCloud, offset: int) -> list[Request]:
         Request(
             datetime.fromisoformat(m.group(1)),
             m.group(2),
-            re.sub(r"changes-since=[^&]*", "changes-since=T", UUID.sub("ID", m.group(3))),
+            _normal_path(m.group(3)),
         )
         for m in found
         if m is not None
@@ -199,10 +204,11 @@ def _check_batched_calls(requests: list[Request], n: int) -> None:
     """The case's poller read every migration through two list calls per tick, whatever the
     number of migrations; per migration only what no list holds."""
     calls = Counter(f"{r.method} {r.path}" for r in requests)
-    server_lists = calls["GET /v2.1/servers/detail?all_tenants=1&tags=novamig&changes-since=T"]
+    # only the run's own servers: its run tag, not every novamig server of the cloud
+    server_lists = calls["GET /v2.1/servers/detail?all_tenants=1&tags=novamig-run-RUN&changes-since=T"]
     migration_lists = calls["GET /v2.1/os-migrations?migration_type=live-migration&changes-since=T"]
     # the first tick's server list has no cursor yet; the migrations' first one comes from it
-    assert calls["GET /v2.1/servers/detail?all_tenants=1&tags=novamig"] == 1
+    assert calls["GET /v2.1/servers/detail?all_tenants=1&tags=novamig-run-RUN"] == 1
     assert calls["GET /v2.1/os-migrations?migration_type=live-migration"] == 0
     assert migration_lists == server_lists + 1 >= 2
     # the newest records (Nova writes no update time on an `accepted` one): only while a watch

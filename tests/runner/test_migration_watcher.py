@@ -428,6 +428,8 @@ def test_timeout_aborts_and_records_timeout_not_cancelled() -> None:
     assert 600.0 <= wanted < 600.0 + POLL_S
     assert w.event_at("abort sent (migration running)") == wanted
     assert w.event_at("aborted (timeout)") > wanted
+    assert w.record.error is not None
+    assert w.record.error.startswith("not completed within migration.policy.timeout_s = 600 s; aborted (")
 
 
 def test_timeout_takes_precedence_over_a_later_abort_after_s() -> None:
@@ -443,6 +445,10 @@ def test_an_abort_nova_never_confirms_ends_after_the_grace_period() -> None:
     gave_up = w.event_at(f"Nova did not confirm the abort within {ABORT_GRACE_S:.0f} s")
     assert sent + ABORT_GRACE_S < gave_up <= sent + ABORT_GRACE_S + POLL_S
     assert len([c for c in w.api.calls if c[1].startswith("abort")]) == 1  # sent once
+    assert w.record.error == (
+        "not completed within migration.policy.timeout_s = 10 s; aborted "
+        f"(Nova did not confirm the abort within {ABORT_GRACE_S:.0f} s)"
+    )
 
 
 def test_a_stopped_run_aborts_the_migration_and_says_why() -> None:
