@@ -423,7 +423,8 @@ class SlaCheck(_Model):
     reason: str | None = Field(
         default=None,
         description="why value is null (the probe not set up, not measurable on this cloud, no "
-        "migration completed …); null when there is a value",
+        "migration completed …); for a failed downtime check, that the case's noise floor on that "
+        "probe was already above the limit; otherwise null",
     )
 
 

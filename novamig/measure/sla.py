@@ -21,7 +21,8 @@ ratio is 0 (a sweep's cell where the scenario expects migrations not to converge
 those checks and memory integrity have nothing to judge and the scenario said so: they pass with
 value null and that reason, instead of failing the case the ratio allowed. Percentiles are
 `novamig.stats.percentile`'s nearest rank: a p95 is a value some migration really had (with fewer
-than 20 migrations, the largest).
+than 20 migrations, the largest). A failed downtime check whose limit is below the case's own noise
+floor on that probe (the longest gap it saw with no migration) says so in its ``reason``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class CaseFigures:
     probes: Mapping[str, str | None] | None = None
     """Figure → None when its probe ran, or the reason it was unavailable; a figure missing from
     the mapping had no probe set up. None: not known (every figure is taken as set up)."""
+    noise_floor_ms: Mapping[str, float | None] | None = None
+    """Probe → the case's noise floor (its longest gap with no migration), where measured."""
 
     @property
     def completed(self) -> list[MigrationRecord]:
@@ -133,6 +136,7 @@ class Check:
     if_null: Callable[[CaseFigures, SlaSpec], str]  # why the value is null
     needs_migrations: bool = False  # judged only once the case requested a migration
     of_completed: bool = False  # reads completed migrations only
+    if_failed: Callable[[CaseFigures, SlaSpec, Limit], str | None] | None = None  # a failure's context
 
     def judge(self, case: CaseFigures, spec: SlaSpec) -> SlaCheck | None:
         limit = self.limit(spec)
@@ -141,13 +145,29 @@ class Check:
         name = self.name.format(probe=spec.downtime_probe)
         value = STATISTICS[self.statistic](self.values(case, spec))
         if value is None and self.of_completed and _none_completed_allowed(case, spec):
-            reason = f"{_no_completed_migration(case, spec)}, which the case's completed ratio of 0 allows"
-            return SlaCheck(name=name, limit=limit, value=None, passed=True, reason=reason)
+            allowed = f"{_no_completed_migration(case, spec)}, which the case's completed ratio of 0 allows"
+            return SlaCheck(name=name, limit=limit, value=None, passed=True, reason=allowed)
         if value is None:
             return SlaCheck(name=name, limit=limit, value=None, passed=False, reason=self.if_null(case, spec))
         if isinstance(value, float):
             value = round(value, 6)
-        return SlaCheck(name=name, limit=limit, value=value, passed=COMPARISONS[self.compare](value, limit))
+        passed = COMPARISONS[self.compare](value, limit)
+        reason = self.if_failed(case, spec, limit) if not passed and self.if_failed is not None else None
+        return SlaCheck(name=name, limit=limit, value=value, passed=passed, reason=reason)
+
+
+def _floor_above_limit(case: CaseFigures, spec: SlaSpec, limit: Limit) -> str | None:
+    """A downtime limit below the case's own noise floor cannot tell a slow switchover from a
+    machine that stalls this long anyway: the check still fails (a gate that passes without
+    evidence cannot fail), but says so, so that an operator looks at the machine's load first."""
+    probe = spec.downtime_probe
+    floor = (case.noise_floor_ms or {}).get(probe)
+    if floor is None or isinstance(limit, bool) or floor <= limit:
+        return None
+    return (
+        f"the {probe} probe's noise floor in this case, {floor:.0f} ms (its longest gap with no "
+        f"migration), is above the limit: the machine stalled this long without any migration"
+    )
 
 
 def _none_completed_allowed(case: CaseFigures, spec: SlaSpec) -> bool:
@@ -241,9 +261,9 @@ CHECKS: tuple[Check, ...] = (
     Check("duration_s.p95", "duration_s", "p95", "at_most", lambda s: s.duration_p95_s, _durations,
           _no_completed_migration, of_completed=True),
     Check("downtime_ms.{probe}.max", "downtime_ms.{probe}", "max", "at_most", lambda s: s.downtime_max_ms,
-          _downtimes, _downtime_null, of_completed=True),
+          _downtimes, _downtime_null, of_completed=True, if_failed=_floor_above_limit),
     Check("downtime_ms.{probe}.p95", "downtime_ms.{probe}", "p95", "at_most", lambda s: s.downtime_p95_ms,
-          _downtimes, _downtime_null, of_completed=True),
+          _downtimes, _downtime_null, of_completed=True, if_failed=_floor_above_limit),
     Check("locust_failure_ratio.max", "locust.total.failure_ratio", "value", "at_most",
           lambda s: s.locust_failure_ratio_max, _locust_ratio, _locust_null),
     Check("memory_integrity", "memory_integrity", "all", "is", lambda s: True if s.memory_integrity else None,
@@ -260,7 +280,8 @@ def evaluate(
     abort_expected: bool = False,
     locust_failure_ratio: float | None = None,
     probes: Mapping[str, str | None] | None = None,
+    noise_floor_ms: Mapping[str, float | None] | None = None,
 ) -> list[SlaCheck]:
     """Every check the scenario asks for, in `CHECKS` order."""
-    case = CaseFigures(migrations, abort_expected, locust_failure_ratio, probes)
+    case = CaseFigures(migrations, abort_expected, locust_failure_ratio, probes, noise_floor_ms)
     return [verdict for check in CHECKS if (verdict := check.judge(case, spec)) is not None]

@@ -145,6 +145,7 @@ def run_case(
         abort_expected=plan.abort_expected,
         locust_failure_ratio=float(ratio) if isinstance(ratio, int | float) else None,
         probes=probes_set_up(probes),
+        noise_floor_ms=noise_floor.model_dump(),
     )
     result = CaseResult(
         id=plan.case_id,

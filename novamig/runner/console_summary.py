@@ -42,7 +42,7 @@ def print_summary(results: Results, out_dir: Path, stream: IO[str]) -> None:
             print(line, file=stream)
         for check in case.sla:
             if not check.passed:
-                value = f"value {check.value}"
+                value = f"value {check.value}" + (f" ({check.reason})" if check.reason else "")
                 if check.value is None:
                     value = f"not measured ({check.reason})" if check.reason else "not measured"
                 print(f"     SLA {check.name}: {value}, limit {check.limit}", file=stream)

@@ -46,7 +46,7 @@ def sla_message(check: SlaCheck) -> str:
     probe = judged_on(check.name)
     where = f", probe {probe}" if probe else ""
     text = f"{check.name} = {_number(check.value)} (limit {_number(check.limit)}{where})"
-    if check.value is None and check.reason:
+    if check.reason:  # why it is null, or what else a failure's value says
         text += f": {check.reason}"
     return text
 

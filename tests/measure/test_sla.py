@@ -157,3 +157,22 @@ def test_a_completed_ratio_below_one_says_how_many_may_fail_instead_of_the_faile
     # the default (every migration must complete) keeps the count, with its number of failures
     checks = by_name(evaluate(SlaSpec(), records))
     assert checks["migrations.failed"].value == 1 and not checks["migrations.failed"].passed
+
+
+def test_a_failed_downtime_check_says_when_the_noise_floor_was_already_above_its_limit() -> None:
+    spec = SlaSpec(downtime_max_ms=1000, downtime_p95_ms=1000, downtime_probe="guest")
+    migrations = [mig(guest=400.0), mig(guest=1500.0)]
+    loaded = by_name(evaluate(spec, migrations, noise_floor_ms={"guest": 2318.0, "network": None}))
+    for name in ("downtime_ms.guest.max", "downtime_ms.guest.p95"):
+        assert not loaded[name].passed and loaded[name].value == 1500.0
+        assert loaded[name].reason == (
+            "the guest probe's noise floor in this case, 2318 ms (its longest gap with no migration), "
+            "is above the limit: the machine stalled this long without any migration"
+        )
+    # a floor below the limit, or none measured: a plain failure
+    quiet = by_name(evaluate(spec, migrations, noise_floor_ms={"guest": 166.0}))
+    assert not quiet["downtime_ms.guest.max"].passed and quiet["downtime_ms.guest.max"].reason is None
+    assert by_name(evaluate(spec, migrations))["downtime_ms.guest.max"].reason is None
+    # a passing check says nothing, whatever the floor
+    passing = by_name(evaluate(spec, [mig(guest=400.0)], noise_floor_ms={"guest": 2318.0}))
+    assert passing["downtime_ms.guest.max"].passed and passing["downtime_ms.guest.max"].reason is None

@@ -39,7 +39,10 @@ def test_each_failed_migration_says_why_and_whether_its_server_was_lost() -> Non
             _migration("s3", "timeout"),
         ],
         sla=[
-            SlaCheck(name="downtime_ms.guest.max", limit=500.0, value=None, passed=False, reason="no guest")
+            SlaCheck(name="downtime_ms.guest.max", limit=500.0, value=None, passed=False, reason="no guest"),
+            SlaCheck(
+                name="downtime_ms.guest.p95", limit=500.0, value=612.5, passed=False, reason="floor 700"
+            ),
         ],
     )
     text = _printed([case])
@@ -48,6 +51,7 @@ def test_each_failed_migration_says_why_and_whether_its_server_was_lost() -> Non
     assert "migration 3 (s3): timeout: no reason recorded" in text
     assert "migration 1 (s1)" not in text
     assert "SLA downtime_ms.guest.max: not measured (no guest), limit 500.0" in text
+    assert "SLA downtime_ms.guest.p95: value 612.5 (floor 700), limit 500.0" in text
     assert "novamig: run failed; results in /out/results.json" in text
 
 
