@@ -11,6 +11,7 @@ from novamig.scenario.issues import ScenarioInvalid
 from novamig.scenario.loader import load_scenario
 from novamig.scenario.models import Scenario
 from novamig.scenario.schema import scenario_json_schema
+from novamig.scenario.sla_lint import p95_warnings
 
 Warner = Callable[[Scenario], list[str]]
 """What a valid scenario cannot do on the cloud it would run on (`novamig.measure.sla_coverage`,
@@ -22,8 +23,9 @@ def cmd_validate(
 ) -> int:
     """Check every file; print `FILE: ok` or each problem as `FILE:LINE:COL: key.path: message`.
 
-    A valid file's warnings (`warner`: an SLA figure no probe can measure on the chosen kind of
-    cloud) follow its `ok` as `FILE: warning: ...`; they do not change the exit status, since the
+    A valid file's warnings (a `p95` limit over too few migrations to be a percentile,
+    `sla_lint`; `warner`: an SLA figure no probe can measure on the chosen kind of cloud) follow its
+    `ok` as `FILE: warning: ...`; they do not change the exit status, since the
     same file may run elsewhere.
 
     Returns 0 when every file is valid, 2 otherwise. Bad input never raises: an unexpected exception
@@ -34,7 +36,7 @@ def cmd_validate(
     for path in paths:
         try:
             scenario = load_scenario(path, overrides)
-            warnings = warner(scenario) if warner is not None else []
+            warnings = p95_warnings(scenario) + (warner(scenario) if warner is not None else [])
         except ScenarioInvalid as exc:
             status = ExitCode.BAD_INPUT
             for issue in exc.issues:
