@@ -25,7 +25,6 @@ from typing import Any, Protocol
 from novamig.cloud.compute import Compute
 from novamig.cloud.errors import CloudError
 from novamig.cloud.host_policy import HostPolicyApplier, applied
-from novamig.cloud.resources import TAG
 from novamig.measure.contract import CapturesEachMigration, CaseClock, Probe, ServerInfo
 from novamig.measure.sla import evaluate
 from novamig.results import CaseResult, Event, MigrationRecord, PerProbe, ProbeCost
@@ -292,8 +291,8 @@ def _migrate_all(
     view: LiveView,
     records: list[tuple[str, int | None, MigrationRecord]],
     poll_s: float | None,
+    servers_tag: str,
     probes: Sequence[Probe] = (),
-    servers_tag: str = TAG,
 ) -> None:
     lock = threading.Lock()
     total = chooser.migrations_per_server(plan.count)
@@ -360,7 +359,7 @@ def _skip_the_rest(record: MigrationRecord, left: int, clock: CaseClock) -> None
 
 
 def case_poller(
-    api: MigrationApi, clock: CaseClock, poll_s: float | None, servers_tag: str = TAG
+    api: MigrationApi, clock: CaseClock, poll_s: float | None, servers_tag: str
 ) -> CasePoller | None:
     """The case's one batched poller (`novamig.runner.poller`) on a Nova that lists live migrations
     by ``changes-since`` (2.59+); None elsewhere (an older Nova, the unit tests' in-memory cloud),

@@ -385,7 +385,7 @@ def _run(
         return outcome.exit_code
 
 
-def build_images(plans: Sequence[CasePlan], driver: str) -> None:
+def _build_images(plans: Sequence[CasePlan], driver: str) -> None:
     """The run's own embedded cloud serves the novamig images found in the cache when it starts:
     build the missing ones first (`novamig.guest.ensure`), with progress, instead of failing
     preflight. Only the drivers that boot guests need them (Nova's fake driver boots no image)."""
@@ -426,7 +426,7 @@ def _open_cloud(
     embedded: EmbeddedCloud | None
     own_clouds_yaml: Path | None = None  # the run's own cloud: its clouds.yaml and nothing else
     if choice.name is None:
-        build_images(plans, str(embedded_options["driver"]))
+        _build_images(plans, str(embedded_options["driver"]))
         try:
             embedded = start_embedded(stack, out_dir, embedded_options)
         except Exception as exc:  # the embedded cloud's start errors are infrastructure

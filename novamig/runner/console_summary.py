@@ -42,9 +42,9 @@ def print_summary(results: Results, out_dir: Path, stream: IO[str]) -> None:
             print(line, file=stream)
         for check in case.sla:
             if not check.passed:
-                value = f"value {check.value}" + (f" ({check.reason})" if check.reason else "")
-                if check.value is None:
-                    value = f"not measured ({check.reason})" if check.reason else "not measured"
+                value = "not measured" if check.value is None else f"value {check.value}"
+                if check.reason:  # why it is null, or what else a failure's value says
+                    value += f" ({check.reason})"
                 print(f"     SLA {check.name}: {value}, limit {check.limit}", file=stream)
     state = "interrupted" if results.interrupted else ("passed" if results.passed else "failed")
     print(f"novamig: run {state}; results in {out_dir / 'results.json'}", file=stream)
