@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from novamig.scenario.datapaths import split_key_path
+from novamig.scenario.datapaths import split_key_path, written_at
 from novamig.scenario.errors import describe_value
 from novamig.scenario.fieldpaths import did_you_mean
 from novamig.scenario.issues import KeyPath, format_key_path
@@ -156,7 +156,7 @@ def entry_problem(
     paths = [p[1:] for p in (problem.path, *problem.alt_paths) if p[:1] == ("sla",)]
     for index in reversed(entry_indexes):
         written = written_sla(scenario.sla_by_cell[index])
-        found = [p for p in paths if _has_path(written, p)]
+        found = [p for p in paths if written_at(written, p)]
         if found:
             prefix: KeyPath = (KEY, index, "sla")
             message = (
@@ -165,14 +165,6 @@ def entry_problem(
             )
             return Problem((*prefix, *found[0]), message, alt_paths=(prefix,))
     return None
-
-
-def _has_path(data: Any, path: KeyPath) -> bool:
-    for item in path:
-        if not isinstance(data, dict) or item not in data:
-            return False
-        data = data[item]
-    return True
 
 
 def restrict_entries(

@@ -6,6 +6,7 @@ everything after `matrix.` is one matrix key (matrix keys are dotted paths thems
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -24,6 +25,17 @@ def split_key_path(text: str) -> tuple[str, ...]:
     if head == "matrix" and sep:
         return (head, rest)
     return tuple(text.split("."))
+
+
+def written_at(data: Any, keys: Sequence[str | int]) -> list[Any]:
+    """The value plain mapping data holds at `keys`, as a one-item list; empty when some key is
+    missing or the path goes through a value that is not a mapping (so a written null is found)."""
+    node = data
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return []
+        node = node[key]
+    return [node]
 
 
 def set_path(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:

@@ -24,7 +24,7 @@ import yaml
 
 from novamig.scenario.cellsla import KEY as SLA_BY_CELL
 from novamig.scenario.cellsla import restrict_entries
-from novamig.scenario.datapaths import PathConflict, set_path, split_key_path
+from novamig.scenario.datapaths import PathConflict, set_path, split_key_path, written_at
 from novamig.scenario.fieldpaths import check_matrix_key, check_path
 from novamig.scenario.issues import OVERRIDE_FILE, OVERRIDE_PATH, Issue, KeyPath, format_key_path
 from novamig.scenario.models import Scenario
@@ -97,17 +97,6 @@ def _matrix(data: dict[str, Any]) -> dict[str, Any]:
     return dict(matrix) if isinstance(matrix, dict) else {}
 
 
-def _written_value(data: dict[str, Any], key: str) -> list[Any]:
-    """The value the file (or an earlier override) writes at a dotted key, as a one-item list; empty
-    when it is not written."""
-    node: Any = data
-    for part in split_key_path(key):
-        if not isinstance(node, dict) or part not in node:
-            return []
-        node = node[part]
-    return [node]
-
-
 def _follow_matrix(result: Applied, before: dict[str, Any]) -> None:
     """Keep `sla_by_cell` in step with an override that changed what the matrix varies: a key pinned
     to one value, given new values, or no longer varied (`--set matrix={}`: it keeps the value the
@@ -120,7 +109,7 @@ def _follow_matrix(result: Applied, before: dict[str, Any]) -> None:
         if (key in after and after[key] is old_values) or not isinstance(old_values, list):
             continue
         new_values = after.get(key)
-        allowed = new_values if isinstance(new_values, list) else _written_value(result.data, key)
+        allowed = new_values if isinstance(new_values, list) else written_at(result.data, split_key_path(key))
         dropped |= restrict_entries(result.data, key, allowed, old_values)
     if dropped:
         result.paths.append((SLA_BY_CELL,))
